@@ -1,0 +1,31 @@
+# The README's two commands are `make demo` and `make test`; each installs what it needs first
+# (scripts/bootstrap.sh: a cached venv keyed by requirements.txt) and can be run again safely.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The demo and the tests keep their data under ./var unless TRANSFERTRAJ_HOME says otherwise.
+export TRANSFERTRAJ_HOME ?= $(CURDIR)/var
+VENV_BIN = $(CURDIR)/.venv/bin
+
+.PHONY: help venv demo test bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+venv:  ## create or reuse the pinned environment (.venv -> cache)
+	@bash scripts/bootstrap.sh >/dev/null
+
+demo: venv  ## run the pipeline end to end on the bundled real sample
+	$(VENV_BIN)/transfertraj demo
+
+test: venv  ## run the test suite (what CI runs)
+	$(VENV_BIN)/python -m pytest -q
+
+bench: venv  ## run the benchmarks (bench/), printing figures and ratios
+	@for b in bench/*.py; do $(VENV_BIN)/python $$b || exit 1; done
+
+lock:  ## re-resolve requirements.txt from requirements.in
+	uv pip compile requirements.in -o requirements.txt --python-version 3.11
+
+clean:  ## remove the demo's data root (./var); the venv cache stays
+	rm -rf var

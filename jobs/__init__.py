@@ -1,0 +1,1 @@
+"""Spark jobs: the session factory, raw-format parsers, cleaning transforms, context join, reports."""

@@ -1,0 +1,116 @@
+"""The one Spark session factory every job uses.
+
+    from jobs.spark_session import get_spark
+    spark = get_spark("ingest")          # local[*] by default, Delta Lake enabled
+
+Master and extra configuration come from `transfertraj.settings.Settings` (environment
+TRANSFERTRAJ_SPARK_MASTER / TRANSFERTRAJ_SPARK_CONF), so the same code runs against a standalone
+cluster, YARN or Kubernetes. Under `spark-submit` (a session already configured by the launcher) the
+launcher's master wins.
+
+Delta's jars come from Maven Central through Spark's Ivy on first start (33 artifacts, ~87 MB, ~20 s)
+and are cached in `<cache>/ivy`; later starts resolve offline. To pre-fetch them for an offline cluster,
+run `transfertraj spark-jars` once on a connected machine and copy `<cache>/ivy/jars/*.jar` to the
+cluster (then set `spark.jars` to them instead of `spark.jars.packages`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from transfertraj.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIN_JAVA = 17
+
+
+class JavaMissingError(RuntimeError):
+    """Java is absent or older than Spark 4 needs."""
+
+
+def java_major_version(java: str | None = None) -> int:
+    """Major version of the `java` that Spark will start (JAVA_HOME first, then PATH)."""
+    java = java or (
+        os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
+    )
+    if not java or not os.path.exists(java):
+        raise JavaMissingError(
+            f"Java {MIN_JAVA}+ is required by Spark 4 and none was found (JAVA_HOME or PATH). "
+            "Install it, e.g. 'apt-get install openjdk-17-jre-headless', or set JAVA_HOME."
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        raise JavaMissingError(f"could not read the Java version from '{java} -version': {out.strip()[:200]}")
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 else major  # "1.8.0" style means 8
+
+
+def check_java() -> int:
+    major = java_major_version()
+    if major < MIN_JAVA:
+        raise JavaMissingError(
+            f"Java {major} found, Spark 4 needs Java {MIN_JAVA}+. Install a newer JDK/JRE "
+            "(e.g. 'apt-get install openjdk-17-jre-headless') and point JAVA_HOME at it."
+        )
+    return major
+
+
+def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
+    """The configuration every session gets; `settings.spark_conf` overrides any of it."""
+    conf = {
+        "spark.app.name": f"transfertraj-{app_name}",
+        "spark.master": settings.spark_master,
+        "spark.driver.memory": settings.driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.default.parallelism": str(max(2, settings.shuffle_partitions)),
+        # Delta MERGE repartitions by its own setting (50 by default): far too many tasks here.
+        "spark.databricks.delta.merge.repartitionBeforeWrite.enabled": "true",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        # Instants are stored as UTC timestamps; local calendar fields are derived with the city's zone.
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.timestampType": "TIMESTAMP_LTZ",
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.jars.ivy": str(settings.ivy_dir),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": os.environ.get("TRANSFERTRAJ_SPARK_UI", "true"),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.databricks.delta.retentionDurationCheck.enabled": "true",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    }
+    conf.update(settings.spark_conf)
+    return conf
+
+
+def get_spark(app_name: str = "transfertraj", settings: Settings | None = None):
+    """Return the active session or build one with Delta Lake configured."""
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    settings = settings or Settings.load()
+    check_java()
+    # Python workers must run the interpreter (and venv) of the driver.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if settings.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no hostname lookup on a laptop
+    settings.ivy_dir.mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    for key, value in spark_conf(settings, app_name).items():
+        builder = builder.config(key, value)
+    log.info("starting Spark (%s, master %s)", app_name, settings.spark_master)
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("TRANSFERTRAJ_SPARK_LOG_LEVEL", "WARN"))
+    return spark

@@ -1,0 +1,41 @@
+"""Shared fixtures: one real Spark session (Delta enabled) for the whole run, isolated data roots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def spark_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("transfertraj_home")
+
+
+@pytest.fixture(scope="session")
+def settings(spark_home):
+    from transfertraj.settings import Settings
+
+    return Settings.load(home=spark_home, shuffle_partitions=2, driver_memory="2g", spark_master="local[2]")
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    """A real local Spark session with Delta Lake; UI off, 2 shuffle partitions."""
+    from jobs.spark_session import get_spark
+
+    os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
+    session = get_spark("tests", settings)
+    session.conf.set("spark.sql.shuffle.partitions", "2")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh data root for one test, also exported so code that loads Settings sees it."""
+    monkeypatch.setenv("TRANSFERTRAJ_HOME", str(tmp_path))
+    return tmp_path

@@ -1,0 +1,40 @@
+import pytest
+
+from jobs import spark_session
+from jobs.spark_session import JavaMissingError, check_java, java_major_version, spark_conf
+
+
+def test_java_on_this_machine_is_new_enough():
+    assert check_java() >= 17
+
+
+def test_missing_java_says_what_to_install(monkeypatch):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(spark_session.shutil, "which", lambda _: None)
+    with pytest.raises(JavaMissingError, match="apt-get install openjdk-17"):
+        java_major_version()
+
+
+def test_old_java_is_refused(monkeypatch):
+    monkeypatch.setattr(spark_session, "java_major_version", lambda: 11)
+    with pytest.raises(JavaMissingError, match="Java 11 found, Spark 4 needs Java 17"):
+        check_java()
+
+
+def test_conf_is_sized_for_small_machines_and_overridable(settings):
+    conf = spark_conf(settings, "x")
+    assert conf["spark.sql.shuffle.partitions"] == "2"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["spark.jars.ivy"].endswith("ivy")
+    from dataclasses import replace
+
+    conf = spark_conf(replace(settings, spark_conf={"spark.sql.shuffle.partitions": "64"}), "x")
+    assert conf["spark.sql.shuffle.partitions"] == "64"
+
+
+def test_session_has_delta_and_runs_the_driver_python(spark):
+    import sys
+
+    assert spark.conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
+    assert spark.sparkContext.pythonExec == sys.executable or spark.sparkContext.pythonExec.endswith("python")
+    assert spark.range(10).selectExpr("sum(id)").first()[0] == 45

@@ -1,0 +1,241 @@
+"""One YAML file per city, validated on load.
+
+    from transfertraj.city_config import load_city
+    city = load_city("porto")            # searches Settings.city_dirs for porto.yaml
+    city = load_city_file(Path("x.yaml"))
+
+A bad file fails with `CityConfigError` naming the file and the field, e.g.
+"config/cities/porto.yaml: bbox.min_lon: Input should be less than or equal to 180".
+Relative paths in a city file are resolved against the folder of that file, never the working directory.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transfertraj.settings import Settings
+
+CITY_NAME_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+
+RawFormat = Literal["porto_csv", "point_log"]
+OsmKind = Literal["osm_xml", "gis_extract", "overpass", "none"]
+
+
+class CityConfigError(ValueError):
+    """A city file is missing or invalid; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BBox(_Strict):
+    """WGS-84 bounding box of the city's service area; points outside it split a trip."""
+
+    min_lon: float = Field(ge=-180, le=180)
+    min_lat: float = Field(ge=-90, le=90)
+    max_lon: float = Field(ge=-180, le=180)
+    max_lat: float = Field(ge=-90, le=90)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BBox":
+        if self.min_lon >= self.max_lon:
+            raise ValueError(f"min_lon {self.min_lon} must be below max_lon {self.max_lon}")
+        if self.min_lat >= self.max_lat:
+            raise ValueError(f"min_lat {self.min_lat} must be below max_lat {self.max_lat}")
+        if self.max_lon - self.min_lon > 5 or self.max_lat - self.min_lat > 5:
+            raise ValueError("a city box wider than 5 degrees is almost certainly a typo")
+        return self
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return ((self.min_lon + self.max_lon) / 2, (self.min_lat + self.max_lat) / 2)
+
+
+class RawSource(_Strict):
+    """Where the city's raw GPS logs come from and how to read them."""
+
+    format: RawFormat
+    path: Path  # the bundled sample (or a delivery folder); relative to the city file
+    # Canonical column -> column name in the file. porto_csv needs none (its header is fixed);
+    # point_log needs vehicle_id, timestamp, lon, lat and may name trip_state (e.g. SF 'occupied').
+    columns: dict[str, str] = Field(default_factory=dict)
+    timestamp_format: str = "auto"  # auto | unix_s | unix_ms | a Spark datetime pattern
+    timestamp_timezone: str = "UTC"  # zone of timestamps written as text without an offset
+    compression: Literal["none", "gzip", "auto"] = "auto"
+    licence: str
+    provenance: str = ""
+
+    @model_validator(mode="after")
+    def _columns(self) -> "RawSource":
+        if self.format == "point_log":
+            missing = {"vehicle_id", "timestamp", "lon", "lat"} - set(self.columns)
+            if missing:
+                raise ValueError(f"point_log needs a column mapping for {sorted(missing)}")
+            unknown = set(self.columns) - {"vehicle_id", "timestamp", "lon", "lat", "trip_state"}
+            if unknown:
+                raise ValueError(f"unknown canonical columns {sorted(unknown)}")
+        return self
+
+
+class OsmSource(_Strict):
+    """The city's OpenStreetMap context: a local file, Overpass, or none (spatial + temporal only)."""
+
+    kind: OsmKind
+    path: Path | None = None  # osm_xml: one .osm/.osm.bz2; gis_extract: lines file (points in points_path)
+    points_path: Path | None = None
+    place: str | None = None  # overpass by place name (else by bbox)
+    snapshot_date: date | None = None
+    # POI categories this source really covers; the others are marked missing, never zero.
+    poi_categories_covered: list[str] | None = None
+    licence: str = "(c) OpenStreetMap contributors, ODbL 1.0"
+
+    @model_validator(mode="after")
+    def _paths(self) -> "OsmSource":
+        if self.kind in ("osm_xml", "gis_extract") and self.path is None:
+            raise ValueError(f"kind {self.kind} needs a path")
+        if self.kind == "gis_extract" and self.points_path is None:
+            raise ValueError("kind gis_extract needs points_path (OSM points for POIs)")
+        return self
+
+
+class Cleaning(_Strict):
+    max_speed_kmh: float = Field(default=150, gt=0)
+    gap_split_s: float = Field(default=300, gt=0)  # a time gap longer than this starts a new trip
+    stay_split_s: float = Field(default=600, gt=0)  # a stay (no movement > stay_radius_m) this long splits
+    stay_radius_m: float = Field(default=50, gt=0)
+    min_vehicle_speed_kmh: float = Field(default=0, ge=0)  # trips slower on average are not vehicle trips
+    long_trips: Literal["window", "drop"] = "window"  # cut trips above max_points into windows
+
+
+class QualityGate(_Strict):
+    max_rejected_share: float = Field(default=0.2, ge=0, le=1)
+    min_trajectories: int = Field(default=1, ge=0)
+
+
+class CityConfig(_Strict):
+    name: str = Field(pattern=CITY_NAME_PATTERN)
+    description: str = ""
+    bbox: BBox
+    timezone: str
+    metric_crs: str = "auto"  # 'auto' = UTM zone of the bbox centre, or e.g. 'EPSG:32629'
+    raw: RawSource
+    osm: OsmSource
+    sampling_interval_s: float = Field(gt=0, le=3600)
+    min_points: int = Field(default=5, ge=2)
+    max_points: int = Field(default=120, ge=3)
+    phi_m: float = Field(default=100, gt=0, le=2000)
+    cleaning: Cleaning = Cleaning()
+    quality: QualityGate = QualityGate()
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as Europe/Lisbon)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _points(self) -> "CityConfig":
+        if self.min_points > self.max_points:
+            raise ValueError(f"min_points {self.min_points} is above max_points {self.max_points}")
+        return self
+
+    @property
+    def crs(self) -> str:
+        """The metric CRS: explicit, or the UTM zone of the bbox centre."""
+        if self.metric_crs != "auto":
+            return self.metric_crs
+        lon, lat = self.bbox.centre
+        zone = int(math.floor((lon + 180) / 6)) + 1
+        return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+
+    @property
+    def has_osm(self) -> bool:
+        return self.osm.kind != "none"
+
+
+def _resolve(base: Path, path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _format_errors(source: Path | str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{source}: {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_city(data: dict, source: Path | str = "<dict>") -> CityConfig:
+    """Validate a dict as a city config; paths stay as given."""
+    if not isinstance(data, dict):
+        raise CityConfigError(f"{source}: a city file must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return CityConfig.model_validate(data)
+    except ValidationError as err:
+        raise CityConfigError(_format_errors(source, err)) from None
+
+
+def load_city_file(path: Path) -> CityConfig:
+    """Read and validate one city file; relative paths inside it resolve against its folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CityConfigError(f"{path}: no such city file") from None
+    except yaml.YAMLError as err:
+        raise CityConfigError(f"{path}: not valid YAML: {err}") from None
+    city = parse_city(data, path)
+    if city.name != path.stem:
+        raise CityConfigError(f"{path}: name: '{city.name}' must match the file name '{path.stem}'")
+    base = path.resolve().parent
+    raw = city.raw.model_copy(update={"path": _resolve(base, city.raw.path)})
+    osm = city.osm.model_copy(
+        update={"path": _resolve(base, city.osm.path), "points_path": _resolve(base, city.osm.points_path)}
+    )
+    return city.model_copy(update={"raw": raw, "osm": osm, "source_file": path.resolve()})
+
+
+def city_file(name: str, settings: Settings | None = None) -> Path:
+    """The first `<name>.yaml` on the city search path."""
+    settings = settings or Settings.load()
+    for folder in settings.city_dirs:
+        candidate = Path(folder) / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(sorted(list_cities(settings))) or "none"
+    searched = ", ".join(str(d) for d in settings.city_dirs)
+    raise CityConfigError(f"no city named '{name}' (searched {searched}; known: {known})")
+
+
+def load_city(name: str, settings: Settings | None = None) -> CityConfig:
+    return load_city_file(city_file(name, settings))
+
+
+def list_cities(settings: Settings | None = None) -> dict[str, Path]:
+    """name -> file, earlier folders on the search path winning."""
+    settings = settings or Settings.load()
+    found: dict[str, Path] = {}
+    for folder in settings.city_dirs:
+        for f in sorted(Path(folder).glob("*.yaml")) if Path(folder).is_dir() else []:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def city_to_yaml(city: CityConfig) -> str:
+    """Serialize a validated config (paths as strings) for writing a new city file."""
+    return yaml.safe_dump(city.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -1,0 +1,144 @@
+"""The `transfertraj` command line: every user-facing job has a subcommand here.
+
+    transfertraj --help
+    transfertraj cities                      # configured cities, their data and licences
+    transfertraj check-config --city porto   # validate one city file (all when omitted)
+    transfertraj spark-jars                  # fetch Delta's jars into the cache (for offline clusters)
+
+Settings precedence: flags > environment > city file > defaults (see transfertraj/settings.py).
+DAG tasks call the same functions as these subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from transfertraj.log_config import configure_logging
+from transfertraj.settings import Settings
+
+log = logging.getLogger("transfertraj")
+
+
+def _cmd_cities(args, settings: Settings) -> int:
+    from transfertraj.city_config import CityConfigError, list_cities, load_city_file
+
+    cities = list_cities(settings)
+    if not cities:
+        print("no city files found in " + ", ".join(map(str, settings.city_dirs)))
+        return 1
+    for name, path in cities.items():
+        try:
+            c = load_city_file(path)
+        except CityConfigError as err:
+            print(f"{name:14s} INVALID  {err}")
+            continue
+        print(f"{name:14s} {c.raw.format:10s} every {c.sampling_interval_s:g}s  tz {c.timezone:20s} CRS {c.crs}")
+        print(f"{'':14s} raw: {c.raw.path}  [{c.raw.licence}]")
+        osm = "none (spatial + temporal modalities only)" if not c.has_osm else f"{c.osm.kind} {c.osm.path}"
+        print(f"{'':14s} osm: {osm}" + (f"  [{c.osm.licence}]" if c.has_osm else ""))
+    return 0
+
+
+def _cmd_check_config(args, settings: Settings) -> int:
+    from transfertraj.city_config import CityConfigError, list_cities, load_city, load_city_file
+
+    if args.file:
+        try:
+            city = load_city_file(Path(args.file))
+        except CityConfigError as err:
+            print(f"BAD {err}", file=sys.stderr)
+            return 1
+        print(f"ok  {city.name} ({args.file})")
+        return 0
+    names = [args.city] if args.city else list(list_cities(settings))
+    failed = 0
+    for name in names:
+        try:
+            city = load_city(name, settings)
+            print(f"ok  {name} ({city.source_file})")
+        except CityConfigError as err:
+            failed += 1
+            print(f"BAD {err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_spark_jars(args, settings: Settings) -> int:
+    from jobs.spark_session import get_spark
+
+    spark = get_spark("spark-jars", settings)
+    jars = sorted((settings.ivy_dir / "jars").glob("*.jar"))
+    print(f"Spark {spark.version}; {len(jars)} jars cached in {settings.ivy_dir / 'jars'}")
+    spark.stop()
+    return 0
+
+
+def _cmd_land(args, settings: Settings) -> int:
+    from jobs.land_sample import land_sample
+    from transfertraj.city_config import load_city
+
+    for day, path in land_sample(load_city(args.city, settings), settings, source=args.source).items():
+        print(f"{day}  {path}")
+    return 0
+
+
+def _cmd_demo(args, settings: Settings) -> int:
+    from transfertraj.demo import run_demo
+
+    return run_demo(settings, cities=args.cities)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transfertraj",
+        description=(
+            "TransferTraj pipeline: ingest GPS logs with Spark into Delta tables, join OpenStreetMap "
+            "context, pretrain and fine-tune the model, evaluate and register it in MLflow."
+        ),
+        epilog="Data root: --home or TRANSFERTRAJ_HOME (default ~/.local/share/transfertraj).",
+    )
+    parser.add_argument("--home", help="data root (landing, lake, reports, checkpoints); overrides TRANSFERTRAJ_HOME")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("cities", help="list configured cities with their data sources and licences")
+    p.set_defaults(func=_cmd_cities)
+
+    p = sub.add_parser("check-config", help="validate city files; names the bad field on failure")
+    p.add_argument("--city", help="one city by name (default: all on the search path)")
+    p.add_argument("--file", help="a city file by path")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("land", help="drop a city's bundled sample (or --source) into landing/<city>/<date>/")
+    p.add_argument("--city", required=True)
+    p.add_argument("--source", type=Path, help="a raw file to land instead of the city's bundled sample")
+    p.set_defaults(func=_cmd_land)
+
+    p = sub.add_parser(
+        "demo", help="run the pipeline end to end on the bundled real samples (what `make demo` runs)"
+    )
+    p.add_argument("--cities", nargs="+", default=["porto", "sanfrancisco", "beijing"])
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("spark-jars", help="resolve Delta Lake's jars from Maven Central into the cache")
+    p.set_defaults(func=_cmd_spark_jars)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    settings = Settings.load(home=args.home)
+    try:
+        return int(args.func(args, settings) or 0)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
