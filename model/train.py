@@ -1,0 +1,476 @@
+"""Training, fine-tuning and prediction: one loop, the task is only the mask.
+
+    from model.train import pretrain, finetune, predict, evaluate
+    ckpt = pretrain(features_df, data_version=12, out_dir="var/ckpt/porto", epochs=30)
+    tuned = finetune(ckpt, "tp", features_df, data_version=12, n_shot=5000, freeze_encoder=False)
+    preds = predict(tuned, features_df, "tp", split="test")    # metres, lon/lat, minutes
+    evaluate(tuned, features_df, "tp", split="test")           # {"rmse_m": .., "mae_m": .., "n": ..}
+
+Data is split 8:1:1 by departure time; training stops early on the validation loss. An output folder
+holds `last.pt` (everything needed to resume after a kill: weights, optimizer, epoch, RNG, the best
+weights so far) and `best.pt` (the best weights, a copy taken at the best epoch). Both carry the model
+arguments, the resolved training config and the data description (table version, POI taxonomy
+version, POI/road dims), so `load_model(path)` rebuilds the model from the file alone.
+
+Runs on CPU by default and on CUDA when present (bf16 autocast). Under torchrun (WORLD_SIZE > 1) it
+trains with DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 writes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from model.coordinates import MetricToLonLat
+from model.masking import TASKS, scored
+from model.metrics import haversine_m, task_metrics
+from model.trajectory_data import (
+    Collator,
+    TaxonomyMismatch,
+    TrajectoryData,
+    TrajectoryDataset,
+    chronological_split,
+    eligible,
+    load_features,
+    to_device,
+)
+from model.transfertraj import ModelArgs, TransferTraj
+
+log = logging.getLogger("transfertraj.model")
+
+CHECKPOINT_FORMAT = "transfertraj-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    task: str = "pretrain"  # the mask: pretrain | tp | tr4 | tr8 | tr16 | od
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    patience: int = 5  # epochs without a better validation loss before stopping
+    seed: int = 0
+    context_dropout: float = 0.1  # pretraining: share of trajectories whose POI/road are marked missing
+    max_points: int = 120  # trajectories longer than this are left out (the paper keeps 5..120)
+    n_shot: int | None = None  # few-shot: train on this many trajectories of the train split
+    freeze_encoder: bool = False  # train the two heads only
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    amp: bool = True  # bf16 autocast on CUDA
+    progress: bool = True  # tqdm bar on rank 0
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """Keyword overrides -> (TrainConfig fields, ModelArgs fields); unknown names are an error."""
+    t_names = {f.name for f in fields(TrainConfig)}
+    m_names = {f.name for f in fields(ModelArgs)}
+    unknown = set(overrides) - t_names - m_names
+    if unknown:
+        raise TypeError(f"unknown settings: {sorted(unknown)}")
+    return ({k: v for k, v in overrides.items() if k in t_names}, {k: v for k, v in overrides.items() if k in m_names})
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def snapshot(module: torch.nn.Module) -> dict:
+    """A real copy of the weights (not references that later steps would overwrite)."""
+    return copy.deepcopy(module.state_dict())
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic write: a kill during the write leaves the previous file intact."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path_or_state, map_location="cpu") -> dict:
+    if isinstance(path_or_state, dict):
+        return path_or_state
+    state = torch.load(Path(path_or_state), map_location=map_location, weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path_or_state} is not a TransferTraj checkpoint")
+    return state
+
+
+def load_model(path_or_state, map_location="cpu") -> tuple[TransferTraj, dict]:
+    """Rebuild the model from a checkpoint alone: (model in eval mode, checkpoint dict)."""
+    state = load_checkpoint(path_or_state, map_location)
+    model = TransferTraj(args=ModelArgs(**state["model_args"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def check_compatible(state: dict, data: TrajectoryData) -> None:
+    """Refuse input built with another POI taxonomy version or other POI/road dimensions."""
+    want = state["data"]
+    if data.taxonomy_version != want["taxonomy_version"]:
+        raise TaxonomyMismatch(
+            f"input was built with POI taxonomy version {data.taxonomy_version!r}, the model with "
+            f"{want['taxonomy_version']!r}; rebuild the features with taxonomy {want['taxonomy_version']!r} "
+            "or train a model on this taxonomy"
+        )
+    args = state["model_args"]
+    if (data.poi_dim, data.road_dim) != (args["poi_dim"], args["road_dim"]):
+        raise TaxonomyMismatch(
+            f"input has POI/road dims {data.poi_dim}/{data.road_dim}, the model {args['poi_dim']}/{args['road_dim']}"
+        )
+
+
+# ----------------------------------------------------------------------------------------- runtime
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False  # this process started the process group and ends it
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self, cfg: TrainConfig):
+        if self.device.type == "cuda" and cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def start_runtime(cfg: TrainConfig) -> Runtime:
+    """Single process, or one rank of a torchrun / torch.distributed job (WORLD_SIZE > 1 in the env)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1 and not dist.is_initialized():
+        return Runtime(device=resolve_device(cfg.device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.device, local_rank)
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Runtime(device=device, rank=dist.get_rank(), world=dist.get_world_size(), owns_group=owns)
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+def _epoch_batches(data, indices, cfg: TrainConfig, collator: Collator, rt: Runtime, epoch: int, shuffle: bool):
+    """This rank's batches of one epoch; order and masks depend only on (seed, epoch, rank)."""
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(indices) if shuffle else np.asarray(indices)
+    per_rank = len(order) // rt.world if rt.world > 1 else len(order)  # equal step counts on every rank
+    shard = order[rt.rank :: rt.world][:per_rank]
+    collator.set_epoch(epoch, rt.rank)
+    return torch.utils.data.DataLoader(
+        TrajectoryDataset(data, shard), batch_size=cfg.batch_size, shuffle=False, collate_fn=collator
+    )
+
+
+@torch.no_grad()
+def validation_loss(model: TransferTraj, data, indices, cfg: TrainConfig, rt: Runtime) -> float:
+    """Masked MSE (spatial + temporal, no balancing term) under the task's mask, fixed masks, no noise."""
+    was_training = model.training
+    model.eval()
+    collator = Collator(task=cfg.task, seed=cfg.seed + 1)
+    loss_sum, n = 0.0, 0.0
+    for batch, targets in _epoch_batches(data, indices, cfg, collator, rt, epoch=0, shuffle=False):
+        with rt.autocast(cfg):
+            out, _ = model(to_device(batch, rt.device), to_device(targets, rt.device))
+        size = len(batch["row"])
+        loss_sum += float(out["loss_spatial"] + out["loss_temporal"]) * size
+        n += size
+    model.train(was_training)
+    loss_sum, n = rt.all_sum([loss_sum, n])
+    return loss_sum / max(n, 1)
+
+
+def fit(model: TransferTraj, data: TrajectoryData, cfg: TrainConfig, out_dir, *, record: dict | None = None) -> Path:
+    """Train `model` in place on `data` under cfg.task's mask; returns the path of best.pt.
+
+    Resumes from out_dir/last.pt when it exists (same task). record: extra checkpoint fields.
+    """
+    out_dir = Path(out_dir)
+    rt = start_runtime(cfg)
+    try:
+        return _fit(model, data, cfg, out_dir, record or {}, rt)
+    finally:
+        rt.close()
+
+
+def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    train_idx, val_idx, test_idx = chronological_split(data)
+    train_idx = eligible(data, train_idx, cfg.task, cfg.max_points)
+    val_idx = eligible(data, val_idx, cfg.task, cfg.max_points)
+    if cfg.n_shot is not None:
+        if cfg.n_shot > len(train_idx):
+            log.warning("n_shot=%d but only %d training trajectories; using all", cfg.n_shot, len(train_idx))
+        pick = np.random.default_rng(cfg.seed).choice(len(train_idx), min(cfg.n_shot, len(train_idx)), replace=False)
+        train_idx = np.sort(train_idx[pick])
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"not enough trajectories for task {cfg.task}: {len(train_idx)} train, {len(val_idx)} val")
+
+    model.to(rt.device)
+    if cfg.freeze_encoder:
+        for p in model.encoder_parameters():
+            p.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+    net = model
+    if rt.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True
+        )  # experts that get no token in a batch have no gradient
+
+    start_epoch, best_val, best_epoch, bad_epochs, history = 0, math.inf, -1, 0, []
+    best_state = snapshot(model)
+    if last_path.exists():
+        state = torch.load(last_path, map_location=rt.device, weights_only=True)
+        if state["train_config"]["task"] != cfg.task:
+            raise ValueError(f"{last_path} belongs to task {state['train_config']['task']}, not {cfg.task}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best_state, best_val, best_epoch = state["best_model"], state["best_val"], state["best_epoch"]
+        bad_epochs, history, start_epoch = state["bad_epochs"], state["history"], state["epoch"] + 1
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if rt.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), rt.device)
+        if rt.main:
+            log.info("resumed from %s at epoch %d", last_path, start_epoch)
+        if bad_epochs >= cfg.patience:
+            return best_path
+
+    base = {
+        "format": CHECKPOINT_FORMAT,
+        "model_args": model.args.to_dict(),
+        "train_config": asdict(cfg),
+        "data": {
+            **data.describe(),
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "n_test": len(test_idx),
+        },
+        **record,
+    }
+    collator = Collator(task=cfg.task, seed=cfg.seed, context_dropout=cfg.context_dropout if cfg.task == "pretrain" else 0.0)
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        t0, loss_sum, steps = time.perf_counter(), 0.0, 0
+        batches = _epoch_batches(data, train_idx, cfg, collator, rt, epoch, shuffle=True)
+        bar = tqdm(batches, desc=f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}", disable=not (rt.main and cfg.progress), leave=False)
+        for batch, targets in bar:
+            with rt.autocast(cfg):
+                _, loss = net(to_device(batch, rt.device), to_device(targets, rt.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            loss_sum, steps = loss_sum + loss.item(), steps + 1
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
+        train_loss = rt.all_sum([loss_sum / max(steps, 1)])[0] / rt.world
+        val = validation_loss(model, data, val_idx, cfg, rt)
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val, "seconds": time.perf_counter() - t0})
+        if val < best_val:
+            best_val, best_epoch, bad_epochs = val, epoch, 0
+            best_state = snapshot(model)
+            if rt.main:
+                save_checkpoint(best_path, {**base, "model": best_state, "epoch": epoch, "best_epoch": epoch, "best_val": val, "history": history})
+        else:
+            bad_epochs += 1
+        if rt.main:
+            log.info("%s epoch %d: train %.4f val %.4f (best %.4f at %d)", cfg.task, epoch, train_loss, val, best_val, best_epoch)
+            rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(rt.device) if rt.device.type == "cuda" else None}
+            save_checkpoint(
+                last_path,
+                {
+                    **base, "model": snapshot(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                    "best_model": best_state, "best_val": best_val, "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs, "history": history, "rng": rng,
+                },
+            )
+        if bad_epochs >= cfg.patience:
+            if rt.main:
+                log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch, cfg.patience)
+            break
+    if rt.world > 1:
+        dist.barrier()  # no rank returns before rank 0 has written the checkpoints
+    return best_path
+
+
+# ----------------------------------------------------------------------------------------- entry points
+
+
+def _as_data(features, data_version, *, poi_dim=None, road_dim=None) -> TrajectoryData:
+    if isinstance(features, TrajectoryData):
+        return features
+    return load_features(features, data_version, poi_dim=poi_dim, road_dim=road_dim)
+
+
+def pretrain(features_df, data_version, out_dir, *, model_args: ModelArgs | None = None, config: TrainConfig | None = None, **overrides) -> Path:
+    """Pretrain on the pretraining mask; returns the path of best.pt. Overrides name TrainConfig or
+    ModelArgs fields (epochs=3, d_model=64, position="absolute_sincos", use_moe=False, ...)."""
+    t_over, m_over = split_overrides(overrides)
+    data = _as_data(features_df, data_version)
+    cfg = replace(config or TrainConfig(), **{**t_over, "task": "pretrain"})
+    args = replace(model_args or ModelArgs(), **m_over, poi_dim=data.poi_dim, road_dim=data.road_dim)
+    torch.manual_seed(cfg.seed)
+    model = TransferTraj(args=args)
+    return fit(model, data, cfg, out_dir, record={"parent": None})
+
+
+def finetune(
+    checkpoint,
+    task: str,
+    features_df,
+    *,
+    data_version=None,
+    out_dir=None,
+    n_shot: int | None = None,
+    freeze_encoder: bool = False,
+    config: TrainConfig | None = None,
+    **overrides,
+) -> Path:
+    """Fine-tune a checkpoint on a task's mask (optionally N trajectories only, optionally heads only).
+
+    out_dir defaults to <checkpoint folder>/finetune_<task>[_<n>shot][_frozen]. Returns best.pt's path.
+    """
+    t_over, m_over = split_overrides(overrides)
+    if m_over:
+        raise TypeError(f"model arguments come from the checkpoint; cannot override {sorted(m_over)}")
+    model, state = load_model(checkpoint)
+    data = _as_data(features_df, data_version, poi_dim=model.args.poi_dim, road_dim=model.args.road_dim)
+    check_compatible(state, data)
+    cfg = replace(config or TrainConfig(), **{**t_over, "task": task, "n_shot": n_shot, "freeze_encoder": freeze_encoder})
+    if out_dir is None:
+        name = f"finetune_{task}" + (f"_{n_shot}shot" if n_shot else "") + ("_frozen" if freeze_encoder else "")
+        out_dir = Path(checkpoint).parent / name
+    torch.manual_seed(cfg.seed)
+    parent = {"path": str(checkpoint) if not isinstance(checkpoint, dict) else None, "data": state["data"], "task": state["train_config"]["task"]}
+    return fit(model.train(), data, cfg, out_dir, record={"parent": parent})
+
+
+@torch.no_grad()
+def predict(
+    checkpoint_or_model,
+    features_df,
+    task: str,
+    *,
+    data_version=None,
+    split: str | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    seed: int = 0,
+    max_points: int | None = 120,
+) -> pd.DataFrame:
+    """Predictions for every hidden point of `task`'s mask: one row per (trajectory, hidden point).
+
+    Columns: trip_id, city, point (original index), masked_spatial, masked_temporal, scored (what the
+    task is scored on), pred_/true_ x_m, y_m (metres from the first point), pred_/true_ lon, lat (the
+    first point's metric position added back, then mapped to WGS-84), error_m (haversine),
+    pred_/true_ minutes (minutes since start; for OD the travel time). split: None (all rows) or
+    "train" / "val" / "test" of the chronological 8:1:1 split.
+    """
+    if isinstance(checkpoint_or_model, TransferTraj):
+        model, state = checkpoint_or_model, None
+    else:
+        model, state = load_model(checkpoint_or_model)
+    data = _as_data(features_df, data_version, poi_dim=model.args.poi_dim, road_dim=model.args.road_dim)
+    if state is not None:
+        check_compatible(state, data)
+    elif (data.poi_dim, data.road_dim) != (model.args.poi_dim, model.args.road_dim):
+        raise TaxonomyMismatch(f"input POI/road dims {data.poi_dim}/{data.road_dim} differ from the model's")
+    if split is None:
+        indices = np.arange(len(data))
+    else:
+        indices = dict(zip(("train", "val", "test"), chronological_split(data)))[split]
+    indices = eligible(data, indices, task, max_points)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    point_city = np.repeat(data.city, data.n_points)  # (T,)
+    converters = {  # one inverse projection per city, fitted on its points (a CRS fact, not a label)
+        c: MetricToLonLat.fit(data.mxy[point_city == c], data.lonlat[point_city == c]) for c in np.unique(data.city[indices])
+    }
+    collator = Collator(task=task, seed=seed)
+    rows = []
+    for start in range(0, len(indices), batch_size):
+        ds = TrajectoryDataset(data, indices[start : start + batch_size])
+        batch, targets = collator([ds[i] for i in range(len(ds))])
+        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
+            out, _ = model(to_device(batch, dev))
+        valid, ms, mt = batch["valid"].numpy(), batch["mask_s"].numpy(), batch["mask_t"].numpy()
+        score_s, score_t = scored(task, ms, mt, valid)
+        b, l = np.nonzero(valid & (ms | mt))
+        row = batch["row"].numpy()[b]
+        point = batch["point_index"].numpy()[b, l]
+        flat = data.offsets[row] + point  # index into the per-point arrays
+        pred_xy = out["xy"].float().cpu().numpy()[b, l]
+        pred_min = out["time"].float().cpu().numpy()[b, l, 3]
+        origin = batch["origin"].numpy()[b]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "trip_id": data.trip_id[row], "city": data.city[row], "point": point,
+                    "masked_spatial": ms[b, l], "masked_temporal": mt[b, l], "scored": score_s[b, l] | score_t[b, l],
+                    "pred_x_m": pred_xy[:, 0], "pred_y_m": pred_xy[:, 1],
+                    "true_x_m": data.xy[flat, 0], "true_y_m": data.xy[flat, 1],
+                    "pred_minutes": pred_min, "true_minutes": data.time[flat, 3],
+                    "_pmx": origin[:, 0] + pred_xy[:, 0], "_pmy": origin[:, 1] + pred_xy[:, 1], "_flat": flat,
+                }
+            )
+        )
+    if not rows:
+        raise ValueError(f"no trajectories qualify for task {task}")
+    df = pd.concat(rows, ignore_index=True)
+    pred_ll = np.zeros((len(df), 2))
+    for c, conv in converters.items():
+        sel = (df["city"] == c).to_numpy()
+        pred_ll[sel] = conv(df.loc[sel, ["_pmx", "_pmy"]].to_numpy())
+    true_ll = data.lonlat[df["_flat"].to_numpy()]
+    df["pred_lon"], df["pred_lat"] = pred_ll[:, 0], pred_ll[:, 1]
+    df["true_lon"], df["true_lat"] = true_ll[:, 0], true_ll[:, 1]
+    df["error_m"] = haversine_m(df["pred_lon"], df["pred_lat"], df["true_lon"], df["true_lat"])
+    return df.drop(columns=["_pmx", "_pmy", "_flat"])
+
+
+def evaluate(checkpoint_or_model, features_df, task: str, **kwargs) -> dict:
+    """Task metrics (metres for TP/TR, minutes and % for OD) plus the number of trajectories scored."""
+    preds = predict(checkpoint_or_model, features_df, task, **kwargs)
+    metrics = task_metrics(preds, task)
+    metrics["n_trajectories"] = int(preds.loc[preds["scored"], "trip_id"].nunique())
+    return metrics

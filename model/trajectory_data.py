@@ -1,0 +1,336 @@
+"""Rows of the `features` table -> a torch Dataset and a collate function producing padded tensors.
+
+    from model.trajectory_data import load_features, chronological_split, TrajectoryDataset, Collator
+    data = load_features(features_df, data_version=12)       # pandas DataFrame or pyarrow Table
+    train_idx, val_idx, test_idx = chronological_split(data)   # 8:1:1 by start_ts
+    ds = TrajectoryDataset(data, train_idx)
+    batch, targets = Collator(task="pretrain", seed=0)([ds[i] for i in range(4)])
+
+The columns are those of docs/features_contract.md. `data_version` is the Delta table version the
+rows were read at (the lead's Delta reader pins it); it travels into every checkpoint.
+`read_features(path)` reads a Parquet file/folder or a Delta folder (log replay, no Spark) for the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from model.masking import MIN_POINTS, PointMask, mask_for
+
+TEMPORAL_COLUMNS = ("weekday", "hour", "minute", "minutes_since_start")
+
+
+class TaxonomyMismatch(ValueError):
+    """Input built with another POI taxonomy (or other POI/road dimensions) than the model's."""
+
+
+@dataclass
+class TrajectoryData:
+    """All trajectories of a features table, per-point values flattened with row offsets."""
+
+    trip_id: np.ndarray  # (N,) str
+    city: np.ndarray  # (N,) str
+    start_ts: np.ndarray  # (N,) int64 ns since epoch, UTC
+    offsets: np.ndarray  # (N+1,) int64: points of row i are offsets[i]:offsets[i+1]
+    xy: np.ndarray  # (T, 2) float32 metres relative to the first point
+    time: np.ndarray  # (T, 4) float32 weekday, hour, minute, minutes since start
+    mxy: np.ndarray  # (T, 2) float64 metres in the city's metric CRS
+    lonlat: np.ndarray  # (T, 2) float64 WGS-84
+    poi: np.ndarray  # (T, P) float32
+    road: np.ndarray  # (T, R) float32
+    poi_missing: np.ndarray  # (N, P) bool
+    context_missing: np.ndarray  # (N,) bool
+    taxonomy_version: str
+    data_version: int | str | None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.trip_id)
+
+    @property
+    def n_points(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def poi_dim(self) -> int:
+        return self.poi.shape[1]
+
+    @property
+    def road_dim(self) -> int:
+        return self.road.shape[1]
+
+    def describe(self) -> dict:
+        """What a checkpoint records about its training data."""
+        return {
+            "data_version": self.data_version,
+            "taxonomy_version": self.taxonomy_version,
+            "poi_dim": self.poi_dim,
+            "road_dim": self.road_dim,
+            "cities": sorted(set(self.city.tolist())),
+            "n_trajectories": len(self),
+            **self.meta,
+        }
+
+
+def _flat(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """list<scalar> column -> (values, offsets); a null row counts as empty."""
+    arr = col.combine_chunks()
+    if pa.types.is_null(arr.type):  # an all-null column (pandas None everywhere)
+        return np.zeros(0), np.zeros(len(arr) + 1, dtype=np.int64)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(arr), 0), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return arr.flatten().to_numpy(zero_copy_only=False), offsets
+
+
+def _nested(col: pa.ChunkedArray, offsets: np.ndarray, dim: int | None, name: str) -> np.ndarray:
+    """list<list<float>> (n_points, dim) per row -> (T, dim); a null or empty row is zeros (no context)."""
+    arr = col.combine_chunks()
+    T = int(offsets[-1])
+    if pa.types.is_null(arr.type):  # no row has context
+        return np.zeros((T, dim or 0), dtype=np.float32)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(arr), 0), dtype=np.int64)
+    has = lengths > 0
+    if has.any():
+        inner = arr.filter(pa.array(has)).flatten()  # one list per point of the rows with context
+        inner_len = np.asarray(pc.list_value_length(inner), dtype=np.int64)
+        found = int(inner_len[0])
+        if (inner_len != found).any():
+            raise ValueError(f"column {name}: per-point vectors of different lengths")
+        if dim is not None and dim != found:
+            raise TaxonomyMismatch(f"column {name} has {found} values per point, expected {dim}")
+        dim = found
+        n = np.diff(offsets)
+        if (lengths[has] != n[has]).any():
+            raise ValueError(f"column {name}: row length differs from n_points")
+        out = np.zeros((T, dim), dtype=np.float32)
+        rows = np.repeat(has, n)  # (T,) points of the rows with context
+        out[rows] = inner.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        return out
+    return np.zeros((T, dim or 0), dtype=np.float32)
+
+
+def load_features(
+    features, data_version: int | str | None, *, poi_dim: int | None = None, road_dim: int | None = None
+) -> TrajectoryData:
+    """Rows of the features table (pandas DataFrame or pyarrow Table) -> TrajectoryData.
+
+    `data_version` is recorded as given (the Delta version the rows were read at). poi_dim/road_dim
+    are needed only when no row has context (a city without OSM) and the model defines them.
+    """
+    table = features if isinstance(features, pa.Table) else pa.Table.from_pandas(features, preserve_index=False)
+    if table.num_rows == 0:
+        raise ValueError("the features input has no rows")
+    versions = pc.unique(table.column("taxonomy_version")).to_pylist()
+    if len(versions) != 1:
+        raise TaxonomyMismatch(f"rows built with several POI taxonomy versions: {versions}")
+    x, offsets = _flat(table.column("x"))
+    y, _ = _flat(table.column("y"))
+    lengths = np.diff(offsets)
+    n_points = np.asarray(table.column("n_points").to_numpy(), dtype=np.int64)
+    if (lengths != n_points).any():
+        raise ValueError("per-point arrays differ in length from n_points")
+    time = np.stack([_flat(table.column(c))[0].astype(np.float32) for c in TEMPORAL_COLUMNS], axis=1)
+    mx, my = _flat(table.column("mx"))[0], _flat(table.column("my"))[0]
+    lon, lat = _flat(table.column("lon"))[0], _flat(table.column("lat"))[0]
+    poi = _nested(table.column("poi"), offsets, poi_dim, "poi")
+    road = _nested(table.column("road"), offsets, road_dim, "road")
+    pm_values, pm_offsets = _flat(table.column("poi_missing"))
+    P = poi.shape[1]
+    poi_missing = np.zeros((table.num_rows, P), dtype=bool)
+    pm_len = np.diff(pm_offsets)
+    for i in np.flatnonzero(pm_len):
+        if pm_len[i] != P:
+            raise TaxonomyMismatch(f"poi_missing has {pm_len[i]} flags, poi has {P} values per point")
+        poi_missing[i] = pm_values[pm_offsets[i] : pm_offsets[i + 1]]
+    start = table.column("start_ts").cast(pa.timestamp("ns", tz="UTC")).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    ctx_missing = np.asarray(table.column("context_missing").fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
+    return TrajectoryData(
+        trip_id=np.asarray(table.column("trip_id").to_pylist(), dtype=object),
+        city=np.asarray(table.column("city").to_pylist(), dtype=object),
+        start_ts=start,
+        offsets=offsets,
+        xy=np.stack([x, y], axis=1).astype(np.float32),
+        time=time,
+        mxy=np.stack([mx, my], axis=1).astype(np.float64),
+        lonlat=np.stack([lon, lat], axis=1).astype(np.float64),
+        poi=poi,
+        road=road,
+        poi_missing=poi_missing,
+        context_missing=ctx_missing,
+        taxonomy_version=str(versions[0]),
+        data_version=data_version,
+    )
+
+
+def chronological_split(data: TrajectoryData, fractions=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of train / val / test, 8:1:1 by departure time (ties broken by trip_id)."""
+    order = np.lexsort((data.trip_id.astype(str), data.start_ts))
+    n = len(order)
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
+def eligible(data: TrajectoryData, indices: np.ndarray, task: str, max_points: int | None = None) -> np.ndarray:
+    """The rows a task can use: enough points for its mask (TP >= 6), at most max_points."""
+    n = data.n_points[indices]
+    ok = n >= MIN_POINTS[task]
+    if max_points:
+        ok &= n <= max_points
+    return indices[ok]
+
+
+class TrajectoryDataset(torch.utils.data.Dataset):
+    """One trajectory per item, as numpy arrays (the collate function pads and masks)."""
+
+    def __init__(self, data: TrajectoryData, indices: np.ndarray | None = None):
+        self.data = data
+        self.indices = np.arange(len(data)) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        d, row = self.data, int(self.indices[i])
+        a, b = d.offsets[row], d.offsets[row + 1]
+        return {
+            "row": row,
+            "xy": d.xy[a:b],
+            "time": d.time[a:b],
+            "poi": d.poi[a:b],
+            "road": d.road[a:b],
+            "poi_missing": d.poi_missing[row],
+            "context_missing": bool(d.context_missing[row]),
+            "origin": d.mxy[a],
+        }
+
+
+class Collator:
+    """Mask each trajectory with its task's mask, pad to the longest, zero every hidden value.
+
+    Returns (batch, targets). batch: "xy" (B, L, 2), "time" (B, L, 4), "poi" (B, L, P), "road" (B, L, R),
+    "poi_missing" (B, P), "context_missing" (B,), "valid" (B, L), "mask_s"/"mask_t" (B, L),
+    "origin" (B, 2) float64, "row" (B,), "point_index" (B, L) original point indices (-1 on padding).
+    targets: true "xy" and "time". Context dropout (pretraining) marks a whole trajectory's POI and
+    road as missing with probability `context_dropout`.
+    """
+
+    def __init__(self, *, task: str, seed: int = 0, context_dropout: float = 0.0):
+        self.task, self.seed, self.context_dropout = task, seed, context_dropout
+        self.mask_fn = mask_for(task)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int, rank: int = 0) -> None:
+        """Reseed: the masks of an epoch depend only on (seed, epoch, rank), so a resumed run repeats them."""
+        self.rng = np.random.default_rng([self.seed, epoch, rank])
+
+    def __call__(self, samples: list[dict]) -> tuple[dict, dict]:
+        masks: list[PointMask] = [self.mask_fn(len(s["xy"]), self.rng) for s in samples]
+        B, L = len(samples), max(len(m.keep) for m in masks)
+        P, R = samples[0]["poi"].shape[1], samples[0]["road"].shape[1]
+        xy = np.zeros((B, L, 2), np.float32)
+        time = np.zeros((B, L, 4), np.float32)
+        poi = np.zeros((B, L, P), np.float32)
+        road = np.zeros((B, L, R), np.float32)
+        valid = np.zeros((B, L), bool)
+        mask_s = np.zeros((B, L), bool)
+        mask_t = np.zeros((B, L), bool)
+        point_index = np.full((B, L), -1, np.int64)
+        for b, (s, m) in enumerate(zip(samples, masks)):
+            n = len(m.keep)
+            xy[b, :n], time[b, :n] = s["xy"][m.keep], s["time"][m.keep]
+            poi[b, :n], road[b, :n] = s["poi"][m.keep], s["road"][m.keep]
+            valid[b, :n], mask_s[b, :n], mask_t[b, :n] = True, m.spatial, m.temporal
+            point_index[b, :n] = m.keep
+        ctx_missing = np.array([s["context_missing"] for s in samples], bool)
+        if self.context_dropout > 0:
+            ctx_missing |= self.rng.random(B) < self.context_dropout
+        targets = {"xy": torch.from_numpy(xy.copy()), "time": torch.from_numpy(time.copy())}
+        hide_s, hide_t = mask_s[..., None], mask_t[..., None]
+        batch = {
+            "xy": torch.from_numpy(np.where(hide_s, 0, xy)),
+            "time": torch.from_numpy(np.where(hide_t, 0, time)),
+            "poi": torch.from_numpy(np.where(hide_s, 0, poi)),
+            "road": torch.from_numpy(np.where(hide_s, 0, road)),
+            "poi_missing": torch.from_numpy(np.stack([s["poi_missing"] for s in samples]).astype(bool)),
+            "context_missing": torch.from_numpy(ctx_missing),
+            "valid": torch.from_numpy(valid),
+            "mask_s": torch.from_numpy(mask_s),
+            "mask_t": torch.from_numpy(mask_t),
+            "origin": torch.from_numpy(np.stack([s["origin"] for s in samples]).astype(np.float64)),
+            "row": torch.tensor([s["row"] for s in samples], dtype=torch.long),
+            "point_index": torch.from_numpy(point_index),
+        }
+        return batch, targets
+
+
+def to_device(tensors: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
+
+
+def _delta_active_files(path: Path) -> tuple[list[tuple[str, dict]], int]:
+    """Replay a Delta log (checkpoint + JSON commits): the live data files and the table version."""
+    log = path / "_delta_log"
+    files: dict[str, dict] = {}
+    start = -1
+    last_cp = log / "_last_checkpoint"
+    if last_cp.exists():
+        start = int(json.loads(last_cp.read_text())["version"])
+        for cp in sorted(log.glob(f"{start:020d}.checkpoint*.parquet")):
+            for rec in pq.read_table(cp, columns=["add", "remove"]).to_pylist():
+                if rec.get("add"):
+                    files[rec["add"]["path"]] = dict(rec["add"].get("partitionValues") or {})
+    commits = sorted((int(p.name[:20]), p) for p in log.glob("*.json") if p.name[:20].isdigit())
+    version = start
+    for v, p in commits:
+        if v <= start:
+            continue
+        for line in p.read_text().splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            if "protocol" in action:
+                features = set(action["protocol"].get("readerFeatures") or [])
+                if features - {"timestampNtz"}:
+                    raise ValueError(
+                        f"Delta table {path} uses reader features {sorted(features)} that this plain reader does "
+                        "not support; read it with the Spark Delta reader and pass the DataFrame instead"
+                    )
+            if "add" in action:
+                files[action["add"]["path"]] = dict(action["add"].get("partitionValues") or {})
+            elif "remove" in action:
+                files.pop(action["remove"]["path"], None)
+        version = v
+    if version < 0:
+        raise ValueError(f"{path}/_delta_log has no commits")
+    return sorted(files.items()), version
+
+
+def read_features(path: str | Path) -> tuple[pa.Table, int | str]:
+    """A Parquet file/folder or a Delta folder -> (table, version).
+
+    Delta: the latest version, from the log, with partition columns restored from the log.
+    Parquet: the version is "parquet:<path>" (unversioned input, recorded as such).
+    """
+    path = Path(path)
+    if (path / "_delta_log").is_dir():
+        files, version = _delta_active_files(path)
+        parts = []
+        for rel, partition in files:
+            t = pq.read_table(path / rel)
+            for k, v in partition.items():
+                if k not in t.column_names:
+                    t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
+            parts.append(t)
+        if not parts:
+            raise ValueError(f"Delta table {path} has no live files at version {version}")
+        return pa.concat_tables(parts, promote_options="default"), version
+    return pq.read_table(path), f"parquet:{path}"

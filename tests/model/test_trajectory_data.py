@@ -1,0 +1,96 @@
+"""Reading the features table: DataFrame/Arrow/Parquet/Delta input, version recording, split, context flags."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from model.trajectory_data import TaxonomyMismatch, chronological_split, eligible, load_features, read_features
+from tests.model.generated import generated_features
+
+
+def test_load_from_pandas_and_arrow_agree_and_record_version(features_df):
+    a = load_features(features_df, data_version=42)
+    b = load_features(pa.Table.from_pandas(features_df, preserve_index=False), data_version=42)
+    assert len(a) == len(features_df) == len(b)
+    assert a.data_version == 42 and a.describe()["data_version"] == 42
+    assert a.taxonomy_version == "generated-taxonomy-1"
+    assert (a.poi_dim, a.road_dim) == (5, 4)
+    np.testing.assert_array_equal(a.n_points, features_df["n_points"].to_numpy())
+    np.testing.assert_allclose(a.xy, b.xy)
+    row = 7
+    sl = slice(a.offsets[row], a.offsets[row + 1])
+    np.testing.assert_allclose(a.xy[sl, 0], features_df["x"][row])
+    np.testing.assert_allclose(a.poi[sl], np.stack(features_df["poi"][row]))
+    np.testing.assert_allclose(a.time[sl, 3], features_df["minutes_since_start"][row])
+
+
+def test_chronological_split_is_8_1_1_by_departure():
+    df = generated_features(50, seed=3).sample(frac=1.0, random_state=0)  # shuffled rows
+    data = load_features(df, data_version=1)
+    train, val, test = chronological_split(data)
+    assert (len(train), len(val), len(test)) == (40, 5, 5)
+    assert data.start_ts[train].max() < data.start_ts[val].min()
+    assert data.start_ts[val].max() < data.start_ts[test].min()
+
+
+def test_eligible_respects_task_minimum_and_max_points():
+    data = load_features(generated_features(30, min_points=3, max_points=12), data_version=1)
+    idx = np.arange(len(data))
+    assert (data.n_points[eligible(data, idx, "tp")] >= 6).all()
+    assert len(eligible(data, idx, "tp")) < len(idx)
+    assert (data.n_points[eligible(data, idx, "pretrain", max_points=8)] <= 8).all()
+
+
+def test_context_missing_rows_and_poi_missing_flags():
+    with_ctx = generated_features(4)
+    without = generated_features(3, seed=9, city="no_osm_city", context_missing=True)
+    with_ctx.at[0, "poi_missing"] = np.array([False, False, True, False, False])
+    import pandas as pd
+
+    data = load_features(pd.concat([with_ctx, without], ignore_index=True), data_version=1)
+    assert data.context_missing.tolist() == [False] * 4 + [True] * 3
+    assert data.poi_missing[0].tolist() == [False, False, True, False, False]
+    assert (data.poi[data.offsets[4] :] == 0).all() and (data.road[data.offsets[4] :] == 0).all()
+    only_missing = load_features(without, data_version=1, poi_dim=5, road_dim=4)
+    assert (only_missing.poi_dim, only_missing.road_dim) == (5, 4)
+
+
+def test_mixed_taxonomy_versions_are_refused():
+    import pandas as pd
+
+    df = pd.concat([generated_features(3), generated_features(3, taxonomy_version="other-taxonomy")])
+    with pytest.raises(TaxonomyMismatch, match="several POI taxonomy versions"):
+        load_features(df, data_version=1)
+
+
+def test_read_parquet_and_delta_log(tmp_path, features_df):
+    pq.write_table(pa.Table.from_pandas(features_df, preserve_index=False), tmp_path / "f.parquet")
+    table, version = read_features(tmp_path / "f.parquet")
+    assert table.num_rows == len(features_df) and version.startswith("parquet:")
+
+    # A Delta folder written by hand: commit 0 adds two files, commit 1 removes one and adds another.
+    delta = tmp_path / "features"
+    (delta / "_delta_log").mkdir(parents=True)
+    no_part = pa.Table.from_pandas(features_df.drop(columns=["city"]), preserve_index=False)
+    for name, lo, hi in (("a.parquet", 0, 10), ("b.parquet", 10, 20), ("c.parquet", 20, 25)):
+        pq.write_table(no_part.slice(lo, hi - lo), delta / name)
+
+    def add(path):
+        return {"add": {"path": path, "partitionValues": {"city": "generated_city"}, "dataChange": True}}
+
+    commits = [
+        [{"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}, add("a.parquet"), add("b.parquet")],
+        [{"remove": {"path": "a.parquet", "dataChange": True}}, add("c.parquet")],
+    ]
+    for v, actions in enumerate(commits):
+        (delta / "_delta_log" / f"{v:020d}.json").write_text("\n".join(json.dumps(a) for a in actions))
+    table, version = read_features(delta)
+    assert version == 1
+    assert sorted(table.column("trip_id").to_pylist()) == sorted(features_df["trip_id"][10:25])
+    assert set(table.column("city").to_pylist()) == {"generated_city"}
+    assert len(load_features(table, version)) == 15

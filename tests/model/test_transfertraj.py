@@ -1,0 +1,220 @@
+"""The network: shapes, TRIE translation invariance, exact top-k routing, determinism, padding, no leaks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.trajectory_data import Collator, TrajectoryDataset, load_features
+from model.transfertraj import ModelArgs, ScMoE, TransferTraj, TrieAttention, position_proxy
+from tests.model.generated import tiny_args
+
+
+@pytest.fixture(scope="module")
+def data(features_df):
+    return load_features(features_df, data_version=1)
+
+
+def make_batch(data, task="pretrain", rows=(0, 1, 2, 3), seed=0):
+    ds = TrajectoryDataset(data)
+    return Collator(task=task, seed=seed)([ds[i] for i in rows])
+
+
+def model_for(**over) -> TransferTraj:
+    torch.manual_seed(0)
+    return TransferTraj(args=tiny_args(**over))
+
+
+def test_forward_backward_shapes(data):
+    batch, targets = make_batch(data)
+    model = model_for()
+    out, loss = model(batch, targets)
+    B, L = batch["valid"].shape
+    assert out["xy"].shape == (B, L, 2) and out["time"].shape == (B, L, 4)
+    assert (out["time"] >= 0).all()  # Softplus head
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.head_spatial.parameters())
+    out2, none = model(batch)
+    assert none is None and out2["xy"].shape == (B, L, 2)
+
+
+def test_position_proxy_interpolates_hidden_points():
+    xy = torch.tensor([[[0.0, 0.0], [9.0, 9.0], [9.0, 9.0], [30.0, -60.0], [7.0, 7.0]]])
+    observed = torch.tensor([[True, False, False, True, False]])
+    got = position_proxy(xy, observed)
+    want = torch.tensor([[[0.0, 0.0], [10.0, -20.0], [20.0, -40.0], [30.0, -60.0], [30.0, -60.0]]])
+    torch.testing.assert_close(got, want)
+
+
+def test_trie_attention_weights_invariant_to_translation():
+    torch.manual_seed(0)
+    attn = TrieAttention(dim=32, n_heads=2, position="trie", rope_freqs=True, unit_m=10.0).double()
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    coords = torch.randn(2, 12, 2, dtype=torch.float64) * 800
+    valid = torch.ones(2, 12, dtype=torch.bool)
+    valid[1, 9:] = False
+    _, w = attn(x, coords, valid, return_weights=True)
+    _, w_shift = attn(x, coords + torch.tensor([2500.0, -1300.0], dtype=torch.float64), valid, return_weights=True)
+    torch.testing.assert_close(w_shift, w, atol=1e-9, rtol=0)
+    _, w_scaled = attn(x, coords * 1.5, valid, return_weights=True)  # not translation: must change
+    assert (w_scaled - w).abs().max() > 1e-3
+    # fp32, the dtype training uses: equal to float tolerance
+    attn32 = attn.float()
+    _, a = attn32(x.float(), coords.float(), valid, return_weights=True)
+    _, b = attn32(x.float(), (coords + torch.tensor([2500.0, -1300.0], dtype=torch.float64)).float(), valid, return_weights=True)
+    torch.testing.assert_close(b, a, atol=2e-4, rtol=0)
+
+
+def test_absolute_position_ablation_is_not_translation_invariant(data):
+    batch, _ = make_batch(data)
+    shifted = dict(batch, origin=batch["origin"] + torch.tensor([2500.0, -1300.0], dtype=torch.float64))
+    for position, invariant in (("trie", True), ("absolute_sincos", False)):
+        model = model_for(position=position).eval()
+        with torch.no_grad():
+            w = model(batch, return_attention=True)[0]["attention"][0]
+            w2 = model(shifted, return_attention=True)[0]["attention"][0]
+        valid = batch["valid"]
+        real = valid[:, None, :, None] & valid[:, None, None, :]  # (B, 1, L, L) real query and key
+        diff = ((w2 - w).abs() * real).max()
+        assert (diff < 1e-6) == invariant, (position, float(diff))
+
+
+def test_trie_golden_values():
+    """Seeded golden values of one small module: catches silent changes to the rotary math or init."""
+    torch.manual_seed(0)
+    m = TrieAttention(dim=8, n_heads=2, position="trie", rope_freqs=True, unit_m=10.0)
+    x = torch.linspace(-1, 1, 24).view(1, 3, 8)
+    coords = torch.tensor([[[0.0, 0.0], [100.0, 50.0], [250.0, -30.0]]])
+    y, w = m(x, coords, torch.ones(1, 3, dtype=torch.bool), return_weights=True)
+    want_row = torch.tensor([-0.050937, -0.239793, -0.191118, 0.377943, 0.074015, 0.298004, -0.094441, 0.159350])
+    torch.testing.assert_close(y[0, 1].detach(), want_row, atol=2e-6, rtol=0)
+    torch.testing.assert_close(w[0, 0, 2].detach(), torch.tensor([0.395136, 0.329951, 0.274913]), atol=2e-6, rtol=0)
+    y2, _ = m(x, coords, torch.ones(1, 3, dtype=torch.bool))  # the fused SDPA path agrees
+    torch.testing.assert_close(y2, y, atol=1e-6, rtol=0)
+
+
+def test_moe_uses_exactly_k_experts_per_token():
+    torch.manual_seed(0)
+    moe = ScMoE(dim=16, hidden=24, n_experts=6, top_k=3, noise=True, dropout=0.0)
+    x, ctx = torch.randn(50, 16), torch.randn(50, 16)
+    for training in (True, False):
+        moe.train(training)
+        y, route = moe(x, ctx)
+        idx, w = route["indices"], route["weights"]
+        assert idx.shape == (50, 3)
+        assert all(len(set(row.tolist())) == 3 for row in idx)  # k distinct experts
+        torch.testing.assert_close(w.sum(-1), torch.ones(50))
+        # reference: the weighted sum of exactly those k experts, computed densely
+        ref = torch.zeros_like(y)
+        for t in range(50):
+            for j in range(3):
+                e = idx[t, j]
+                h = torch.nn.functional.gelu(x[t] @ moe.w1[e] + moe.b1[e])
+                ref[t] += w[t, j] * (h @ moe.w2[e] + moe.b2[e])
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    assert route["aux_loss"] >= 1.0 - 1e-5  # C * sum f_e P_e is at least 1 (uniform) for these shapes
+
+
+def test_routing_exposed_for_every_layer_and_k_active(data):
+    batch, _ = make_batch(data)
+    model = model_for().eval()
+    out, _ = model(batch)
+    n_real = int(batch["valid"].sum())
+    assert len(out["routing"]) == 2
+    for route in out["routing"]:
+        assert route["indices"].shape == (n_real, 2) and route["weights"].shape == (n_real, 2)
+        assert (route["indices"][:, 0] != route["indices"][:, 1]).all()
+    ffn_out, _ = model_for(use_moe=False)(batch)
+    assert ffn_out["routing"] == [None, None]
+
+
+def test_eval_is_deterministic_and_training_routing_is_noisy(data):
+    batch, _ = make_batch(data)
+    model = model_for()
+    model.eval()
+    with torch.no_grad():
+        a, _ = model(batch)
+        b, _ = model(batch)
+    assert torch.equal(a["xy"], b["xy"]) and torch.equal(a["time"], b["time"])
+    assert all(torch.equal(r1["indices"], r2["indices"]) for r1, r2 in zip(a["routing"], b["routing"]))
+    model.train()
+    with torch.no_grad():
+        c, _ = model(batch)
+        d, _ = model(batch)
+    assert any(not torch.equal(r1["indices"], r2["indices"]) for r1, r2 in zip(c["routing"], d["routing"]))
+
+
+@pytest.mark.parametrize("position", ["trie", "absolute_sincos"])
+def test_padding_does_not_change_real_outputs(data, position):
+    lengths = data.n_points
+    short, long_ = int(lengths.argmin()), int(lengths.argmax())
+    assert lengths[short] < lengths[long_]
+    model = model_for(position=position).eval()
+    alone, _ = make_batch(data, "tr4", rows=(short,))
+    padded, _ = make_batch(data, "tr4", rows=(short, long_))
+    with torch.no_grad():
+        a, _ = model(alone, return_attention=True)
+        b, _ = model(padded, return_attention=True)
+    n = int(lengths[short])
+    torch.testing.assert_close(b["xy"][0, :n], a["xy"][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b["time"][0, :n], a["time"][0], atol=1e-5, rtol=1e-5)
+    assert b["attention"][0][0, :, :n, n:].abs().max() == 0  # nobody attends to padding
+
+
+def test_hidden_values_do_not_leak(data):
+    batch, _ = make_batch(data, "pretrain")
+    model = model_for().eval()
+    poked = {k: v.clone() for k, v in batch.items()}
+    hs, ht = batch["mask_s"], batch["mask_t"]
+    assert hs.any() and ht.any()
+    poked["xy"][hs] = 5000.0
+    poked["poi"][hs] = 3.0
+    poked["road"][hs] = 3.0
+    poked["time"][ht] = 17.0
+    with torch.no_grad():
+        a, _ = model(batch)
+        b, _ = model(poked)
+    torch.testing.assert_close(b["xy"], a["xy"])
+    torch.testing.assert_close(b["time"], a["time"])
+
+
+def test_missing_poi_categories_and_missing_context_are_not_read(data):
+    batch, _ = make_batch(data, "tp")
+    model = model_for().eval()
+    batch["poi_missing"][:, 1] = True
+    poked = {k: v.clone() for k, v in batch.items()}
+    poked["poi"][..., 1] = 9.0  # a missing category: its value must be ignored
+    with torch.no_grad():
+        a, _ = model(batch)
+        b, _ = model(poked)
+        torch.testing.assert_close(b["xy"], a["xy"])
+        poked["poi"][..., 2] = 9.0  # a present category: it matters
+        assert not torch.allclose(model(poked)[0]["xy"], a["xy"])
+        no_ctx = dict(batch, context_missing=torch.ones_like(batch["context_missing"]))
+        c, _ = model(no_ctx)
+        d, _ = model(dict(no_ctx, poi=no_ctx["poi"] + 4.0, road=no_ctx["road"] * 3.0))
+    torch.testing.assert_close(d["xy"], c["xy"])
+
+
+def test_modality_ablations_build_and_run(data):
+    batch, targets = make_batch(data)
+    for over in ({"use_poi": False}, {"use_road": False}, {"use_poi": False, "use_road": False}, {"position": "none"}):
+        out, loss = model_for(**over)(batch, targets)
+        assert torch.isfinite(loss)
+    with pytest.raises(ValueError):
+        ModelArgs(position="index")
+
+
+def test_tiny_model_overfits_a_tiny_batch(data):
+    batch, targets = make_batch(data, "pretrain", rows=tuple(range(8)))
+    model = model_for()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        _, loss = model(batch, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0], (losses[0], losses[-1])
