@@ -1,0 +1,240 @@
+"""Context join benchmark: points/s of add_context on GENERATED Porto points, against brute force.
+
+    .venv/bin/python bench/context.py --quick        # 100 k points, about a minute once the tables exist
+    .venv/bin/python bench/context.py                # 1 M and 10 M points
+
+Needs Porto's context tables (built here first if absent: `python -m jobs.context_tables --city porto`,
+about a minute). Input: GENERATED points, the real points of the Porto taxi sample that lie inside the
+OSM extract, replicated and jittered (Gaussian, 25 m) and kept only where the jittered point is still
+inside the extract's road and POI coverage, written once per size to Parquet (point_id, mx, my).
+
+Measured, each Spark size in a child process of its own (JVM and Python workers are its descendants):
+  join s     read Parquet -> add_loaded_context -> Spark's `noop` sink, the context already collected
+  load s     collecting the city's context (grid + POIs) to the driver: a fixed cost per job, not per point
+  peak MB    the largest sum of PSS over the child and all its descendants, sampled every 0.2 s
+Brute force: the geopandas/shapely computation the tests compare against (per point: distances to all
+POIs, disc buffer intersected with the roads), on a subsample, single process; the ratio is
+Spark points/s over brute-force points/s. Also printed: the share of the real Porto sample points with
+non-empty road and POI context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+JITTER_M = 25.0
+
+
+def _real_porto_xy(crs: str) -> np.ndarray:
+    import pandas as pd
+    from pyproj import Transformer
+
+    df = pd.read_csv(REPO / "data" / "porto" / "taxi_sample.csv", usecols=["POLYLINE"])
+    lonlat = np.array([p for s in df["POLYLINE"] for p in json.loads(s)], dtype=float)
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lonlat[:, 0], lonlat[:, 1])
+    return np.column_stack([x, y])
+
+
+def _covered(ctx, xy: np.ndarray) -> np.ndarray:
+    from jobs.context_density import _interp
+
+    _, _, _, road_ok, poi_ok = _interp(ctx.lattice, xy[:, 0], xy[:, 1])
+    return road_ok & poi_ok
+
+
+def generate_points(ctx, crs: str, n: int, path: Path, seed: int = 0) -> Path:
+    """GENERATED: real Porto points inside the extract, replicated and jittered, kept inside coverage."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.exists():
+        return path
+    base = _real_porto_xy(crs)
+    base = base[_covered(ctx, base)]
+    rng = np.random.default_rng(seed)
+    out, have = [], 0
+    while have < n:
+        xy = base[rng.integers(0, len(base), n)] + rng.normal(0.0, JITTER_M, (n, 2))
+        xy = xy[_covered(ctx, xy)]
+        out.append(xy)
+        have += len(xy)
+    xy = np.concatenate(out)[:n]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"point_id": np.arange(n, dtype=np.int64), "mx": xy[:, 0], "my": xy[:, 1]})
+    pq.write_table(table, path, row_group_size=1_000_000)
+    return path
+
+
+def _pss_mb(pid: int) -> float:
+    import psutil
+
+    total = 0.0
+    try:
+        proc = psutil.Process(pid)
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) / 1024
+                            break
+            except OSError:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def run_child(args: list[str]) -> tuple[dict, float]:
+    """Run this script as a child (--child ...), sampling the PSS of its whole process tree."""
+    proc = subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True)
+    peak = [0.0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _pss_mb(proc.pid))
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, _ = proc.communicate()
+    thread.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {args}")
+    return json.loads(out.strip().splitlines()[-1]), peak[0]
+
+
+def child(points: str, home: str) -> None:
+    """One measured Spark run: load the context, then time the join over all points into a noop sink."""
+    os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
+    from jobs.context_density import add_loaded_context, load_context
+    from jobs.context_tables import read_context
+    from jobs.spark_session import get_spark
+    from transfertraj.city_config import load_city
+    from transfertraj.settings import Settings
+
+    settings = Settings.load(home=home)
+    spark = get_spark("bench-context", settings)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(16 * 1024 * 1024))  # >= 2 tasks per core
+    city = load_city("porto", settings)
+    t0 = time.perf_counter()
+    pois_df, grid_df, _ = read_context(spark, city, settings)
+    ctx = load_context(pois_df, grid_df)
+    load_s = time.perf_counter() - t0
+    df = spark.read.parquet(points)
+    t0 = time.perf_counter()
+    df.transform(add_loaded_context, ctx, phi_m=city.phi_m).write.format("noop").mode("overwrite").save()
+    join_s = time.perf_counter() - t0
+    print(json.dumps({"load_s": load_s, "join_s": join_s}))
+
+
+def brute_force_rate(ctx_osm, xy: np.ndarray, phi: float) -> float:
+    import geopandas as gpd
+    import shapely
+
+    pois, roads = ctx_osm.pois, ctx_osm.roads
+    geoms = roads.geometry.to_numpy()
+    tree = shapely.STRtree(geoms)
+    t0 = time.perf_counter()
+    for p in gpd.GeoSeries(shapely.points(xy), crs=pois.crs):
+        d = pois.geometry.distance(p).to_numpy()
+        pois["category"].to_numpy()[d <= phi]
+        disc = p.buffer(phi, quad_segs=32)
+        hit = tree.query(disc)
+        shapely.length(shapely.intersection(geoms[hit], disc))
+    return len(xy) / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 k points only")
+    parser.add_argument("--sizes", default="1M,10M")
+    parser.add_argument("--home", default=None, help="data root (default: TRANSFERTRAJ_HOME)")
+    parser.add_argument("--brute-points", type=int, default=1000)
+    parser.add_argument("--child", nargs=2, metavar=("POINTS", "HOME"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return 0
+
+    from jobs.context_density import load_context
+    from jobs.context_tables import build_context_tables, read_context
+    from jobs.osm_context import read_osm_context
+    from jobs.spark_session import get_spark
+    from transfertraj.city_config import load_city
+    from transfertraj.settings import Settings
+
+    os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
+    settings = Settings.load(home=args.home)
+    city = load_city("porto", settings)
+    spark = get_spark("bench-context-setup", settings)
+    try:
+        pois_df, grid_df, _ = read_context(spark, city, settings)
+        ctx = load_context(pois_df, grid_df)
+    except Exception:
+        print("building Porto's context tables (once) ...", flush=True)
+        t0 = time.perf_counter()
+        build_context_tables(spark, city, settings)
+        print(f"  built in {time.perf_counter() - t0:.0f} s", flush=True)
+        pois_df, grid_df, _ = read_context(spark, city, settings)
+        ctx = load_context(pois_df, grid_df)
+    spark.stop()
+
+    # the share of real sample points with non-empty context (all 60 k points, numpy path)
+    from jobs.context_density import context_vectors
+    from jobs.context_taxonomy import N_POI, ROAD_CLASSES
+    from scipy.spatial import cKDTree
+
+    real = _real_porto_xy(city.crs)
+    poi, poi_missing, road, road_missing = context_vectors(
+        real, ctx.lattice, cKDTree(ctx.poi_xy), ctx.poi_category, phi_m=city.phi_m,
+        category_missing=[False] * N_POI,
+    )
+    k = len(ROAD_CLASSES)
+    road_ok = ~road_missing & (np.nan_to_num(road[:, :k]).sum(1) > 0)
+    poi_ok = ~poi_missing[:, -1] & (np.nan_to_num(poi[:, -1]) > 0)
+    print(f"real Porto sample points: {len(real):,}; non-empty road context {road_ok.mean():.1%}, "
+          f"non-empty POI context {poi_ok.mean():.1%}, both {(road_ok & poi_ok).mean():.1%}; "
+          f"outside the extract's coverage: road {road_missing.mean():.1%}, POI {poi_missing[:, -1].mean():.1%}")
+
+    sizes = [100_000] if args.quick else [int(float(s[:-1]) * 1e6) if s.endswith("M") else int(s)
+                                          for s in args.sizes.split(",")]
+    work = settings.home / "bench" / "context"
+    osm = read_osm_context(city, settings)
+    sub = real[_covered(ctx, real)]
+    sub = sub[np.random.default_rng(1).choice(len(sub), min(args.brute_points, len(sub)), replace=False)]
+    brute = brute_force_rate(osm, sub, city.phi_m)
+
+    rows = []
+    for n in sizes:
+        path = generate_points(ctx, city.crs, n, work / f"generated_porto_{n}.parquet")
+        result, peak = run_child([str(path), str(settings.home)])
+        rate = n / result["join_s"]
+        rows.append((n, result["join_s"], result["load_s"], rate, peak, rate / brute))
+    print()
+    print(f"context join, GENERATED Porto points (real points replicated + {JITTER_M:g} m jitter, inside the "
+          f"extract), phi {city.phi_m:g} m, {os.cpu_count()} cores")
+    print(f"{'points':>12} {'join s':>8} {'load s':>8} {'points/s':>12} {'peak MB':>9} {'x brute':>9}")
+    for n, join_s, load_s, rate, peak, ratio in rows:
+        print(f"{n:>12,} {join_s:>8.2f} {load_s:>8.2f} {rate:>12,.0f} {peak:>9,.0f} {ratio:>9,.0f}")
+    print(f"brute force (geopandas/shapely, 1 process, {len(sub):,} real points): {brute:,.0f} points/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
