@@ -9,7 +9,8 @@ cluster, YARN or Kubernetes. Under `spark-submit` (a session already configured 
 launcher's master wins.
 
 Delta's jars come from Maven Central through Spark's Ivy on first start (33 artifacts, ~87 MB, ~20 s)
-and are cached in `<cache>/ivy`; later starts resolve offline. To pre-fetch them for an offline cluster,
+and are cached in `<cache>/ivy`; the resolved list is written to a manifest there, and later starts
+pass those files as `spark.jars` directly (no Ivy, no network). To pre-fetch them for an offline cluster,
 run `transfertraj spark-jars` once on a connected machine and copy `<cache>/ivy/jars/*.jar` to the
 cluster (then set `spark.jars` to them instead of `spark.jars.packages`).
 """
@@ -81,6 +82,7 @@ def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.jars.ivy": str(settings.ivy_dir),
         "spark.ui.showConsoleProgress": "false",
+        "spark.sql.debug.maxToStringFields": "500",
         "spark.ui.enabled": os.environ.get("TRANSFERTRAJ_SPARK_UI", "true"),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": "2",
@@ -89,6 +91,22 @@ def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
     }
     conf.update(settings.spark_conf)
     return conf
+
+
+def _jar_manifest(settings: Settings) -> "os.PathLike[str]":
+    from importlib.metadata import version
+
+    return settings.ivy_dir / f"delta-jars-{version('delta-spark')}-spark-{version('pyspark')}.txt"
+
+
+def _cached_jars(settings: Settings) -> str | None:
+    """The jar list of an earlier successful start, if every file is still there (skips Ivy)."""
+    manifest = _jar_manifest(settings)
+    if not manifest.exists():
+        return None
+    jars = manifest.read_text().strip()
+    paths = [j.removeprefix("file://") for j in jars.split(",") if j]
+    return jars if paths and all(os.path.exists(p) for p in paths) else None
 
 
 def get_spark(app_name: str = "transfertraj", settings: Settings | None = None):
@@ -111,6 +129,13 @@ def get_spark(app_name: str = "transfertraj", settings: Settings | None = None):
     for key, value in spark_conf(settings, app_name).items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s, master %s)", app_name, settings.spark_master)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    jars = None if "spark.jars" in settings.spark_conf else _cached_jars(settings)
+    if jars:
+        spark = builder.config("spark.jars", jars).getOrCreate()
+    else:
+        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+        resolved = spark.sparkContext.getConf().get("spark.jars", "")
+        if "delta-spark" in resolved:
+            _jar_manifest(settings).write_text(resolved)
     spark.sparkContext.setLogLevel(os.environ.get("TRANSFERTRAJ_SPARK_LOG_LEVEL", "WARN"))
     return spark

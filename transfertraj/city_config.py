@@ -67,6 +67,7 @@ class RawSource(_Strict):
     # Canonical column -> column name in the file. porto_csv needs none (its header is fixed);
     # point_log needs vehicle_id, timestamp, lon, lat and may name trip_state (e.g. SF 'occupied').
     columns: dict[str, str] = Field(default_factory=dict)
+    trip_state_value: str | None = None  # with a trip_state column: the state whose runs are trips (SF: "1")
     timestamp_format: str = "auto"  # auto | unix_s | unix_ms | a Spark datetime pattern
     timestamp_timezone: str = "UTC"  # zone of timestamps written as text without an offset
     compression: Literal["none", "gzip", "auto"] = "auto"
@@ -109,8 +110,9 @@ class OsmSource(_Strict):
 class Cleaning(_Strict):
     max_speed_kmh: float = Field(default=150, gt=0)
     gap_split_s: float = Field(default=300, gt=0)  # a time gap longer than this starts a new trip
-    stay_split_s: float = Field(default=600, gt=0)  # a stay (no movement > stay_radius_m) this long splits
-    stay_radius_m: float = Field(default=50, gt=0)
+    stay_split_s: float = Field(default=300, gt=0)  # a stay this long splits the trip (see flag_stays)
+    stay_radius_m: float = Field(default=100, gt=0)  # ... if it spans at most this
+    stay_max_speed_kmh: float = Field(default=3, gt=0)  # ... and every fix in it is reached slower than this
     min_vehicle_speed_kmh: float = Field(default=0, ge=0)  # trips slower on average are not vehicle trips
     long_trips: Literal["window", "drop"] = "window"  # cut trips above max_points into windows
 

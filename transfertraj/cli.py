@@ -84,6 +84,12 @@ def _cmd_land(args, settings: Settings) -> int:
     return 0
 
 
+def _cmd_ingest(args, settings: Settings) -> int:
+    from jobs.ingest import run
+
+    return run(args, settings)
+
+
 def _cmd_demo(args, settings: Settings) -> int:
     from transfertraj.demo import run_demo
 
@@ -116,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", required=True)
     p.add_argument("--source", type=Path, help="a raw file to land instead of the city's bundled sample")
     p.set_defaults(func=_cmd_land)
+
+    from jobs.ingest import add_arguments as ingest_arguments
+
+    p = sub.add_parser(
+        "ingest",
+        help="nightly ingestion: landing/<city>/<date>/ -> bronze, rejects, silver, runs (Delta)",
+        description=(
+            "Read the files landed for a city and date, keep them as bronze, quarantine bad rows and "
+            "points with a reason, write clean trajectories to silver and a runs row with the accounting "
+            "(read = accepted + rejected). A rerun of a date replaces that date. Exit code 1 when a date "
+            "fails the city's quality gate."
+        ),
+    )
+    ingest_arguments(p)
+    p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser(
         "demo", help="run the pipeline end to end on the bundled real samples (what `make demo` runs)"

@@ -1,0 +1,311 @@
+"""Nightly ingestion: landing/<city>/<date>/ -> bronze, rejects, silver and a runs row, in Delta.
+
+    transfertraj ingest --city porto --date 2013-07-01
+    transfertraj ingest --city beijing --start 2008-10-23 --end 2008-10-31     # a backfill, each date once
+    spark-submit jobs/ingest.py --city porto --date 2013-07-01                # the same, on a cluster
+
+A partition's `date` is the landing folder's date (the delivery date): a trip that crosses midnight
+stays in the partition it was delivered in. A rerun of a date replaces that date's partitions in
+every table (one atomic Delta commit each), so late files are picked up by rerunning the date.
+
+Accounting, checked at the end of every run (a mismatch is a bug and fails the run):
+    rows read   = rows accepted + rows rejected (by reason)
+    points read = points kept   + points dropped (by reason)
+Quality gate (thresholds in the city file): rejected-row share above `quality.max_rejected_share` or
+fewer than `quality.min_trajectories` trajectories fail the run with a message; bronze and rejects
+keep what arrived, silver is not published for that date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date as Date
+from datetime import datetime, timedelta, timezone
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from feature_store.delta_io import append_rows, read_table, replace_partition
+from feature_store.tables import table, table_path
+from jobs import clean_trips as ct
+from jobs.bronze_rows import read_landed_rows
+from jobs.landed_files import landed_files
+from jobs.parse_points import parse_rows
+from jobs.schemas import CITY, DATE, DETAIL, POINT_IDX, REASON, REJECTS_SCHEMA, ROW_ID, RUNS_SCHEMA, SOURCE_FILE
+from jobs.vehicle_key import load_vehicle_key, vehicle_key_column
+from transfertraj.city_config import CityConfig, load_city
+from transfertraj.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class QualityGateError(RuntimeError):
+    """The run's data failed the city's quality thresholds; nothing was published to silver."""
+
+
+class AccountingError(RuntimeError):
+    """Rows or points went missing between read and write: a bug, never a data problem."""
+
+
+@dataclass
+class IngestReport:
+    city: str
+    date: str
+    run_id: str
+    status: str = "published"
+    message: str = ""
+    files: int = 0
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    rows_rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    points_read: int = 0
+    points_kept: int = 0
+    points_dropped: int = 0
+    points_dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    trajectories_out: int = 0
+    bronze_version: int | None = None
+    rejects_version: int | None = None
+    silver_version: int | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rr = ", ".join(f"{k} {v}" for k, v in sorted(self.rows_rejected_by_reason.items())) or "none"
+        pr = ", ".join(f"{k} {v}" for k, v in sorted(self.points_dropped_by_reason.items())) or "none"
+        return (
+            f"{self.city} {self.date}: {self.status}; rows read {self.rows_read} = accepted {self.rows_accepted}"
+            f" + rejected {self.rows_rejected} ({rr}); points read {self.points_read} = kept {self.points_kept}"
+            f" + dropped {self.points_dropped} ({pr}); trajectories {self.trajectories_out}; {self.seconds:.1f} s"
+        )
+
+
+def _persist(df: DataFrame) -> DataFrame:
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def clean_points(points: DataFrame, city: CityConfig) -> tuple[DataFrame, list[DataFrame]]:
+    """Apply the cleaning rules in order. Returns (kept points with seg/sub/chunk, dropped parts).
+
+    Rules that look at neighbours only see the points still kept, so the frame is split (and
+    persisted) after the rules whose drops change the neighbours of later rules."""
+    c = city.cleaning
+    cached: list[DataFrame] = []
+    dropped: list[DataFrame] = []
+
+    def split(df: DataFrame) -> DataFrame:
+        df = _persist(df)
+        cached.append(df)
+        kept, gone = ct.split_dropped(df)
+        dropped.append(gone)
+        return kept
+
+    df = ct.start_flags(points)
+    df = (
+        df.transform(ct.flag_invalid_coordinates)
+        .transform(ct.flag_duplicate_fixes)
+        .transform(ct.flag_outside_bbox, bbox=city.bbox)
+        .transform(ct.flag_off_trip, trip_state_value=city.raw.trip_state_value)
+    )
+    df = split(df)
+    df = df.transform(ct.flag_speed_spikes, max_speed_kmh=c.max_speed_kmh)
+    df = split(df)
+    df = (
+        df.transform(ct.flag_stays, stay_max_speed_kmh=c.stay_max_speed_kmh, stay_radius_m=c.stay_radius_m,
+                   stay_split_s=c.stay_split_s)
+        .transform(ct.assign_segments, gap_split_s=c.gap_split_s, max_speed_kmh=c.max_speed_kmh)
+    )
+    df = split(df)  # stays dropped before resampling sees them
+    df = df.transform(ct.resample, interval_s=city.sampling_interval_s)
+    df = split(df)
+    df = ct.assign_subsegments(df).transform(
+        ct.flag_trajectory_length,
+        min_points=city.min_points,
+        max_points=city.max_points,
+        long_trips=c.long_trips,
+        min_vehicle_speed_kmh=c.min_vehicle_speed_kmh,
+    )
+    kept = split(df)
+    clean_points.cached = cached  # type: ignore[attr-defined]  # for unpersist by the caller
+    return kept, dropped
+
+
+def _counts(df: DataFrame) -> dict[str, int]:
+    return {r[REASON]: int(r["n"]) for r in df.groupBy(REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
+
+
+def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> IngestReport:
+    """Ingest one delivery date of one city. Raises QualityGateError when the gate fails."""
+    started = datetime.now(timezone.utc)
+    t0 = time.time()
+    report = IngestReport(city=city.name, date=date, run_id=uuid.uuid4().hex[:16])
+    part = {CITY: city.name, DATE: date}
+    files = landed_files(settings.landing / city.name / date, city)
+    report.files = len(files)
+    log.info("%s %s: %d landed file(s)", city.name, date, len(files))
+
+    # Bronze first: what arrived is kept for inspection whatever happens next.
+    bronze = read_landed_rows(spark, files, city=city.name, date=date, landing_root=settings.landing)
+    report.bronze_version = replace_partition(
+        bronze, table_path(settings, "bronze"), part, partition_by=table("bronze").partition_by,
+        user_metadata=f"run {report.run_id}",
+    )
+    bronze, _ = read_table(spark, table_path(settings, "bronze"), version=report.bronze_version, where=part)
+
+    headers = sorted({f.header for f in files if f.header is not None})
+    if headers:
+        verdicts, points = parse_rows(bronze, city, headers)
+    else:
+        verdicts = spark.createDataFrame([], f"{SOURCE_FILE} string, {ROW_ID} long, {REASON} string, {DETAIL} string")
+        points = spark.createDataFrame([], "source_file string, row_id long, point_idx int, stream_id string, "
+                                           "vehicle_id string, ts long, lon double, lat double, trip_state string")
+    verdicts = _persist(verdicts)
+    points = _persist(points)
+    row_counts = _counts(verdicts)
+    report.rows_accepted = row_counts.pop(None, 0)
+    report.rows_rejected_by_reason = row_counts
+    report.rows_rejected = sum(row_counts.values())
+    report.rows_read = bronze.count()
+    report.points_read = points.count()
+
+    kept, dropped_parts = clean_points(points, city)
+    key = load_vehicle_key(settings)
+    trips = _persist(
+        ct.build_trajectories(kept, city=city.name, date=date, vehicle_key=vehicle_key_column(F.col("vehicle_id"), key))
+    )
+    dropped = ct.point_rejects(dropped_parts[0])
+    for d in dropped_parts[1:]:
+        dropped = dropped.unionByName(ct.point_rejects(d))
+    dropped = _persist(dropped)
+    report.points_dropped_by_reason = _counts(dropped)
+    report.points_dropped = sum(report.points_dropped_by_reason.values())
+    stats = trips.agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p")).first()
+    report.trajectories_out, report.points_kept = int(stats["n"]), int(stats["p"] or 0)
+
+    rejects = (
+        verdicts.where(F.col(REASON).isNotNull())
+        .select(SOURCE_FILE, ROW_ID, F.lit(None).cast("int").alias(POINT_IDX), REASON, DETAIL)
+        .unionByName(dropped)
+        .withColumn(CITY, F.lit(city.name))
+        .withColumn(DATE, F.lit(date))
+    )
+    report.rejects_version = replace_partition(
+        rejects.select(*REJECTS_SCHEMA.names),
+        table_path(settings, "rejects"), part, partition_by=table("rejects").partition_by,
+        user_metadata=f"run {report.run_id}",
+    )
+
+    _check_accounting(report)
+    failure = _quality_gate(report, city)
+    if failure:
+        report.status, report.message = "failed_quality_gate", failure
+    else:
+        report.silver_version = replace_partition(
+            trips, table_path(settings, "silver"), part, partition_by=table("silver").partition_by,
+            user_metadata=f"run {report.run_id}",
+        )
+    report.seconds = time.time() - t0
+    _append_run(spark, report, started, settings)
+    for df in [verdicts, points, trips, dropped, *getattr(clean_points, "cached", [])]:
+        df.unpersist()
+    log.info(report.summary())
+    if failure:
+        raise QualityGateError(f"{city.name} {date}: {failure}; silver not published (bronze and rejects kept)")
+    return report
+
+
+def _check_accounting(r: IngestReport) -> None:
+    problems = []
+    if r.rows_read != r.rows_accepted + r.rows_rejected:
+        problems.append(f"rows read {r.rows_read} != accepted {r.rows_accepted} + rejected {r.rows_rejected}")
+    if r.points_read != r.points_kept + r.points_dropped:
+        problems.append(f"points read {r.points_read} != kept {r.points_kept} + dropped {r.points_dropped}")
+    if problems:
+        raise AccountingError(f"{r.city} {r.date}: " + "; ".join(problems))
+
+
+def _quality_gate(r: IngestReport, city: CityConfig) -> str | None:
+    q = city.quality
+    share = r.rows_rejected / r.rows_read if r.rows_read else 0.0
+    if share > q.max_rejected_share:
+        top = max(r.rows_rejected_by_reason.items(), key=lambda kv: kv[1])[0]
+        return (f"rejected share {share:.1%} is above quality.max_rejected_share {q.max_rejected_share:.0%} "
+                f"(most common reason: {top})")
+    if r.trajectories_out < q.min_trajectories:
+        return f"{r.trajectories_out} trajectories out, fewer than quality.min_trajectories {q.min_trajectories}"
+    return None
+
+
+def _append_run(spark: SparkSession, r: IngestReport, started: datetime, settings: Settings) -> None:
+    row = {k: v for k, v in asdict(r).items() if k in RUNS_SCHEMA.names}
+    row.update(job="ingest", started_at=started, finished_at=datetime.now(timezone.utc))
+    df = spark.createDataFrame([tuple(row[n] for n in RUNS_SCHEMA.names)], RUNS_SCHEMA)
+    append_rows(df, table_path(settings, "runs"), partition_by=table("runs").partition_by)
+
+
+def date_range(start: str, end: str) -> list[str]:
+    a, b = Date.fromisoformat(start), Date.fromisoformat(end)
+    if b < a:
+        raise ValueError(f"--end {end} is before --start {start}")
+    return [(a + timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transfertraj.log_config import configure_logging
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging()
+    return run(args, Settings.load())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--city", required=True, help="city name (config/cities/<city>.yaml)")
+    parser.add_argument("--date", help="delivery date YYYY-MM-DD (a landing/<city>/<date>/ folder)")
+    parser.add_argument("--start", help="first date of a backfill range (with --end)")
+    parser.add_argument("--end", help="last date of a backfill range, inclusive")
+    parser.add_argument("--all-landed", action="store_true", help="every date folder landed for the city")
+    parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                        help="write the data-quality report (PNG + HTML) per date (default on)")
+
+
+def run(args, settings: Settings) -> int:
+    from jobs.spark_session import get_spark
+
+    city = load_city(args.city, settings)
+    if args.date:
+        dates = [args.date]
+    elif args.start and args.end:
+        dates = date_range(args.start, args.end)
+    elif args.all_landed:
+        dates = sorted(p.name for p in (settings.landing / city.name).iterdir() if p.is_dir())
+    else:
+        raise SystemExit("give --date, or --start and --end, or --all-landed")
+    spark = get_spark("ingest", settings)
+    failed = 0
+    from tqdm import tqdm
+
+    for day in tqdm(dates, desc=f"ingest {city.name}", unit="date", disable=len(dates) < 2):
+        if not (settings.landing / city.name / day).is_dir():
+            log.warning("%s %s: nothing landed, skipped", city.name, day)
+            continue
+        try:
+            report = ingest_date(spark, city, day, settings)
+            print(report.summary())
+        except QualityGateError as err:
+            failed += 1
+            log.error("%s", err)
+        if args.report:
+            from jobs.quality_report import write_quality_report
+
+            print(f"quality report: {write_quality_report(spark, city, day, settings)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Bronze rows -> row verdicts and GPS points, for each raw format.
+
+    rows, points = parse_rows(bronze, city)      # both DataFrames, lazily evaluated
+
+`rows` has one row per bronze row with `reason` (null = accepted) and `detail`; `points` has one
+row per point of an accepted row: source_file, row_id, point_idx, stream_id, vehicle_id, ts (Unix s,
+UTC), lon, lat, trip_state. A stream is what trips are cut from: one Porto row (a trip as recorded),
+or one vehicle of a point log. Built-in Spark functions only (Spark 4 runs in ANSI mode: every parse
+uses a try_ function so bad values become verdicts, not crashes).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from jobs.landed_files import PORTO_COLUMNS
+from jobs.schemas import DETAIL, HEADER, LINE, POINT_IDX, REASON, ROW_ID, SOURCE_FILE
+from transfertraj.city_config import CityConfig
+
+PORTO_FIX_INTERVAL_S = 15  # the Porto format: one POLYLINE point every 15 s from TIMESTAMP
+MIN_EPOCH_S = 631_152_000  # 1990-01-01: GPS logs older than this are typos
+MAX_EPOCH_S = 4_102_444_800  # 2100-01-01
+MS_THRESHOLD = 100_000_000_000  # a "seconds" value above this is in milliseconds (year 5138 otherwise)
+AUTO_NAIVE_PATTERNS = ("yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm:ss.SSS", "yyyy-MM-dd'T'HH:mm:ss.SSS")
+AUTO_ZONED_PATTERNS = ("yyyy-MM-dd'T'HH:mm:ssXXX", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "yyyy-MM-dd HH:mm:ssXXX")
+_NULL_SENTINEL = "\u0001"  # so that an empty field is '' and a missing trailing field is null
+
+POINT_COLUMNS = [SOURCE_FILE, ROW_ID, POINT_IDX, "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state"]
+
+
+def _first_reason(*rules: tuple[Column, str]) -> Column:
+    """The first rule that fires names the reason; null when none does."""
+    expr = F.lit(None).cast("string")
+    for cond, reason in reversed(rules):
+        expr = F.when(cond, F.lit(reason)).otherwise(expr)
+    return expr
+
+
+def epoch_seconds(col: Column, fmt: str, source_tz: str) -> Column:
+    """Timestamp text -> Unix seconds (double) or null. unix_s/auto also detect milliseconds."""
+    num = col.try_cast("double")
+    as_number = F.when(num > MS_THRESHOLD, num / 1000.0).otherwise(num)
+    if fmt == "unix_ms":
+        return num / 1000.0
+    if fmt == "unix_s":
+        return as_number
+    if fmt == "auto":
+        # Explicit ISO-8601 patterns only: a pattern-free parse accepts 'yesterday' and 'now'.
+        naive = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_NAIVE_PATTERNS))
+        zoned = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_ZONED_PATTERNS))
+        as_text = F.coalesce(F.unix_timestamp(zoned), F.unix_timestamp(F.to_utc_timestamp(naive, source_tz)))
+        return F.coalesce(as_number, as_text.cast("double"))
+    parsed = F.try_to_timestamp(col, F.lit(fmt))
+    return F.unix_timestamp(F.to_utc_timestamp(parsed, source_tz)).cast("double")
+
+
+def _valid_coordinate(lon: Column, lat: Column) -> Column:
+    return (
+        lon.isNotNull() & lat.isNotNull() & ~F.isnan(lon) & ~F.isnan(lat)
+        & (F.abs(lon) <= 180) & (F.abs(lat) <= 90) & ~((lon == 0) & (lat == 0))
+    )
+
+
+def _csv_fields(header_columns: tuple[str, ...]) -> tuple[str, str]:
+    """A from_csv schema of every header column plus one sentinel that catches extra fields."""
+    names = [f"c{i}" for i in range(len(header_columns))]
+    return ", ".join(f"`{n}` STRING" for n in names + ["__extra"]), names[-1]
+
+
+def _generic_row_rules(rows: DataFrame, header_columns: tuple[str, ...]) -> tuple[DataFrame, list[tuple[Column, str]]]:
+    schema, last = _csv_fields(header_columns)
+    parsed = rows.withColumn(
+        "f", F.from_csv(F.col(LINE), schema, {"mode": "PERMISSIVE", "nullValue": _NULL_SENTINEL, "emptyValue": ""})
+    )
+    too_few = F.col(f"f.{last}").isNull() & ~F.col(LINE).endswith(",")
+    rules = [
+        (F.trim(F.col(LINE)) == "", "blank_line"),
+        (F.col(LINE) == F.col(HEADER), "repeated_header"),
+        (F.col(LINE).contains("\ufffd"), "bad_encoding"),
+        (F.col("f.__extra").isNotNull() | too_few, "malformed_csv"),
+    ]
+    return parsed, rules
+
+
+def _field(header_columns: tuple[str, ...], name: str) -> Column:
+    return F.col(f"f.c{header_columns.index(name)}")
+
+
+def parse_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> tuple[DataFrame, DataFrame]:
+    parsed, rules = _generic_row_rules(rows, header_columns)
+    f = lambda name: _field(header_columns, name)  # noqa: E731
+    ts0 = epoch_seconds(f("TIMESTAMP"), "unix_s", "UTC")
+    poly = F.from_json(f("POLYLINE"), "array<array<double>>")
+    # An exact copy of an earlier line (same trip delivered twice) is a duplicate row.
+    first_copy = F.min(ROW_ID).over(Window.partitionBy("line_hash"))
+    parsed = (
+        parsed.withColumn("line_hash", F.sha2(F.col(LINE), 256))
+        .withColumn("_first_copy", first_copy)
+        .withColumn("ts0", ts0)
+        .withColumn("poly", poly)
+    )
+    pair_ok = F.forall(F.col("poly"), lambda p: F.size(p) == 2)
+    rules += [
+        (F.col(ROW_ID) != F.col("_first_copy"), "duplicate_row"),
+        (F.trim(f("TAXI_ID")).isNull() | (F.trim(f("TAXI_ID")) == "") | f("POLYLINE").isNull() | (f("POLYLINE") == ""), "missing_field"),
+        (F.col("ts0").isNull() | (F.col("ts0") < MIN_EPOCH_S) | (F.col("ts0") > MAX_EPOCH_S), "bad_timestamp"),
+        (F.col("poly").isNull() | ~pair_ok, "bad_polyline"),
+        (F.size(F.col("poly")) == 0, "empty_polyline"),
+    ]
+    verdicts = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
+        DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
+    )
+    points = (
+        verdicts.where(F.col(REASON).isNull())
+        .select(
+            SOURCE_FILE, ROW_ID, F.col("line_hash").alias("stream_id"), f("TAXI_ID").alias("vehicle_id"),
+            F.col("ts0"), F.posexplode(F.col("poly")).alias(POINT_IDX, "p"),
+        )
+        .select(
+            SOURCE_FILE, ROW_ID, F.col(POINT_IDX).cast("int").alias(POINT_IDX), "stream_id",
+            F.trim("vehicle_id").alias("vehicle_id"),
+            (F.col("ts0").cast("long") + F.col(POINT_IDX) * PORTO_FIX_INTERVAL_S).alias("ts"),
+            F.col("p")[0].alias("lon"), F.col("p")[1].alias("lat"), F.lit(None).cast("string").alias("trip_state"),
+        )
+    )
+    return verdicts.select(SOURCE_FILE, ROW_ID, REASON, DETAIL), points
+
+
+def parse_point_log_rows(
+    rows: DataFrame, header_columns: tuple[str, ...], city: CityConfig
+) -> tuple[DataFrame, DataFrame]:
+    parsed, rules = _generic_row_rules(rows, header_columns)
+    cols = city.raw.columns
+    f = lambda canon: _field(header_columns, cols[canon])  # noqa: E731
+    parsed = parsed.select(
+        "*",
+        F.trim(f("vehicle_id")).alias("vehicle_id"),
+        epoch_seconds(F.trim(f("timestamp")), city.raw.timestamp_format, city.raw.timestamp_timezone).alias("ts_s"),
+        F.trim(f("lon")).try_cast("double").alias("lon"),
+        F.trim(f("lat")).try_cast("double").alias("lat"),
+        (F.trim(f("trip_state")) if "trip_state" in cols else F.lit(None).cast("string")).alias("trip_state"),
+    )
+    rules += [
+        (F.col("vehicle_id").isNull() | (F.col("vehicle_id") == ""), "missing_field"),
+        (F.col("ts_s").isNull() | (F.col("ts_s") < MIN_EPOCH_S) | (F.col("ts_s") > MAX_EPOCH_S), "bad_timestamp"),
+        (~_valid_coordinate(F.col("lon"), F.col("lat")), "invalid_coordinate"),
+    ]
+    verdicts = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
+        DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
+    )
+    points = verdicts.where(F.col(REASON).isNull()).select(
+        SOURCE_FILE, ROW_ID, F.lit(0).alias(POINT_IDX), F.col("vehicle_id").alias("stream_id"), "vehicle_id",
+        F.col("ts_s").cast("long").alias("ts"), "lon", "lat", "trip_state",
+    )
+    return verdicts.select(SOURCE_FILE, ROW_ID, REASON, DETAIL), points
+
+
+def parse_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> tuple[DataFrame, DataFrame]:
+    """Parse every header group of a delivery; union the verdicts and the points."""
+    import csv
+
+    verdicts, points = None, None
+    for header in headers:
+        columns = tuple(c.strip() for c in next(csv.reader([header])))
+        group = bronze.where(F.col(HEADER) == header)
+        if city.raw.format == "porto_csv":
+            v, p = parse_porto_rows(group, columns)
+        else:
+            v, p = parse_point_log_rows(group, columns, city)
+        verdicts = v if verdicts is None else verdicts.unionByName(v)
+        points = p if points is None else points.unionByName(p)
+    return verdicts, points
+
+
+__all__ = ["parse_rows", "parse_porto_rows", "parse_point_log_rows", "epoch_seconds", "PORTO_COLUMNS", "POINT_COLUMNS"]

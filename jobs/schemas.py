@@ -1,0 +1,125 @@
+"""Column names and explicit schemas of the ingestion tables (bronze, rejects, silver, runs).
+
+Names are constants so a rename happens in one place; schemas are StructTypes so every write is checked.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+CITY = "city"
+DATE = "date"
+SOURCE_FILE = "source_file"
+ROW_ID = "row_id"  # stable id of an input row: position of the line in the landed files
+LINE = "line"  # the raw input line as landed
+HEADER = "header"  # the header line of the file the row came from
+POINT_IDX = "point_idx"  # index of a point inside its input row (Porto POLYLINE); 0 for point logs
+REASON = "reason"
+DETAIL = "detail"
+
+# One row per landed input line (header lines excluded). Raw ids stay here and nowhere after.
+BRONZE_SCHEMA = StructType(
+    [
+        StructField(SOURCE_FILE, StringType(), False),
+        StructField(ROW_ID, LongType(), False),
+        StructField(LINE, StringType(), True),
+        StructField(HEADER, StringType(), False),
+        StructField(CITY, StringType(), False),
+        StructField(DATE, StringType(), False),
+    ]
+)
+
+# The quarantine: one row per rejected input row (point_idx null) or dropped point.
+REJECTS_SCHEMA = StructType(
+    [
+        StructField(SOURCE_FILE, StringType(), True),
+        StructField(ROW_ID, LongType(), True),
+        StructField(POINT_IDX, IntegerType(), True),
+        StructField(REASON, StringType(), False),
+        StructField(DETAIL, StringType(), True),
+        StructField(CITY, StringType(), False),
+        StructField(DATE, StringType(), False),
+    ]
+)
+
+# One row per clean trajectory; per-point values as equal-length arrays ordered by time.
+SILVER_SCHEMA = StructType(
+    [
+        StructField("trip_id", StringType(), False),
+        StructField("vehicle_key", StringType(), False),
+        StructField("start_ts", TimestampType(), False),
+        StructField("end_ts", TimestampType(), False),
+        StructField("n_points", IntegerType(), False),
+        StructField("duration_s", LongType(), False),
+        StructField("length_m", DoubleType(), False),
+        StructField("ts", ArrayType(LongType(), False), False),
+        StructField("lon", ArrayType(DoubleType(), False), False),
+        StructField("lat", ArrayType(DoubleType(), False), False),
+        StructField(SOURCE_FILE, StringType(), True),
+        StructField(CITY, StringType(), False),
+        StructField(DATE, StringType(), False),
+    ]
+)
+
+RUNS_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("job", StringType(), False),
+        StructField(DATE, StringType(), False),
+        StructField("started_at", TimestampType(), False),
+        StructField("finished_at", TimestampType(), False),
+        StructField("status", StringType(), False),  # published | failed_quality_gate
+        StructField("message", StringType(), True),
+        StructField("files", IntegerType(), False),
+        StructField("rows_read", LongType(), False),
+        StructField("rows_accepted", LongType(), False),
+        StructField("rows_rejected", LongType(), False),
+        StructField("rows_rejected_by_reason", MapType(StringType(), LongType()), False),
+        StructField("points_read", LongType(), False),
+        StructField("points_kept", LongType(), False),
+        StructField("points_dropped", LongType(), False),
+        StructField("points_dropped_by_reason", MapType(StringType(), LongType()), False),
+        StructField("trajectories_out", LongType(), False),
+        StructField("bronze_version", LongType(), True),
+        StructField("rejects_version", LongType(), True),
+        StructField("silver_version", LongType(), True),
+        StructField(CITY, StringType(), False),
+    ]
+)
+
+# Reason codes. Row level: the whole input row is rejected. Point level: one fix is dropped.
+ROW_REASONS = {
+    "blank_line": "empty line",
+    "repeated_header": "a header line inside the data",
+    "bad_encoding": "bytes that are not valid UTF-8",
+    "malformed_csv": "wrong number of fields or an unclosed quote",
+    "duplicate_row": "an exact copy of an earlier row",
+    "missing_field": "a required field is empty",
+    "bad_timestamp": "timestamp does not parse or is out of range",
+    "bad_polyline": "POLYLINE is not a JSON list of [lon, lat] pairs",
+    "empty_polyline": "POLYLINE is an empty list",
+    "invalid_coordinate": "longitude/latitude missing, NaN, out of range or 0/0 (point logs: the row is the point)",
+}
+POINT_REASONS = {
+    "invalid_coordinate": "longitude/latitude NaN, out of range or 0/0",
+    "duplicate_fix": "same vehicle, same time, same position as an earlier fix",
+    "duplicate_timestamp": "same vehicle and time as an earlier fix, another position",
+    "outside_bbox": "outside the city's bounding box (the trip is split there)",
+    "speed_spike": "a single fix reached and left at above the maximum speed",
+    "off_trip": "vehicle not in the trip state that makes trips (e.g. vacant cab)",
+    "stay": "part of a long stay (the trip is split there)",
+    "resampled_out": "not the nearest fix to a tick of the city's sampling interval",
+    "short_trajectory": "its trajectory has fewer points than min_points",
+    "too_long": "its trajectory has more than max_points and long_trips=drop",
+    "not_vehicle": "its trajectory is slower on average than min_vehicle_speed_kmh",
+}
