@@ -90,6 +90,23 @@ def _cmd_ingest(args, settings: Settings) -> int:
     return run(args, settings)
 
 
+def _cmd_runs(args, settings: Settings) -> int:
+    from jobs.run_history import runs_lines
+    from jobs.spark_session import get_spark
+
+    print("\n".join(runs_lines(get_spark("runs", settings), settings, args.city, args.limit)))
+    return 0
+
+
+def _cmd_rejects(args, settings: Settings) -> int:
+    from jobs.run_history import rejects_lines
+    from jobs.spark_session import get_spark
+
+    lines = rejects_lines(get_spark("rejects", settings), settings, args.city, args.date, args.reason, args.limit)
+    print("\n".join(lines))
+    return 0
+
+
 def _cmd_demo(args, settings: Settings) -> int:
     from transfertraj.demo import run_demo
 
@@ -138,11 +155,27 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_arguments(p)
     p.set_defaults(func=_cmd_ingest)
 
+    p = sub.add_parser("runs", help="the ingestion run log of a city: counts, status, silver version")
+    p.add_argument("--city", required=True)
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_cmd_runs)
+
+    p = sub.add_parser("rejects", help="the quarantine of a city and date: counts by reason and examples")
+    p.add_argument("--city", required=True)
+    p.add_argument("--date", required=True)
+    p.add_argument("--reason", help="only this reason code")
+    p.add_argument("--limit", type=int, default=10, help="examples to show")
+    p.set_defaults(func=_cmd_rejects)
+
     p = sub.add_parser(
         "demo", help="run the pipeline end to end on the bundled real samples (what `make demo` runs)"
     )
     p.add_argument("--cities", nargs="+", default=["porto", "sanfrancisco", "beijing"])
     p.set_defaults(func=_cmd_demo)
+
+    from model.commands import register as register_model_commands
+
+    register_model_commands(sub)
 
     p = sub.add_parser("spark-jars", help="resolve Delta Lake's jars from Maven Central into the cache")
     p.set_defaults(func=_cmd_spark_jars)
