@@ -43,8 +43,10 @@ def render_context_map(
     crs: str,
     title: str,
     phi_m: float,
+    stride: int | None = None,
 ) -> Path:
-    """Write the PNG; trajectories are (lon, lat) array pairs in WGS-84."""
+    """Write the PNG; trajectories are (lon, lat) array pairs in WGS-84. Every stride-th lattice node is
+    drawn (default: about _MAX_PIXELS across); pass the stride when the grid is already downsampled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +56,7 @@ def render_context_map(
     from scipy.spatial import cKDTree
 
     step = float(grid["lattice_m"].iloc[0])
-    stride = max(1, int(np.ceil(max(grid["ix"].max(), grid["iy"].max()) / _MAX_PIXELS)))
+    stride = stride or max(1, int(np.ceil(max(grid["ix"].max(), grid["iy"].max()) / _MAX_PIXELS)))
     x0 = float(grid["mx"].min())
     y0 = float(grid["my"].min())
     sub = grid[(grid["ix"] % stride == 0) & (grid["iy"] % stride == 0)]
@@ -134,14 +136,21 @@ def main(argv: list[str] | None = None) -> int:
         if city.raw.format == "porto_csv"
         else _point_log_trips(city.raw.path, city.raw.columns, args.trips)
     )
+    from pyspark.sql import functions as F
+
+    # downsample in Spark with the stride render_context_map uses: the full lattice is millions of rows
+    top = grid_df.agg(F.greatest(F.max("ix"), F.max("iy"))).first()[0]
+    stride = max(1, int(np.ceil(top / _MAX_PIXELS)))
+    grid = grid_df.where((F.col("ix") % stride == 0) & (F.col("iy") % stride == 0))
     out = render_context_map(
         pois_df.select("mx", "my").toPandas(),
-        grid_df.drop("city", "snapshot_date", "taxonomy_version").toPandas(),
+        grid.drop("city", "snapshot_date", "taxonomy_version").toPandas(),
         trips,
         settings.reports / city.name / "context_map.png",
         crs=city.crs,
         title=f"{city.name}: OSM context ({city.osm.kind}, snapshot {city.osm.snapshot_date})",
         phi_m=city.phi_m,
+        stride=stride,
     )
     print(out)
     return 0
