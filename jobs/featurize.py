@@ -1,0 +1,145 @@
+"""silver -> features: the four point modalities of every clean trajectory, in Delta.
+
+    transfertraj featurize --city porto --date 2013-07-01
+    transfertraj featurize --city porto --all-dates
+
+Per point: spatial (x, y metres from the first point; mx, my in the city's UTM), temporal (weekday,
+hour, minute in the city's local time; minutes since start), POI and road density within phi from the
+city's context tables (jobs/context_tables.py; built on first use), with explicit missing masks. One
+row per trajectory with equal-length arrays (docs/features_contract.md): the training reader gets a
+trajectory per row with no group-by. The silver version read and the context table versions are
+recorded in the commit's userMetadata and in the features rows' `source_versions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from feature_store.delta_io import read_table, replace_partition, table_exists
+from feature_store.tables import table, table_path
+from jobs.context_taxonomy import TAXONOMY_VERSION
+from jobs.metric_coordinates import add_metric_xy
+from transfertraj.city_config import CityConfig, load_city
+from transfertraj.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def trajectory_points(silver: DataFrame) -> DataFrame:
+    """One row per point: trip_id, idx, ts, lon, lat, point_id (unique within this job)."""
+    return (
+        silver.select("trip_id", F.posexplode(F.arrays_zip("ts", "lon", "lat")).alias("idx", "p"))
+        .select("trip_id", "idx", "p.ts", "p.lon", "p.lat")
+        .withColumn("point_id", F.monotonically_increasing_id())
+    )
+
+
+def add_temporal(points: DataFrame, *, timezone: str) -> DataFrame:
+    """weekday (0 = Monday), hour and minute in the city's local time."""
+    local = F.from_utc_timestamp(F.timestamp_seconds("ts"), timezone)
+    return (
+        points.withColumn("weekday", ((F.dayofweek(local) + 5) % 7).cast("int"))
+        .withColumn("hour", F.hour(local).cast("int"))
+        .withColumn("minute", F.minute(local).cast("int"))
+    )
+
+
+def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> DataFrame:
+    """Points with modalities -> one row per trajectory, arrays ordered by idx."""
+    fields = ["idx", "ts", "lon", "lat", "mx", "my", "weekday", "hour", "minute", "poi", "poi_missing", "road", "road_missing"]
+    grouped = points.groupBy("trip_id").agg(F.array_sort(F.collect_list(F.struct(*fields))).alias("p"))
+    first_mx, first_my, first_ts = F.col("p.mx")[0], F.col("p.my")[0], F.col("p.ts")[0]
+    per_trip = grouped.select(
+        "trip_id",
+        F.col("p.ts").alias("ts"),
+        F.col("p.lon").alias("lon"),
+        F.col("p.lat").alias("lat"),
+        F.col("p.mx").alias("mx"),
+        F.col("p.my").alias("my"),
+        F.transform("p.mx", lambda v: (v - first_mx).cast("float")).alias("x"),
+        F.transform("p.my", lambda v: (v - first_my).cast("float")).alias("y"),
+        F.col("p.weekday").alias("weekday"),
+        F.col("p.hour").alias("hour"),
+        F.col("p.minute").alias("minute"),
+        F.transform("p.ts", lambda t: ((t - first_ts) / 60.0).cast("float")).alias("minutes_since_start"),
+        F.col("p.poi").alias("poi"),
+        F.col("p.poi_missing").alias("poi_missing"),
+        F.col("p.road").alias("road"),
+        F.col("p.road_missing").alias("road_missing"),
+    )
+    return silver.select("trip_id", "vehicle_key", "start_ts", "n_points", "city", "date").join(per_trip, "trip_id").withColumn(
+        "context_missing", F.lit(context_missing)
+    ).withColumn("taxonomy_version", F.lit(TAXONOMY_VERSION))
+
+
+def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> dict:
+    """Build the features partition of one city and date from silver. Returns what it read and wrote."""
+    from jobs.context_tables import build_context_tables, read_context, with_context
+
+    t0 = time.time()
+    part = {"city": city.name, "date": date}
+    silver, silver_version = read_table(spark, table_path(settings, "silver"), where=part)
+    context_versions: dict = {}
+    if city.has_osm:
+        if not table_exists(spark, table_path(settings, "context_grid")) or (
+            read_table(spark, table_path(settings, "context_grid"), where={"city": city.name})[0].limit(1).count() == 0
+        ):
+            log.info("%s: context tables not built yet, building them now (once per city)", city.name)
+            build_context_tables(spark, city, settings)
+        _, _, context_versions = read_context(spark, city, settings)
+    points = trajectory_points(silver).transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
+    points = with_context(points, city, settings)
+    features = assemble(points, silver, context_missing=not city.has_osm)
+    lineage = {"silver_version": silver_version, **{f"{k}_version": v for k, v in context_versions.items()}}
+    features = features.withColumn("source_versions", F.lit(json.dumps(lineage, sort_keys=True)))
+    version = replace_partition(
+        features, table_path(settings, "features"), part, partition_by=table("features").partition_by,
+        user_metadata=json.dumps({"taxonomy_version": TAXONOMY_VERSION, **lineage}),
+    )
+    n = read_table(spark, table_path(settings, "features"), version=version, where=part)[0].count()
+    out = {"city": city.name, "date": date, "trajectories": n, "features_version": version, **lineage,
+           "seconds": round(time.time() - t0, 1)}
+    log.info("features %s %s: %d trajectories, version %d (from silver v%d)", city.name, date, n, version, silver_version)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--city", required=True)
+    parser.add_argument("--date", help="delivery date YYYY-MM-DD")
+    parser.add_argument("--all-dates", action="store_true", help="every date the city has in silver")
+
+
+def run(args, settings: Settings) -> int:
+    from jobs.spark_session import get_spark
+
+    city = load_city(args.city, settings)
+    spark = get_spark("featurize", settings)
+    if args.date:
+        dates = [args.date]
+    elif args.all_dates:
+        silver, _ = read_table(spark, table_path(settings, "silver"), where={"city": city.name})
+        dates = sorted(r.date for r in silver.select("date").distinct().collect())
+    else:
+        raise SystemExit("give --date or --all-dates")
+    for day in dates:
+        print(json.dumps(featurize_date(spark, city, day, settings)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transfertraj.log_config import configure_logging
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    configure_logging()
+    return run(parser.parse_args(argv), Settings.load())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
