@@ -65,7 +65,8 @@ def generated_samples(n_traj: int, n_points: int, seed: int = 0) -> list[dict]:
                 "time": time_feats.astype(np.float32),
                 "poi": np.log1p(np.abs(np.sin(absolute[:, :1] / 400 + np.arange(POI_DIM)))).astype(np.float32) * 3,
                 "road": np.abs(np.cos(absolute[:, 1:] / 300 + np.arange(ROAD_DIM))).astype(np.float32),
-                "poi_missing": np.zeros(POI_DIM, bool),
+                "poi_missing": np.zeros((n_points, POI_DIM), bool),
+                "road_missing": np.zeros(n_points, bool),
                 "context_missing": False,
                 "origin": origin + [530_000.0, 4_553_000.0],
             }
@@ -119,7 +120,7 @@ def child(spec: dict) -> dict:
     if variant == "dense":
         args = ModelArgs(poi_dim=128, road_dim=ROAD_DIM)
         dense = DensePoiPool(d=128, device=device)
-        no_missing = torch.zeros(BATCH, 128, dtype=torch.bool, device=device)
+        no_missing = torch.zeros(BATCH, L, 128, dtype=torch.bool, device=device)
         abs_xy = torch.from_numpy(np.stack([s["xy"] + s["origin"] - [530_000.0, 4_553_000.0] for s in samples])).float().to(device)
     else:
         args = ModelArgs(poi_dim=POI_DIM, road_dim=ROAD_DIM)

@@ -46,7 +46,8 @@ class TrajectoryData:
     lonlat: np.ndarray  # (T, 2) float64 WGS-84
     poi: np.ndarray  # (T, P) float32
     road: np.ndarray  # (T, R) float32
-    poi_missing: np.ndarray  # (N, P) bool
+    poi_missing: np.ndarray  # (T, P) bool: category not covered at this point (never read as zero)
+    road_missing: np.ndarray  # (T,) bool: no road data around this point
     context_missing: np.ndarray  # (N,) bool
     taxonomy_version: str
     data_version: int | str | None
@@ -90,12 +91,12 @@ def _flat(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return arr.flatten().to_numpy(zero_copy_only=False), offsets
 
 
-def _nested(col: pa.ChunkedArray, offsets: np.ndarray, dim: int | None, name: str) -> np.ndarray:
-    """list<list<float>> (n_points, dim) per row -> (T, dim); a null or empty row is zeros (no context)."""
+def _nested(col: pa.ChunkedArray, offsets: np.ndarray, dim: int | None, name: str, dtype=np.float32, fill=0) -> np.ndarray:
+    """list<list<x>> (n_points, dim) per row -> (T, dim); a null or empty row is `fill` (no context)."""
     arr = col.combine_chunks()
     T = int(offsets[-1])
     if pa.types.is_null(arr.type):  # no row has context
-        return np.zeros((T, dim or 0), dtype=np.float32)
+        return np.full((T, dim or 0), fill, dtype=dtype)
     lengths = np.asarray(pc.fill_null(pc.list_value_length(arr), 0), dtype=np.int64)
     has = lengths > 0
     if has.any():
@@ -110,11 +111,40 @@ def _nested(col: pa.ChunkedArray, offsets: np.ndarray, dim: int | None, name: st
         n = np.diff(offsets)
         if (lengths[has] != n[has]).any():
             raise ValueError(f"column {name}: row length differs from n_points")
-        out = np.zeros((T, dim), dtype=np.float32)
+        out = np.full((T, dim), fill, dtype=dtype)
         rows = np.repeat(has, n)  # (T,) points of the rows with context
         out[rows] = inner.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         return out
-    return np.zeros((T, dim or 0), dtype=np.float32)
+    return np.full((T, dim or 0), fill, dtype=dtype)
+
+
+def _row_has(col: pa.ChunkedArray) -> np.ndarray:
+    """(N,) bool: the row's list column is non-null and non-empty."""
+    arr = col.combine_chunks()
+    if pa.types.is_null(arr.type):
+        return np.zeros(len(arr), bool)
+    return np.asarray(pc.fill_null(pc.list_value_length(arr), 0)) > 0
+
+
+def _poi_missing(table: pa.Table, offsets: np.ndarray, P: int, row_has_poi: np.ndarray) -> np.ndarray:
+    """(T, P) bool from poi_missing, per point (array<array<boolean>>) or per trajectory (array<boolean>).
+
+    Rows without any POI data are missing everywhere."""
+    lengths = np.diff(offsets)
+    col = table.column("poi_missing")
+    out = np.repeat(~row_has_poi, lengths)[:, None] & np.ones((1, P), bool)  # (T, P)
+    if pa.types.is_null(col.type):
+        return out
+    if pa.types.is_list(col.type.value_type) or pa.types.is_large_list(col.type.value_type):
+        return out | _nested(col, offsets, P, "poi_missing", dtype=bool, fill=False)
+    values, pm_offsets = _flat(col)  # one flag per category for the whole trajectory
+    pm_len = np.diff(pm_offsets)
+    per_row = np.zeros((table.num_rows, P), bool)
+    for i in np.flatnonzero(pm_len):
+        if pm_len[i] != P:
+            raise TaxonomyMismatch(f"poi_missing has {pm_len[i]} flags, poi has {P} values per point")
+        per_row[i] = values[pm_offsets[i] : pm_offsets[i + 1]]
+    return out | np.repeat(per_row, lengths, axis=0)
 
 
 def load_features(
@@ -142,14 +172,18 @@ def load_features(
     lon, lat = _flat(table.column("lon"))[0], _flat(table.column("lat"))[0]
     poi = _nested(table.column("poi"), offsets, poi_dim, "poi")
     road = _nested(table.column("road"), offsets, road_dim, "road")
-    pm_values, pm_offsets = _flat(table.column("poi_missing"))
-    P = poi.shape[1]
-    poi_missing = np.zeros((table.num_rows, P), dtype=bool)
-    pm_len = np.diff(pm_offsets)
-    for i in np.flatnonzero(pm_len):
-        if pm_len[i] != P:
-            raise TaxonomyMismatch(f"poi_missing has {pm_len[i]} flags, poi has {P} values per point")
-        poi_missing[i] = pm_values[pm_offsets[i] : pm_offsets[i + 1]]
+    poi_missing = _poi_missing(table, offsets, poi.shape[1], _row_has(table.column("poi")))
+    poi_missing |= np.isnan(poi)  # NaN where missing (contract); never read as zero
+    poi = np.nan_to_num(poi, nan=0.0)
+    road_missing = np.repeat(~_row_has(table.column("road")), lengths)  # (T,) rows without road data
+    if "road_missing" in table.column_names:
+        values, rm_offsets = _flat(table.column("road_missing"))
+        rm_len = np.diff(rm_offsets)
+        if ((rm_len != 0) & (rm_len != lengths)).any():
+            raise ValueError("column road_missing: row length differs from n_points")
+        road_missing[np.repeat(rm_len == lengths, lengths)] |= values.astype(bool)
+    road_missing |= np.isnan(road).any(axis=1) if road.shape[1] else False
+    road = np.nan_to_num(road, nan=0.0)
     start = table.column("start_ts").cast(pa.timestamp("ns", tz="UTC")).to_numpy().astype("datetime64[ns]").astype(np.int64)
     ctx_missing = np.asarray(table.column("context_missing").fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
     return TrajectoryData(
@@ -164,6 +198,7 @@ def load_features(
         poi=poi,
         road=road,
         poi_missing=poi_missing,
+        road_missing=road_missing,
         context_missing=ctx_missing,
         taxonomy_version=str(versions[0]),
         data_version=data_version,
@@ -207,7 +242,8 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             "time": d.time[a:b],
             "poi": d.poi[a:b],
             "road": d.road[a:b],
-            "poi_missing": d.poi_missing[row],
+            "poi_missing": d.poi_missing[a:b],
+            "road_missing": d.road_missing[a:b],
             "context_missing": bool(d.context_missing[row]),
             "origin": d.mxy[a],
         }
@@ -217,7 +253,7 @@ class Collator:
     """Mask each trajectory with its task's mask, pad to the longest, zero every hidden value.
 
     Returns (batch, targets). batch: "xy" (B, L, 2), "time" (B, L, 4), "poi" (B, L, P), "road" (B, L, R),
-    "poi_missing" (B, P), "context_missing" (B,), "valid" (B, L), "mask_s"/"mask_t" (B, L),
+    "poi_missing" (B, L, P), "road_missing" (B, L), "context_missing" (B,), "valid" (B, L), "mask_s"/"mask_t" (B, L),
     "origin" (B, 2) float64, "row" (B,), "point_index" (B, L) original point indices (-1 on padding).
     targets: true "xy" and "time". Context dropout (pretraining) marks a whole trajectory's POI and
     road as missing with probability `context_dropout`.
@@ -240,6 +276,8 @@ class Collator:
         time = np.zeros((B, L, 4), np.float32)
         poi = np.zeros((B, L, P), np.float32)
         road = np.zeros((B, L, R), np.float32)
+        poi_missing = np.zeros((B, L, P), bool)
+        road_missing = np.zeros((B, L), bool)
         valid = np.zeros((B, L), bool)
         mask_s = np.zeros((B, L), bool)
         mask_t = np.zeros((B, L), bool)
@@ -248,6 +286,7 @@ class Collator:
             n = len(m.keep)
             xy[b, :n], time[b, :n] = s["xy"][m.keep], s["time"][m.keep]
             poi[b, :n], road[b, :n] = s["poi"][m.keep], s["road"][m.keep]
+            poi_missing[b, :n], road_missing[b, :n] = s["poi_missing"][m.keep], s["road_missing"][m.keep]
             valid[b, :n], mask_s[b, :n], mask_t[b, :n] = True, m.spatial, m.temporal
             point_index[b, :n] = m.keep
         ctx_missing = np.array([s["context_missing"] for s in samples], bool)
@@ -260,7 +299,8 @@ class Collator:
             "time": torch.from_numpy(np.where(hide_t, 0, time)),
             "poi": torch.from_numpy(np.where(hide_s, 0, poi)),
             "road": torch.from_numpy(np.where(hide_s, 0, road)),
-            "poi_missing": torch.from_numpy(np.stack([s["poi_missing"] for s in samples]).astype(bool)),
+            "poi_missing": torch.from_numpy(poi_missing & ~hide_s),  # coverage could hint at a hidden position
+            "road_missing": torch.from_numpy(road_missing & ~mask_s),
             "context_missing": torch.from_numpy(ctx_missing),
             "valid": torch.from_numpy(valid),
             "mask_s": torch.from_numpy(mask_s),

@@ -141,7 +141,7 @@ class ModalityEmbedding(nn.Module):
         no_ctx = batch["context_missing"].view(-1, 1, 1)  # (B, 1, 1)
         context = torch.zeros_like(mods[0])
         if self.args.has_poi:
-            missing = batch["poi_missing"].to(batch["poi"].dtype).unsqueeze(1)  # (B, 1, P)
+            missing = batch["poi_missing"].to(batch["poi"].dtype)  # (B, L, P)
             p = self.poi(batch["poi"] * (1 - missing)) + self.poi_category_missing(missing)  # (B, L, d)
             p = torch.where(hide_s, self.mask_poi.to(p.dtype), p)
             p = torch.where(no_ctx, self.missing_poi.to(p.dtype), p)
@@ -149,6 +149,7 @@ class ModalityEmbedding(nn.Module):
             context = context + p
         if self.args.has_road:
             r = self.road(batch["road"])  # (B, L, d)
+            r = torch.where(batch["road_missing"].unsqueeze(-1), self.missing_road.to(r.dtype), r)
             r = torch.where(hide_s, self.mask_road.to(r.dtype), r)
             r = torch.where(no_ctx, self.missing_road.to(r.dtype), r)
             mods.append(r)

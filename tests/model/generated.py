@@ -73,7 +73,8 @@ def generated_features(
                 "minutes_since_start": ((ts - ts[0]) / 60.0).astype(np.float32),
                 "poi": None if context_missing else [v.astype(np.float32) for v in poi],
                 "road": None if context_missing else [v.astype(np.float32) for v in road],
-                "poi_missing": np.zeros(poi_dim, dtype=bool),
+                "poi_missing": None if context_missing else [np.zeros(poi_dim, dtype=bool) for _ in range(n)],
+                "road_missing": None if context_missing else np.zeros(n, dtype=bool),
                 "context_missing": context_missing,
                 "taxonomy_version": taxonomy_version,
             }

@@ -46,18 +46,45 @@ def test_eligible_respects_task_minimum_and_max_points():
     assert (data.n_points[eligible(data, idx, "pretrain", max_points=8)] <= 8).all()
 
 
-def test_context_missing_rows_and_poi_missing_flags():
-    with_ctx = generated_features(4)
-    without = generated_features(3, seed=9, city="no_osm_city", context_missing=True)
-    with_ctx.at[0, "poi_missing"] = np.array([False, False, True, False, False])
+def test_context_missing_rows_and_per_point_missing_flags():
     import pandas as pd
 
+    with_ctx = generated_features(4)
+    without = generated_features(3, seed=9, city="no_osm_city", context_missing=True)
+    n0 = with_ctx.loc[0, "n_points"]
+    flags = [np.zeros(5, bool) for _ in range(n0)]
+    flags[2] = np.array([False, False, True, False, False])
+    with_ctx.at[0, "poi_missing"] = flags
+    poi = [v.copy() for v in with_ctx.loc[1, "poi"]]
+    poi[3][:] = np.nan  # a point outside the OSM extract: NaN, flagged or not
+    with_ctx.at[1, "poi"] = poi
+    road = [v.copy() for v in with_ctx.loc[1, "road"]]
+    road[3][:] = np.nan
+    with_ctx.at[1, "road"] = road
+    rm = np.zeros(with_ctx.loc[2, "n_points"], bool)
+    rm[0] = True
+    with_ctx.at[2, "road_missing"] = rm
+
     data = load_features(pd.concat([with_ctx, without], ignore_index=True), data_version=1)
+    o = data.offsets
     assert data.context_missing.tolist() == [False] * 4 + [True] * 3
-    assert data.poi_missing[0].tolist() == [False, False, True, False, False]
-    assert (data.poi[data.offsets[4] :] == 0).all() and (data.road[data.offsets[4] :] == 0).all()
+    assert data.poi_missing[o[0] + 2].tolist() == [False, False, True, False, False]
+    assert not data.poi_missing[o[0] + 1].any()
+    assert data.poi_missing[o[1] + 3].all() and data.road_missing[o[1] + 3]
+    assert np.isfinite(data.poi).all() and np.isfinite(data.road).all()
+    assert data.road_missing[o[2]] and not data.road_missing[o[2] + 1]
+    assert (data.poi[o[4] :] == 0).all() and data.poi_missing[o[4] :].all() and data.road_missing[o[4] :].all()
     only_missing = load_features(without, data_version=1, poi_dim=5, road_dim=4)
     assert (only_missing.poi_dim, only_missing.road_dim) == (5, 4)
+
+
+def test_per_trajectory_poi_missing_flags_are_read_too():
+    df = generated_features(3)
+    df["poi_missing"] = [np.array([True, False, False, False, False])] * 3  # array<boolean> (P), older form
+    df = df.drop(columns=["road_missing"])
+    data = load_features(df, data_version=1)
+    assert data.poi_missing[:, 0].all() and not data.poi_missing[:, 1:].any()
+    assert not data.road_missing.any()
 
 
 def test_mixed_taxonomy_versions_are_refused():

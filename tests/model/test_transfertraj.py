@@ -182,7 +182,7 @@ def test_hidden_values_do_not_leak(data):
 def test_missing_poi_categories_and_missing_context_are_not_read(data):
     batch, _ = make_batch(data, "tp")
     model = model_for().eval()
-    batch["poi_missing"][:, 1] = True
+    batch["poi_missing"][:, :, 1] = True
     poked = {k: v.clone() for k, v in batch.items()}
     poked["poi"][..., 1] = 9.0  # a missing category: its value must be ignored
     with torch.no_grad():
@@ -191,6 +191,9 @@ def test_missing_poi_categories_and_missing_context_are_not_read(data):
         torch.testing.assert_close(b["xy"], a["xy"])
         poked["poi"][..., 2] = 9.0  # a present category: it matters
         assert not torch.allclose(model(poked)[0]["xy"], a["xy"])
+        no_road = dict(batch, road_missing=torch.ones_like(batch["road_missing"]))  # points without road data
+        e, _ = model(no_road)
+        torch.testing.assert_close(model(dict(no_road, road=no_road["road"] + 5.0))[0]["xy"], e["xy"])
         no_ctx = dict(batch, context_missing=torch.ones_like(batch["context_missing"]))
         c, _ = model(no_ctx)
         d, _ = model(dict(no_ctx, poi=no_ctx["poi"] + 4.0, road=no_ctx["road"] * 3.0))
