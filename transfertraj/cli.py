@@ -90,6 +90,30 @@ def _cmd_ingest(args, settings: Settings) -> int:
     return run(args, settings)
 
 
+def _cmd_featurize(args, settings: Settings) -> int:
+    from jobs.featurize import run
+
+    return run(args, settings)
+
+
+def _cmd_context(args, settings: Settings) -> int:
+    from jobs.context_tables import build_context_tables
+    from jobs.spark_session import get_spark
+    from transfertraj.city_config import load_city
+
+    city = load_city(args.city, settings)
+    versions = build_context_tables(get_spark("context", settings), city, settings)
+    for name, version in versions.items():
+        print(f"{name}: {city.name} written, Delta version {version}")
+    if not versions:
+        print(f"{city.name}: no OSM source; its points get POI and road marked missing")
+    if args.map and city.has_osm:
+        from jobs.context_map import main as draw_map
+
+        return draw_map(["--city", city.name])
+    return 0
+
+
 def _cmd_runs(args, settings: Settings) -> int:
     from jobs.run_history import runs_lines
     from jobs.spark_session import get_spark
@@ -154,6 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest_arguments(p)
     p.set_defaults(func=_cmd_ingest)
+
+    from jobs.featurize import add_arguments as featurize_arguments
+
+    p = sub.add_parser(
+        "context", help="build a city's OSM context tables (roads, POIs, density grid) from its OSM source"
+    )
+    p.add_argument("--city", required=True)
+    p.add_argument("--map", action=argparse.BooleanOptionalAction, default=True,
+                   help="also draw the POI and road density map PNG (default on)")
+    p.set_defaults(func=_cmd_context)
+
+    p = sub.add_parser(
+        "featurize", help="silver -> features: spatial, temporal, POI and road modalities per point (Delta)"
+    )
+    featurize_arguments(p)
+    p.set_defaults(func=_cmd_featurize)
 
     p = sub.add_parser("runs", help="the ingestion run log of a city: counts, status, silver version")
     p.add_argument("--city", required=True)

@@ -19,6 +19,7 @@ DEMO_DATES_PER_CITY = 3  # Beijing's sample spans 74 delivery dates; the demo in
 
 
 def run_demo(settings: Settings, *, cities: list[str]) -> int:
+    from jobs.featurize import featurize_date
     from jobs.ingest import QualityGateError, ingest_date
     from jobs.land_sample import land_sample
     from jobs.quality_report import write_quality_report
@@ -35,11 +36,20 @@ def run_demo(settings: Settings, *, cities: list[str]) -> int:
         log.info("%s: landed %d delivery date(s) [%s]", name, len(landed), city.raw.licence)
         for day in list(landed)[:DEMO_DATES_PER_CITY]:
             try:
-                summaries.append(ingest_date(spark, city, day, settings).summary())
+                report = ingest_date(spark, city, day, settings)
+                summaries.append(report.summary())
             except QualityGateError as err:
                 failures += 1
                 summaries.append(str(err))
-            write_quality_report(spark, city, day, settings)
+                continue
+            finally:
+                write_quality_report(spark, city, day, settings)
+            if report.trajectories_out:
+                feats = featurize_date(spark, city, day, settings)
+                summaries.append(
+                    f"  features: {feats['trajectories']} trajectories, table version {feats['features_version']}"
+                    f" (silver v{feats['silver_version']})"
+                )
     print("\n== ingestion ==")
     for line in summaries:
         print(line)
