@@ -1,0 +1,424 @@
+"""Ingestion benchmark: points/s and peak memory of the Spark ingestion and its two peers, in one run.
+
+    .venv/bin/uv pip install --python .venv/bin/python -r requirements-bench.txt   # DuckDB, bench only
+    .venv/bin/python bench/ingest.py --quick                  # smoke run: 200 k points
+    .venv/bin/python bench/ingest.py                          # 1 M, 10 M and 30 M points
+    .venv/bin/python bench/ingest.py --sizes 1M,10M --engines spark,duckdb --profile
+
+Input: GENERATED Porto points (jobs/generate_scale_data.py, real trips shifted in time and space, all
+inside the bbox), one delivery date per size, under a work folder (default <home>/bench/ingest).
+Engines, each on the same files, each measured in a child process of its own:
+  spark   jobs.ingest.ingest_date end to end: landing -> bronze, rejects, silver and a runs row in Delta
+  pandas  bench/ingest_pandas.py: the same rules as one single-process pandas/numpy script -> Parquet
+  duckdb  bench/ingest_duckdb.py: the same rules as SQL in embedded DuckDB -> Parquet
+Every engine's kept points and trajectories are printed side by side: they must agree.
+
+Measured per run:
+  seconds    wall time of the child process, start to exit (interpreter, imports, JVM: everything)
+  work s     the child's own timer around the work (Spark: ingest_date after the session is up)
+  peak MB    the largest sum over the child and all its descendants (the JVM and Spark's Python workers
+             included) of each process's PSS, from /proc/<pid>/smaps_rollup sampled every 0.2 s.
+             PSS splits shared pages between the processes that share them, so the sum counts the
+             memory of the tree once; RSS sums (which double-count shared libraries) are in the CSV.
+             A spike shorter than 0.2 s can be missed.
+The fixed start-up cost is measured on its own: a child that only starts Spark (JVM + Delta jars from
+the Ivy cache) and stops, and a run of each engine on a tiny delivery (2,000 points). Throughput is
+judged on 10 M and 30 M; the 1 M run still carries the fixed costs. Ratios are throughput ratios:
+engine points/s / pandas points/s (above 1 = faster than pandas), and the same against DuckDB.
+Results: a table on stdout and bench/results/ingest-<timestamp>.{csv,md}. --profile also writes Spark's
+event log and prints the Spark jobs that took longest, by the line of code that started them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import date as Date
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+ENGINES = ("spark", "pandas", "duckdb")
+FIRST_DATE = Date(2013, 7, 1)
+TINY_POINTS = 2_000
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    mult = {"K": 1_000, "M": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("KM")) * mult)
+
+
+def human(n: int) -> str:
+    return f"{n / 1e6:g} M" if n >= 1_000_000 else f"{n / 1e3:g} k"
+
+
+# ---- measuring a child process tree ---------------------------------------------------------------
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc (children files of every thread)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return out
+
+
+def _mem_kb(pid: int) -> tuple[int, int]:
+    """(PSS kB, RSS kB) of one process; (0, 0) once it is gone."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return pss, rss
+
+
+class TreeMemory(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.2):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_pss_kb = self.peak_rss_kb = self.max_procs = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            pids = _tree(self.pid)
+            mems = [_mem_kb(p) for p in pids]
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(m[0] for m in mems))
+            self.peak_rss_kb = max(self.peak_rss_kb, sum(m[1] for m in mems))
+            self.max_procs = max(self.max_procs, len(pids))
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Path) -> dict:
+    """Run cmd as a child, sample its tree's memory; the child's last stdout line is its JSON result."""
+    t0 = time.perf_counter()
+    with open(log_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO,
+                                start_new_session=True)
+        mon = TreeMemory(proc.pid)
+        mon.start()
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # the child's own process group: the JVM goes with it
+            out, _ = proc.communicate()
+            out += '\n{"error": "timeout after %d s"}' % timeout
+        finally:
+            mon.stop()
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {"error": f"no result (exit {proc.returncode}); see {log_path}"}
+    if proc.returncode and "error" not in result:
+        result["error"] = f"exit {proc.returncode}; see {log_path}"
+    result.update(seconds=wall, peak_mb=mon.peak_pss_kb / 1024, peak_rss_sum_mb=mon.peak_rss_kb / 1024,
+                  processes=mon.max_procs)
+    return result
+
+
+# ---- the Spark child --------------------------------------------------------------------------------
+
+def spark_child(args) -> int:
+    """Runs in the child: start Spark, ingest one date (or only start, with --startup-only)."""
+    import logging
+
+    t_start = time.perf_counter()
+    from jobs.spark_session import get_spark
+    from transfertraj.city_config import load_city
+    from transfertraj.settings import Settings
+
+    marks: list[tuple[float, str]] = []
+
+    class Marks(logging.Handler):
+        def emit(self, record):
+            marks.append((time.perf_counter(), record.getMessage()[:160]))
+
+    logging.getLogger().setLevel(logging.INFO)
+    for name in ("jobs", "feature_store"):
+        logging.getLogger(name).addHandler(Marks())
+    settings = Settings.load(home=Path(args.home), city_dirs=(Path(args.cities),))
+    spark = get_spark("bench-ingest", settings)
+    spark.range(1).count()
+    t_up = time.perf_counter()
+    result = {"startup_s": t_up - t_start, "spark": spark.version}
+    if not args.startup_only:
+        from jobs.ingest import ingest_date
+
+        report = ingest_date(spark, load_city(args.city, settings), args.date, settings)
+        t_end = time.perf_counter()
+        result.update(
+            work_s=t_end - t_up, rows_read=report.rows_read, rows_rejected=report.rows_rejected,
+            points_read=report.points_read, points_kept=report.points_kept, points_dropped=report.points_dropped,
+            points_dropped_by_reason=report.points_dropped_by_reason, trajectories_out=report.trajectories_out,
+            marks=[(round(t - t_up, 2), m) for t, m in marks],
+        )
+    spark.stop()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# ---- the driver -------------------------------------------------------------------------------------
+
+def child_cmd(engine: str, *, delivery: Path, out: Path, city_file: Path, date: str, work: Path,
+              startup_only: bool = False) -> list[str]:
+    py = sys.executable
+    if engine == "spark":
+        cmd = [py, str(Path(__file__).resolve()), "--child-spark", "--home", str(work / "home"),
+               "--cities", str(city_file.parent), "--city", city_file.stem, "--date", date]
+        return cmd + (["--startup-only"] if startup_only else [])
+    script = REPO / "bench" / f"ingest_{engine}.py"
+    return [py, str(script), "--input", str(delivery), "--out", str(out), "--city-file", str(city_file),
+            "--date", date]
+
+
+def summarise_event_log(folder: Path, top: int = 12) -> list[str]:
+    """Longest Spark jobs of each run's event log (<folder>/<run tag>/), by the call site that started them."""
+    lines = []
+    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        jobs: dict[int, dict] = {}
+        for log in (p for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith((".", "appstatus"))):
+            with open(log) as f:
+                for raw in f:
+                    ev = json.loads(raw)
+                    kind = ev.get("Event")
+                    if kind == "SparkListenerJobStart":
+                        site = (ev.get("Properties") or {}).get("callSite.short") or "?"
+                        jobs[ev["Job ID"]] = {"start": ev["Submission Time"], "site": site}
+                    elif kind == "SparkListenerJobEnd" and ev["Job ID"] in jobs:
+                        jobs[ev["Job ID"]]["end"] = ev["Completion Time"]
+        done = [j | {"s": (j["end"] - j["start"]) / 1000} for j in jobs.values() if "end" in j]
+        lines.append(f"{run_dir.name}: {len(done)} Spark jobs, {sum(j['s'] for j in done):.1f} s inside jobs")
+        by_site: dict[str, list[float]] = {}
+        for j in done:
+            by_site.setdefault(j["site"], []).append(j["s"])
+        for site, secs in sorted(by_site.items(), key=lambda kv: -sum(kv[1]))[:top]:
+            lines.append(f"  {sum(secs):7.1f} s  {len(secs):3d} job(s)  {site}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1M,10M,30M", help="comma-separated point counts (default 1M,10M,30M)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 200k points only")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="subset of spark,pandas,duckdb")
+    parser.add_argument("--work", type=Path, help="work folder for data and outputs (default <home>/bench/ingest)")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results", help="where CSV/MD go")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds before one run is killed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up and tiny-input runs")
+    parser.add_argument("--profile", action="store_true", help="Spark event log + longest jobs by call site")
+    parser.add_argument("--note", default="", help="conditions to record with the figures (shared cores...)")
+    # the Spark child (internal)
+    parser.add_argument("--child-spark", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--startup-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--home", help=argparse.SUPPRESS)
+    parser.add_argument("--cities", help=argparse.SUPPRESS)
+    parser.add_argument("--city", help=argparse.SUPPRESS)
+    parser.add_argument("--date", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_spark:
+        return spark_child(args)
+
+    from jobs.generate_scale_data import MARKER, generate, generated_city_config
+    from transfertraj.city_config import load_city
+    from transfertraj.settings import Settings
+
+    settings = Settings.load()
+    work = (args.work or settings.home / "bench" / "ingest").resolve()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        parser.error(f"unknown engine(s) {sorted(unknown)}")
+    if "duckdb" in engines:
+        try:
+            import duckdb  # noqa: F401
+        except ImportError:
+            parser.error("DuckDB is missing: .venv/bin/uv pip install --python .venv/bin/python -r requirements-bench.txt")
+    sizes = [200_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
+    porto = load_city("porto", settings)
+    city_file = generated_city_config(porto, work / "cities")
+    env = dict(os.environ, TRANSFERTRAJ_SPARK_UI="false", TRANSFERTRAJ_SPARK_LOG_LEVEL="ERROR",
+               PYTHONUNBUFFERED="1")
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    cores = os.cpu_count()
+    conditions = (f"{platform.node()}: {cores} CPU(s), load average {os.getloadavg()[0]:.1f} at start, "
+                  f"Python {platform.python_version()}, driver memory {settings.driver_memory}, "
+                  f"shuffle partitions {settings.shuffle_partitions}. {args.note}").strip()
+    print(f"GENERATED data (jobs/generate_scale_data.py, see {MARKER} in each delivery); work folder {work}")
+    print(conditions, flush=True)
+
+    def delivery_for(points: int, index: int) -> tuple[Path, str]:
+        day = (FIRST_DATE + timedelta(days=index)).isoformat()
+        folder = work / "home" / "landing" / city_file.stem / day
+        marker = folder / MARKER
+        if not (marker.exists() and f"points: {points}\n" in marker.read_text() and f"seed: {args.seed}\n" in marker.read_text()):
+            t = time.perf_counter()
+            generate(city=porto, out=folder, points=points, seed=args.seed, date=day)
+            print(f"generated {human(points)} points in {time.perf_counter() - t:.1f} s -> {folder}", flush=True)
+        return folder, day
+
+    def one(engine: str, points: int, folder: Path, day: str, tag: str, startup_only: bool = False) -> dict:
+        out = work / "out" / engine / tag
+        cmd = child_cmd(engine, delivery=folder, out=out, city_file=city_file, date=day, work=work,
+                        startup_only=startup_only)
+        run_env = dict(env)
+        if args.profile and engine == "spark":
+            log_dir = work / "eventlog" / tag
+            shutil.rmtree(log_dir, ignore_errors=True)
+            log_dir.mkdir(parents=True)
+            extra = f"spark.eventLog.enabled=true,spark.eventLog.compress=false,spark.eventLog.dir={log_dir.as_uri()}"
+            run_env["TRANSFERTRAJ_SPARK_CONF"] = ",".join(filter(None, [env.get("TRANSFERTRAJ_SPARK_CONF"), extra]))
+        r = measure(cmd, env=run_env, timeout=args.timeout, log_path=work / "logs" / f"{engine}-{tag}.log")
+        r.update(engine=engine, size=points, tag=tag)
+        state = r.get("error") or f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
+        print(f"  {engine:6s} {tag:8s} {state}", flush=True)
+        return r
+
+    results: list[dict] = []
+    startup: dict[str, dict] = {}
+    if not args.no_startup:
+        print("fixed costs:", flush=True)
+        folder, day = delivery_for(TINY_POINTS, 99)
+        if "spark" in engines:
+            startup["spark-start"] = one("spark", 0, folder, day, "start", startup_only=True)
+        for e in engines:
+            startup[e] = one(e, TINY_POINTS, folder, day, "tiny")
+    for i, points in enumerate(sizes):
+        folder, day = delivery_for(points, i)
+        print(f"{human(points)} points:", flush=True)
+        for e in engines:
+            results.append(one(e, points, folder, day, human(points).replace(" ", "")))
+
+    table = build_table(results, startup)
+    md = render_markdown(table, startup, conditions, sizes)
+    print()
+    print(md)
+    check = agreement(results)
+    for line in check:
+        print(line)
+    args.results.mkdir(parents=True, exist_ok=True)
+    base = args.results / f"ingest-{stamp}"
+    with open(base.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0].keys()) if table else ["engine"])
+        w.writeheader()
+        w.writerows(table)
+    extra = [""] + check
+    if args.profile:
+        prof = summarise_event_log(work / "eventlog")
+        print("\n".join(prof))
+        extra += ["", "Spark jobs by call site (--profile):", "```", *prof, "```"]
+    spark_marks = [r for r in results if r["engine"] == "spark" and r.get("marks")]
+    for r in spark_marks:
+        extra += ["", f"Spark {human(r['size'])}: log marks (s after the session was up):", "```",
+                  *(f"{t:8.1f}  {m}" for t, m in r["marks"]), "```"]
+    base.with_suffix(".md").write_text(md + "\n".join(extra) + "\n")
+    print(f"\nresults: {base.with_suffix('.csv')} and {base.with_suffix('.md')}")
+    return 1 if any(r.get("error") for r in results) else 0
+
+
+def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
+    rows = []
+    for r in results:
+        peers = {x["engine"]: x for x in results if x["size"] == r["size"] and not x.get("error")}
+        pps = r["size"] / r["seconds"] if not r.get("error") else None
+        work = r.get("work_s")
+        row = {
+            "size": r["size"], "engine": r["engine"], "seconds": round(r["seconds"], 2),
+            "work_s": round(work, 2) if work else None,
+            "points_per_s": round(pps) if pps else None,
+            "points_per_s_work": round(r["size"] / work) if work else None,
+            "peak_mb": round(r["peak_mb"]), "peak_rss_sum_mb": round(r["peak_rss_sum_mb"]),
+            "processes": r["processes"],
+        }
+        for peer in ("pandas", "duckdb"):
+            p = peers.get(peer)
+            row[f"vs_{peer}"] = round(p["seconds"] / r["seconds"], 2) if p and pps else None
+        row.update(points_kept=r.get("points_kept"), trajectories=r.get("trajectories_out"),
+                   error=r.get("error", ""))
+        rows.append(row)
+    for key, r in startup.items():
+        rows.append({"size": r["size"], "engine": key if key.endswith("start") else f"{key} (tiny)",
+                     "seconds": round(r["seconds"], 2), "work_s": round(r["work_s"], 2) if r.get("work_s") else None,
+                     "points_per_s": None, "points_per_s_work": None, "peak_mb": round(r["peak_mb"]),
+                     "peak_rss_sum_mb": round(r["peak_rss_sum_mb"]), "processes": r["processes"],
+                     "vs_pandas": None, "vs_duckdb": None, "points_kept": r.get("points_kept"),
+                     "trajectories": r.get("trajectories_out"), "error": r.get("error", "")})
+    return rows
+
+
+def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str, sizes: list[int]) -> str:
+    fmt = lambda v, spec="": "" if v is None else format(v, spec)  # noqa: E731
+    out = [
+        "## Ingestion benchmark (GENERATED Porto data)",
+        "",
+        conditions,
+        "",
+        "| size | engine | seconds | work s | points/s | points/s (work) | peak MB | vs pandas | vs DuckDB | kept points | trajectories |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        size = human(r["size"]) if r["size"] else "-"
+        if r["error"]:
+            out.append(f"| {size} | {r['engine']} | {r['seconds']:.1f} | FAILED: {r['error']} |||||||||")
+            continue
+        out.append(
+            f"| {size} | {r['engine']} | {r['seconds']:.1f} | {fmt(r['work_s'], '.1f')} | {fmt(r['points_per_s'], ',')} "
+            f"| {fmt(r['points_per_s_work'], ',')} | {r['peak_mb']:,} | {fmt(r['vs_pandas'], '.2f')} "
+            f"| {fmt(r['vs_duckdb'], '.2f')} | {fmt(r['points_kept'], ',')} | {fmt(r['trajectories'], ',')} |"
+        )
+    out += [
+        "",
+        "seconds: child process wall time, start-up included; work s: the child's timer around the work only "
+        "(Spark: after the session is up). vs pandas / vs DuckDB: throughput ratio on seconds (above 1 = "
+        "faster than the peer). peak MB: peak of the summed PSS of the child process tree (JVM and Python "
+        "workers included), sampled every 0.2 s.",
+    ]
+    if "spark-start" in startup:
+        s = startup["spark-start"]
+        out.append(f"Fixed cost of Spark: {s['seconds']:.1f} s for a process that only starts the session "
+                   f"(JVM + Delta jars from the Ivy cache: {s.get('startup_s', 0):.1f} s inside it) and stops.")
+    return "\n".join(out) + "\n"
+
+
+def agreement(results: list[dict]) -> list[str]:
+    """The engines must keep the same points and trajectories from the same input."""
+    lines = []
+    for size in sorted({r["size"] for r in results}):
+        got = {r["engine"]: (r.get("points_kept"), r.get("trajectories_out")) for r in results
+               if r["size"] == size and not r.get("error")}
+        if len(set(got.values())) > 1:
+            lines.append(f"DISAGREEMENT at {human(size)}: (kept points, trajectories) {got}")
+        elif got:
+            lines.append(f"{human(size)}: all engines agree: {next(iter(got.values()))} (kept points, trajectories)")
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
