@@ -34,6 +34,7 @@ from feature_store.delta_io import append_rows, read_table, replace_partition
 from feature_store.tables import table, table_path
 from jobs import clean_trips as ct
 from jobs.bronze_rows import read_landed_rows
+from jobs.clean_points import clean_points_spark
 from jobs.landed_files import landed_files
 from jobs.parse_points import parse_rows
 from jobs.schemas import CITY, DATE, DETAIL, POINT_IDX, REASON, REJECTS_SCHEMA, ROW_ID, RUNS_SCHEMA, SOURCE_FILE
@@ -88,50 +89,12 @@ def _persist(df: DataFrame) -> DataFrame:
     return df.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def clean_points(points: DataFrame, city: CityConfig) -> tuple[DataFrame, list[DataFrame]]:
-    """Apply the cleaning rules in order. Returns (kept points with seg/sub/chunk, dropped parts).
+POINTS_PER_BUCKET = 500_000  # points cleaned together in one Arrow batch (whole streams; see jobs/clean_points.py)
 
-    Rules that look at neighbours only see the points still kept, so the frame is split (and
-    persisted) after the rules whose drops change the neighbours of later rules."""
-    c = city.cleaning
-    cached: list[DataFrame] = []
-    dropped: list[DataFrame] = []
 
-    def split(df: DataFrame) -> DataFrame:
-        df = _persist(df)
-        cached.append(df)
-        kept, gone = ct.split_dropped(df)
-        dropped.append(gone)
-        return kept
-
-    df = ct.start_flags(points)
-    df = (
-        df.transform(ct.flag_invalid_coordinates)
-        .transform(ct.flag_duplicate_fixes)
-        .transform(ct.flag_outside_bbox, bbox=city.bbox)
-        .transform(ct.flag_off_trip, trip_state_value=city.raw.trip_state_value)
-    )
-    df = split(df)
-    df = df.transform(ct.flag_speed_spikes, max_speed_kmh=c.max_speed_kmh)
-    df = split(df)
-    df = (
-        df.transform(ct.flag_stays, stay_max_speed_kmh=c.stay_max_speed_kmh, stay_radius_m=c.stay_radius_m,
-                   stay_split_s=c.stay_split_s)
-        .transform(ct.assign_segments, gap_split_s=c.gap_split_s, max_speed_kmh=c.max_speed_kmh)
-    )
-    df = split(df)  # stays dropped before resampling sees them
-    df = df.transform(ct.resample, interval_s=city.sampling_interval_s)
-    df = split(df)
-    df = ct.assign_subsegments(df).transform(
-        ct.flag_trajectory_length,
-        min_points=city.min_points,
-        max_points=city.max_points,
-        long_trips=c.long_trips,
-        min_vehicle_speed_kmh=c.min_vehicle_speed_kmh,
-    )
-    kept = split(df)
-    clean_points.cached = cached  # type: ignore[attr-defined]  # for unpersist by the caller
-    return kept, dropped
+def cleaning_buckets(points_read: int, shuffle_partitions: int) -> int:
+    """Enough groups to spread the work over every shuffle partition, none much above POINTS_PER_BUCKET."""
+    return max(shuffle_partitions, -(-points_read // POINTS_PER_BUCKET))
 
 
 def _counts(df: DataFrame) -> dict[str, int]:
@@ -172,15 +135,14 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
     report.rows_read = bronze.count()
     report.points_read = points.count()
 
-    kept, dropped_parts = clean_points(points, city)
+    buckets = cleaning_buckets(report.points_read, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    cleaned = _persist(clean_points_spark(points, city, buckets=buckets))
+    kept = cleaned.where(F.col(REASON).isNull())
     key = load_vehicle_key(settings)
     trips = _persist(
         ct.build_trajectories(kept, city=city.name, date=date, vehicle_key=vehicle_key_column(F.col("vehicle_id"), key))
     )
-    dropped = ct.point_rejects(dropped_parts[0])
-    for d in dropped_parts[1:]:
-        dropped = dropped.unionByName(ct.point_rejects(d))
-    dropped = _persist(dropped)
+    dropped = _persist(ct.point_rejects(cleaned.where(F.col(REASON).isNotNull())))
     report.points_dropped_by_reason = _counts(dropped)
     report.points_dropped = sum(report.points_dropped_by_reason.values())
     stats = trips.agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p")).first()
@@ -210,7 +172,7 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         )
     report.seconds = time.time() - t0
     _append_run(spark, report, started, settings)
-    for df in [verdicts, points, trips, dropped, *getattr(clean_points, "cached", [])]:
+    for df in [verdicts, points, cleaned, trips, dropped]:
         df.unpersist()
     log.info(report.summary())
     if failure:
