@@ -22,9 +22,10 @@ The rules run in this order; rules that look at neighbours only see the points s
 
 Why numpy inside Spark rather than Spark window functions: every rule is "compare with the previous
 kept fix of the stream". With windows that is one sort per rule over a persisted frame; here the points
-of whole streams travel to one Python worker once (`groupBy(bucket).applyInArrow`), are sorted once,
-and each rule is a shifted-array comparison. On 10 M generated Porto points this took the ingestion
-from window-bound (~15 k points/s) to the figures in bench/README.md.
+of whole streams reach one Python worker together (`mapInArrow`; Porto rows are whole streams already,
+point logs take one shuffle by stream), are sorted once, and each rule is a shifted-array comparison.
+On 10 M generated Porto points this took the ingestion from window-bound (~15 k points/s) to the
+figures in bench/README.md.
 
 Shapes: every array is (n,), n = points of the batch, sorted by (stream, ts, row_id, point_idx).
 """
@@ -287,17 +288,129 @@ def clean_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
         .append_column("chunk", pa.array(v["chunk"])).append_column("step_m", pa.array(v["step_m"]))
 
 
-def clean_points_spark(points, city: CityConfig, *, buckets: int):
-    """Spark: hash streams into `buckets` groups, clean each group's whole streams in one Arrow batch.
+def whole_streams(batches, fn):
+    """Arrow batches in which each stream's rows are contiguous -> fn applied to runs of whole streams.
 
-    A stream (a Porto trip, or a vehicle of a point log) is never split across groups, so every rule
-    sees all its fixes. Pick buckets so a group holds about 10^5 - 10^6 points."""
-    from pyspark.sql import functions as F
+    A stream cut by a batch boundary is carried over to the next batch, so `fn` always sees every row of
+    a stream at once. Shapes: batches of any size in, tables of whole streams to `fn`."""
+    carry: pa.Table | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        table = pa.Table.from_batches([batch])
+        table = table if carry is None else pa.concat_tables([carry, table])
+        streams = table.column("stream_id")
+        cut = table.num_rows - pc.sum(pc.equal(streams, streams[-1])).as_py()  # the last stream may go on
+        if cut > 0:
+            yield from fn(table.slice(0, cut)).to_batches()
+        carry = table.slice(cut)
+    if carry is not None and carry.num_rows:
+        yield from fn(carry).to_batches()
 
+
+def clean_points_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
+    """Spark: clean whole streams in Arrow batches (mapInArrow), with no shuffle when it can be avoided.
+
+    Porto rows explode into their points in place, so each stream (a row) is already contiguous in its
+    partition (`streams_contiguous=True`). Point logs interleave vehicles: they are first hash-partitioned
+    into `buckets` by stream and sorted, one shuffle. Either way a stream is never split, so every rule
+    sees all its fixes."""
     rules = CleaningRules.for_city(city)
 
-    def run(table: pa.Table) -> pa.Table:
-        return clean_table(table, rules)
+    def run(batches):
+        return whole_streams(batches, lambda table: clean_table(table, rules))
 
-    bucket = F.pmod(F.xxhash64("stream_id"), F.lit(buckets)).alias("_bucket")
-    return points.select(*INPUT_COLUMNS).groupBy(bucket).applyInArrow(run, OUTPUT_DDL)
+    points = points.select(*INPUT_COLUMNS)
+    if not streams_contiguous:
+        points = points.repartition(buckets, "stream_id").sortWithinPartitions("stream_id")
+    return points.mapInArrow(run, OUTPUT_DDL)
+
+
+TRIP_PIECES_DDL = (
+    "stream_id string, seg long, chunk int, vehicle_id string, source_file string, n_points int, "
+    "length_m double, ts array<long>, lon array<double>, lat array<double>"
+)
+
+
+def trip_pieces_table(kept: pa.Table) -> pa.Table:
+    """Kept points of whole streams, sorted by (stream, ts) as clean_table leaves them -> one row per
+    trajectory (stream, seg, chunk) with its fixes as arrays in time order."""
+    key = pc.binary_join_element_wise(kept.column("stream_id"), pc.cast(kept.column("seg"), pa.string()),
+                                      pc.cast(kept.column("chunk"), pa.string()), "|")
+    key = pc.dictionary_encode(key).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    first = starts(key)
+    s = np.flatnonzero(first)
+    offsets = pa.array(np.append(s, len(key)).astype(np.int32))
+    step = kept.column("step_m").to_numpy()
+    return pa.table({
+        "stream_id": kept.column("stream_id").take(s), "seg": kept.column("seg").take(s),
+        "chunk": kept.column("chunk").take(s), "vehicle_id": kept.column("vehicle_id").take(s),
+        "source_file": kept.column("source_file").take(s),
+        "n_points": pa.array(np.diff(offsets.to_numpy()).astype(np.int32)),
+        "length_m": pa.array(np.add.reduceat(step, s) if len(s) else np.zeros(0)),
+        "ts": pa.ListArray.from_arrays(offsets, kept.column("ts").combine_chunks()),
+        "lon": pa.ListArray.from_arrays(offsets, kept.column("lon").combine_chunks()),
+        "lat": pa.ListArray.from_arrays(offsets, kept.column("lat").combine_chunks()),
+    })
+
+
+# One pass, two kinds of rows: the trajectories and the dropped points of a batch of whole streams. Only
+# these (a trajectory row holds its fixes as arrays) are kept in memory by the ingestion, never a row per point.
+CLEANED_DDL = (
+    "kind string, source_file string, row_id long, point_idx int, reason string, ts long, lon double, "
+    "lat double, stream_id string, seg long, chunk int, vehicle_id string, n_points int, length_m double, "
+    "fix_ts array<long>, fix_lon array<double>, fix_lat array<double>"
+)
+TRIP, DROP = "trip", "drop"
+
+
+def trips_and_drops_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
+    """Points of whole streams -> CLEANED_DDL rows: one `trip` row per trajectory, one `drop` row per
+    dropped point (with its reason). Kept points appear only inside their trajectory's arrays."""
+    cleaned = clean_table(table, rules)
+    is_kept = pc.is_null(cleaned.column("reason"))
+    pieces = trip_pieces_table(cleaned.filter(is_kept))
+    drops = cleaned.filter(pc.invert(is_kept))
+    n_t, n_d = pieces.num_rows, drops.num_rows
+    schema = _cleaned_schema()
+
+    def col(name, source, n):
+        return source.column(name) if name in source.column_names else pa.nulls(n, schema.field(name).type)
+
+    trip_part = {
+        "kind": pa.array([TRIP] * n_t, pa.string()),
+        **{n: col(n, pieces, n_t) for n in ("source_file", "stream_id", "seg", "chunk", "vehicle_id", "n_points",
+                                            "length_m")},
+        "fix_ts": pieces.column("ts"), "fix_lon": pieces.column("lon"), "fix_lat": pieces.column("lat"),
+    }
+    drop_part = {
+        "kind": pa.array([DROP] * n_d, pa.string()),
+        **{n: col(n, drops, n_d) for n in ("source_file", "row_id", "point_idx", "reason", "ts", "lon", "lat",
+                                           "stream_id", "vehicle_id")},
+    }
+    parts = []
+    for part, n in ((trip_part, n_t), (drop_part, n_d)):
+        if n:
+            parts.append(pa.table({f.name: (part[f.name] if f.name in part else pa.nulls(n, f.type)).cast(f.type)
+                                   for f in schema}, schema=schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def _cleaned_schema() -> pa.Schema:
+    """CLEANED_DDL as Arrow types (the DDL's own parser needs a JVM; a test checks the two agree)."""
+    types = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(),
+             "array<long>": pa.list_(pa.int64()), "array<double>": pa.list_(pa.float64())}
+    return pa.schema([(name, types[kind]) for name, kind in (f.strip().split(" ", 1) for f in CLEANED_DDL.split(","))])
+
+
+def clean_trips_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
+    """Spark: points -> CLEANED_DDL rows (trajectories and dropped points) in one pass over whole streams."""
+    rules = CleaningRules.for_city(city)
+
+    def run(batches):
+        return whole_streams(batches, lambda table: trips_and_drops_table(table, rules))
+
+    points = points.select(*INPUT_COLUMNS)
+    if not streams_contiguous:
+        points = points.repartition(buckets, "stream_id").sortWithinPartitions("stream_id")
+    return points.mapInArrow(run, CLEANED_DDL)

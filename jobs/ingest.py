@@ -34,7 +34,7 @@ from feature_store.delta_io import append_rows, read_table, replace_partition
 from feature_store.tables import table, table_path
 from jobs import clean_trips as ct
 from jobs.bronze_rows import read_landed_rows
-from jobs.clean_points import clean_points_spark
+from jobs.clean_points import DROP, TRIP, clean_trips_spark
 from jobs.landed_files import landed_files
 from jobs.parse_points import parse_rows
 from jobs.schemas import CITY, DATE, DETAIL, POINT_IDX, REASON, REJECTS_SCHEMA, ROW_ID, RUNS_SCHEMA, SOURCE_FILE
@@ -89,12 +89,13 @@ def _persist(df: DataFrame) -> DataFrame:
     return df.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-POINTS_PER_BUCKET = 500_000  # points cleaned together in one Arrow batch (whole streams; see jobs/clean_points.py)
+POINTS_PER_BUCKET = 500_000  # point logs: points per partition of the by-stream shuffle (jobs/clean_points.py)
 
 
-def cleaning_buckets(points_read: int, shuffle_partitions: int) -> int:
-    """Enough groups to spread the work over every shuffle partition, none much above POINTS_PER_BUCKET."""
-    return max(shuffle_partitions, -(-points_read // POINTS_PER_BUCKET))
+def cleaning_buckets(points_estimate: int, shuffle_partitions: int) -> int:
+    """Partitions for the by-stream shuffle of point logs: at least the shuffle partitions, enough to keep
+    each near POINTS_PER_BUCKET. A point log has one point per accepted row. (Porto rows need no shuffle.)"""
+    return max(shuffle_partitions, -(-points_estimate // POINTS_PER_BUCKET))
 
 
 def _counts(df: DataFrame) -> dict[str, int]:
@@ -127,26 +128,26 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         points = spark.createDataFrame([], "source_file string, row_id long, point_idx int, stream_id string, "
                                            "vehicle_id string, ts long, lon double, lat double, trip_state string")
     verdicts = _persist(verdicts)
-    points = _persist(points)
     row_counts = _counts(verdicts)
     report.rows_accepted = row_counts.pop(None, 0)
     report.rows_rejected_by_reason = row_counts
     report.rows_rejected = sum(row_counts.values())
     report.rows_read = bronze.count()
-    report.points_read = points.count()
 
-    buckets = cleaning_buckets(report.points_read, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    cleaned = _persist(clean_points_spark(points, city, buckets=buckets))
-    kept = cleaned.where(F.col(REASON).isNull())
+    # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
+    buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    cleaned = _persist(clean_trips_spark(points, city, buckets=buckets,
+                                         streams_contiguous=city.raw.format == "porto_csv"))
     key = load_vehicle_key(settings)
-    trips = _persist(
-        ct.build_trajectories(kept, city=city.name, date=date, vehicle_key=vehicle_key_column(F.col("vehicle_id"), key))
-    )
-    dropped = _persist(ct.point_rejects(cleaned.where(F.col(REASON).isNotNull())))
+    trips = ct.build_trajectories(cleaned.where(F.col("kind") == TRIP), city=city.name, date=date,
+                                  vehicle_key=vehicle_key_column(F.col("vehicle_id"), key))
+    dropped = ct.point_rejects(cleaned.where(F.col("kind") == DROP))
     report.points_dropped_by_reason = _counts(dropped)
     report.points_dropped = sum(report.points_dropped_by_reason.values())
-    stats = trips.agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p")).first()
+    stats = cleaned.where(F.col("kind") == TRIP).agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p")).first()
     report.trajectories_out, report.points_kept = int(stats["n"]), int(stats["p"] or 0)
+    # Counted apart from the cleaning (parse + explode only), so the accounting check below can fail.
+    report.points_read = points.count()
 
     rejects = (
         verdicts.where(F.col(REASON).isNotNull())
@@ -172,7 +173,7 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         )
     report.seconds = time.time() - t0
     _append_run(spark, report, started, settings)
-    for df in [verdicts, points, cleaned, trips, dropped]:
+    for df in [verdicts, cleaned]:
         df.unpersist()
     log.info(report.summary())
     if failure:

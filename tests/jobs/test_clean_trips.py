@@ -4,7 +4,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import clean_trips as ct
-from jobs.clean_points import clean_points_spark
+from jobs.clean_points import clean_trips_spark
 from tests.jobs.ingest_fixtures import porto_like
 
 COLS = "source_file string, row_id long, point_idx int, stream_id string, vehicle_id string, ts long, lon double, lat double, trip_state string"
@@ -18,11 +18,11 @@ def walk(n, *, stream="a", dt=15, step_deg=0.0005, t0=T0, lon0=-8.61, lat0=41.15
 
 def cleaned(spark, rows):
     full = [("f", i, 0, r[0], "veh-" + r[0], r[1], r[2], r[3], None) for i, r in enumerate(rows)]
-    return clean_points_spark(spark.createDataFrame(full, COLS), porto_like("porto_test"), buckets=2)
+    return clean_trips_spark(spark.createDataFrame(full, COLS), porto_like("porto_test"), buckets=2)
 
 
 def test_trajectories_are_ordered_with_stable_ids_and_hashed_vehicles(spark):
-    df = cleaned(spark, list(reversed(walk(6))))
+    df = cleaned(spark, list(reversed(walk(6)))).where("kind = 'trip'")
     build = lambda: ct.build_trajectories(df, city="porto", date="2013-07-01", vehicle_key=F.sha2("vehicle_id", 256)).first()  # noqa: E731
     a, b = build(), build()
     assert a.trip_id == b.trip_id and len(a.trip_id) == 24
@@ -33,5 +33,5 @@ def test_trajectories_are_ordered_with_stable_ids_and_hashed_vehicles(spark):
 
 def test_point_rejects_say_why_and_keep_the_fix(spark):
     rows = walk(6) + [("a", T0 + 90, -8.80, 41.15)]
-    got = ct.point_rejects(cleaned(spark, rows).where("reason IS NOT NULL")).collect()
+    got = ct.point_rejects(cleaned(spark, rows).where("kind = 'drop'")).collect()
     assert [(r.reason, r.detail) for r in got] == [("outside_bbox", f"ts={T0 + 90} lon=-8.800000 lat=41.150000")]
