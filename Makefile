@@ -5,6 +5,9 @@ SHELL := /bin/bash
 
 # The demo and the tests keep their data under ./var unless TRANSFERTRAJ_HOME says otherwise.
 export TRANSFERTRAJ_HOME ?= $(CURDIR)/var
+# The cached venv is shared by every checkout on the machine; its editable install points at the last
+# checkout bootstrapped. PYTHONPATH makes this checkout's code win for everything make starts.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 VENV_BIN = $(CURDIR)/.venv/bin
 
 .PHONY: help venv demo test bench lock clean
@@ -21,8 +24,9 @@ demo: venv  ## run the pipeline end to end on the bundled real sample
 test: venv  ## run the test suite (what CI runs)
 	$(VENV_BIN)/python -m pytest -q
 
-bench: venv  ## run the benchmarks (bench/), printing figures and ratios
-	@for b in bench/*.py; do $(VENV_BIN)/python $$b || exit 1; done
+bench: venv  ## run the benchmarks (bench/), printing figures and ratios (adds DuckDB, a bench-only peer)
+	$(VENV_BIN)/uv pip install --quiet --python $(VENV_BIN)/python -r requirements-bench.txt
+	@for b in bench/context.py bench/train.py bench/ingest.py; do $(VENV_BIN)/python $$b || exit 1; done
 
 lock:  ## re-resolve requirements.txt from requirements.in
 	uv pip compile requirements.in -o requirements.txt --python-version 3.11
