@@ -60,7 +60,19 @@ def cmd_pretrain(args, settings=None) -> int:
     ablation = {"position": args.position, "use_moe": not args.no_moe, "use_poi": not args.no_poi, "use_road": not args.no_road}
     path = pretrain(table, version, kwargs.pop("out_dir"), context_dropout=args.context_dropout, **ablation, **kwargs)
     print(path)
+    print(_loss_curves(path))
     return 0
+
+
+def _loss_curves(best_path):
+    """The PNG of the run's loss curves, from last.pt (it holds every epoch, best.pt stops at the best)."""
+    from pathlib import Path
+
+    from model.loss_curves import plot_checkpoint
+
+    folder = Path(best_path).parent
+    source = folder / "last.pt" if (folder / "last.pt").exists() else Path(best_path)
+    return plot_checkpoint(source, folder / "loss_curves.png")
 
 
 def cmd_finetune(args, settings=None) -> int:
@@ -73,6 +85,7 @@ def cmd_finetune(args, settings=None) -> int:
         freeze_encoder=args.freeze_encoder, **kwargs,
     )
     print(path)
+    print(_loss_curves(path))
     metrics = evaluate(path, table, args.task, data_version=version, split="test", device=args.device)
     print(json.dumps({"task": args.task, "split": "test", **metrics}))
     return 0
