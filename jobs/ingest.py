@@ -36,7 +36,7 @@ from jobs import clean_trips as ct
 from jobs.bronze_rows import read_landed_rows
 from jobs.clean_points import DROP, TRIP, clean_trips_spark
 from jobs.landed_files import landed_files
-from jobs.parse_points import parse_rows
+from jobs.parse_points import check_rows, explode_points
 from jobs.schemas import CITY, DATE, DETAIL, POINT_IDX, REASON, REJECTS_SCHEMA, ROW_ID, RUNS_SCHEMA, SOURCE_FILE
 from jobs.vehicle_key import load_vehicle_key, vehicle_key_column
 from transfertraj.city_config import CityConfig, load_city
@@ -98,6 +98,11 @@ def cleaning_buckets(points_estimate: int, shuffle_partitions: int) -> int:
     return max(shuffle_partitions, -(-points_estimate // POINTS_PER_BUCKET))
 
 
+CHECKED_DDL = [(SOURCE_FILE, "string"), (ROW_ID, "long"), (REASON, "string"), (DETAIL, "string"),
+               ("stream_id", "string"), ("vehicle_id", "string"), ("ts0", "double"), ("poly", "array<array<double>>"),
+               ("lon", "double"), ("lat", "double"), ("trip_state", "string")]  # an empty delivery's checked rows
+
+
 def _counts(df: DataFrame) -> dict[str, int]:
     return {r[REASON]: int(r["n"]) for r in df.groupBy(REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
 
@@ -122,12 +127,11 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
 
     headers = sorted({f.header for f in files if f.header is not None})
     if headers:
-        verdicts, points = parse_rows(bronze, city, headers)
+        verdicts = check_rows(bronze, city, headers)
     else:
-        verdicts = spark.createDataFrame([], f"{SOURCE_FILE} string, {ROW_ID} long, {REASON} string, {DETAIL} string")
-        points = spark.createDataFrame([], "source_file string, row_id long, point_idx int, stream_id string, "
-                                           "vehicle_id string, ts long, lon double, lat double, trip_state string")
-    verdicts = _persist(verdicts)
+        verdicts = spark.createDataFrame([], ", ".join(f"{c} {t}" for c, t in CHECKED_DDL))
+    verdicts = _persist(verdicts)  # parsed once: the verdict counts and the points both read it
+    points = explode_points(verdicts)
     row_counts = _counts(verdicts)
     report.rows_accepted = row_counts.pop(None, 0)
     report.rows_rejected_by_reason = row_counts

@@ -1,8 +1,9 @@
 """Bronze rows -> row verdicts and GPS points, for each raw format.
 
-    rows, points = parse_rows(bronze, city)      # both DataFrames, lazily evaluated
+    checked = check_rows(bronze, city, headers).persist()   # a verdict per row, parsed once
+    points = explode_points(checked)                         # reads the persisted rows
 
-`rows` has one row per bronze row with `reason` (null = accepted) and `detail`; `points` has one
+`checked` has one row per bronze row with `reason` (null = accepted) and `detail`; `points` has one
 row per point of an accepted row: source_file, row_id, point_idx, stream_id, vehicle_id, ts (Unix s,
 UTC), lon, lat, trip_state. A stream is what trips are cut from: one Porto row (a trip as recorded),
 or one vehicle of a point log. Built-in Spark functions only (Spark 4 runs in ANSI mode: every parse
@@ -28,6 +29,9 @@ AUTO_ZONED_PATTERNS = ("yyyy-MM-dd'T'HH:mm:ssXXX", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX
 _NULL_SENTINEL = "\u0001"  # so that an empty field is '' and a missing trailing field is null
 
 POINT_COLUMNS = [SOURCE_FILE, ROW_ID, POINT_IDX, "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state"]
+# One row per bronze row: its verdict (reason null = accepted) and what the points are made from.
+CHECKED_COLUMNS = [SOURCE_FILE, ROW_ID, REASON, DETAIL, "stream_id", "vehicle_id", "ts0", "poly", "lon", "lat",
+                   "trip_state"]
 
 
 def _first_reason(*rules: tuple[Column, str]) -> Column:
@@ -88,7 +92,8 @@ def _field(header_columns: tuple[str, ...], name: str) -> Column:
     return F.col(f"f.c{header_columns.index(name)}")
 
 
-def parse_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> tuple[DataFrame, DataFrame]:
+def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFrame:
+    """Porto rows -> CHECKED_COLUMNS: a verdict per row, and the parsed POLYLINE of accepted rows."""
     parsed, rules = _generic_row_rules(rows, header_columns)
     f = lambda name: _field(header_columns, name)  # noqa: E731
     ts0 = epoch_seconds(f("TIMESTAMP"), "unix_s", "UTC")
@@ -109,28 +114,19 @@ def parse_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> tuple[
         (F.col("poly").isNull() | ~pair_ok, "bad_polyline"),
         (F.size(F.col("poly")) == 0, "empty_polyline"),
     ]
-    verdicts = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
+    checked = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
         DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
     )
-    points = (
-        verdicts.where(F.col(REASON).isNull())
-        .select(
-            SOURCE_FILE, ROW_ID, F.col("line_hash").alias("stream_id"), f("TAXI_ID").alias("vehicle_id"),
-            F.col("ts0"), F.posexplode(F.col("poly")).alias(POINT_IDX, "p"),
-        )
-        .select(
-            SOURCE_FILE, ROW_ID, F.col(POINT_IDX).cast("int").alias(POINT_IDX), "stream_id",
-            F.trim("vehicle_id").alias("vehicle_id"),
-            (F.col("ts0").cast("long") + F.col(POINT_IDX) * PORTO_FIX_INTERVAL_S).alias("ts"),
-            F.col("p")[0].alias("lon"), F.col("p")[1].alias("lat"), F.lit(None).cast("string").alias("trip_state"),
-        )
+    return checked.select(
+        SOURCE_FILE, ROW_ID, REASON, DETAIL, F.col("line_hash").alias("stream_id"),
+        F.trim(f("TAXI_ID")).alias("vehicle_id"), F.col("ts0"), F.col("poly"),
+        F.lit(None).cast("double").alias("lon"), F.lit(None).cast("double").alias("lat"),
+        F.lit(None).cast("string").alias("trip_state"),
     )
-    return verdicts.select(SOURCE_FILE, ROW_ID, REASON, DETAIL), points
 
 
-def parse_point_log_rows(
-    rows: DataFrame, header_columns: tuple[str, ...], city: CityConfig
-) -> tuple[DataFrame, DataFrame]:
+def check_point_log_rows(rows: DataFrame, header_columns: tuple[str, ...], city: CityConfig) -> DataFrame:
+    """Point-log rows -> CHECKED_COLUMNS: a verdict per row; an accepted row is one fix."""
     parsed, rules = _generic_row_rules(rows, header_columns)
     cols = city.raw.columns
     f = lambda canon: _field(header_columns, cols[canon])  # noqa: E731
@@ -147,31 +143,53 @@ def parse_point_log_rows(
         (F.col("ts_s").isNull() | (F.col("ts_s") < MIN_EPOCH_S) | (F.col("ts_s") > MAX_EPOCH_S), "bad_timestamp"),
         (~_valid_coordinate(F.col("lon"), F.col("lat")), "invalid_coordinate"),
     ]
-    verdicts = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
+    checked = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
         DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
     )
-    points = verdicts.where(F.col(REASON).isNull()).select(
-        SOURCE_FILE, ROW_ID, F.lit(0).alias(POINT_IDX), F.col("vehicle_id").alias("stream_id"), "vehicle_id",
-        F.col("ts_s").cast("long").alias("ts"), "lon", "lat", "trip_state",
+    return checked.select(
+        SOURCE_FILE, ROW_ID, REASON, DETAIL, F.col("vehicle_id").alias("stream_id"), "vehicle_id",
+        F.col("ts_s").alias("ts0"), F.lit(None).cast("array<array<double>>").alias("poly"), "lon", "lat", "trip_state",
     )
-    return verdicts.select(SOURCE_FILE, ROW_ID, REASON, DETAIL), points
 
 
-def parse_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> tuple[DataFrame, DataFrame]:
-    """Parse every header group of a delivery; union the verdicts and the points."""
+def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataFrame:
+    """Every header group of a delivery checked, as one frame of CHECKED_COLUMNS."""
     import csv
 
-    verdicts, points = None, None
+    checked = None
     for header in headers:
         columns = tuple(c.strip() for c in next(csv.reader([header])))
         group = bronze.where(F.col(HEADER) == header)
         if city.raw.format == "porto_csv":
-            v, p = parse_porto_rows(group, columns)
+            c = check_porto_rows(group, columns)
         else:
-            v, p = parse_point_log_rows(group, columns, city)
-        verdicts = v if verdicts is None else verdicts.unionByName(v)
-        points = p if points is None else points.unionByName(p)
-    return verdicts, points
+            c = check_point_log_rows(group, columns, city)
+        checked = c if checked is None else checked.unionByName(c)
+    return checked
 
 
-__all__ = ["parse_rows", "parse_porto_rows", "parse_point_log_rows", "epoch_seconds", "PORTO_COLUMNS", "POINT_COLUMNS"]
+def explode_points(checked: DataFrame) -> DataFrame:
+    """Accepted rows of check_rows -> POINT_COLUMNS, one row per GPS fix (a Porto row's POLYLINE points
+    are PORTO_FIX_INTERVAL_S apart from its TIMESTAMP; a point-log row is its own single fix).
+    Persist `checked` first when both its verdicts and these points are used: nothing is parsed twice."""
+    coords = F.coalesce(F.col("poly"), F.array(F.array(F.col("lon"), F.col("lat"))))
+    return (
+        checked.where(F.col(REASON).isNull())
+        .select(SOURCE_FILE, ROW_ID, "stream_id", "vehicle_id", "ts0", "trip_state",
+                F.posexplode(coords).alias(POINT_IDX, "p"))
+        .select(
+            SOURCE_FILE, ROW_ID, F.col(POINT_IDX).cast("int").alias(POINT_IDX), "stream_id", "vehicle_id",
+            (F.col("ts0").cast("long") + F.col(POINT_IDX) * PORTO_FIX_INTERVAL_S).alias("ts"),
+            F.col("p")[0].alias("lon"), F.col("p")[1].alias("lat"), "trip_state",
+        )
+    )
+
+
+def parse_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> tuple[DataFrame, DataFrame]:
+    """(row verdicts, points) of a delivery: check_rows and explode_points in one call."""
+    checked = check_rows(bronze, city, headers)
+    return checked, explode_points(checked)
+
+
+__all__ = ["parse_rows", "check_rows", "explode_points", "check_porto_rows", "check_point_log_rows", "epoch_seconds",
+           "PORTO_COLUMNS", "POINT_COLUMNS", "CHECKED_COLUMNS"]
