@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import uuid
 
 import numpy as np
 import pyarrow as pa
 import shapely
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from feature_store.delta_io import read_table, replace_partition, table_exists
@@ -161,14 +163,29 @@ def grid_table(ctx: OsmContext, city: CityConfig, *, lattice_m: float = LATTICE_
 
 def _write(spark: SparkSession, settings: Settings, name: str, data: pa.Table, schema: T.StructType,
            city: CityConfig, meta: dict) -> int:
-    df = spark.createDataFrame(data.select(schema.names), schema=schema)
-    return replace_partition(
-        df,
-        table_path(settings, name),
-        {"city": city.name},
-        partition_by=table(name).partition_by,
-        user_metadata=json.dumps({**meta, "rows": data.num_rows}, default=str),
-    )
+    """Arrow table (built on the driver by osmnx/geopandas/numpy) -> the city's partition of a Delta table.
+
+    Staged as Parquet under the data root and read back by Spark: `createDataFrame` would hold the whole
+    table in the JVM driver's heap at once (the 5 m road lattice of a city is millions of rows and ran
+    out of the default 4g); a file read streams it, and on a cluster the data root is shared storage."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    staging = settings.home / "staging" / f"{name}-{city.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        pq.write_table(data.select(schema.names), staging / "part-0.parquet", row_group_size=256_000)
+        df = spark.read.parquet(str(staging)).select(*(F.col(f.name).cast(f.dataType) for f in schema.fields))
+        return replace_partition(
+            df,
+            table_path(settings, name),
+            {"city": city.name},
+            partition_by=table(name).partition_by,
+            user_metadata=json.dumps({**meta, "rows": data.num_rows}, default=str),
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build_context_tables(spark: SparkSession, city: CityConfig, settings: Settings, *,
