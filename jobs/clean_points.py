@@ -308,28 +308,24 @@ def whole_streams(batches, fn):
         yield from fn(carry).to_batches()
 
 
-def clean_points_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
-    """Spark: clean whole streams in Arrow batches (mapInArrow), with no shuffle when it can be avoided.
+def _map_whole_streams(points, fn, ddl: str, *, buckets: int, streams_contiguous: bool):
+    """Spark: fn over whole streams in Arrow batches (mapInArrow), with no shuffle when it can be avoided.
 
     Porto rows explode into their points in place, so each stream (a row) is already contiguous in its
     partition (`streams_contiguous=True`). Point logs interleave vehicles: they are first hash-partitioned
     into `buckets` by stream and sorted, one shuffle. Either way a stream is never split, so every rule
     sees all its fixes."""
-    rules = CleaningRules.for_city(city)
-
-    def run(batches):
-        return whole_streams(batches, lambda table: clean_table(table, rules))
-
     points = points.select(*INPUT_COLUMNS)
     if not streams_contiguous:
         points = points.repartition(buckets, "stream_id").sortWithinPartitions("stream_id")
-    return points.mapInArrow(run, OUTPUT_DDL)
+    return points.mapInArrow(lambda batches: whole_streams(batches, fn), ddl)
 
 
-TRIP_PIECES_DDL = (
-    "stream_id string, seg long, chunk int, vehicle_id string, source_file string, n_points int, "
-    "length_m double, ts array<long>, lon array<double>, lat array<double>"
-)
+def clean_points_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
+    """Spark: points -> OUTPUT_DDL, every point with its verdict (for inspection and tests)."""
+    rules = CleaningRules.for_city(city)
+    return _map_whole_streams(points, lambda t: clean_table(t, rules), OUTPUT_DDL, buckets=buckets,
+                              streams_contiguous=streams_contiguous)
 
 
 def trip_pieces_table(kept: pa.Table) -> pa.Table:
@@ -406,11 +402,5 @@ def _cleaned_schema() -> pa.Schema:
 def clean_trips_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
     """Spark: points -> CLEANED_DDL rows (trajectories and dropped points) in one pass over whole streams."""
     rules = CleaningRules.for_city(city)
-
-    def run(batches):
-        return whole_streams(batches, lambda table: trips_and_drops_table(table, rules))
-
-    points = points.select(*INPUT_COLUMNS)
-    if not streams_contiguous:
-        points = points.repartition(buckets, "stream_id").sortWithinPartitions("stream_id")
-    return points.mapInArrow(run, CLEANED_DDL)
+    return _map_whole_streams(points, lambda t: trips_and_drops_table(t, rules), CLEANED_DDL, buckets=buckets,
+                              streams_contiguous=streams_contiguous)
