@@ -10,7 +10,7 @@ export TRANSFERTRAJ_HOME ?= $(CURDIR)/var
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 VENV_BIN = $(CURDIR)/.venv/bin
 
-.PHONY: help venv demo test bench lock clean
+.PHONY: help venv demo test integration bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ demo: venv  ## run the pipeline end to end on the bundled real sample
 
 test: venv  ## run the test suite (what CI runs)
 	$(VENV_BIN)/python -m pytest -q
+
+integration: venv  ## the pipeline against real servers on localhost: Spark standalone, MLflow and Airflow on PostgreSQL
+	bash scripts/integration.sh
 
 bench: venv  ## run the benchmarks (bench/), printing figures and ratios (adds DuckDB, a bench-only peer)
 	$(VENV_BIN)/uv pip install --quiet --python $(VENV_BIN)/python -r requirements-bench.txt
