@@ -134,7 +134,28 @@ def _cmd_rejects(args, settings: Settings) -> int:
 def _cmd_demo(args, settings: Settings) -> int:
     from transfertraj.demo import run_demo
 
-    return run_demo(settings, cities=args.cities)
+    return run_demo(settings, onboard=args.onboard, epochs=args.epochs, n_shot=args.n_shot)
+
+
+def _cmd_models_list(args, settings: Settings) -> int:
+    from transfertraj.registry import registry_lines
+
+    print("\n".join(registry_lines(settings)))
+    return 0
+
+
+def _cmd_predict(args, settings: Settings) -> int:
+    import pandas as pd
+
+    from transfertraj.registry import load
+
+    model = load(args.model, settings)
+    params = {"task": args.task, "mu": args.mu, **({"city": args.city} if args.city else {})}
+    out = model.predict(pd.read_csv(args.input), params=params)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(args.output, index=False)
+    print(f"{len(out)} rows -> {args.output}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,12 +231,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="run the pipeline end to end on the bundled real samples (what `make demo` runs)"
     )
-    p.add_argument("--cities", nargs="+", default=["porto", "sanfrancisco", "beijing"])
+    p.add_argument("--onboard", nargs="*", choices=["sanfrancisco", "beijing"], default=None,
+                   help="bundled samples onboarded as new cities (default both)")
+    p.add_argument("--epochs", type=int, default=4, help="pretraining and fine-tuning epochs (tiny model)")
+    p.add_argument("--n-shot", type=int, default=64, help="few-shot trajectories per onboarded city")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("models", help="the MLflow registry: registered models, versions, aliases, gate metrics")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    m = msub.add_parser("list", help="every registered model version with its aliases and validation metrics")
+    m.set_defaults(func=_cmd_models_list)
+
+    p = sub.add_parser(
+        "predict", help="answer TP / TR / OD-TTE for raw points with a registered model (models:/<name>@champion)"
+    )
+    p.add_argument("--model", required=True, help="models:/transfertraj-<city>@champion, or any MLflow model URI")
+    p.add_argument("--task", required=True, choices=["tp", "tr", "odtte"])
+    p.add_argument("--input", required=True, help="CSV, one row per point: trip_id, ts (Unix s), lon, lat")
+    p.add_argument("--output", required=True, help="CSV of the answers")
+    p.add_argument("--mu", type=int, default=8, choices=[4, 8, 16], help="tr: one observed point every mu intervals")
+    p.add_argument("--city", help="for a model of several cities: which city's context to use")
+    p.set_defaults(func=_cmd_predict)
 
     from model.commands import register as register_model_commands
 
     register_model_commands(sub)
+
+    from model.evaluation_suite import register as register_evaluation
+
+    register_evaluation(sub)
 
     p = sub.add_parser("spark-jars", help="resolve Delta Lake's jars from Maven Central into the cache")
     p.set_defaults(func=_cmd_spark_jars)

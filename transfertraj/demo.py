@@ -1,58 +1,195 @@
-"""The README's main command: the pipeline end to end on the bundled real samples.
+"""The README's main command: the Airflow DAGs end to end on the bundled samples, Airflow and MLflow on SQLite.
 
-It runs the same functions the Airflow DAGs call, stage by stage, and says what each produced.
-Stages are added here as the pipeline grows.
+    transfertraj demo                   # what `make demo` runs; data root TRANSFERTRAJ_HOME (make: ./var)
+
+1. `nightly_ingest_porto` for the sample's delivery date (land -> ingest -> features -> quality report);
+2. `pretrain` twice on Porto (a tiny model, a few epochs; then a weaker 1-epoch challenger, which the
+   gate should refuse): one MLflow run each, `transfertraj-base` versions with aliases;
+3. `onboard_city` for the San Francisco and Beijing samples as new cities (`sf_cabs`, `beijing_geolife`;
+   the bundled configs keep their own names): config, context, ingestion, zero-shot score of the base
+   champion, few-shot fine-tune, `transfertraj-<city>` through the gate;
+4. `maintenance` (OPTIMIZE + VACUUM, protecting the versions the registered models record);
+then prints the registry (names, versions, aliases) and the validation metrics.
+
+Each DAG runs with `dag.test()`: every task in this process, against the Airflow metadata database in
+<data root>/airflow/airflow.db (created on first use). Nothing here needs a running scheduler or UI;
+docs/operations.md says how to start them on the same data root.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
 import time
+from datetime import date, timedelta
+from pathlib import Path
 
-from transfertraj.city_config import load_city
-from transfertraj.settings import Settings
+from transfertraj.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("transfertraj.demo")
 
+DAGS_FOLDER = REPO_ROOT / "dags"
+# Tiny on purpose: the demo shows the machinery on 2 CPUs in minutes, not the paper's accuracy.
+DEMO_MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_experts": 4, "top_k": 2, "expert_hidden": 64, "batch_size": 32}
+ONBOARD = {
+    "sanfrancisco": {
+        "city": "sf_cabs",
+        "description": "San Francisco cabspotting sample, onboarded by the demo",
+        "bbox": [-122.45, 37.76, -122.38, 37.80],
+        "timezone": "America/Los_Angeles",
+        "raw_preset": "cabspotting",
+        "licence": "CC BY 4.0 (CRAWDAD epfl/mobility, IEEE DataPort)",
+        "sampling_interval_s": 60,
+        "osm_kind": "gis_extract",
+        "files": {"raw_path": "cabspotting_2008-05-20.csv.gz", "osm_path": "sf_lines.zip", "osm_points_path": "sf_points.zip"},
+        "poi_categories_covered": ["food", "education", "health", "transport", "parking", "office_services", "other"],
+        "quality": {"max_rejected_share": 0.6, "min_trajectories": 1},
+        "max_dates": 1,
+    },
+    "beijing": {
+        "city": "beijing_geolife",
+        "description": "Beijing GeoLife sample (no OSM), onboarded by the demo",
+        "bbox": [116.20, 39.75, 116.55, 40.10],
+        "timezone": "Asia/Shanghai",
+        "raw_preset": "geolife",
+        "licence": "Microsoft Research GeoLife 1.3, free for non-commercial research only",
+        "sampling_interval_s": 15,
+        "osm_kind": "none",
+        "files": {"raw_path": "geolife_sample.txt.gz"},
+        "cleaning": {"gap_split_s": 120, "min_vehicle_speed_kmh": 15},
+        "quality": {"max_rejected_share": 0.5, "min_trajectories": 0},
+        "max_dates": 3,
+    },
+}
 
-DEMO_DATES_PER_CITY = 3  # Beijing's sample spans 74 delivery dates; the demo ingests the first few
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for an embedded Airflow on SQLite under the data root, this checkout's DAGs."""
+    home = Path(settings.airflow_home)
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "TRANSFERTRAJ_HOME": str(settings.home),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+    }
 
 
-def run_demo(settings: Settings, *, cities: list[str]) -> int:
-    from jobs.featurize import featurize_date
-    from jobs.ingest import QualityGateError, ingest_date
+def prepare_airflow(settings: Settings) -> None:
+    """Export the embedded Airflow's environment (before airflow is imported) and migrate its database."""
+    env = airflow_env(settings)
+    os.environ.update(env)
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    log.info("Airflow metadata DB: %s", env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ.copy(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def load_dags() -> dict:
+    from airflow.models.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    return bag.dags
+
+
+def run_dag(dags: dict, dag_id: str, *, logical_date=None, conf: dict | None = None) -> str:
+    """dag.test() one run; returns its final state."""
+    t0 = time.time()
+    run = dags[dag_id].test(logical_date=logical_date, run_conf=conf or {})
+    state = str(getattr(run, "state", "unknown"))
+    log.info("DAG %s: %s in %.0f s", dag_id, state, time.time() - t0)
+    print(f"  {dag_id:28s} {state:8s} {time.time() - t0:6.0f} s")
+    return state
+
+
+def delivery_logical_date(day: str, tz: str):
+    """The logical date whose data interval starts on delivery date `day` (02:00 local, see nightly_ingest)."""
+    import pendulum
+
+    d = date.fromisoformat(day) + timedelta(days=1)
+    return pendulum.datetime(d.year, d.month, d.day, 2, tz=tz)
+
+
+def onboard_conf(key: str, settings: Settings, *, n_shot: int, epochs: int) -> dict:
+    """Copy a bundled sample under <data root>/incoming/ (onboarding reads only inside the data root)."""
+    spec = dict(ONBOARD[key])
+    files = spec.pop("files")
+    incoming = settings.home / "incoming" / spec["city"]
+    incoming.mkdir(parents=True, exist_ok=True)
+    for param, name in files.items():
+        src = REPO_ROOT / "data" / key / name
+        dst = incoming / name
+        if not dst.exists():
+            shutil.copy(src, dst)
+        spec[param] = str(dst)
+    return {**spec, "n_shot": n_shot, "epochs": epochs, "replace": True}
+
+
+def run_demo(settings: Settings, *, onboard: list[str] | None = None, epochs: int = 4, n_shot: int = 64) -> int:
     from jobs.land_sample import land_sample
-    from jobs.quality_report import write_quality_report
-    from jobs.spark_session import get_spark
+    from transfertraj import registry
+    from transfertraj.city_config import load_city
 
+    onboard = list(ONBOARD) if onboard is None else onboard
     started = time.time()
     log.info("data root: %s (set TRANSFERTRAJ_HOME to move it)", settings.home)
-    spark = get_spark("demo", settings)
-    failures = 0
-    summaries = []
-    for name in cities:
-        city = load_city(name, settings)
-        landed = land_sample(city, settings)
-        log.info("%s: landed %d delivery date(s) [%s]", name, len(landed), city.raw.licence)
-        for day in list(landed)[:DEMO_DATES_PER_CITY]:
-            try:
-                report = ingest_date(spark, city, day, settings)
-                summaries.append(report.summary())
-            except QualityGateError as err:
-                failures += 1
-                summaries.append(str(err))
-                continue
-            finally:
-                write_quality_report(spark, city, day, settings)
-            if report.trajectories_out:
-                feats = featurize_date(spark, city, day, settings)
-                summaries.append(
-                    f"  features: {feats['trajectories']} trajectories, table version {feats['features_version']}"
-                    f" (silver v{feats['silver_version']})"
-                )
-    print("\n== ingestion ==")
-    for line in summaries:
+    os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFERTRAJ_PRETRAIN_CITIES", "porto")
+    prepare_airflow(settings)
+    dags = load_dags()
+    states: list[str] = []
+
+    print("\n== nightly_ingest (Airflow dag.test, SQLite metadata) ==")
+    porto = load_city("porto", settings)
+    for day in list(land_sample(porto, settings))[:1]:
+        states.append(run_dag(dags, "nightly_ingest_porto", logical_date=delivery_logical_date(day, porto.timezone)))
+
+    print("\n== pretrain: transfertraj-base, then a weaker challenger for the gate ==")
+    states.append(run_dag(dags, "pretrain", conf={**DEMO_MODEL, "epochs": epochs, "cities": ["porto"]}))
+    states.append(run_dag(dags, "pretrain", conf={**DEMO_MODEL, "epochs": 1, "seed": 1, "cities": ["porto"]}))
+
+    print("\n== onboard_city: the bundled SF and Beijing samples as new cities ==")
+    for key in onboard:
+        states.append(run_dag(dags, "onboard_city", conf=onboard_conf(key, settings, n_shot=n_shot, epochs=epochs)))
+
+    print("\n== maintenance: OPTIMIZE + VACUUM (protected versions kept) ==")
+    states.append(run_dag(dags, "maintenance"))
+
+    print("\n== MLflow registry (" + settings.mlflow_tracking_uri + ") ==")
+    for line in registry.registry_lines(settings):
+        print(line)
+    print("\n== validation metrics: zero-shot base champion vs few-shot city model (city validation split) ==")
+    for line in metrics_lines(settings):
         print(line)
     print(f"\nquality reports: {settings.reports}/<city>/<date>/ingest_quality.html")
+    print(f"Airflow UI / MLflow UI on this data root: docs/operations.md (AIRFLOW_HOME={settings.airflow_home})")
     log.info("demo finished in %.0f s", time.time() - started)
-    return 1 if failures else 0
+    failed = [s for s in states if s != "success"]
+    return 1 if failed else 0
+
+
+def metrics_lines(settings: Settings) -> list[str]:
+    import math
+
+    from transfertraj import registry
+
+    client = registry.configure(settings)
+    keys = registry.GATE_METRICS
+    head = f"{'model':24s} {'ver':>3s} {'scored as':26s} " + " ".join(f"{k:>11s}" for k in keys)
+    out = [head, "-" * len(head)]
+    for r in registry.list_models(settings):
+        mv = client.get_model_version(r["name"], str(r["version"]))
+        m = client.get_run(mv.run_id).data.metrics
+        if any(f"zero_shot/{k}" in m for k in keys):
+            out.append(f"{r['name']:24s} {r['version']:>3d} {'zero-shot base champion':26s} "
+                       + " ".join(f"{m.get(f'zero_shot/{k}', math.nan):11.2f}" for k in keys))
+        label = "few-shot fine-tuned" if r["name"] != registry.BASE_MODEL else "pretrained (Porto val)"
+        out.append(f"{r['name']:24s} {r['version']:>3d} {label:26s} " + " ".join(f"{r[k]:11.2f}" for k in keys))
+    out.append("tp/tr8: mean haversine error of the predicted points (m); od: mean travel-time error (min).")
+    return out

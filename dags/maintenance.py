@@ -1,0 +1,37 @@
+"""Weekly Delta maintenance: OPTIMIZE (compact small files) and VACUUM every lake table.
+
+VACUUM's retention is at least `min_retention_hours` (Delta's default 7 days) and is stretched, per
+table, back past the commit of the oldest table version that a registered champion or challenger
+records (its training data and context versions, as model version tags), so those versions stay
+readable. Task logic: `transfertraj.pipeline_tasks.optimize_and_vacuum`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from transfertraj import pipeline_tasks as pt
+
+
+@dag(
+    dag_id="maintenance",
+    schedule=CronDataIntervalTimetable("0 4 * * 0", timezone="UTC"),  # Sunday 04:00, after the nightly runs
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=pt.DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["transfertraj", "maintenance", "delta"],
+    params={"min_retention_hours": Param(168, type="number", minimum=168,
+                                         description="never below Delta's 7-day safety default")},
+)
+def maintenance():
+    @task
+    def optimize_vacuum() -> list:
+        return pt.optimize_and_vacuum(get_current_context()["params"]["min_retention_hours"])
+
+    optimize_vacuum()
+
+
+maintenance()

@@ -1,0 +1,66 @@
+"""Nightly ingestion, one DAG per configured city: `nightly_ingest_<city>`.
+
+Each run ingests the delivery date of its data interval (a day in the city's own time zone, from a
+`CronDataIntervalTimetable`, never the wall clock): landing -> bronze, rejects, silver, runs; then
+silver -> features; then the HTML quality report (written even when the quality gate fails the run).
+The features task publishes the Asset `transfertraj_features_<city>`, on which `pretrain` is scheduled.
+Backfill a range with `airflow backfill create --dag-id nightly_ingest_porto --from-date ... --to-date ...`.
+
+Task logic lives in `transfertraj.pipeline_tasks`; this file is wiring only.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from transfertraj import pipeline_tasks as pt
+
+
+def _delivery_date(tz: str) -> str:
+    """The run's delivery date: the start of its data interval, in the city's time zone."""
+    ctx = get_current_context()
+    override = ctx["params"].get("date")
+    if override:
+        return override
+    return pendulum.instance(ctx["data_interval_start"]).in_timezone(tz).to_date_string()
+
+
+def nightly_ingest_dag(name: str, tz: str):
+    features = Asset(name=f"transfertraj_features_{name}", uri=pt.features_asset_uri(name))
+
+    @dag(
+        dag_id=f"nightly_ingest_{name}",
+        schedule=CronDataIntervalTimetable("0 2 * * *", timezone=tz),  # day D's files are in by 02:00 on D+1
+        start_date=pendulum.datetime(2008, 1, 1, tz=tz),
+        catchup=False,
+        max_active_runs=1,
+        default_args=pt.DEFAULT_ARGS,
+        doc_md=__doc__,
+        tags=["transfertraj", "ingest", name],
+        params={
+            "date": Param(None, type=["null", "string"], format="date",
+                          description="ingest this delivery date instead of the data interval's (YYYY-MM-DD)"),
+        },
+    )
+    def nightly():
+        @task
+        def ingest() -> dict:
+            return pt.ingest_city_date(name, _delivery_date(tz))
+
+        @task(outlets=[features])
+        def featurize(report: dict) -> dict:
+            return pt.featurize_city_date(name, report["date"])
+
+        @task(trigger_rule="all_done", retries=0)
+        def report() -> str:
+            return pt.quality_report(name, _delivery_date(tz))
+
+        ingested = ingest()
+        featurize(ingested) >> report()
+
+    return nightly()
+
+
+for _name, _city in pt.configured_cities().items():
+    globals()[f"nightly_ingest_{_name}"] = nightly_ingest_dag(_name, _city.timezone)

@@ -1,0 +1,66 @@
+"""Pretrain the base model on the source cities, evaluate it, log it to MLflow and register it.
+
+Scheduled on the features Assets of the source cities (TRANSFERTRAJ_PRETRAIN_CITIES, default porto),
+so it runs after their nightly ingestion, and runnable by hand with other params. The training task
+runs in the pool/queue named by TRANSFERTRAJ_TRAIN_POOL / TRANSFERTRAJ_TRAIN_QUEUE (create a `gpu`
+pool and point them at it on a GPU worker; the default pool otherwise).
+
+The new version of `transfertraj-base` gets the alias `challenger`; the gate re-scores it and the
+champion on the same current validation split and moves `champion` only if no metric is worse by more
+than `tolerance`. Decision and numbers are in the MLflow run (tag gate.decision, metrics gate/...).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from transfertraj import pipeline_tasks as pt
+
+SOURCES = pt.pretrain_cities()
+
+
+@dag(
+    dag_id="pretrain",
+    schedule=[Asset(name=f"transfertraj_features_{c}", uri=pt.features_asset_uri(c)) for c in SOURCES],
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=pt.DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["transfertraj", "training", "registry"],
+    params={
+        "cities": Param(SOURCES, type="array", items={"type": "string", "pattern": r"^[a-z][a-z0-9_]{1,39}$"},
+                        minItems=1, description="source cities whose features the base model is trained on"),
+        "epochs": Param(30, type="integer", minimum=1, maximum=1000),
+        "batch_size": Param(64, type="integer", minimum=1),
+        "lr": Param(1e-3, type="number", exclusiveMinimum=0),
+        "patience": Param(5, type="integer", minimum=1),
+        "d_model": Param(128, type="integer", minimum=8, description="model width (n_heads must divide it)"),
+        "n_layers": Param(2, type="integer", minimum=1),
+        "n_heads": Param(4, type="integer", minimum=1),
+        "n_experts": Param(8, type="integer", minimum=1),
+        "top_k": Param(4, type="integer", minimum=1),
+        "expert_hidden": Param(256, type="integer", minimum=8),
+        "seed": Param(0, type="integer"),
+        "tolerance": Param(None, type=["null", "number"], minimum=0,
+                           description="gate tolerance (relative); default TRANSFERTRAJ_GATE_TOLERANCE or 0.02"),
+    },
+)
+def pretrain():
+    @task(pool=pt.train_pool(), queue=pt.train_queue(), retries=1)
+    def train_evaluate_register() -> dict:
+        ctx = get_current_context()
+        p = dict(ctx["params"])
+        if p.get("tolerance") is not None:
+            os.environ["TRANSFERTRAJ_GATE_TOLERANCE"] = str(p["tolerance"])
+        keys = ("epochs", "batch_size", "lr", "patience", "d_model", "n_layers", "n_heads", "n_experts", "top_k",
+                "expert_hidden", "seed")
+        return pt.pretrain_base(list(p["cities"]), run_key=ctx["run_id"], **{k: p[k] for k in keys})
+
+    train_evaluate_register()
+
+
+pretrain()

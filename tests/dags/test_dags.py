@@ -1,0 +1,127 @@
+"""The DAGs load, follow the policy, and each runs end to end with dag.test() on a slice of real data.
+
+Order matters within this module: ingestion feeds pretraining, whose champion feeds onboarding.
+"""
+
+from __future__ import annotations
+
+import pendulum
+import pytest
+
+from tests.dags.conftest import TINY_MODEL, porto_rows
+
+EXPECTED = {"nightly_ingest_tinyporto", "pretrain", "onboard_city", "maintenance"}
+
+
+def test_dagbag_has_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert EXPECTED <= set(dagbag.dag_ids)
+
+
+def test_policy_tags_retries_docs_alerts(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags and "transfertraj" in dag.tags, dag_id
+        assert dag.doc_md and len(dag.doc_md) > 100, dag_id
+        for t in dag.tasks:
+            assert t.on_failure_callback, f"{dag_id}.{t.task_id} has no failure alert"
+            if not (dag_id == "onboard_city" and t.task_id == "write_config") and t.task_id != "report":
+                assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+
+
+def test_nightly_ingest_uses_the_city_timezone_interval(dagbag):
+    tt = dagbag.get_dag("nightly_ingest_tinyporto").timetable
+    assert type(tt).__name__ == "CronDataIntervalTimetable"
+    assert "Lisbon" in str(getattr(tt, "_timezone", tt.__dict__))
+
+
+def test_nightly_ingest_runs(dagbag, airflow_home):
+    from feature_store.tables import table_path
+    from jobs.land_sample import land_sample
+    from model.trajectory_data import read_features
+    from transfertraj.city_config import load_city
+
+    days = list(land_sample(load_city("tinyporto"), _settings()))
+    assert days == ["2013-07-01"]
+    run = dagbag.get_dag("nightly_ingest_tinyporto").test(
+        logical_date=pendulum.datetime(2013, 7, 2, 2, tz="Europe/Lisbon")  # interval starts 2013-07-01 02:00 local
+    )
+    assert str(run.state) == "success"
+    table, _ = read_features(table_path(_settings(), "features"))
+    assert set(table.column("city").to_pylist()) == {"tinyporto"}
+    assert table.num_rows > 50
+    assert (airflow_home / "reports" / "tinyporto" / "2013-07-01" / "ingest_quality.html").exists()
+
+
+def test_pretrain_registers_a_champion(dagbag):
+    from transfertraj import registry
+
+    run = dagbag.get_dag("pretrain").test(run_conf={**TINY_MODEL, "epochs": 1, "cities": ["tinyporto"]})
+    assert str(run.state) == "success"
+    rows = [r for r in registry.list_models(_settings()) if r["name"] == registry.BASE_MODEL]
+    assert [(r["version"], r["aliases"]) for r in rows] == [(1, ["challenger", "champion"])]
+
+
+def test_onboard_rejects_bad_params_at_trigger(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="does not match"):
+        dagbag.get_dag("onboard_city").test(run_conf={"city": "Bad Name!"})
+
+
+def test_onboard_fails_at_once_with_the_validation_message(dagbag, airflow_home, tmp_path):
+    from transfertraj import pipeline_tasks as pt
+
+    outside = porto_rows(tmp_path / "elsewhere.csv", 0, 5)
+    conf = {"city": "badcity", "bbox": [-8.5, 41.2, -8.7, 41.1], "timezone": "Europe/Lisbon", "raw_path": str(outside),
+            "raw_preset": "porto_csv", "licence": "CC BY 4.0"}
+    run = dagbag.get_dag("onboard_city").test(run_conf=conf)
+    assert str(run.state) == "failed"
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states["write_config"] == "failed" and states["context"] == "upstream_failed"
+    with pytest.raises(pt.OnboardParamsError) as err:
+        pt.write_city_config(conf)
+    assert "outside the data root" in str(err.value)
+    assert not (airflow_home / "config" / "cities" / "badcity.yaml").exists()
+    conf["raw_path"] = str(porto_rows(airflow_home / "incoming" / "badcity.csv", 0, 5))
+    with pytest.raises(pt.OnboardParamsError, match="min_lon -8.5 must be below max_lon -8.7"):
+        pt.write_city_config(conf)
+
+
+def test_onboard_city_end_to_end(dagbag, airflow_home):
+    from transfertraj import registry
+
+    raw = porto_rows(airflow_home / "incoming" / "tinycity" / "trips.csv", 160, 320)
+    conf = {"city": "tinycity", "bbox": [-8.70, 41.12, -8.52, 41.197], "timezone": "Europe/Lisbon", "raw_path": str(raw),
+            "raw_preset": "porto_csv", "licence": "CC BY 4.0", "sampling_interval_s": 15, "osm_kind": "none",
+            "quality": {"max_rejected_share": 1.0, "min_trajectories": 0}, "n_shot": 20, "epochs": 1, "max_dates": 1}
+    run = dagbag.get_dag("onboard_city").test(run_conf=conf)
+    assert str(run.state) == "success"
+    assert (airflow_home / "config" / "cities" / "tinycity.yaml").exists()
+    rows = {r["name"]: r for r in registry.list_models(_settings())}
+    assert rows["transfertraj-tinycity"]["aliases"] == ["challenger", "champion"]
+    # the same name again without replace is refused by the first task
+    from transfertraj import pipeline_tasks as pt
+
+    with pytest.raises(pt.OnboardParamsError, match="exists"):
+        pt.write_city_config(conf)
+
+
+def test_maintenance_keeps_protected_versions(dagbag):
+    from feature_store.tables import table_path
+    from transfertraj import registry
+
+    protected = registry.protected_versions(_settings())
+    assert "features" in protected
+    run = dagbag.get_dag("maintenance").test()
+    assert str(run.state) == "success"
+    from jobs.spark_session import get_spark
+
+    spark = get_spark("tests", _settings())
+    old = spark.read.format("delta").option("versionAsOf", protected["features"]).load(table_path(_settings(), "features"))
+    assert old.count() > 0
+
+
+def _settings():
+    from transfertraj.settings import Settings
+
+    return Settings.load()

@@ -1,0 +1,72 @@
+"""Registry: versions come from log_model, every new version is the challenger, the gate refuses a
+worse model and promotes one that is no worse (re-scored on the same validation data)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.transfertraj.registry_fixtures import damaged_copy, features, register, settings_for, train
+from transfertraj import registry
+
+
+def test_compare_with_tolerance():
+    champ = {"tp_mae_m": 100.0, "tr8_mae_m": 50.0, "od_mae_min": 2.0}
+    assert registry.compare(champ, None, 0.02).promoted
+    assert registry.compare({**champ, "tp_mae_m": 101.9}, champ, 0.02).promoted
+    worse = registry.compare({**champ, "tp_mae_m": 102.1}, champ, 0.02)
+    assert not worse.promoted and "tp_mae_m" in worse.reason
+    assert not registry.compare({**champ, "od_mae_min": math.nan}, champ, 0.02).promoted
+    assert registry.compare({**champ, "od_mae_min": math.nan}, {**champ, "od_mae_min": math.nan}, 0.0).promoted
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    home = tmp_path_factory.mktemp("registry_home")
+    return settings_for(home), features(60), home
+
+
+def test_alias_flow_and_gate(store):
+    settings, feats, home = store
+    client = registry.configure(settings)
+    good = train(home / "ckpt" / "good", feats)
+
+    first = register(settings, good, feats)
+    assert first.version == "1" and first.decision.promoted
+    mv = client.get_model_version(registry.BASE_MODEL, first.version)
+    assert mv.run_id == first.run_id  # the version registered is the one this run logged
+    assert str(client.get_model_version_by_alias(registry.BASE_MODEL, "champion").version) == "1"
+
+    worse = register(settings, damaged_copy(good, home / "ckpt" / "bad"), feats)
+    assert worse.version == "2"
+    assert not worse.decision.promoted, worse.decision.lines()
+    assert str(client.get_model_version_by_alias(registry.BASE_MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(registry.BASE_MODEL, "challenger").version) == "2"
+    run = client.get_run(worse.run_id)
+    assert run.data.tags["gate.decision"] == "rejected"
+    assert "gate/champion_tp_mae_m" in run.data.metrics and "gate/challenger_tp_mae_m" in run.data.metrics
+    assert client.get_model_version(registry.BASE_MODEL, "2").tags["gate.decision"] == "rejected"
+
+    same = register(settings, good, feats)  # the champion's own weights: no worse, so promoted
+    assert same.version == "3" and same.decision.promoted
+    assert str(client.get_model_version_by_alias(registry.BASE_MODEL, "champion").version) == "3"
+
+    listed = {r["version"]: r["aliases"] for r in registry.list_models(settings)}
+    assert listed == {1: [], 2: [], 3: ["challenger", "champion"]}
+
+
+def test_run_records_lineage_params_and_plot(store):
+    settings, _, _ = store
+    client = registry.configure(settings)
+    mv = client.get_model_version_by_alias(registry.BASE_MODEL, "champion")
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["data.features_version"] == "generated"
+    assert run.data.tags["mlflow.source.git.commit"]
+    assert run.data.params["model.d_model"] == "16"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [0]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/loss_curves.png"]
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.artifact_location.startswith(settings.home.as_uri())
+    assert registry.protected_versions(settings) == {}  # "generated" is not a Delta version number

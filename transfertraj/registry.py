@@ -1,0 +1,395 @@
+"""MLflow tracking and registry: one run per training, pyfunc models, the challenger -> champion gate.
+
+    from transfertraj import registry
+    model = registry.load("models:/transfertraj-porto@champion")   # a ready pyfunc
+    model.predict(points_df, params={"task": "tp"})
+    registry.list_models(settings)                                   # names, versions, aliases
+
+Registered models, one per deployable target:
+    transfertraj-base      the pretrained model (source cities); the start of every city's fine-tune
+    transfertraj-<city>    the base champion fine-tuned few-shot on one onboarded city
+Why names rather than one model with tags: an alias (`champion`, `challenger`) is unique per registered
+model, and each city needs its own champion judged on its own validation data; a consumer then asks
+for `models:/transfertraj-<city>@champion` and nothing else. City names are `[a-z][a-z0-9_]*`, so a
+name is never ambiguous.
+
+Gate (no registry stages, they are deprecated): every new version gets the alias `challenger`. The
+champion (if any) and the challenger are re-scored here on the same, current validation split of the
+city's features table; the challenger takes `champion` only when no metric is worse than the
+champion's by more than the relative tolerance (TRANSFERTRAJ_GATE_TOLERANCE, default 0.02 = 2 %).
+The decision and both sets of numbers go to the training run (metrics `gate/...`, tag `gate.decision`)
+and to the model version's tags.
+
+Storage is explicit: the tracking/registry store is Settings.mlflow_tracking_uri (SQLite under the
+data root by default) and artifacts go to <data root>/mlflow/artifacts/<experiment>, never the
+current directory. Models are logged as pyfunc wrapping our own checkpoint (transfertraj.serving), with
+pip requirements pinned from this environment (not inferred).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from transfertraj.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("transfertraj.registry")
+
+BASE_MODEL = "transfertraj-base"
+CHAMPION, CHALLENGER = "champion", "challenger"
+# Gate metrics on the validation split, all lower-is-better: TP and TR8 distance errors, OD travel time.
+GATE_TASKS = ("tp", "tr8", "od")
+GATE_METRICS = ("tp_mae_m", "tr8_mae_m", "od_mae_min")
+DEFAULT_TOLERANCE = 0.02
+SERVING_PACKAGES = (
+    "mlflow", "torch", "numpy", "pandas", "pyarrow", "pyspark", "delta-spark", "pyproj", "shapely", "scipy",
+    "pydantic", "pyyaml", "tqdm",
+)
+
+
+def city_model_name(city: str) -> str:
+    return f"transfertraj-{city}"
+
+
+def gate_tolerance() -> float:
+    return float(os.environ.get("TRANSFERTRAJ_GATE_TOLERANCE", DEFAULT_TOLERANCE))
+
+
+# ----------------------------------------------------------------------------------------- setup
+
+
+def configure(settings: Settings):
+    """Point MLflow at the configured store (creating the SQLite folder) and return a client."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def artifact_root(settings: Settings) -> Path:
+    return settings.home / "mlflow" / "artifacts"
+
+
+def experiment_id(settings: Settings, name: str) -> str:
+    """Get or create an experiment whose artifacts live under the data root (never the cwd)."""
+    client = configure(settings)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = artifact_root(settings) / name
+    location.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(name, artifact_location=location.as_uri())
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def pip_requirements() -> list[str]:
+    """This environment's versions of what the pyfunc imports, pinned (never inferred)."""
+    reqs = []
+    for name in SERVING_PACKAGES:
+        try:
+            version = metadata.version(name).split("+")[0]  # drop local tags like +cu128: not on PyPI
+        except metadata.PackageNotFoundError:
+            continue
+        reqs.append(f"{name}=={version}")
+    return reqs
+
+
+# ----------------------------------------------------------------------------------------- scoring
+
+
+def validation_metrics(model_or_checkpoint, features, data_version) -> dict[str, float]:
+    """The gate's metrics on the validation split (the same call scores champion and challenger)."""
+    from model.train import evaluate
+
+    out: dict[str, float] = {}
+    for task in GATE_TASKS:
+        try:
+            m = evaluate(model_or_checkpoint, features, task, data_version=data_version, split="val", device="cpu")
+        except ValueError as err:  # no trajectory of the split qualifies for the task
+            log.warning("validation %s: %s", task, err)
+            m = {}
+        key = "mae_min" if task == "od" else "mae_m"
+        out[f"{task}_{key}"] = float(m.get(key, math.nan))
+        out[f"{task}_rmse_{key.split('_')[1]}"] = float(m.get(key.replace("mae", "rmse"), math.nan))
+    return out
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promoted: bool
+    reason: str
+    challenger: dict
+    champion: dict | None
+    tolerance: float
+
+    def lines(self) -> list[str]:
+        out = [f"gate: {'PROMOTED' if self.promoted else 'KEPT CHAMPION'} ({self.reason})"]
+        for k in GATE_METRICS:
+            champ = "-" if self.champion is None else f"{self.champion.get(k, math.nan):.3f}"
+            out.append(f"  {k:12s} challenger {self.challenger.get(k, math.nan):10.3f}   champion {champ:>10s}")
+        return out
+
+
+def compare(challenger: dict, champion: dict | None, tolerance: float) -> GateDecision:
+    """No metric of the challenger may be worse than the champion's by more than `tolerance` (relative)."""
+    if champion is None:
+        return GateDecision(True, "no champion yet", challenger, None, tolerance)
+    worse = []
+    for k in GATE_METRICS:
+        new, old = challenger.get(k, math.nan), champion.get(k, math.nan)
+        if math.isnan(new) and math.isnan(old):
+            continue
+        if math.isnan(new) or (not math.isnan(old) and new > old * (1 + tolerance) + 1e-12):
+            worse.append(f"{k} {new:.3f} > {old:.3f} x {1 + tolerance:g}")
+    if worse:
+        return GateDecision(False, "worse: " + "; ".join(worse), challenger, champion, tolerance)
+    return GateDecision(True, f"no metric worse than the champion's by more than {tolerance:.0%}", challenger, champion, tolerance)
+
+
+# ----------------------------------------------------------------------------------------- logging
+
+
+def serving_spec(cities: list, settings: Settings, context_versions: dict[str, dict]) -> dict:
+    """What the pyfunc needs to build features like the pipeline: city configs, context versions, root."""
+    from transfertraj.city_config import city_to_yaml
+
+    import yaml
+
+    return {
+        "default_city": cities[0].name,
+        "data_root": str(settings.home),
+        "cities": {
+            c.name: {"config": yaml.safe_load(city_to_yaml(c)), "context_versions": context_versions.get(c.name, {})}
+            for c in cities
+        },
+    }
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "trip_id"), ColSpec("long", "ts"), ColSpec("double", "lon"), ColSpec("double", "lat")]),
+        params=ParamSchema(
+            [ParamSpec("task", "string", "tp"), ParamSpec("mu", "long", 8), ParamSpec("city", "string", "")]
+        ),
+    )
+
+
+def _flat(prefix: str, d: dict) -> dict:
+    return {f"{prefix}{k}": (json.dumps(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: str
+    run_id: str
+    metrics: dict
+    decision: GateDecision
+
+
+def log_and_register(
+    *,
+    settings: Settings,
+    experiment: str,
+    model_name: str,
+    checkpoint: Path,
+    cities: list,
+    data_versions: dict,
+    context_versions: dict[str, dict],
+    features,
+    features_version,
+    run_name: str,
+    extra_metrics: dict | None = None,
+    extra_tags: dict | None = None,
+) -> Registered:
+    """One MLflow run for a finished training: params, metrics by epoch, validation metrics, lineage,
+    the loss plot, the pyfunc model registered under `model_name`; then the gate."""
+    import mlflow
+    import torch
+
+    from model.loss_curves import plot_checkpoint
+    from transfertraj.serving import TransferTrajModel
+
+    client = configure(settings)
+    exp_id = experiment_id(settings, experiment)
+    checkpoint = Path(checkpoint)
+    state = torch.load(checkpoint.parent / "last.pt" if (checkpoint.parent / "last.pt").exists() else checkpoint,
+                       map_location="cpu", weights_only=True)
+    metrics = validation_metrics(checkpoint, features, features_version)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        mlflow.log_params({**_flat("train.", state["train_config"]), **_flat("model.", state["model_args"])})
+        for h in state["history"]:
+            mlflow.log_metrics({"train/loss": h["train_loss"], "val/loss": h["val_loss"], "train/epoch_seconds": h["seconds"]},
+                               step=int(h["epoch"]))
+        mlflow.log_metrics({f"val/{k}": v for k, v in metrics.items() if not math.isnan(v)})
+        if extra_metrics:
+            mlflow.log_metrics({k: v for k, v in extra_metrics.items() if not math.isnan(v)})
+        lineage = {f"data.{k}": str(v) for k, v in data_versions.items()}
+        for city, versions in context_versions.items():
+            lineage.update({f"data.{city}.{t}_version": str(v) for t, v in versions.items()})
+        mlflow.set_tags({
+            "mlflow.source.git.commit": git_commit() or "unknown",
+            "cities": ",".join(c.name for c in cities),
+            "data.features_version": str(features_version),
+            "data.taxonomy_version": str(state["data"].get("taxonomy_version")),
+            **lineage,
+            **(extra_tags or {}),
+        })
+        plot = plot_checkpoint(checkpoint.parent / "last.pt" if (checkpoint.parent / "last.pt").exists() else checkpoint,
+                               checkpoint.parent / "loss_curves.png")
+        mlflow.log_artifact(str(plot), artifact_path="plots")
+        spec_path = checkpoint.parent / "serving.json"
+        spec_path.write_text(json.dumps(serving_spec(cities, settings, context_versions), indent=1, default=str))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TransferTrajModel(),
+            artifacts={"checkpoint": str(checkpoint), "serving": str(spec_path)},
+            pip_requirements=pip_requirements(),
+            signature=signature(),
+            registered_model_name=model_name,
+        )
+        version = str(info.registered_model_version)  # from log_model's result, never "the highest number"
+        version_tags = {"features_version": str(features_version), **{k.removeprefix("data."): v for k, v in lineage.items()}}
+        for k, v in version_tags.items():
+            client.set_model_version_tag(model_name, version, k, v)
+        client.set_model_version_tag(model_name, version, "run_id", run.info.run_id)
+        decision = promote_if_better(settings, model_name, version, features, features_version, metrics)
+        mlflow.log_metrics({f"gate/challenger_{k}": v for k, v in decision.challenger.items() if not math.isnan(v)})
+        if decision.champion:
+            mlflow.log_metrics({f"gate/champion_{k}": v for k, v in decision.champion.items() if not math.isnan(v)})
+        mlflow.set_tags({"gate.decision": "promoted" if decision.promoted else "rejected", "gate.reason": decision.reason,
+                         "gate.tolerance": str(decision.tolerance), "registered_model": f"{model_name}/{version}"})
+    for line in decision.lines():
+        log.info("%s v%s %s", model_name, version, line)
+    return Registered(model_name, version, run.info.run_id, metrics, decision)
+
+
+def champion_model(client, name: str):
+    """The champion's model version, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def promote_if_better(settings, name: str, version: str, features, features_version, challenger_metrics: dict | None = None,
+                      tolerance: float | None = None) -> GateDecision:
+    """Alias `challenger` to the new version; re-score the champion on the same data; move `champion` if no worse."""
+    client = configure(settings)
+    tolerance = gate_tolerance() if tolerance is None else tolerance
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    champ = champion_model(client, name)
+    challenger = challenger_metrics if challenger_metrics is not None else validation_metrics(
+        load_torch(f"models:/{name}/{version}"), features, features_version)
+    champion = None
+    if champ is not None and str(champ.version) != str(version):
+        champion = validation_metrics(load_torch(f"models:/{name}/{champ.version}"), features, features_version)
+    decision = compare(challenger, champion, tolerance)
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "gate.decision", "promoted" if decision.promoted else "rejected")
+    client.set_model_version_tag(name, version, "gate.reason", decision.reason)
+    client.set_model_version_tag(name, version, "gate.numbers", json.dumps({"challenger": challenger, "champion": champion}))
+    return decision
+
+
+# ----------------------------------------------------------------------------------------- retrieval
+
+
+def load(model_uri: str, settings: Settings | None = None):
+    """A ready model: `load("models:/transfertraj-porto@champion").predict(points_df, params={"task": "tp"})`."""
+    import mlflow.pyfunc
+
+    configure(settings or Settings.load())
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def load_torch(model_uri: str, settings: Settings | None = None):
+    """The TransferTraj network inside a registered pyfunc (for scoring on features tables)."""
+    return load(model_uri, settings).unwrap_python_model().torch_model
+
+
+def checkpoint_of(model_uri: str, settings: Settings | None = None) -> Path:
+    """The checkpoint file of a registered model (downloaded to a local path)."""
+    import mlflow.artifacts
+
+    configure(settings or Settings.load())
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    found = sorted(folder.rglob("best.pt"))
+    if not found:
+        raise FileNotFoundError(f"{model_uri} holds no checkpoint")
+    return found[0]
+
+
+def list_models(settings: Settings) -> list[dict]:
+    """Every registered TransferTraj model version: name, version, aliases, gate decision, metrics."""
+    client = configure(settings)
+    rows = []
+    for rm in client.search_registered_models():
+        aliases: dict[str, list[str]] = {}
+        for alias, v in (rm.aliases or {}).items():
+            aliases.setdefault(str(v), []).append(alias)
+        for mv in client.search_model_versions(f"name='{rm.name}'"):
+            run_metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            rows.append({
+                "name": rm.name, "version": int(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
+                "gate": mv.tags.get("gate.decision", ""), "features_version": mv.tags.get("features_version", ""),
+                **{k: run_metrics.get(f"val/{k}", math.nan) for k in GATE_METRICS},
+            })
+    return sorted(rows, key=lambda r: (r["name"], r["version"]))
+
+
+def registry_lines(settings: Settings) -> list[str]:
+    rows = list_models(settings)
+    if not rows:
+        return ["(no registered models)"]
+    head = f"{'model':24s} {'ver':>3s}  {'aliases':20s} {'gate':9s} {'data v':>6s} " + " ".join(f"{k:>11s}" for k in GATE_METRICS)
+    out = [head, "-" * len(head)]
+    for r in rows:
+        out.append(
+            f"{r['name']:24s} {r['version']:>3d}  {','.join(r['aliases']) or '-':20s} {r['gate'] or '-':9s} "
+            f"{r['features_version'] or '-':>6s} " + " ".join(f"{r[k]:11.2f}" for k in GATE_METRICS)
+        )
+    return out
+
+
+def protected_versions(settings: Settings) -> dict[str, int]:
+    """Delta table -> the oldest version a champion or challenger records (files VACUUM must keep)."""
+    from mlflow.exceptions import MlflowException
+
+    client = configure(settings)
+    oldest: dict[str, int] = {}
+    for rm in client.search_registered_models():
+        for alias in (CHAMPION, CHALLENGER):
+            try:
+                mv = client.get_model_version_by_alias(rm.name, alias)
+            except MlflowException:
+                continue
+            for key, value in mv.tags.items():
+                table = "features" if key == "features_version" else (key.split(".", 1)[1].removesuffix("_version") if key.count(".") == 1 and key.endswith("_version") else None)
+                if table and value.lstrip("-").isdigit():
+                    oldest[table] = min(oldest.get(table, int(value)), int(value))
+    return oldest
