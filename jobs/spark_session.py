@@ -125,10 +125,15 @@ def get_spark(app_name: str = "transfertraj", settings: Settings | None = None):
     if settings.spark_master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no hostname lookup on a laptop
     settings.ivy_dir.mkdir(parents=True, exist_ok=True)
+    conf = spark_conf(settings, app_name)
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Started by spark-submit (its JVM is already up): the launcher's --master is the command-line
+        # flag and wins; setting spark.master here would silently turn a cluster job into a local one.
+        conf.pop("spark.master")
     builder = SparkSession.builder
-    for key, value in spark_conf(settings, app_name).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
-    log.info("starting Spark (%s, master %s)", app_name, settings.spark_master)
+    log.info("starting Spark (%s, master %s)", app_name, conf.get("spark.master", "given by spark-submit"))
     jars = None if "spark.jars" in settings.spark_conf else _cached_jars(settings)
     if jars:
         spark = builder.config("spark.jars", jars).getOrCreate()
