@@ -394,14 +394,35 @@ class CityContext:
     taxonomy_version: str
 
 
+def collect_city_arrow(df: DataFrame, city: str, columns: list[str]) -> pa.Table:
+    """One city's rows of a city-partitioned table as Arrow on the driver, without the JVM holding them.
+
+    toArrow() gathers every row in the driver JVM's heap first; a city's 5 m road lattice (millions of
+    rows) ran a 4g driver out of heap. Local files are read by pyarrow straight from the snapshot's file
+    list (`inputFiles()`, the `city=<name>/` partition), and the row count is checked against Spark's.
+    Other file systems (s3a:// on a cluster) go through toArrow()."""
+    import pyarrow.parquet as pq
+
+    files = [f for f in df.inputFiles() if f"/city={city}/" in f]
+    if not files or not all(f.startswith("file:") for f in files):
+        return df.select(*columns).toArrow()
+    table = pa.concat_tables(pq.read_table(f[len("file:"):], columns=columns) for f in files)
+    expected = df.count()
+    if table.num_rows != expected:
+        raise ValueError(f"read {table.num_rows} rows of {city} from its files, Spark counts {expected}: "
+                         "the table uses a feature this reader does not apply (deletion vectors?)")
+    return table
+
+
 def load_context(pois_df: DataFrame, grid_df: DataFrame) -> CityContext:
     """Collect one city's POIs (category, mx, my) and lattice to the driver as numpy."""
-    first = grid_df.select("taxonomy_version").limit(1).collect()
+    first = grid_df.select("taxonomy_version", "city").limit(1).collect()
     if not first:
         raise ValueError("the context grid has no rows for this city: build the context tables first")
-    lattice = lattice_from_arrow(grid_df.select("ix", "iy", "mx", "my", *_ROAD_M_COLUMNS, "nearest_m",
-                                                "nearest_class", "road_covered", "poi_covered", "lattice_m",
-                                                "phi_m").toArrow())
+    city = first[0][1]
+    lattice = lattice_from_arrow(collect_city_arrow(
+        grid_df, city, ["ix", "iy", "mx", "my", *_ROAD_M_COLUMNS, "nearest_m", "nearest_class", "road_covered",
+                        "poi_covered", "lattice_m", "phi_m"]))
     pois = pois_df.select("category", "mx", "my").toArrow()
     poi_xy = np.column_stack([pois.column("mx").to_numpy(), pois.column("my").to_numpy()]).reshape(-1, 2)
     lookup = {c: i for i, c in enumerate(POI_CATEGORIES)}
