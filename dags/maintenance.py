@@ -23,13 +23,17 @@ from transfertraj import pipeline_tasks as pt
     default_args=pt.DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["transfertraj", "maintenance", "delta"],
-    params={"min_retention_hours": Param(168, type="number", minimum=168,
-                                         description="never below Delta's 7-day safety default")},
+    params={
+        "min_retention_hours": Param(168, type="number", minimum=168, description="never below Delta's 7-day safety default"),
+        "tables": Param(list(pt.LAKE_TABLES), type="array", items={"type": "string", "enum": list(pt.LAKE_TABLES)},
+                        description="lake tables to maintain"),
+    },
 )
 def maintenance():
     @task
     def optimize_vacuum() -> list:
-        return pt.optimize_and_vacuum(get_current_context()["params"]["min_retention_hours"])
+        params = get_current_context()["params"]
+        return pt.optimize_and_vacuum(params["min_retention_hours"], list(params["tables"]))
 
     optimize_vacuum()
 

@@ -374,7 +374,7 @@ def finetune_city(city_name: str, *, n_shot: int, run_key: str, zero_shot_metric
 # ----------------------------------------------------------------------------------------- maintenance
 
 
-def optimize_and_vacuum(min_retention_hours: float = 168.0) -> list[dict]:
+def optimize_and_vacuum(min_retention_hours: float = 168.0, tables: list[str] | None = None) -> list[dict]:
     """OPTIMIZE (compaction) then VACUUM every lake table, keeping every file of any table version a
     registered champion or challenger records (the retention stretches back past that version's commit)."""
     from delta.tables import DeltaTable
@@ -390,23 +390,36 @@ def optimize_and_vacuum(min_retention_hours: float = 168.0) -> list[dict]:
     # too (a backfilled run's data interval would understate how old the protected version is).
     now_ms = time.time() * 1000
     out = []
-    for name in LAKE_TABLES:
+    unknown = sorted(set(tables or ()) - set(LAKE_TABLES))
+    if unknown:
+        raise ValueError(f"unknown tables {unknown}; the lake has {list(LAKE_TABLES)}")
+    for name in tables or LAKE_TABLES:
         path = table_path(settings, name)
         if not table_exists(spark, path):
             continue
         dt = DeltaTable.forPath(spark, path)
         dt.optimize().executeCompaction()
-        retention = float(min_retention_hours)
         keep = protected.get(name)
+        commit_ms = None
         if keep is not None:
             row = dt.history().where(f"version = {keep}").select("timestamp").first()
-            if row is not None:
-                age_h = (now_ms - row[0].timestamp() * 1000) / 3_600_000
-                retention = max(retention, math.ceil(age_h) + 1)
+            commit_ms = row[0].timestamp() * 1000 if row is not None else None
+        retention = vacuum_retention_hours(min_retention_hours, commit_ms, now_ms)
         dt.vacuum(retention)
         out.append({"table": name, "protected_version": keep, "retention_hours": retention})
         log.info("%s: optimized; vacuumed with %.0f h retention (protects version %s)", name, retention, keep)
     return out
+
+
+def vacuum_retention_hours(min_hours: float, protected_commit_ms: float | None, now_ms: float) -> float:
+    """Hours of history VACUUM must keep: at least `min_hours`, and back past the protected version's commit.
+
+    A file of version v is removed by a later commit (timestamp >= v's); VACUUM deletes removed files
+    older than the retention, so a retention reaching before v's commit keeps every file of v."""
+    if protected_commit_ms is None:
+        return float(min_hours)
+    age_h = (now_ms - protected_commit_ms) / 3_600_000
+    return float(max(min_hours, math.ceil(age_h) + 1))
 
 
 # ----------------------------------------------------------------------------------------- DAG-level helpers (light)

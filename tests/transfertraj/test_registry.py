@@ -70,3 +70,13 @@ def test_run_records_lineage_params_and_plot(store):
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.artifact_location.startswith(settings.home.as_uri())
     assert registry.protected_versions(settings) == {}  # "generated" is not a Delta version number
+
+
+def test_models_list_command(store, capsys, monkeypatch):
+    from transfertraj.cli import main
+
+    settings, _, home = store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # --home decides the store
+    assert main(["--home", str(home), "models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "transfertraj-base" in out and "challenger,champion" in out

@@ -98,3 +98,14 @@ def test_mlflow_models_serve_answers_all_tasks(served_store, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_cli_predict_writes_answers(served_store, spark, tmp_path, monkeypatch):
+    from transfertraj.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    trips().to_csv(tmp_path / "trips.csv", index=False)
+    out = tmp_path / "out.csv"
+    assert main(["--home", str(served_store.home), "predict", "--model", "models:/transfertraj-base@champion",
+                 "--task", "odtte", "--input", str(tmp_path / "trips.csv"), "--output", str(out)]) == 0
+    assert list(pd.read_csv(out)["trip_id"]) == ["t0", "t1"]
