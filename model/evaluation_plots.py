@@ -231,7 +231,8 @@ def plot_routing(shares: dict, pair: str, labels: tuple[str, str], out: Path, n_
                 s, t = shares[(layer, kind, bucket)]
                 ax.bar(x - 0.2, s, 0.4, label=labels[0])
                 ax.bar(x + 0.2, t, 0.4, label=labels[1])
-                ax.set_title(f"layer {layer} {kind} {bucket} (JS {_js(s + 1e-12, t + 1e-12):.2f})", fontsize=7)
+                js = f"JS {_js(s, t):.2f}" if s.sum() and t.sum() else f"no {labels[0] if not s.sum() else labels[1]} tokens"
+                ax.set_title(f"layer {layer} {kind} {bucket} ({js})", fontsize=7)
             else:
                 ax.set_title(f"layer {layer} {kind} {bucket}: no tokens", fontsize=7)
             ax.set_xticks(x)

@@ -18,10 +18,13 @@ from tests.model.generated import generated_features
 
 @pytest.fixture(scope="module")
 def two_cities():
-    """GENERATED: 'porto' with context, 'beijing' without (same taxonomy and dims)."""
+    """GENERATED: 'porto' with context, 'beijing' without, 'sanfrancisco' lacking POI categories 1 and 3
+    (same taxonomy and dims)."""
     a = generated_features(50, seed=0, city="porto", min_points=10, max_points=24)
     b = generated_features(30, seed=1, city="beijing", min_points=10, max_points=24, context_missing=True)
-    return load_features(pd.concat([a, b], ignore_index=True), data_version=7)
+    c = generated_features(30, seed=2, city="sanfrancisco", min_points=10, max_points=24)
+    c["poi_missing"] = [[np.array([False, True, False, True, False])] * n for n in c["n_points"]]
+    return load_features(pd.concat([a, b, c], ignore_index=True), data_version=7)
 
 
 def test_subset_and_meridian_split(two_cities):
@@ -75,7 +78,7 @@ def test_baselines_in_the_harness_match_a_direct_computation(two_cities):
 def test_harness_runs_end_to_end_with_finite_metrics(two_cities, tmp_path):
     config = replace(
         SUITES["quick"], tasks=("tp", "tr8", "od"), transfer_tasks=("tr8",), ablations=("wo-TRIE",),
-        transfers=("west-east", "porto-beijing"), seeds=(0, 1), batch_size=16, few_shot_n=10, n_boot=200, plot_cases=2,
+        transfers=("west-east", "porto-sanfrancisco-shared"), seeds=(0, 1), batch_size=16, few_shot_n=10, n_boot=200, plot_cases=2,
     )
     res = run_suite(config, two_cities, tmp_path / "out", mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=tmp_path / "artifacts")
     results = res["results"]
@@ -87,12 +90,15 @@ def test_harness_runs_end_to_end_with_finite_metrics(two_cities, tmp_path):
     assert (we.loc[we["method"] == "few-shot", "n_shot"] == 10).all()
     full = results[(results["method"] == "full") & (results["metric"] == "rmse_m")]
     assert (full["n_seeds"] == 2).all()
+    sf = results[results["setting"] == "porto-sanfrancisco-shared"]
+    assert {"zero-shot", "few-shot", "in-domain", "lin-interp (time)"} <= set(sf["method"])
+    assert any("restricted to 2 of 4 categories" in n for n in res["suite"].notes)
     assert len(res["targets"]) and res["targets"]["ratio"].map(np.isfinite).all()
     assert ((res["ratios"]["ci_low"] <= res["ratios"]["ratio"]) & (res["ratios"]["ratio"] <= res["ratios"]["ci_high"])).all()
     out = tmp_path / "out"
     for name in ("results.md", "results.csv", "ratios.csv", "targets.csv", "eval_tr_vs_mu.png", "eval_cases_tp.png"):
         assert (out / name).exists(), name
-    assert any(p.name.startswith("eval_routing_") for p in out.iterdir())
+    assert len([p for p in out.iterdir() if p.name.startswith("eval_routing_")]) == 2
     assert not (out / "work").exists()
     assert "| porto in-domain | full |" in (out / "results.md").read_text()
     assert res["mlflow_run_id"] and (tmp_path / "artifacts").exists()
