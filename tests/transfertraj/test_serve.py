@@ -70,6 +70,7 @@ def test_mlflow_models_serve_answers_all_tasks(served_store, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": served_store.mlflow_tracking_uri, "TRANSFERTRAJ_HOME": str(served_store.home),
            "TRANSFERTRAJ_SPARK_MASTER": "local[1]", "TRANSFERTRAJ_DRIVER_MEMORY": "1g", "TRANSFERTRAJ_SHUFFLE_PARTITIONS": "1"}
     mlflow_bin = Path(sys.executable).parent / "mlflow"
+    env["PATH"] = f"{mlflow_bin.parent}{os.pathsep}{env.get('PATH', '')}"  # the server execs uvicorn from PATH
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
         [str(mlflow_bin), "models", "serve", "-m", "models:/transfertraj-base@champion", "--env-manager", "local",
