@@ -102,10 +102,11 @@ def load_dags() -> dict:
 def run_dag(dags: dict, dag_id: str, *, logical_date=None, conf: dict | None = None) -> str:
     """dag.test() one run; returns its final state."""
     t0 = time.time()
+    print(f"  {dag_id:28s} running ...", flush=True)
     run = dags[dag_id].test(logical_date=logical_date, run_conf=conf or {})
     state = str(getattr(run, "state", "unknown"))
     log.info("DAG %s: %s in %.0f s", dag_id, state, time.time() - t0)
-    print(f"  {dag_id:28s} {state:8s} {time.time() - t0:6.0f} s")
+    print(f"  {dag_id:28s} {state:8s} {time.time() - t0:6.0f} s", flush=True)
     return state
 
 

@@ -135,3 +135,33 @@ def test_vacuum_retention_reaches_back_past_protected_versions():
     assert vacuum_retention_hours(168, None, now) == 168
     assert vacuum_retention_hours(168, now - 10 * hour, now) == 168  # recent: the default already keeps it
     assert vacuum_retention_hours(168, now - 500.5 * hour, now) == 502  # 20 days old: keep 502 h of history
+
+
+def test_failure_alert_logs_and_posts_to_a_webhook(caplog, monkeypatch):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from types import SimpleNamespace
+
+    from transfertraj.pipeline_tasks import failure_alert
+
+    got = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    monkeypatch.setenv("TRANSFERTRAJ_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    ti = SimpleNamespace(dag_id="nightly_ingest_porto", task_id="ingest", run_id="r1")
+    with caplog.at_level("ERROR", logger="transfertraj.pipeline"):
+        failure_alert({"ti": ti, "exception": ValueError("quality gate: 40 % rejected")})
+    server.server_close()
+    assert "ALERT transfertraj task failed: nightly_ingest_porto.ingest run r1" in caplog.text
+    assert got and "nightly_ingest_porto.ingest failed" in got[0]["text"]
