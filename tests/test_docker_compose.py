@@ -212,3 +212,21 @@ def test_interpolation_follows_compose_rules():
     with pytest.raises(MissingVariable):
         interpolate("${EMPTY:?needed}", env)
     assert interpolate("${EMPTY?needed}", env) == ""
+
+
+def test_every_service_that_runs_project_code_uses_the_project_image(raw):
+    """Drivers and executors must share Python, Java and code: one image, built from ./Dockerfile."""
+    image = raw["services"]["spark-master"]["image"]
+    for name in ("spark-worker", "mlflow", "airflow-init", "airflow-worker", "airflow-worker-gpu") + tuple(AIRFLOW_COMPONENTS):
+        service = raw["services"][name]
+        assert service["image"] == image and service["build"]["dockerfile"] == "Dockerfile", name
+
+
+def test_dockerfile_installs_the_lock_and_prefetches_the_delta_jars():
+    text = REPO.joinpath("Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    assert "openjdk-17-jre-headless" in text
+    assert re.search(r"uv pip install .*-r /tmp/requirements\.txt", text)
+    assert "COPY requirements.txt" in text
+    assert "transfertraj spark-jars" in text
+    assert ".env" in REPO.joinpath(".dockerignore").read_text().splitlines()

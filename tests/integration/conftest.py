@@ -44,11 +44,11 @@ class Stack:
     spark: SparkCluster
     mlflow: MlflowServer
 
-    def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a command with the stack's environment; output goes to the test log and is returned."""
         started = time.monotonic()
-        proc = subprocess.run(list(args), env=self.env, cwd=self.run.root, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(list(args), env={**self.env, **(env or {})}, cwd=self.run.root, capture_output=True,
+                              text=True, timeout=timeout)
         print(f"$ {' '.join(args)}   [{time.monotonic() - started:.0f} s, rc {proc.returncode}]")
         print(proc.stdout[-4000:])
         if proc.returncode:
