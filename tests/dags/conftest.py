@@ -38,7 +38,7 @@ def tiny_city(name: str, raw: Path) -> dict:
     return data
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # env restored when tests/dags ends, not at session end
 def airflow_home(tmp_path_factory):
     """Data root + Airflow home + MLflow store for the DAG tests; yields the data root."""
     home = tmp_path_factory.mktemp("dags_home")
@@ -73,7 +73,7 @@ def airflow_home(tmp_path_factory):
             os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # env restored when tests/dags ends, not at session end
 def dagbag(airflow_home):
     from airflow.models.dagbag import DagBag
 
