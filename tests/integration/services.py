@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -223,3 +224,39 @@ class MlflowServer:
         wait_until(lambda: urllib.request.urlopen(f"{server.url}/health", timeout=5).status == 200,
                    "mlflow server", 180, proc.log)
         return server
+
+
+# ----------------------------------------------------------------------------------------------- Airflow
+
+
+@dataclass
+class AirflowServers:
+    """Airflow 3 as deployed: api-server (UI, REST and the execution API the task runners call),
+    scheduler (LocalExecutor here, Celery in docker-compose.yml) and dag-processor, on one metadata DB."""
+
+    api_url: str
+    env: dict[str, str]
+
+    @classmethod
+    def start(cls, run: RunFolder, env: dict[str, str]) -> "AirflowServers":
+        port = free_port()
+        env = {
+            **env,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            # One secret for every component: the scheduler signs the task runners' tokens, the api-server checks them.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(24),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(24),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+        }
+        airflow = str(VENV_BIN / "airflow")
+        api = run.start("airflow-api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port),
+                                               "--workers", "1"], env)
+        run.start("airflow-scheduler", [airflow, "scheduler"], env)
+        run.start("airflow-dag-processor", [airflow, "dag-processor"], env)
+        servers = cls(f"http://127.0.0.1:{port}", env)
+        wait_until(lambda: get_json(f"{servers.api_url}/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
+                   "Airflow api-server and scheduler", 300, api.log)
+        return servers
