@@ -132,3 +132,14 @@ def test_routing_by_density_measures_whether_the_same_context_picks_the_same_exp
     assert np.allclose(table["js"], 1.0)
     np.testing.assert_allclose(shares[(0, "poi", "high")][0], [0, 0, 0, 1])
     assert set(table["bucket"]) == {"low", "mid", "high"}
+
+
+def test_reference_check_flags_a_baseline_outside_the_tolerance():
+    from model.evaluation_suite import REFERENCE_BASELINES, reference_check
+
+    rows = [{"setting": "porto in-domain", "task": t, "method": m, "metric": k, "mean": v} for (t, m, k), v in REFERENCE_BASELINES.items()]
+    ok = reference_check(pd.DataFrame(rows), "porto in-domain")
+    assert len(ok) == len(REFERENCE_BASELINES) and ok["within"].all()
+    rows[0]["mean"] *= 1.5
+    bad = reference_check(pd.DataFrame(rows), "porto in-domain")
+    assert bad["within"].sum() == len(REFERENCE_BASELINES) - 1
