@@ -66,7 +66,7 @@ ONBOARD = {
         "files": {"raw_path": "geolife_sample.txt.gz"},
         "cleaning": {"gap_split_s": 120, "min_vehicle_speed_kmh": 15},
         "quality": {"max_rejected_share": 0.5, "min_trajectories": 0},
-        "max_dates": 3,
+        "max_dates": 12,  # GeoLife users rarely drive: the first dates hold only a few vehicle trips
     },
 }
 
