@@ -188,15 +188,15 @@ def metrics_lines(settings: Settings) -> list[str]:
 
     client = registry.configure(settings)
     keys = registry.GATE_METRICS
-    head = f"{'model':24s} {'ver':>3s} {'scored as':26s} " + " ".join(f"{k:>11s}" for k in keys)
+    head = f"{'model':30s} {'ver':>3s} {'scored as':26s} " + " ".join(f"{k:>11s}" for k in keys)
     out = [head, "-" * len(head)]
     for r in registry.list_models(settings):
         mv = client.get_model_version(r["name"], str(r["version"]))
         m = client.get_run(mv.run_id).data.metrics
         if any(f"zero_shot/{k}" in m for k in keys):
-            out.append(f"{r['name']:24s} {r['version']:>3d} {'zero-shot base champion':26s} "
+            out.append(f"{r['name']:30s} {r['version']:>3d} {'zero-shot base champion':26s} "
                        + " ".join(f"{m.get(f'zero_shot/{k}', math.nan):11.2f}" for k in keys))
         label = "few-shot fine-tuned" if r["name"] != registry.BASE_MODEL else "pretrained (Porto val)"
-        out.append(f"{r['name']:24s} {r['version']:>3d} {label:26s} " + " ".join(f"{r[k]:11.2f}" for k in keys))
+        out.append(f"{r['name']:30s} {r['version']:>3d} {label:26s} " + " ".join(f"{r[k]:11.2f}" for k in keys))
     out.append("tp/tr8: mean haversine error of the predicted points (m); od: mean travel-time error (min).")
     return out

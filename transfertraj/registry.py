@@ -366,11 +366,11 @@ def registry_lines(settings: Settings) -> list[str]:
     rows = list_models(settings)
     if not rows:
         return ["(no registered models)"]
-    head = f"{'model':24s} {'ver':>3s}  {'aliases':20s} {'gate':9s} {'data v':>6s} " + " ".join(f"{k:>11s}" for k in GATE_METRICS)
+    head = f"{'model':30s} {'ver':>3s}  {'aliases':20s} {'gate':9s} {'data v':>6s} " + " ".join(f"{k:>11s}" for k in GATE_METRICS)
     out = [head, "-" * len(head)]
     for r in rows:
         out.append(
-            f"{r['name']:24s} {r['version']:>3d}  {','.join(r['aliases']) or '-':20s} {r['gate'] or '-':9s} "
+            f"{r['name']:30s} {r['version']:>3d}  {','.join(r['aliases']) or '-':20s} {r['gate'] or '-':9s} "
             f"{r['features_version'] or '-':>6s} " + " ".join(f"{r[k]:11.2f}" for k in GATE_METRICS)
         )
     return out
