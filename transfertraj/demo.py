@@ -8,10 +8,9 @@
 3. `onboard_city` for the San Francisco sample as a new city (`sf_cabs`; the bundled config keeps its
    own name): config, context, ingestion, zero-shot score of the base champion, few-shot fine-tune,
    `transfertraj-sf_cabs` through the gate. `--onboard sanfrancisco beijing` adds the Beijing GeoLife
-   sample (`beijing_geolife`, no OSM) — not by default: its 217 k fixes hold 74 vehicle trajectories
-   over 74 delivery dates (the rest is walking), so a few delivery dates give too few trajectories to
-   fine-tune on (the DAG fails: "not enough trajectories"); Porto -> Beijing transfer is in the
-   evaluation suite instead;
+   sample (`beijing_geolife`, no OSM) — not by default: its 217 k fixes hold few vehicle trajectories
+   (the rest is walking), so it onboards over its first 12 delivery dates (3 gave 3 trajectories and the
+   fine-tune failed with "not enough trajectories"; 12 succeeded here, about 4 more minutes);
 4. `maintenance` (OPTIMIZE + VACUUM, protecting the versions the registered models record);
 then prints the registry (names, versions, aliases) and the validation metrics.
 
