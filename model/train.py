@@ -112,7 +112,8 @@ def load_checkpoint(path_or_state, map_location="cpu") -> dict:
 def load_model(path_or_state, map_location="cpu") -> tuple[TransferTraj, dict]:
     """Rebuild the model from a checkpoint alone: (model in eval mode, checkpoint dict)."""
     state = load_checkpoint(path_or_state, map_location)
-    model = TransferTraj(args=ModelArgs(**state["model_args"]))
+    # Checkpoints from before `spatial_residual` existed used the plain head.
+    model = TransferTraj(args=ModelArgs(**{"spatial_residual": False, **state["model_args"]}))
     model.load_state_dict(state["model"])
     return model.eval(), state
 

@@ -21,8 +21,25 @@ def make_batch(data, task="pretrain", rows=(0, 1, 2, 3), seed=0):
 
 
 def model_for(**over) -> TransferTraj:
+    """A tiny model whose spatial head is random, as after training (a residual head starts at zero
+    and would hide what the encoder reads)."""
     torch.manual_seed(0)
-    return TransferTraj(args=tiny_args(**over))
+    model = TransferTraj(args=tiny_args(**over))
+    torch.nn.init.normal_(model.head_spatial.weight, std=0.5)
+    return model
+
+
+def test_residual_head_starts_at_the_position_proxy(data):
+    batch, _ = make_batch(data, "tr8")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out, _ = TransferTraj(args=tiny_args()).eval()(batch)
+        plain, _ = TransferTraj(args=tiny_args(spatial_residual=False)).eval()(batch)
+    proxy = position_proxy(batch["xy"], batch["valid"] & ~batch["mask_s"])
+    hidden = batch["mask_s"] & batch["valid"]
+    assert hidden.any()
+    torch.testing.assert_close(out["xy"], proxy)  # hidden points: index interpolation of the kept ones
+    assert not torch.allclose(plain["xy"][hidden], proxy[hidden])
 
 
 def test_forward_backward_shapes(data):
@@ -211,7 +228,8 @@ def test_modality_ablations_build_and_run(data):
 
 def test_tiny_model_overfits_a_tiny_batch(data):
     batch, targets = make_batch(data, "pretrain", rows=tuple(range(8)))
-    model = model_for()
+    torch.manual_seed(0)
+    model = TransferTraj(args=tiny_args())  # as trained: the residual head starts at the proxy
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(150):
