@@ -33,11 +33,14 @@ import logging
 import math
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from transfertraj.settings import REPO_ROOT, Settings
+
+PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")  # models from code
 
 log = logging.getLogger("transfertraj.registry")
 
@@ -229,7 +232,6 @@ def log_and_register(
     import torch
 
     from model.loss_curves import plot_checkpoint
-    from transfertraj.serving import TransferTrajModel
 
     client = configure(settings)
     exp_id = experiment_id(settings, experiment)
@@ -261,14 +263,19 @@ def log_and_register(
         mlflow.log_artifact(str(plot), artifact_path="plots")
         spec_path = checkpoint.parent / "serving.json"
         spec_path.write_text(json.dumps(serving_spec(cities, settings, context_versions), indent=1, default=str))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=TransferTrajModel(),
-            artifacts={"checkpoint": str(checkpoint), "serving": str(spec_path)},
-            pip_requirements=pip_requirements(),
-            signature=signature(),
-            registered_model_name=model_name,
-        )
+        with warnings.catch_warnings():
+            # We pass an explicit signature. An input example would make log_model load the model
+            # and answer it at once (Spark and the city's context tables: minutes per registration);
+            # the served answer is tested in tests/test_serve.py instead.
+            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
+                artifacts={"checkpoint": str(checkpoint), "serving": str(spec_path)},
+                pip_requirements=pip_requirements(),
+                signature=signature(),
+                registered_model_name=model_name,
+            )
         version = str(info.registered_model_version)  # from log_model's result, never "the highest number"
         version_tags = {"features_version": str(features_version), **{k.removeprefix("data."): v for k, v in lineage.items()}}
         for k, v in version_tags.items():

@@ -23,7 +23,6 @@ what a registered model sees. Points the task hides (the TP future, the TR gaps,
 are placeholders the collate function zeroes: their values never reach the network.
 """
 
-from __future__ import annotations
 
 import json
 import logging
@@ -220,7 +219,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         return self._contexts[name]
 
     # -- inference -----------------------------------------------------------------------------
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from model.train import predict as model_predict
 
         params = dict(params or {})

@@ -70,6 +70,10 @@ def test_run_records_lineage_params_and_plot(store):
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.artifact_location.startswith(settings.home.as_uri())
     assert registry.protected_versions(settings) == {}  # "generated" is not a Delta version number
+    import mlflow.models
+
+    flavor = mlflow.models.get_model_info(f"models:/{registry.BASE_MODEL}/{mv.version}").flavors["python_function"]
+    assert flavor.get("model_code_path", "").endswith("pyfunc_model.py")  # models from code: nothing pickled
 
 
 def test_models_list_command(store, capsys, monkeypatch):

@@ -1,0 +1,9 @@
+"""The registered pyfunc, as MLflow "models from code": `log_model` copies this file into the model and
+runs it on load, so nothing is pickled (the model's code is the installed `transfertraj` package).
+"""
+
+import mlflow.models
+
+from transfertraj.serving import TransferTrajModel
+
+mlflow.models.set_model(TransferTrajModel())
