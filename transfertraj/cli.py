@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onboard", nargs="*", choices=["sanfrancisco", "beijing"], default=None,
                    help="bundled samples onboarded as new cities (default: sanfrancisco; beijing needs more delivery "
                         "dates than the demo lands, see transfertraj/demo.py)")
-    p.add_argument("--epochs", type=int, default=4, help="pretraining and fine-tuning epochs (tiny model)")
+    p.add_argument("--epochs", type=int, default=12, help="pretraining and fine-tuning epochs (tiny model; about 1-2 s each on Porto)")
     p.add_argument("--n-shot", type=int, default=64, help="few-shot trajectories per onboarded city")
     p.set_defaults(func=_cmd_demo)
 

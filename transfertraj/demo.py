@@ -137,7 +137,7 @@ def onboard_conf(key: str, settings: Settings, *, n_shot: int, epochs: int) -> d
     return {**spec, "n_shot": n_shot, "epochs": epochs, "replace": True}
 
 
-def run_demo(settings: Settings, *, onboard: list[str] | None = None, epochs: int = 4, n_shot: int = 64) -> int:
+def run_demo(settings: Settings, *, onboard: list[str] | None = None, epochs: int = 12, n_shot: int = 64) -> int:
     from jobs.land_sample import land_sample
     from transfertraj import registry
     from transfertraj.city_config import load_city
