@@ -12,14 +12,13 @@ DuckDB uses every core it sees (threads = CPU count) and spills to a temp folder
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.peer_cli import peer_main  # noqa: E402
 from transfertraj.city_config import load_city_file  # noqa: E402
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -209,17 +208,7 @@ def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "benc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", type=Path, help="delivery folder of Porto CSV files")
-    parser.add_argument("--out", type=Path, help="output folder for the Parquet files")
-    parser.add_argument("--city-file", type=Path, help="city YAML (bbox and cleaning thresholds)")
-    parser.add_argument("--date", default="2013-07-01")
-    args = parser.parse_args(argv)
-    if not (args.input and args.out and args.city_file):
-        print("bench/ingest_duckdb.py is a peer run by bench/ingest.py; run that (or pass --input --out --city-file)")
-        return 0
-    print(json.dumps(run(args.input, args.out, args.city_file, args.date)))
-    return 0
+    return peer_main(__doc__, "bench/ingest_duckdb.py", run, argv)
 
 
 if __name__ == "__main__":

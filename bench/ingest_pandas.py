@@ -20,7 +20,6 @@ rules run in this one process over all points sorted by (row, ts).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.peer_cli import peer_main  # noqa: E402
 from jobs.clean_points import REASONS, CleaningRules, clean_sorted, starts  # noqa: E402
 from transfertraj.city_config import load_city_file  # noqa: E402
 
@@ -181,17 +181,7 @@ def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "benc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", type=Path, help="delivery folder of Porto CSV files")
-    parser.add_argument("--out", type=Path, help="output folder for the Parquet files")
-    parser.add_argument("--city-file", type=Path, help="city YAML (bbox and cleaning thresholds)")
-    parser.add_argument("--date", default="2013-07-01")
-    args = parser.parse_args(argv)
-    if not (args.input and args.out and args.city_file):
-        print("bench/ingest_pandas.py is a peer run by bench/ingest.py; run that (or pass --input --out --city-file)")
-        return 0
-    print(json.dumps(run(args.input, args.out, args.city_file, args.date)))
-    return 0
+    return peer_main(__doc__, "bench/ingest_pandas.py", run, argv)
 
 
 if __name__ == "__main__":
