@@ -665,9 +665,38 @@ def _parse_args(args) -> SuiteConfig:
     for name in ("variants", "tasks", "transfer_tasks"):
         if getattr(args, name):
             over[name] = tuple(getattr(args, name))
-    if args.tiny:
-        over["model"] = TINY_MODEL
+    model = dict(TINY_MODEL if args.tiny else config.model)
+    for item in args.model_arg or []:
+        model.update(parse_model_arg(item))
+    if args.tiny or args.model_arg:
+        over["model"] = model
     return replace(config, **over)
+
+
+def parse_model_arg(item: str) -> dict:
+    """"aux_loss_weight=0.1" -> {"aux_loss_weight": 0.1}, typed by the ModelArgs field; a clear error otherwise."""
+    from dataclasses import fields
+
+    from model.transfertraj import ModelArgs
+
+    known = {f.name: f for f in fields(ModelArgs)}
+    key, sep, raw = item.partition("=")
+    if not sep or key not in known or key in ("poi_dim", "road_dim"):
+        raise SystemExit(f"--model-arg {item!r}: expected NAME=VALUE with NAME one of "
+                         f"{', '.join(k for k in known if k not in ('poi_dim', 'road_dim'))}")
+    default = getattr(ModelArgs(), key)
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            value = raw.lower() in ("true", "1")
+        elif isinstance(default, tuple):
+            value = tuple(float(v) for v in raw.split(","))
+        else:
+            value = type(default)(raw)
+    except ValueError:
+        raise SystemExit(f"--model-arg {item!r}: {raw!r} is not a valid {type(default).__name__}") from None
+    return {key: value}
 
 
 def cmd_evaluate(args, settings) -> int:
@@ -715,6 +744,8 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="in-domain tasks")
     p.add_argument("--transfer-tasks", nargs="+", choices=list(TASKS), help="tasks the transfers fine-tune and score")
     p.add_argument("--tiny", action="store_true", help="the quick suite's tiny model (for CPU runs of the full protocol)")
+    p.add_argument("--model-arg", action="append", metavar="NAME=VALUE",
+                   help="override one ModelArgs field for every model of the run (repeatable), e.g. aux_loss_weight=0.1")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-mlflow", action="store_true")

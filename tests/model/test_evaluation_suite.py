@@ -143,3 +143,14 @@ def test_reference_check_flags_a_baseline_outside_the_tolerance():
     rows[0]["mean"] *= 1.5
     bad = reference_check(pd.DataFrame(rows), "porto in-domain")
     assert bad["within"].sum() == len(REFERENCE_BASELINES) - 1
+
+
+def test_model_arg_is_typed_by_the_model_field_and_refuses_unknown_names():
+    from model.evaluation_suite import parse_model_arg
+
+    assert parse_model_arg("aux_loss_weight=0.1") == {"aux_loss_weight": 0.1}
+    assert parse_model_arg("n_experts=8") == {"n_experts": 8}
+    assert parse_model_arg("use_moe=false") == {"use_moe": False}
+    for bad in ("aux_loss_weight", "no_such_field=1", "n_experts=eight", "use_moe=maybe", "poi_dim=3"):
+        with pytest.raises(SystemExit, match="--model-arg"):
+            parse_model_arg(bad)
