@@ -8,6 +8,10 @@ A trajectory is a padded sequence of points; every point carries four modalities
 four temporal numbers, POI density, road density). Masked values arrive zeroed from the collate
 function and are replaced here by learned mask embeddings, so a masked value can never leak.
 Shapes: B trajectories, L points (padded), d = args.d_model, H heads, C experts, k active experts.
+
+One deviation from the paper (docs/evaluation.md measures it): the spatial head predicts an offset from
+each point's position proxy (its coordinates when observed, else the index interpolation between the
+observed neighbours) and starts at zero; `spatial_residual=False` is the paper's plain linear head.
 """
 
 from __future__ import annotations
