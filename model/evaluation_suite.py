@@ -675,16 +675,13 @@ def _parse_args(args) -> SuiteConfig:
 
 def parse_model_arg(item: str) -> dict:
     """"aux_loss_weight=0.1" -> {"aux_loss_weight": 0.1}, typed by the ModelArgs field; a clear error otherwise."""
-    from dataclasses import fields
-
     from model.transfertraj import ModelArgs
 
-    known = {f.name: f for f in fields(ModelArgs)}
+    defaults = {k: v for k, v in ModelArgs().to_dict().items() if k not in ("poi_dim", "road_dim")}  # dims come from the data
     key, sep, raw = item.partition("=")
-    if not sep or key not in known or key in ("poi_dim", "road_dim"):
-        raise SystemExit(f"--model-arg {item!r}: expected NAME=VALUE with NAME one of "
-                         f"{', '.join(k for k in known if k not in ('poi_dim', 'road_dim'))}")
-    default = getattr(ModelArgs(), key)
+    if not sep or key not in defaults:
+        raise SystemExit(f"--model-arg {item!r}: expected NAME=VALUE with NAME one of {', '.join(defaults)}")
+    default = defaults[key]
     try:
         if isinstance(default, bool):
             if raw.lower() not in ("true", "false", "1", "0"):

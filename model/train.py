@@ -106,14 +106,14 @@ def load_checkpoint(path_or_state, map_location="cpu") -> dict:
     state = torch.load(Path(path_or_state), map_location=map_location, weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path_or_state} is not a TransferTraj checkpoint")
+    state["model_args"].setdefault("spatial_residual", False)  # written before the residual head existed
     return state
 
 
 def load_model(path_or_state, map_location="cpu") -> tuple[TransferTraj, dict]:
     """Rebuild the model from a checkpoint alone: (model in eval mode, checkpoint dict)."""
     state = load_checkpoint(path_or_state, map_location)
-    # Checkpoints from before `spatial_residual` existed used the plain head.
-    model = TransferTraj(args=ModelArgs(**{"spatial_residual": False, **state["model_args"]}))
+    model = TransferTraj(args=ModelArgs(**state["model_args"]))
     model.load_state_dict(state["model"])
     return model.eval(), state
 

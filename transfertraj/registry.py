@@ -229,15 +229,15 @@ def log_and_register(
     """One MLflow run for a finished training: params, metrics by epoch, validation metrics, lineage,
     the loss plot, the pyfunc model registered under `model_name`; then the gate."""
     import mlflow
-    import torch
 
     from model.loss_curves import plot_checkpoint
+    from model.train import load_checkpoint
 
     client = configure(settings)
     exp_id = experiment_id(settings, experiment)
     checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint.parent / "last.pt" if (checkpoint.parent / "last.pt").exists() else checkpoint,
-                       map_location="cpu", weights_only=True)
+    with_history = checkpoint.parent / "last.pt" if (checkpoint.parent / "last.pt").exists() else checkpoint
+    state = load_checkpoint(with_history)
     metrics = validation_metrics(checkpoint, features, features_version)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         mlflow.log_params({**_flat("train.", state["train_config"]), **_flat("model.", state["model_args"])})
@@ -258,8 +258,7 @@ def log_and_register(
             **lineage,
             **(extra_tags or {}),
         })
-        plot = plot_checkpoint(checkpoint.parent / "last.pt" if (checkpoint.parent / "last.pt").exists() else checkpoint,
-                               checkpoint.parent / "loss_curves.png")
+        plot = plot_checkpoint(with_history, checkpoint.parent / "loss_curves.png")
         mlflow.log_artifact(str(plot), artifact_path="plots")
         spec_path = checkpoint.parent / "serving.json"
         spec_path.write_text(json.dumps(serving_spec(cities, settings, context_versions), indent=1, default=str))
