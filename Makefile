@@ -1,13 +1,12 @@
 # The README's two commands are `make demo` and `make test`; each installs what it needs first
-# (scripts/bootstrap.sh: a cached venv keyed by requirements.txt) and can be run again safely.
+# (scripts/bootstrap.sh: ./.venv for this checkout, on top of a cached base keyed by requirements.txt)
+# and can be run again safely.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # The demo and the tests keep their data under ./var unless TRANSFERTRAJ_HOME says otherwise.
 export TRANSFERTRAJ_HOME ?= $(CURDIR)/var
-# The cached venv is shared by every checkout on the machine; its editable install points at the last
-# checkout bootstrapped. PYTHONPATH makes this checkout's code win for everything make starts.
-export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
 VENV_BIN = $(CURDIR)/.venv/bin
 
 .PHONY: help venv demo test integration bench lock clean
@@ -15,13 +14,14 @@ VENV_BIN = $(CURDIR)/.venv/bin
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-venv:  ## create or reuse the pinned environment (.venv -> cache)
+venv:  ## create or reuse the pinned environment (./.venv, on a cached base)
 	@bash scripts/bootstrap.sh >/dev/null
 
 demo: venv  ## run the pipeline end to end on the bundled real sample
 	$(VENV_BIN)/transfertraj demo
 
-test: venv  ## run the test suite (what CI runs)
+test: venv  ## lint and format check (ruff), then the test suite (what CI runs)
+	$(VENV_BIN)/ruff check . && $(VENV_BIN)/ruff format --check .
 	$(VENV_BIN)/python -m pytest -q
 
 integration: venv  ## the pipeline against real servers on localhost: Spark standalone, MLflow and Airflow on PostgreSQL

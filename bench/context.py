@@ -48,7 +48,7 @@ def _real_porto_xy(crs: str) -> np.ndarray:
 
 
 def _covered(ctx, xy: np.ndarray) -> np.ndarray:
-    from jobs.context_density import _interp
+    from transfertraj.jobs.context_density import _interp
 
     _, _, _, road_ok, poi_ok = _interp(ctx.lattice, xy[:, 0], xy[:, 1])
     return road_ok & poi_ok
@@ -120,11 +120,11 @@ def child(points: str, home: str) -> None:
     """One measured Spark run: load the context, then time the join over all points into a noop sink."""
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
-    from jobs.context_density import add_loaded_context, load_context
-    from jobs.context_tables import read_context
-    from jobs.spark_session import get_spark
-    from transfertraj.city_config import load_city
-    from transfertraj.settings import Settings
+    from transfertraj.core.city_config import load_city
+    from transfertraj.core.settings import Settings
+    from transfertraj.jobs.context_density import add_loaded_context, load_context
+    from transfertraj.jobs.context_tables import read_context
+    from transfertraj.jobs.spark_session import get_spark
 
     settings = Settings.load(home=home)
     spark = get_spark("bench-context", settings)
@@ -171,12 +171,12 @@ def main() -> int:
         child(*args.child)
         return 0
 
-    from jobs.context_density import load_context
-    from jobs.context_tables import build_context_tables, read_context
-    from jobs.osm_context import read_osm_context
-    from jobs.spark_session import get_spark
-    from transfertraj.city_config import load_city
-    from transfertraj.settings import Settings
+    from transfertraj.core.city_config import load_city
+    from transfertraj.core.settings import Settings
+    from transfertraj.jobs.context_density import load_context
+    from transfertraj.jobs.context_tables import build_context_tables, read_context
+    from transfertraj.jobs.osm_context import read_osm_context
+    from transfertraj.jobs.spark_session import get_spark
 
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
@@ -196,24 +196,34 @@ def main() -> int:
     spark.stop()
 
     # the share of real sample points with non-empty context (all 60 k points, numpy path)
-    from jobs.context_density import context_vectors
-    from jobs.context_taxonomy import N_POI, ROAD_CLASSES
     from scipy.spatial import cKDTree
+
+    from transfertraj.jobs.context_density import context_vectors
+    from transfertraj.jobs.context_taxonomy import N_POI, ROAD_CLASSES
 
     real = _real_porto_xy(city.crs)
     poi, poi_missing, road, road_missing = context_vectors(
-        real, ctx.lattice, cKDTree(ctx.poi_xy), ctx.poi_category, phi_m=city.phi_m,
+        real,
+        ctx.lattice,
+        cKDTree(ctx.poi_xy),
+        ctx.poi_category,
+        phi_m=city.phi_m,
         category_missing=[False] * N_POI,
     )
     k = len(ROAD_CLASSES)
     road_ok = ~road_missing & (np.nan_to_num(road[:, :k]).sum(1) > 0)
     poi_ok = ~poi_missing[:, -1] & (np.nan_to_num(poi[:, -1]) > 0)
-    print(f"real Porto sample points: {len(real):,}; non-empty road context {road_ok.mean():.1%}, "
-          f"non-empty POI context {poi_ok.mean():.1%}, both {(road_ok & poi_ok).mean():.1%}; "
-          f"outside the extract's coverage: road {road_missing.mean():.1%}, POI {poi_missing[:, -1].mean():.1%}")
+    print(
+        f"real Porto sample points: {len(real):,}; non-empty road context {road_ok.mean():.1%}, "
+        f"non-empty POI context {poi_ok.mean():.1%}, both {(road_ok & poi_ok).mean():.1%}; "
+        f"outside the extract's coverage: road {road_missing.mean():.1%}, POI {poi_missing[:, -1].mean():.1%}"
+    )
 
-    sizes = [100_000] if args.quick else [int(float(s[:-1]) * 1e6) if s.endswith("M") else int(s)
-                                          for s in args.sizes.split(",")]
+    sizes = (
+        [100_000]
+        if args.quick
+        else [int(float(s[:-1]) * 1e6) if s.endswith("M") else int(s) for s in args.sizes.split(",")]
+    )
     work = settings.home / "bench" / "context"
     osm = read_osm_context(city, settings)
     sub = real[_covered(ctx, real)]
@@ -227,8 +237,10 @@ def main() -> int:
         rate = n / result["join_s"]
         rows.append((n, result["join_s"], result["load_s"], rate, peak, rate / brute))
     print()
-    print(f"context join, GENERATED Porto points (real points replicated + {JITTER_M:g} m jitter, inside the "
-          f"extract), phi {city.phi_m:g} m, {os.cpu_count()} cores")
+    print(
+        f"context join, GENERATED Porto points (real points replicated + {JITTER_M:g} m jitter, inside the "
+        f"extract), phi {city.phi_m:g} m, {os.cpu_count()} cores"
+    )
     print(f"{'points':>12} {'join s':>8} {'load s':>8} {'points/s':>12} {'peak MB':>9} {'x brute':>9}")
     for n, join_s, load_s, rate, peak, ratio in rows:
         print(f"{n:>12,} {join_s:>8.2f} {load_s:>8.2f} {rate:>12,.0f} {peak:>9,.0f} {ratio:>9,.0f}")

@@ -41,8 +41,8 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from datetime import date as Date
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +64,7 @@ def human(n: int) -> str:
 
 
 # ---- measuring a child process tree ---------------------------------------------------------------
+
 
 def _tree(pid: int) -> list[int]:
     """pid and all its descendants, from /proc (children files of every thread)."""
@@ -120,8 +121,9 @@ def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Pa
     """Run cmd as a child, sample its tree's memory; the child's last stdout line is its JSON result."""
     t0 = time.perf_counter()
     with open(log_path, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO, start_new_session=True
+        )
         mon = TreeMemory(proc.pid)
         mon.start()
         try:
@@ -129,7 +131,7 @@ def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Pa
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)  # the child's own process group: the JVM goes with it
             out, _ = proc.communicate()
-            out += '\n{"error": "timeout after %d s"}' % timeout
+            out += f'\n{{"error": "timeout after {timeout} s"}}'
         finally:
             mon.stop()
     wall = time.perf_counter() - t0
@@ -137,21 +139,23 @@ def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Pa
     result = json.loads(lines[-1]) if lines else {"error": f"no result (exit {proc.returncode}); see {log_path}"}
     if proc.returncode and "error" not in result:
         result["error"] = f"exit {proc.returncode}; see {log_path}"
-    result.update(seconds=wall, peak_mb=mon.peak_pss_kb / 1024, peak_rss_sum_mb=mon.peak_rss_kb / 1024,
-                  processes=mon.max_procs)
+    result.update(
+        seconds=wall, peak_mb=mon.peak_pss_kb / 1024, peak_rss_sum_mb=mon.peak_rss_kb / 1024, processes=mon.max_procs
+    )
     return result
 
 
 # ---- the Spark child --------------------------------------------------------------------------------
+
 
 def spark_child(args) -> int:
     """Runs in the child: start Spark, ingest one date (or only start, with --startup-only)."""
     import logging
 
     t_start = time.perf_counter()
-    from jobs.spark_session import get_spark
-    from transfertraj.city_config import load_city
-    from transfertraj.settings import Settings
+    from transfertraj.core.city_config import load_city
+    from transfertraj.core.settings import Settings
+    from transfertraj.jobs.spark_session import get_spark
 
     marks: list[tuple[float, str]] = []
 
@@ -168,14 +172,19 @@ def spark_child(args) -> int:
     t_up = time.perf_counter()
     result = {"startup_s": t_up - t_start, "spark": spark.version}
     if not args.startup_only:
-        from jobs.ingest import ingest_date
+        from transfertraj.jobs.ingest import ingest_date
 
         report = ingest_date(spark, load_city(args.city, settings), args.date, settings)
         t_end = time.perf_counter()
         result.update(
-            work_s=t_end - t_up, rows_read=report.rows_read, rows_rejected=report.rows_rejected,
-            points_read=report.points_read, points_kept=report.points_kept, points_dropped=report.points_dropped,
-            points_dropped_by_reason=report.points_dropped_by_reason, trajectories_out=report.trajectories_out,
+            work_s=t_end - t_up,
+            rows_read=report.rows_read,
+            rows_rejected=report.rows_rejected,
+            points_read=report.points_read,
+            points_kept=report.points_kept,
+            points_dropped=report.points_dropped,
+            points_dropped_by_reason=report.points_dropped_by_reason,
+            trajectories_out=report.trajectories_out,
             marks=[(round(t - t_up, 2), m) for t, m in marks],
         )
     spark.stop()
@@ -185,16 +194,28 @@ def spark_child(args) -> int:
 
 # ---- the driver -------------------------------------------------------------------------------------
 
-def child_cmd(engine: str, *, delivery: Path, out: Path, city_file: Path, date: str, work: Path,
-              startup_only: bool = False) -> list[str]:
+
+def child_cmd(
+    engine: str, *, delivery: Path, out: Path, city_file: Path, date: str, work: Path, startup_only: bool = False
+) -> list[str]:
     py = sys.executable
     if engine == "spark":
-        cmd = [py, str(Path(__file__).resolve()), "--child-spark", "--home", str(work / "home"),
-               "--cities", str(city_file.parent), "--city", city_file.stem, "--date", date]
+        cmd = [
+            py,
+            str(Path(__file__).resolve()),
+            "--child-spark",
+            "--home",
+            str(work / "home"),
+            "--cities",
+            str(city_file.parent),
+            "--city",
+            city_file.stem,
+            "--date",
+            date,
+        ]
         return cmd + (["--startup-only"] if startup_only else [])
     script = REPO / "bench" / f"ingest_{engine}.py"
-    return [py, str(script), "--input", str(delivery), "--out", str(out), "--city-file", str(city_file),
-            "--date", date]
+    return [py, str(script), "--input", str(delivery), "--out", str(out), "--city-file", str(city_file), "--date", date]
 
 
 def summarise_event_log(folder: Path, top: int = 12) -> list[str]:
@@ -245,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_spark:
         return spark_child(args)
 
-    from jobs.generate_scale_data import MARKER, generate, generated_city_config
-    from transfertraj.city_config import load_city
-    from transfertraj.settings import Settings
+    from transfertraj.core.city_config import load_city
+    from transfertraj.core.settings import Settings
+    from transfertraj.jobs.generate_scale_data import MARKER, generate, generated_city_config
 
     settings = Settings.load()
     work = (args.work or settings.home / "bench" / "ingest").resolve()
@@ -259,18 +280,21 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import duckdb  # noqa: F401
         except ImportError:
-            parser.error("DuckDB is missing: .venv/bin/uv pip install --python .venv/bin/python -r requirements-bench.txt")
+            parser.error(
+                "DuckDB is missing: .venv/bin/uv pip install --python .venv/bin/python -r requirements-bench.txt"
+            )
     sizes = [200_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
     porto = load_city("porto", settings)
     city_file = generated_city_config(porto, work / "cities")
-    env = dict(os.environ, TRANSFERTRAJ_SPARK_UI="false", TRANSFERTRAJ_SPARK_LOG_LEVEL="ERROR",
-               PYTHONUNBUFFERED="1")
+    env = dict(os.environ, TRANSFERTRAJ_SPARK_UI="false", TRANSFERTRAJ_SPARK_LOG_LEVEL="ERROR", PYTHONUNBUFFERED="1")
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     cores = os.cpu_count()
-    conditions = (f"{platform.node()}: {cores} CPU(s), load average {os.getloadavg()[0]:.1f} at start, "
-                  f"Python {platform.python_version()}, driver memory {settings.driver_memory}, "
-                  f"shuffle partitions {settings.shuffle_partitions}. {args.note}").strip()
+    conditions = (
+        f"{platform.node()}: {cores} CPU(s), load average {os.getloadavg()[0]:.1f} at start, "
+        f"Python {platform.python_version()}, driver memory {settings.driver_memory}, "
+        f"shuffle partitions {settings.shuffle_partitions}. {args.note}"
+    ).strip()
     print(f"GENERATED data (jobs/generate_scale_data.py, see {MARKER} in each delivery); work folder {work}")
     print(conditions, flush=True)
 
@@ -278,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         day = (FIRST_DATE + timedelta(days=index)).isoformat()
         folder = work / "home" / "landing" / city_file.stem / day
         marker = folder / MARKER
-        if not (marker.exists() and f"points: {points}\n" in marker.read_text() and f"seed: {args.seed}\n" in marker.read_text()):
+        if not (
+            marker.exists()
+            and f"points: {points}\n" in marker.read_text()
+            and f"seed: {args.seed}\n" in marker.read_text()
+        ):
             t = time.perf_counter()
             generate(city=porto, out=folder, points=points, seed=args.seed, date=day)
             print(f"generated {human(points)} points in {time.perf_counter() - t:.1f} s -> {folder}", flush=True)
@@ -286,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(engine: str, points: int, folder: Path, day: str, tag: str, startup_only: bool = False) -> dict:
         out = work / "out" / engine / tag
-        cmd = child_cmd(engine, delivery=folder, out=out, city_file=city_file, date=day, work=work,
-                        startup_only=startup_only)
+        cmd = child_cmd(
+            engine, delivery=folder, out=out, city_file=city_file, date=day, work=work, startup_only=startup_only
+        )
         run_env = dict(env)
         if args.profile and engine == "spark":
             log_dir = work / "eventlog" / tag
@@ -336,8 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["", "Spark jobs by call site (--profile):", "```", *prof, "```"]
     spark_marks = [r for r in results if r["engine"] == "spark" and r.get("marks")]
     for r in spark_marks:
-        extra += ["", f"Spark {human(r['size'])}: log marks (s after the session was up):", "```",
-                  *(f"{t:8.1f}  {m}" for t, m in r["marks"]), "```"]
+        extra += [
+            "",
+            f"Spark {human(r['size'])}: log marks (s after the session was up):",
+            "```",
+            *(f"{t:8.1f}  {m}" for t, m in r["marks"]),
+            "```",
+        ]
     base.with_suffix(".md").write_text(md + "\n".join(extra) + "\n")
     print(f"\nresults: {base.with_suffix('.csv')} and {base.with_suffix('.md')}")
     return 1 if any(r.get("error") for r in results) else 0
@@ -350,26 +384,40 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
         pps = r["size"] / r["seconds"] if not r.get("error") else None
         work = r.get("work_s")
         row = {
-            "size": r["size"], "engine": r["engine"], "seconds": round(r["seconds"], 2),
+            "size": r["size"],
+            "engine": r["engine"],
+            "seconds": round(r["seconds"], 2),
             "work_s": round(work, 2) if work else None,
             "points_per_s": round(pps) if pps else None,
             "points_per_s_work": round(r["size"] / work) if work else None,
-            "peak_mb": round(r["peak_mb"]), "peak_rss_sum_mb": round(r["peak_rss_sum_mb"]),
+            "peak_mb": round(r["peak_mb"]),
+            "peak_rss_sum_mb": round(r["peak_rss_sum_mb"]),
             "processes": r["processes"],
         }
         for peer in ("pandas", "duckdb"):
             p = peers.get(peer)
             row[f"vs_{peer}"] = round(p["seconds"] / r["seconds"], 2) if p and pps else None
-        row.update(points_kept=r.get("points_kept"), trajectories=r.get("trajectories_out"),
-                   error=r.get("error", ""))
+        row.update(points_kept=r.get("points_kept"), trajectories=r.get("trajectories_out"), error=r.get("error", ""))
         rows.append(row)
     for key, r in startup.items():
-        rows.append({"size": r["size"], "engine": key if key.endswith("start") else f"{key} (tiny)",
-                     "seconds": round(r["seconds"], 2), "work_s": round(r["work_s"], 2) if r.get("work_s") else None,
-                     "points_per_s": None, "points_per_s_work": None, "peak_mb": round(r["peak_mb"]),
-                     "peak_rss_sum_mb": round(r["peak_rss_sum_mb"]), "processes": r["processes"],
-                     "vs_pandas": None, "vs_duckdb": None, "points_kept": r.get("points_kept"),
-                     "trajectories": r.get("trajectories_out"), "error": r.get("error", "")})
+        rows.append(
+            {
+                "size": r["size"],
+                "engine": key if key.endswith("start") else f"{key} (tiny)",
+                "seconds": round(r["seconds"], 2),
+                "work_s": round(r["work_s"], 2) if r.get("work_s") else None,
+                "points_per_s": None,
+                "points_per_s_work": None,
+                "peak_mb": round(r["peak_mb"]),
+                "peak_rss_sum_mb": round(r["peak_rss_sum_mb"]),
+                "processes": r["processes"],
+                "vs_pandas": None,
+                "vs_duckdb": None,
+                "points_kept": r.get("points_kept"),
+                "trajectories": r.get("trajectories_out"),
+                "error": r.get("error", ""),
+            }
+        )
     return rows
 
 
@@ -402,8 +450,10 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
     ]
     if "spark-start" in startup:
         s = startup["spark-start"]
-        out.append(f"Fixed cost of Spark: {s['seconds']:.1f} s for a process that only starts the session "
-                   f"(JVM + Delta jars from the Ivy cache: {s.get('startup_s', 0):.1f} s inside it) and stops.")
+        out.append(
+            f"Fixed cost of Spark: {s['seconds']:.1f} s for a process that only starts the session "
+            f"(JVM + Delta jars from the Ivy cache: {s.get('startup_s', 0):.1f} s inside it) and stops."
+        )
     return "\n".join(out) + "\n"
 
 
@@ -411,8 +461,11 @@ def agreement(results: list[dict]) -> list[str]:
     """The engines must keep the same points and trajectories from the same input."""
     lines = []
     for size in sorted({r["size"] for r in results}):
-        got = {r["engine"]: (r.get("points_kept"), r.get("trajectories_out")) for r in results
-               if r["size"] == size and not r.get("error")}
+        got = {
+            r["engine"]: (r.get("points_kept"), r.get("trajectories_out"))
+            for r in results
+            if r["size"] == size and not r.get("error")
+        }
         if len(set(got.values())) > 1:
             lines.append(f"DISAGREEMENT at {human(size)}: (kept points, trajectories) {got}")
         elif got:

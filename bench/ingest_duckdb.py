@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.peer_cli import peer_main  # noqa: E402
-from transfertraj.city_config import load_city_file  # noqa: E402
+from transfertraj.core.city_config import load_city_file  # noqa: E402
+from transfertraj.core.geo import EARTH_RADIUS_M  # the same sphere as the pipeline
 
-EARTH_RADIUS_M = 6_371_008.8
 FIX_INTERVAL_S = 15
 MIN_EPOCH_S, MAX_EPOCH_S = 631_152_000, 4_102_444_800
 STREAM = "(PARTITION BY row_id ORDER BY ts, point_idx)"  # stream = row (one Porto trip as recorded)
@@ -39,18 +39,26 @@ def statements(files: list[Path], out: Path, city, date: str, key: str) -> list[
     hav = "hav({0}, {1}, {2}, {3})".format
     cols = "TRIP_ID, CALL_TYPE, ORIGIN_CALL, ORIGIN_STAND, TAXI_ID, TIMESTAMP, DAY_TYPE, MISSING_DATA, POLYLINE"
     return [
-        ("setup", f"""
+        (
+            "setup",
+            f"""
 CREATE MACRO hav(lon1, lat1, lon2, lat2) AS 2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
     sin(radians(lat2 - lat1) / 2) ^ 2 + cos(radians(lat1)) * cos(radians(lat2)) * sin(radians(lon2 - lon1) / 2) ^ 2)));
 CREATE TEMP TABLE rejects (source_file VARCHAR, row_id BIGINT, point_idx INTEGER, reason VARCHAR,
-                           ts BIGINT, lon DOUBLE, lat DOUBLE);"""),
-        ("read+bronze", f"""
+                           ts BIGINT, lon DOUBLE, lat DOUBLE);""",
+        ),
+        (
+            "read+bronze",
+            f"""
 CREATE TEMP TABLE raw AS
 SELECT row_number() OVER () - 1 AS row_id, parse_filename(filename) AS source_file, * EXCLUDE (filename)
 FROM read_csv({file_list}, header = true, all_varchar = true, filename = true, quote = '"', escape = '"',
               columns = {{{", ".join(f"'{n}': 'VARCHAR'" for n in cols.split(", "))}}});
-COPY raw TO {_q(out / "bronze.parquet")} (FORMAT parquet);"""),
-        ("parse+explode", f"""
+COPY raw TO {_q(out / "bronze.parquet")} (FORMAT parquet);""",
+        ),
+        (
+            "parse+explode",
+            f"""
 CREATE TEMP TABLE verdict AS
 WITH v AS (
     SELECT row_id, source_file, TAXI_ID, POLYLINE,
@@ -72,8 +80,11 @@ CREATE TEMP TABLE p0 AS
 SELECT row_id, source_file, vehicle_id, CAST(idx AS INTEGER) AS point_idx, ts0 + idx * {FIX_INTERVAL_S} AS ts,
        p[1] AS lon, p[2] AS lat
 FROM (SELECT row_id, source_file, vehicle_id, ts0, unnest(poly) AS p, unnest(range(len(poly))) AS idx
-      FROM verdict WHERE reason IS NULL);"""),
-        ("clean", f"""
+      FROM verdict WHERE reason IS NULL);""",
+        ),
+        (
+            "clean",
+            f"""
 CREATE TEMP TABLE s1 AS
 SELECT *, CASE
     WHEN lon IS NULL OR lat IS NULL OR isnan(lon) OR isnan(lat) OR abs(lon) > 180 OR abs(lat) > 90
@@ -153,8 +164,11 @@ SELECT source_file, row_id, vehicle_id, point_idx, ts, lon, lat, seg, sub, chunk
             WHEN {c.min_vehicle_speed_kmh} > 0 AND speed_kmh < {c.min_vehicle_speed_kmh} THEN 'not_vehicle'
             END AS reason
 FROM y;
-INSERT INTO rejects SELECT source_file, row_id, point_idx, reason, ts, lon, lat FROM s5 WHERE reason IS NOT NULL;"""),
-        ("build+write", f"""
+INSERT INTO rejects SELECT source_file, row_id, point_idx, reason, ts, lon, lat FROM s5 WHERE reason IS NOT NULL;""",
+        ),
+        (
+            "build+write",
+            f"""
 CREATE TEMP TABLE silver AS
 WITH t AS (
     SELECT row_id, seg, sub, chunk, list(ts ORDER BY ts) AS ts, list(lon ORDER BY ts) AS lon,
@@ -168,7 +182,8 @@ SELECT substr(sha256('{city.name}|' || row_id || '|' || ts[1]), 1, 24) AS trip_i
        '{city.name}' AS city, '{date}' AS date
 FROM t;
 COPY silver TO {_q(out / "silver.parquet")} (FORMAT parquet);
-COPY rejects TO {_q(out / "rejects.parquet")} (FORMAT parquet);"""),
+COPY rejects TO {_q(out / "rejects.parquet")} (FORMAT parquet);""",
+        ),
     ]
 
 
@@ -188,8 +203,11 @@ def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "benc
         con.execute(sql)
         stage_s[stage] = stage_s.get(stage, 0.0) + time.perf_counter() - t
     one = lambda q: con.execute(q).fetchone()[0]  # noqa: E731
-    by_reason = dict(con.execute(
-        "SELECT reason, count(*) FROM rejects WHERE point_idx IS NOT NULL GROUP BY reason ORDER BY reason").fetchall())
+    by_reason = dict(
+        con.execute(
+            "SELECT reason, count(*) FROM rejects WHERE point_idx IS NOT NULL GROUP BY reason ORDER BY reason"
+        ).fetchall()
+    )
     stats = {
         "rows_read": one("SELECT count(*) FROM raw"),
         "rows_rejected": one("SELECT count(*) FROM rejects WHERE point_idx IS NULL"),

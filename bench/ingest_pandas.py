@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.peer_cli import peer_main  # noqa: E402
-from jobs.clean_points import REASONS, CleaningRules, clean_sorted, starts  # noqa: E402
-from transfertraj.city_config import load_city_file  # noqa: E402
+from transfertraj.core.city_config import load_city_file  # noqa: E402
+from transfertraj.jobs.clean_points import REASONS, CleaningRules, clean_sorted, starts  # noqa: E402
 
 FIX_INTERVAL_S = 15
 MIN_EPOCH_S, MAX_EPOCH_S = 631_152_000, 4_102_444_800
@@ -60,8 +60,10 @@ def row_verdicts(rows: pd.DataFrame) -> tuple[np.ndarray, list, np.ndarray]:
     def fire(mask, name):
         reason[(reason == "") & mask] = name
 
-    fire(rows.duplicated(subset=[c for c in rows.columns if c not in ("source_file", "row_id")]).to_numpy(),
-         "duplicate_row")
+    fire(
+        rows.duplicated(subset=[c for c in rows.columns if c not in ("source_file", "row_id")]).to_numpy(),
+        "duplicate_row",
+    )
     fire(((rows["TAXI_ID"].str.strip() == "") | (rows["POLYLINE"] == "")).to_numpy(), "missing_field")
     ts0 = pd.to_numeric(rows["TIMESTAMP"], errors="coerce").to_numpy(dtype=np.float64)
     ts0 = np.where(ts0 > 1e11, ts0 / 1000.0, ts0)
@@ -89,9 +91,11 @@ def explode(rows: pd.DataFrame, ok: np.ndarray, polys: list, ts0: np.ndarray) ->
     first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     point_idx = np.arange(len(row)) - np.repeat(first, lengths)
     return {
-        "row": row, "point_idx": point_idx.astype(np.int32),
+        "row": row,
+        "point_idx": point_idx.astype(np.int32),
         "ts": np.floor(ts0[row]).astype(np.int64) + point_idx * FIX_INTERVAL_S,
-        "lon": np.ascontiguousarray(xy[:, 0]), "lat": np.ascontiguousarray(xy[:, 1]),
+        "lon": np.ascontiguousarray(xy[:, 0]),
+        "lat": np.ascontiguousarray(xy[:, 1]),
     }
 
 
@@ -117,25 +121,31 @@ def build_trajectories(p: dict[str, np.ndarray], rows: pd.DataFrame, city_name: 
     start, end = p["ts"][cs], p["ts"][last]
     row = p["row"][cs]
     vehicle = rows["TAXI_ID"].to_numpy()[row]
-    trip_id = [hashlib.sha256(f"{city_name}|{r}|{s}".encode()).hexdigest()[:24] for r, s in zip(row.tolist(), start.tolist())]
+    trip_id = [
+        hashlib.sha256(f"{city_name}|{r}|{s}".encode()).hexdigest()[:24] for r, s in zip(row.tolist(), start.tolist())
+    ]
     kb = (key + ":").encode()
-    vkey = [hashlib.sha256(kb + hashlib.sha256(kb + v.strip().encode()).hexdigest().encode()).hexdigest()[:32]
-            for v in vehicle]
-    return pa.table({
-        "trip_id": trip_id,
-        "vehicle_key": vkey,
-        "start_ts": pa.array(start * 1_000_000, pa.timestamp("us", tz="UTC")),
-        "end_ts": pa.array(end * 1_000_000, pa.timestamp("us", tz="UTC")),
-        "n_points": n.astype(np.int32),
-        "duration_s": end - start,
-        "length_m": np.add.reduceat(p["step_m"], cs),
-        "ts": pa.ListArray.from_arrays(offsets, pa.array(p["ts"])),
-        "lon": pa.ListArray.from_arrays(offsets, pa.array(p["lon"])),
-        "lat": pa.ListArray.from_arrays(offsets, pa.array(p["lat"])),
-        "source_file": rows["source_file"].to_numpy()[row],
-        "city": pa.array([city_name] * len(cs)),
-        "date": pa.array([date] * len(cs)),
-    })
+    vkey = [
+        hashlib.sha256(kb + hashlib.sha256(kb + v.strip().encode()).hexdigest().encode()).hexdigest()[:32]
+        for v in vehicle
+    ]
+    return pa.table(
+        {
+            "trip_id": trip_id,
+            "vehicle_key": vkey,
+            "start_ts": pa.array(start * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "end_ts": pa.array(end * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "n_points": n.astype(np.int32),
+            "duration_s": end - start,
+            "length_m": np.add.reduceat(p["step_m"], cs),
+            "ts": pa.ListArray.from_arrays(offsets, pa.array(p["ts"])),
+            "lon": pa.ListArray.from_arrays(offsets, pa.array(p["lon"])),
+            "lat": pa.ListArray.from_arrays(offsets, pa.array(p["lat"])),
+            "source_file": rows["source_file"].to_numpy()[row],
+            "city": pa.array([city_name] * len(cs)),
+            "date": pa.array([date] * len(cs)),
+        }
+    )
 
 
 def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "bench-key") -> dict:
@@ -156,24 +166,50 @@ def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "benc
     pq.write_table(trips, out / "silver.parquet")
     rej_rows = rows.loc[reason != "", ["source_file", "row_id"]].assign(reason=reason[reason != ""])
     by_reason: dict[str, int] = {}
-    rejects = [pa.table({"row": rej_rows["row_id"].to_numpy(), "point_idx": pa.nulls(len(rej_rows), pa.int32()),
-                         "reason": rej_rows["reason"].to_numpy().astype(str),
-                         "ts": pa.nulls(len(rej_rows), pa.int64()), "lon": pa.nulls(len(rej_rows), pa.float64()),
-                         "lat": pa.nulls(len(rej_rows), pa.float64())})]
+    rejects = [
+        pa.table(
+            {
+                "row": rej_rows["row_id"].to_numpy(),
+                "point_idx": pa.nulls(len(rej_rows), pa.int32()),
+                "reason": rej_rows["reason"].to_numpy().astype(str),
+                "ts": pa.nulls(len(rej_rows), pa.int64()),
+                "lon": pa.nulls(len(rej_rows), pa.float64()),
+                "lat": pa.nulls(len(rej_rows), pa.float64()),
+            }
+        )
+    ]
     for d, codes in dropped:
         names = np.asarray(REASONS, dtype=object)[codes]
         for r, k in zip(*np.unique(codes, return_counts=True)):
             by_reason[REASONS[r]] = by_reason.get(REASONS[r], 0) + int(k)
-        rejects.append(pa.table({"row": d["row"], "point_idx": d["point_idx"], "reason": names.astype(str),
-                                 "ts": d["ts"], "lon": d["lon"], "lat": d["lat"]}))
+        rejects.append(
+            pa.table(
+                {
+                    "row": d["row"],
+                    "point_idx": d["point_idx"],
+                    "reason": names.astype(str),
+                    "ts": d["ts"],
+                    "lon": d["lon"],
+                    "lat": d["lat"],
+                }
+            )
+        )
     pq.write_table(pa.concat_tables(rejects), out / "rejects.parquet")
     t_write = time.perf_counter()
     stats = {
-        "rows_read": len(rows), "rows_rejected": int((reason != "").sum()), "points_read": len(points["ts"]),
-        "points_kept": len(kept["ts"]), "points_dropped": sum(len(c) for _, c in dropped),
-        "points_dropped_by_reason": by_reason, "trajectories_out": trips.num_rows,
-        "stage_s": {"read+bronze": t_read - t0, "parse+explode": t_parse - t_read, "clean": t_clean - t_parse,
-                    "build+write": t_write - t_clean},
+        "rows_read": len(rows),
+        "rows_rejected": int((reason != "").sum()),
+        "points_read": len(points["ts"]),
+        "points_kept": len(kept["ts"]),
+        "points_dropped": sum(len(c) for _, c in dropped),
+        "points_dropped_by_reason": by_reason,
+        "trajectories_out": trips.num_rows,
+        "stage_s": {
+            "read+bronze": t_read - t0,
+            "parse+explode": t_parse - t_read,
+            "clean": t_clean - t_parse,
+            "build+write": t_write - t_clean,
+        },
         "work_s": t_write - t0,
     }
     assert stats["points_read"] == stats["points_kept"] + stats["points_dropped"], stats

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
-def peer_main(doc: str, script: str, run: Callable[[Path, Path, Path, str], dict], argv: list[str] | None = None) -> int:
+def peer_main(
+    doc: str, script: str, run: Callable[[Path, Path, Path, str], dict], argv: list[str] | None = None
+) -> int:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, help="delivery folder of Porto CSV files")
     parser.add_argument("--out", type=Path, help="output folder for the Parquet files")

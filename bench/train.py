@@ -107,8 +107,8 @@ def child(spec: dict) -> dict:
     import psutil
     import torch
 
-    from model.trajectory_data import Collator, to_device
-    from model.transfertraj import ModelArgs, TransferTraj, count_parameters
+    from transfertraj.model.trajectory_data import Collator, to_device
+    from transfertraj.model.transfertraj import ModelArgs, TransferTraj, count_parameters
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
@@ -121,13 +121,19 @@ def child(spec: dict) -> dict:
         args = ModelArgs(poi_dim=128, road_dim=ROAD_DIM)
         dense = DensePoiPool(d=128, device=device)
         no_missing = torch.zeros(BATCH, L, 128, dtype=torch.bool, device=device)
-        abs_xy = torch.from_numpy(np.stack([s["xy"] + s["origin"] - [530_000.0, 4_553_000.0] for s in samples])).float().to(device)
+        abs_xy = (
+            torch.from_numpy(np.stack([s["xy"] + s["origin"] - [530_000.0, 4_553_000.0] for s in samples]))
+            .float()
+            .to(device)
+        )
     else:
         args = ModelArgs(poi_dim=POI_DIM, road_dim=ROAD_DIM)
     model = TransferTraj(args=args).to(device)
     params = list(model.parameters()) + (list(dense.parameters()) if dense else [])
     opt = torch.optim.Adam(params, lr=1e-3)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     rss_before = psutil.Process().memory_info().rss
 
     def sync():
@@ -188,7 +194,9 @@ def child(spec: dict) -> dict:
 
 def run_child(spec: dict) -> dict:
     env = {**os.environ, **({"MALLOC_TRIM_THRESHOLD_": "0"} if spec.get("malloc_trim") else {})}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed for {spec}:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -200,14 +208,39 @@ def plan(quick: bool, cuda: bool) -> list[dict]:
     for device in devices:
         fast = device == "cuda"
         for L in (60, 120):
-            specs.append({"variant": "ours", "device": device, "points": L, "warmup": 1 if quick else 3,
-                          "steps": (3 if quick else 10) * (5 if fast else 1), "infer_reps": 3 if quick else 10})
+            specs.append(
+                {
+                    "variant": "ours",
+                    "device": device,
+                    "points": L,
+                    "warmup": 1 if quick else 3,
+                    "steps": (3 if quick else 10) * (5 if fast else 1),
+                    "infer_reps": 3 if quick else 10,
+                }
+            )
         if device == "cpu":  # same work, glibc returning freed heap memory at once (see README)
-            specs.append({"variant": "ours", "malloc_trim": True, "device": device, "points": 120, "warmup": 1 if quick else 3,
-                          "steps": 3 if quick else 10, "infer_reps": 3 if quick else 10})
-        for L in ((120,) if quick else (60, 120)):
-            specs.append({"variant": "dense", "device": device, "points": L, "warmup": 0 if quick else 1,
-                          "steps": 1 if quick else 2, "infer_reps": 1})
+            specs.append(
+                {
+                    "variant": "ours",
+                    "malloc_trim": True,
+                    "device": device,
+                    "points": 120,
+                    "warmup": 1 if quick else 3,
+                    "steps": 3 if quick else 10,
+                    "infer_reps": 3 if quick else 10,
+                }
+            )
+        for L in (120,) if quick else (60, 120):
+            specs.append(
+                {
+                    "variant": "dense",
+                    "device": device,
+                    "points": L,
+                    "warmup": 0 if quick else 1,
+                    "steps": 1 if quick else 2,
+                    "infer_reps": 1,
+                }
+            )
     return specs
 
 
@@ -225,7 +258,9 @@ def report(results: list[dict]) -> str:
             f"{r['cpu_s_per_step']:10.2f} {r['peak_rss_mb']:12.0f} {cuda:>8s} {r['infer_ms_per_traj']:14.3f} {r['params']:10,d} "
             f"{r['load_avg_1min']:5.1f}"
         )
-    lines.append("load: the machine's 1-minute load average during the run (2 cores; above 2 means other work shared them)")
+    lines.append(
+        "load: the machine's 1-minute load average during the run (2 cores; above 2 means other work shared them)"
+    )
     lines.append("")
     by = {(r["variant"], r["device"], r["points"]): r for r in results if not r.get("malloc_trim")}
     for (variant, device, L), r in sorted(by.items()):
@@ -272,7 +307,10 @@ def main(argv=None) -> int:
     for spec in plan(args.quick, torch.cuda.is_available() and not args.cpu_only):
         t0 = time.perf_counter()
         results.append(run_child(spec))
-        print(f"  measured {spec['variant']} {spec['device']} 64x{spec['points']} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        print(
+            f"  measured {spec['variant']} {spec['device']} 64x{spec['points']} in {time.perf_counter() - t0:.1f}s",
+            file=sys.stderr,
+        )
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -24,9 +24,15 @@ from transfertraj import pipeline_tasks as pt
     doc_md=__doc__,
     tags=["transfertraj", "maintenance", "delta"],
     params={
-        "min_retention_hours": Param(168, type="number", minimum=168, description="never below Delta's 7-day safety default"),
-        "tables": Param(list(pt.LAKE_TABLES), type="array", items={"type": "string", "enum": list(pt.LAKE_TABLES)},
-                        description="lake tables to maintain"),
+        "min_retention_hours": Param(
+            168, type="number", minimum=168, description="never below Delta's 7-day safety default"
+        ),
+        "tables": Param(
+            list(pt.LAKE_TABLES),
+            type="array",
+            items={"type": "string", "enum": list(pt.LAKE_TABLES)},
+            description="lake tables to maintain",
+        ),
     },
 )
 def maintenance():

@@ -39,8 +39,12 @@ def nightly_ingest_dag(name: str, tz: str):
         doc_md=__doc__,
         tags=["transfertraj", "ingest", name],
         params={
-            "date": Param(None, type=["null", "string"], format="date",
-                          description="ingest this delivery date instead of the data interval's (YYYY-MM-DD)"),
+            "date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description="ingest this delivery date instead of the data interval's (YYYY-MM-DD)",
+            ),
         },
     )
     def nightly():

@@ -18,6 +18,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from transfertraj import pipeline_tasks as pt
+from transfertraj.core.constants import CITY_NAME_PATTERN, PHI_DEFAULT_M
 
 
 @dag(
@@ -29,32 +30,50 @@ from transfertraj import pipeline_tasks as pt
     doc_md=__doc__,
     tags=["transfertraj", "onboarding", "training", "registry"],
     params={
-        "city": Param("newcity", type="string", pattern=r"^[a-z][a-z0-9_]{1,39}$", description="lower case, digits, _"),
+        "city": Param("newcity", type="string", pattern=CITY_NAME_PATTERN, description="lower case, digits, _"),
         "description": Param("", type="string"),
-        "bbox": Param([0.0, 0.0, 0.1, 0.1], type="array", items={"type": "number"}, minItems=4, maxItems=4,
-                      description="[min_lon, min_lat, max_lon, max_lat] in WGS-84 degrees"),
+        "bbox": Param(
+            [0.0, 0.0, 0.1, 0.1],
+            type="array",
+            items={"type": "number"},
+            minItems=4,
+            maxItems=4,
+            description="[min_lon, min_lat, max_lon, max_lat] in WGS-84 degrees",
+        ),
         "timezone": Param("UTC", type="string", description="IANA name, e.g. Europe/Lisbon"),
-        "raw_path": Param("", type="string", description="raw GPS file, inside the data root (absolute or relative to it)"),
-        "raw_preset": Param("", type="string", enum=["", *sorted(pt.RAW_PRESETS)],
-                            description="a known format with its column mapping; or give raw_format + columns"),
+        "raw_path": Param(
+            "", type="string", description="raw GPS file, inside the data root (absolute or relative to it)"
+        ),
+        "raw_preset": Param(
+            "",
+            type="string",
+            enum=["", *sorted(pt.RAW_PRESETS)],
+            description="a known format with its column mapping; or give raw_format + columns",
+        ),
         "raw_format": Param("", type="string", enum=["", "porto_csv", "point_log"]),
-        "columns": Param({}, type="object", description="point_log: {vehicle_id, timestamp, lon, lat[, trip_state]} -> file columns"),
+        "columns": Param(
+            {}, type="object", description="point_log: {vehicle_id, timestamp, lon, lat[, trip_state]} -> file columns"
+        ),
         "timestamp_format": Param("", type="string", description="unix_s | unix_ms | a Spark datetime pattern"),
         "timestamp_timezone": Param("", type="string"),
         "trip_state_value": Param("", type="string"),
         "licence": Param("", type="string", description="licence of the raw data (required)"),
         "sampling_interval_s": Param(15, type="number", exclusiveMinimum=0, maximum=3600),
-        "phi_m": Param(100, type="number", exclusiveMinimum=0, maximum=2000),
+        "phi_m": Param(PHI_DEFAULT_M, type="number", exclusiveMinimum=0, maximum=2000),
         "osm_kind": Param("none", type="string", enum=["none", "osm_xml", "gis_extract", "overpass"]),
         "osm_path": Param("", type="string"),
         "osm_points_path": Param("", type="string"),
         "poi_categories_covered": Param([], type="array", items={"type": "string"}),
         "cleaning": Param({}, type="object", description="overrides of the cleaning rules (city config `cleaning`)"),
-        "quality": Param({}, type="object", description="quality gate overrides (max_rejected_share, min_trajectories)"),
+        "quality": Param(
+            {}, type="object", description="quality gate overrides (max_rejected_share, min_trajectories)"
+        ),
         "max_dates": Param(3, type="integer", minimum=1, description="delivery dates to ingest for onboarding"),
         "n_shot": Param(100, type="integer", minimum=1, description="few-shot: fine-tune on N trajectories"),
         "epochs": Param(10, type="integer", minimum=1),
-        "replace": Param(False, type="boolean", description="replace a city of this name written by an earlier trigger"),
+        "replace": Param(
+            False, type="boolean", description="replace a city of this name written by an earlier trigger"
+        ),
     },
 )
 def onboard_city():
@@ -83,8 +102,9 @@ def onboard_city():
     def finetune_register(city: str, zs: dict) -> dict:
         ctx = get_current_context()
         p = ctx["params"]
-        return pt.finetune_city(city, n_shot=p["n_shot"], run_key=ctx["run_id"], zero_shot_metrics=zs["metrics"],
-                                epochs=p["epochs"])
+        return pt.finetune_city(
+            city, n_shot=p["n_shot"], run_key=ctx["run_id"], zero_shot_metrics=zs["metrics"], epochs=p["epochs"]
+        )
 
     city = write_config()
     built = context(city)

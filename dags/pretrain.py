@@ -18,6 +18,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from transfertraj import pipeline_tasks as pt
+from transfertraj.core.constants import CITY_NAME_PATTERN
 
 SOURCES = pt.pretrain_cities()
 
@@ -32,8 +33,13 @@ SOURCES = pt.pretrain_cities()
     doc_md=__doc__,
     tags=["transfertraj", "training", "registry"],
     params={
-        "cities": Param(SOURCES, type="array", items={"type": "string", "pattern": r"^[a-z][a-z0-9_]{1,39}$"},
-                        minItems=1, description="source cities whose features the base model is trained on"),
+        "cities": Param(
+            SOURCES,
+            type="array",
+            items={"type": "string", "pattern": CITY_NAME_PATTERN},
+            minItems=1,
+            description="source cities whose features the base model is trained on",
+        ),
         "epochs": Param(30, type="integer", minimum=1, maximum=1000),
         "batch_size": Param(64, type="integer", minimum=1),
         "lr": Param(1e-3, type="number", exclusiveMinimum=0),
@@ -45,8 +51,12 @@ SOURCES = pt.pretrain_cities()
         "top_k": Param(4, type="integer", minimum=1),
         "expert_hidden": Param(256, type="integer", minimum=8),
         "seed": Param(0, type="integer"),
-        "tolerance": Param(None, type=["null", "number"], minimum=0,
-                           description="gate tolerance (relative); default TRANSFERTRAJ_GATE_TOLERANCE or 0.02"),
+        "tolerance": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            description="gate tolerance (relative); default TRANSFERTRAJ_GATE_TOLERANCE or 0.02",
+        ),
     },
 )
 def pretrain():
@@ -56,8 +66,19 @@ def pretrain():
         p = dict(ctx["params"])
         if p.get("tolerance") is not None:
             os.environ["TRANSFERTRAJ_GATE_TOLERANCE"] = str(p["tolerance"])
-        keys = ("epochs", "batch_size", "lr", "patience", "d_model", "n_layers", "n_heads", "n_experts", "top_k",
-                "expert_hidden", "seed")
+        keys = (
+            "epochs",
+            "batch_size",
+            "lr",
+            "patience",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "n_experts",
+            "top_k",
+            "expert_hidden",
+            "seed",
+        )
         return pt.pretrain_base(list(p["cities"]), run_key=ctx["run_id"], **{k: p[k] for k in keys})
 
     train_evaluate_register()

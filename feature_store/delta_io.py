@@ -58,12 +58,7 @@ def replace_partition(
 
     Returns the table version that the commit created. Creates the table on first write."""
     predicate = partition_predicate(partition)
-    writer = (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", predicate)
-        .partitionBy(*partition_by)
-    )
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).partitionBy(*partition_by)
     if user_metadata:
         writer = writer.option("userMetadata", user_metadata)
     writer.save(path)

@@ -1,6 +1,6 @@
 """Every Delta table of the lake, by name.
 
-    from feature_store.tables import TABLES, table_path
+    from transfertraj.feature_store.tables import TABLES, table_path
     path = table_path(settings, "silver")       # <home>/lake/silver
 
 | table          | one row per                         | partitioned by |
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transfertraj.settings import Settings
+from transfertraj.core.settings import Settings
 
 
 @dataclass(frozen=True)

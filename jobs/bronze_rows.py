@@ -11,13 +11,11 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.landed_files import LandedFile
-from jobs.schemas import BRONZE_SCHEMA, CITY, DATE, HEADER, LINE, ROW_ID, SOURCE_FILE
+from transfertraj.jobs.landed_files import LandedFile
+from transfertraj.jobs.schemas import BRONZE_SCHEMA, CITY, DATE, HEADER, LINE, ROW_ID, SOURCE_FILE
 
 
-def read_landed_rows(
-    spark: SparkSession, files: list[LandedFile], *, city: str, date: str, landing_root
-) -> DataFrame:
+def read_landed_rows(spark: SparkSession, files: list[LandedFile], *, city: str, date: str, landing_root) -> DataFrame:
     with_header = [f for f in files if f.header is not None]
     if not with_header:
         return spark.createDataFrame([], BRONZE_SCHEMA)
@@ -35,11 +33,7 @@ def read_landed_rows(
         .join(F.broadcast(names), "uri")
     )
     # Each file's first line is its header: the smallest row id among its header-equal lines.
-    first_headers = (
-        lines.where(F.col(LINE) == F.col(HEADER))
-        .groupBy("uri")
-        .agg(F.min(ROW_ID).alias(ROW_ID))
-    )
+    first_headers = lines.where(F.col(LINE) == F.col(HEADER)).groupBy("uri").agg(F.min(ROW_ID).alias(ROW_ID))
     rows = lines.join(F.broadcast(first_headers), ["uri", ROW_ID], "left_anti")
     return rows.select(
         F.col("rel").alias(SOURCE_FILE),

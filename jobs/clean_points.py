@@ -38,12 +38,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transfertraj.city_config import CityConfig
+from transfertraj.core.city_config import CityConfig
+from transfertraj.core.geo import haversine_m
 
-EARTH_RADIUS_M = 6_371_008.8
 KEPT = 0
-REASONS = ("", "invalid_coordinate", "duplicate_fix", "duplicate_timestamp", "outside_bbox", "off_trip",
-           "speed_spike", "stay", "resampled_out", "too_long", "short_trajectory", "not_vehicle")
+REASONS = (
+    "",
+    "invalid_coordinate",
+    "duplicate_fix",
+    "duplicate_timestamp",
+    "outside_bbox",
+    "off_trip",
+    "speed_spike",
+    "stay",
+    "resampled_out",
+    "too_long",
+    "short_trajectory",
+    "not_vehicle",
+)
 CODE = {r: i for i, r in enumerate(REASONS)}
 INPUT_COLUMNS = ("source_file", "row_id", "point_idx", "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state")
 # The output: the input columns, then the verdict and, for kept points, the piece they belong to.
@@ -72,24 +84,28 @@ class CleaningRules:
     min_vehicle_speed_kmh: float
 
     @classmethod
-    def for_city(cls, city: CityConfig) -> "CleaningRules":
+    def for_city(cls, city: CityConfig) -> CleaningRules:
         c, b = city.cleaning, city.bbox
         return cls(
-            min_lon=b.min_lon, min_lat=b.min_lat, max_lon=b.max_lon, max_lat=b.max_lat,
-            trip_state_value=city.raw.trip_state_value, max_speed_kmh=c.max_speed_kmh, gap_split_s=c.gap_split_s,
-            stay_split_s=c.stay_split_s, stay_radius_m=c.stay_radius_m, stay_max_speed_kmh=c.stay_max_speed_kmh,
-            interval_s=city.sampling_interval_s, min_points=city.min_points, max_points=city.max_points,
-            long_trips=c.long_trips, min_vehicle_speed_kmh=c.min_vehicle_speed_kmh,
+            min_lon=b.min_lon,
+            min_lat=b.min_lat,
+            max_lon=b.max_lon,
+            max_lat=b.max_lat,
+            trip_state_value=city.raw.trip_state_value,
+            max_speed_kmh=c.max_speed_kmh,
+            gap_split_s=c.gap_split_s,
+            stay_split_s=c.stay_split_s,
+            stay_radius_m=c.stay_radius_m,
+            stay_max_speed_kmh=c.stay_max_speed_kmh,
+            interval_s=city.sampling_interval_s,
+            min_points=city.min_points,
+            max_points=city.max_points,
+            long_trips=c.long_trips,
+            min_vehicle_speed_kmh=c.min_vehicle_speed_kmh,
         )
 
 
 # ---- array helpers: groups are runs of equal keys in sorted arrays -------------------------------------
-
-def haversine_m(lon1, lat1, lon2, lat2) -> np.ndarray:
-    """Great-circle distance in metres; NaN where a neighbour is missing."""
-    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lon1, lat1, lon2, lat2))
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 def starts(key: np.ndarray) -> np.ndarray:
@@ -144,8 +160,10 @@ def position_in_group(first: np.ndarray) -> np.ndarray:
 
 # ---- the rules ---------------------------------------------------------------------------------------
 
-def clean_sorted(stream: np.ndarray, ts: np.ndarray, lon: np.ndarray, lat: np.ndarray, state: np.ndarray | None,
-                 rules: CleaningRules) -> dict[str, np.ndarray]:
+
+def clean_sorted(
+    stream: np.ndarray, ts: np.ndarray, lon: np.ndarray, lat: np.ndarray, state: np.ndarray | None, rules: CleaningRules
+) -> dict[str, np.ndarray]:
     """Verdicts for points sorted by (stream, ts, row_id, point_idx).
 
     stream: (n,) group key (any comparable dtype); ts: (n,) int64 Unix s; lon, lat: (n,) float64 (NaN = null);
@@ -167,8 +185,13 @@ def clean_sorted(stream: np.ndarray, ts: np.ndarray, lon: np.ndarray, lat: np.nd
     # 1-4 on all points
     first = starts(stream)
     with np.errstate(invalid="ignore"):
-        valid = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90) \
+        valid = (
+            np.isfinite(lon)
+            & np.isfinite(lat)
+            & (np.abs(lon) <= 180)
+            & (np.abs(lat) <= 90)
             & ~((lon == 0) & (lat == 0))
+        )
     flag(reason, ~valid, "invalid_coordinate")
     same_ts = ~first & (prev(ts, first, 0) == ts)
     same_pos = (prev(lon, first) == lon) & (prev(lat, first) == lat)
@@ -195,8 +218,11 @@ def clean_sorted(stream: np.ndarray, ts: np.ndarray, lon: np.ndarray, lat: np.nd
     px, py, nx, ny = prev(x, first), prev(y, first), nxt(x, first), nxt(y, first)
     dt_in, dt_out = t - prev(t, first), nxt(t, first) - t
     with np.errstate(invalid="ignore", divide="ignore"):
-        spike = ((haversine_m(px, py, x, y) / dt_in > vmax) & (haversine_m(x, y, nx, ny) / dt_out > vmax)
-                 & (haversine_m(px, py, nx, ny) / (dt_in + dt_out) <= vmax))
+        spike = (
+            (haversine_m(px, py, x, y) / dt_in > vmax)
+            & (haversine_m(x, y, nx, ny) / dt_out > vmax)
+            & (haversine_m(px, py, nx, ny) / (dt_in + dt_out) <= vmax)
+        )
     reason[live[spike]] = CODE["speed_spike"]
     keep = ~spike
     live, brk = live[keep], brk[keep]
@@ -211,8 +237,9 @@ def clean_sorted(stream: np.ndarray, ts: np.ndarray, lon: np.ndarray, lat: np.nd
     run = np.cumsum(moving)  # a stream's first fix is moving, so a run never crosses streams
     rs = np.flatnonzero(starts(run))
     sizes = np.diff(np.append(rs, len(run)))
-    span = haversine_m(np.minimum.reduceat(x, rs), np.minimum.reduceat(y, rs),
-                       np.maximum.reduceat(x, rs), np.maximum.reduceat(y, rs))
+    span = haversine_m(
+        np.minimum.reduceat(x, rs), np.minimum.reduceat(y, rs), np.maximum.reduceat(x, rs), np.maximum.reduceat(y, rs)
+    )
     run_s = np.maximum.reduceat(t, rs) - np.minimum.reduceat(t, rs)
     stay = ~moving & np.repeat((run_s >= rules.stay_split_s) & (span <= rules.stay_radius_m), sizes)
     brk = brk | prev(stay, first, False).astype(bool)
@@ -267,10 +294,18 @@ def clean_sorted(stream: np.ndarray, ts: np.ndarray, lon: np.ndarray, lat: np.nd
 
 # ---- Arrow and Spark ---------------------------------------------------------------------------------
 
+
 def clean_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
     """One batch of whole streams (INPUT_COLUMNS, any order) -> OUTPUT_DDL rows, one per input point."""
-    order = pc.sort_indices(table, sort_keys=[("stream_id", "ascending"), ("ts", "ascending"),
-                                              ("row_id", "ascending"), ("point_idx", "ascending")])
+    order = pc.sort_indices(
+        table,
+        sort_keys=[
+            ("stream_id", "ascending"),
+            ("ts", "ascending"),
+            ("row_id", "ascending"),
+            ("point_idx", "ascending"),
+        ],
+    )
     table = table.take(order)
     stream = pc.dictionary_encode(table.column("stream_id")).combine_chunks().indices.to_numpy(zero_copy_only=False)
     # dictionary codes are in first-seen order, and the table is sorted by stream: equal ids are adjacent
@@ -284,8 +319,12 @@ def clean_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
     reason = pa.DictionaryArray.from_arrays(pa.array(codes - 1, mask=codes == KEPT), pa.array(REASONS[1:]))
     reason = reason.cast(pa.string())  # null = kept
     out = table.select(list(INPUT_COLUMNS))
-    return out.append_column("reason", reason).append_column("seg", pa.array(v["seg"])) \
-        .append_column("chunk", pa.array(v["chunk"])).append_column("step_m", pa.array(v["step_m"]))
+    return (
+        out.append_column("reason", reason)
+        .append_column("seg", pa.array(v["seg"]))
+        .append_column("chunk", pa.array(v["chunk"]))
+        .append_column("step_m", pa.array(v["step_m"]))
+    )
 
 
 def whole_streams(batches, fn):
@@ -324,30 +363,39 @@ def _map_whole_streams(points, fn, ddl: str, *, buckets: int, streams_contiguous
 def clean_points_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
     """Spark: points -> OUTPUT_DDL, every point with its verdict (for inspection and tests)."""
     rules = CleaningRules.for_city(city)
-    return _map_whole_streams(points, lambda t: clean_table(t, rules), OUTPUT_DDL, buckets=buckets,
-                              streams_contiguous=streams_contiguous)
+    return _map_whole_streams(
+        points, lambda t: clean_table(t, rules), OUTPUT_DDL, buckets=buckets, streams_contiguous=streams_contiguous
+    )
 
 
 def trip_pieces_table(kept: pa.Table) -> pa.Table:
     """Kept points of whole streams, sorted by (stream, ts) as clean_table leaves them -> one row per
     trajectory (stream, seg, chunk) with its fixes as arrays in time order."""
-    key = pc.binary_join_element_wise(kept.column("stream_id"), pc.cast(kept.column("seg"), pa.string()),
-                                      pc.cast(kept.column("chunk"), pa.string()), "|")
+    key = pc.binary_join_element_wise(
+        kept.column("stream_id"),
+        pc.cast(kept.column("seg"), pa.string()),
+        pc.cast(kept.column("chunk"), pa.string()),
+        "|",
+    )
     key = pc.dictionary_encode(key).combine_chunks().indices.to_numpy(zero_copy_only=False)
     first = starts(key)
     s = np.flatnonzero(first)
     offsets = pa.array(np.append(s, len(key)).astype(np.int32))
     step = kept.column("step_m").to_numpy()
-    return pa.table({
-        "stream_id": kept.column("stream_id").take(s), "seg": kept.column("seg").take(s),
-        "chunk": kept.column("chunk").take(s), "vehicle_id": kept.column("vehicle_id").take(s),
-        "source_file": kept.column("source_file").take(s),
-        "n_points": pa.array(np.diff(offsets.to_numpy()).astype(np.int32)),
-        "length_m": pa.array(np.add.reduceat(step, s) if len(s) else np.zeros(0)),
-        "ts": pa.ListArray.from_arrays(offsets, kept.column("ts").combine_chunks()),
-        "lon": pa.ListArray.from_arrays(offsets, kept.column("lon").combine_chunks()),
-        "lat": pa.ListArray.from_arrays(offsets, kept.column("lat").combine_chunks()),
-    })
+    return pa.table(
+        {
+            "stream_id": kept.column("stream_id").take(s),
+            "seg": kept.column("seg").take(s),
+            "chunk": kept.column("chunk").take(s),
+            "vehicle_id": kept.column("vehicle_id").take(s),
+            "source_file": kept.column("source_file").take(s),
+            "n_points": pa.array(np.diff(offsets.to_numpy()).astype(np.int32)),
+            "length_m": pa.array(np.add.reduceat(step, s) if len(s) else np.zeros(0)),
+            "ts": pa.ListArray.from_arrays(offsets, kept.column("ts").combine_chunks()),
+            "lon": pa.ListArray.from_arrays(offsets, kept.column("lon").combine_chunks()),
+            "lat": pa.ListArray.from_arrays(offsets, kept.column("lat").combine_chunks()),
+        }
+    )
 
 
 # One pass, two kinds of rows: the trajectories and the dropped points of a batch of whole streams. Only
@@ -375,32 +423,53 @@ def trips_and_drops_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
 
     trip_part = {
         "kind": pa.array([TRIP] * n_t, pa.string()),
-        **{n: col(n, pieces, n_t) for n in ("source_file", "stream_id", "seg", "chunk", "vehicle_id", "n_points",
-                                            "length_m")},
-        "fix_ts": pieces.column("ts"), "fix_lon": pieces.column("lon"), "fix_lat": pieces.column("lat"),
+        **{
+            n: col(n, pieces, n_t)
+            for n in ("source_file", "stream_id", "seg", "chunk", "vehicle_id", "n_points", "length_m")
+        },
+        "fix_ts": pieces.column("ts"),
+        "fix_lon": pieces.column("lon"),
+        "fix_lat": pieces.column("lat"),
     }
     drop_part = {
         "kind": pa.array([DROP] * n_d, pa.string()),
-        **{n: col(n, drops, n_d) for n in ("source_file", "row_id", "point_idx", "reason", "ts", "lon", "lat",
-                                           "stream_id", "vehicle_id")},
+        **{
+            n: col(n, drops, n_d)
+            for n in ("source_file", "row_id", "point_idx", "reason", "ts", "lon", "lat", "stream_id", "vehicle_id")
+        },
     }
     parts = []
     for part, n in ((trip_part, n_t), (drop_part, n_d)):
         if n:
-            parts.append(pa.table({f.name: (part[f.name] if f.name in part else pa.nulls(n, f.type)).cast(f.type)
-                                   for f in schema}, schema=schema))
+            parts.append(
+                pa.table(
+                    {f.name: (part[f.name] if f.name in part else pa.nulls(n, f.type)).cast(f.type) for f in schema},
+                    schema=schema,
+                )
+            )
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def _cleaned_schema() -> pa.Schema:
     """CLEANED_DDL as Arrow types (the DDL's own parser needs a JVM; a test checks the two agree)."""
-    types = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(),
-             "array<long>": pa.list_(pa.int64()), "array<double>": pa.list_(pa.float64())}
+    types = {
+        "string": pa.string(),
+        "long": pa.int64(),
+        "int": pa.int32(),
+        "double": pa.float64(),
+        "array<long>": pa.list_(pa.int64()),
+        "array<double>": pa.list_(pa.float64()),
+    }
     return pa.schema([(name, types[kind]) for name, kind in (f.strip().split(" ", 1) for f in CLEANED_DDL.split(","))])
 
 
 def clean_trips_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
     """Spark: points -> CLEANED_DDL rows (trajectories and dropped points) in one pass over whole streams."""
     rules = CleaningRules.for_city(city)
-    return _map_whole_streams(points, lambda t: trips_and_drops_table(t, rules), CLEANED_DDL, buckets=buckets,
-                              streams_contiguous=streams_contiguous)
+    return _map_whole_streams(
+        points,
+        lambda t: trips_and_drops_table(t, rules),
+        CLEANED_DDL,
+        buckets=buckets,
+        streams_contiguous=streams_contiguous,
+    )

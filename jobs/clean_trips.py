@@ -1,8 +1,8 @@
 """Cleaned points -> silver trajectories and quarantine rows (Spark).
 
-    cleaned = clean_trips_spark(points, city, buckets=...)            # jobs/clean_points.py: the rules
-    trips = build_trajectories(cleaned.where("kind = 'trip'"), city=..., date=..., vehicle_key=...)
-    rejects = point_rejects(cleaned.where("kind = 'drop'"))
+cleaned = clean_trips_spark(points, city, buckets=...)            # jobs/clean_points.py: the rules
+trips = build_trajectories(cleaned.where("kind = 'trip'"), city=..., date=..., vehicle_key=...)
+rejects = point_rejects(cleaned.where("kind = 'drop'"))
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.schemas import DETAIL, POINT_IDX, REASON, ROW_ID, SOURCE_FILE
+from transfertraj.jobs.schemas import DETAIL, POINT_IDX, REASON, ROW_ID, SOURCE_FILE
 
 
 def build_trajectories(trips: DataFrame, *, city: str, date: str, vehicle_key: Column) -> DataFrame:
@@ -19,7 +19,9 @@ def build_trajectories(trips: DataFrame, *, city: str, date: str, vehicle_key: C
     start = F.col("fix_ts")[0]
     end = F.element_at("fix_ts", -1)
     return trips.select(
-        F.substring(F.sha2(F.concat_ws("|", F.lit(city), "stream_id", start.cast("string")), 256), 1, 24).alias("trip_id"),
+        F.substring(F.sha2(F.concat_ws("|", F.lit(city), "stream_id", start.cast("string")), 256), 1, 24).alias(
+            "trip_id"
+        ),
         vehicle_key.alias("vehicle_key"),
         F.timestamp_seconds(start).alias("start_ts"),
         F.timestamp_seconds(end).alias("end_ts"),
@@ -38,4 +40,6 @@ def build_trajectories(trips: DataFrame, *, city: str, date: str, vehicle_key: C
 def point_rejects(dropped: DataFrame) -> DataFrame:
     """Dropped points as quarantine rows: where they came from, why, and the fix itself."""
     detail = F.format_string("ts=%d lon=%.6f lat=%.6f", F.col("ts"), F.col("lon"), F.col("lat"))
-    return dropped.select(SOURCE_FILE, ROW_ID, F.col(POINT_IDX).cast("int").alias(POINT_IDX), REASON, detail.alias(DETAIL))
+    return dropped.select(
+        SOURCE_FILE, ROW_ID, F.col(POINT_IDX).cast("int").alias(POINT_IDX), REASON, detail.alias(DETAIL)
+    )

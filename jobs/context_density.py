@@ -1,11 +1,11 @@
 """Per-point POI and road modalities: counts and road lengths within phi metres, computed in Spark.
 
-    from jobs.context_density import add_context, build_road_lattice
+    from transfertraj.jobs.context_density import add_context, build_road_lattice
     points = points.transform(add_context, pois_df, grid_df, phi_m=city.phi_m,
                               categories_covered=city.osm.poi_categories_covered)
 
 `points_df` needs `point_id` (long), `mx`, `my` (double, metres in the city's metric CRS); every input
-column is passed through and four are added (P, R from jobs.context_taxonomy.context_dims()):
+column is passed through and four are added (P, R from transfertraj.jobs.context_taxonomy.context_dims()):
 
 | column       | type            | meaning |
 |--------------|-----------------|---------|
@@ -50,7 +50,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.context_taxonomy import N_POI, N_ROAD, POI_CATEGORIES, ROAD_CLASSES, TAXONOMY_VERSION, covered_mask
+from transfertraj.jobs.context_taxonomy import (
+    N_POI,
+    N_ROAD,
+    POI_CATEGORIES,
+    ROAD_CLASSES,
+    TAXONOMY_VERSION,
+    covered_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +288,9 @@ def _interp(lattice: RoadLattice, x: np.ndarray, y: np.ndarray):
 
     def bilinear(a):
         a2 = a.reshape(ny, nx, -1)
-        return (
-            a2[iy, ix] * w00 + a2[iy, ix + 1] * w10 + a2[iy + 1, ix] * w01 + a2[iy + 1, ix + 1] * w11
-        ).astype(np.float64)
+        return (a2[iy, ix] * w00 + a2[iy, ix + 1] * w10 + a2[iy + 1, ix] * w01 + a2[iy + 1, ix + 1] * w11).astype(
+            np.float64
+        )
 
     lengths = bilinear(lattice.road_m)
     dist = bilinear(lattice.nearest_m)[:, 0]
@@ -406,11 +413,13 @@ def collect_city_arrow(df: DataFrame, city: str, columns: list[str]) -> pa.Table
     files = [f for f in df.inputFiles() if f"/city={city}/" in f]
     if not files or not all(f.startswith("file:") for f in files):
         return df.select(*columns).toArrow()
-    table = pa.concat_tables(pq.read_table(f[len("file:"):], columns=columns) for f in files)
+    table = pa.concat_tables(pq.read_table(f[len("file:") :], columns=columns) for f in files)
     expected = df.count()
     if table.num_rows != expected:
-        raise ValueError(f"read {table.num_rows} rows of {city} from its files, Spark counts {expected}: "
-                         "the table uses a feature this reader does not apply (deletion vectors?)")
+        raise ValueError(
+            f"read {table.num_rows} rows of {city} from its files, Spark counts {expected}: "
+            "the table uses a feature this reader does not apply (deletion vectors?)"
+        )
     return table
 
 
@@ -420,9 +429,25 @@ def load_context(pois_df: DataFrame, grid_df: DataFrame) -> CityContext:
     if not first:
         raise ValueError("the context grid has no rows for this city: build the context tables first")
     city = first[0][1]
-    lattice = lattice_from_arrow(collect_city_arrow(
-        grid_df, city, ["ix", "iy", "mx", "my", *_ROAD_M_COLUMNS, "nearest_m", "nearest_class", "road_covered",
-                        "poi_covered", "lattice_m", "phi_m"]))
+    lattice = lattice_from_arrow(
+        collect_city_arrow(
+            grid_df,
+            city,
+            [
+                "ix",
+                "iy",
+                "mx",
+                "my",
+                *_ROAD_M_COLUMNS,
+                "nearest_m",
+                "nearest_class",
+                "road_covered",
+                "poi_covered",
+                "lattice_m",
+                "phi_m",
+            ],
+        )
+    )
     pois = pois_df.select("category", "mx", "my").toArrow()
     poi_xy = np.column_stack([pois.column("mx").to_numpy(), pois.column("my").to_numpy()]).reshape(-1, 2)
     lookup = {c: i for i, c in enumerate(POI_CATEGORIES)}
@@ -449,8 +474,12 @@ def add_context(
     pois_df and grid_df are one city's rows of the context_pois and context_grid tables; they are
     collected and broadcast here (central Porto's grid is ~5 M nodes, ~100 MB as float16)."""
     return add_loaded_context(
-        points_df, load_context(pois_df, grid_df), phi_m=phi_m, categories_covered=categories_covered,
-        x_col=x_col, y_col=y_col,
+        points_df,
+        load_context(pois_df, grid_df),
+        phi_m=phi_m,
+        categories_covered=categories_covered,
+        x_col=x_col,
+        y_col=y_col,
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.context_taxonomy import ROAD_CLASSES, TAXONOMY_VERSION
+from transfertraj.jobs.context_taxonomy import ROAD_CLASSES, TAXONOMY_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,24 @@ def render_context_map(
     to_metric = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     fig, axes = plt.subplots(1, 2, figsize=(16, 7), constrained_layout=True)
     panels = (
-        (poi_density, f"POIs within {phi_m:g} m (count)", "magma", LogNorm(vmin=1, vmax=max(2, np.nanmax(poi_density)))),
+        (
+            poi_density,
+            f"POIs within {phi_m:g} m (count)",
+            "magma",
+            LogNorm(vmin=1, vmax=max(2, np.nanmax(poi_density))),
+        ),
         (road_density, f"road length within {phi_m:g} m (m, all classes)", "viridis", None),
     )
     for ax, (values, label, cmap, norm) in zip(axes, panels):
         img = _raster(sub, values, stride)
-        shown = ax.imshow(np.where(img > 0, img, np.nan) if norm else img, origin="lower", extent=extent_km,
-                          cmap=cmap, norm=norm, interpolation="nearest")
+        shown = ax.imshow(
+            np.where(img > 0, img, np.nan) if norm else img,
+            origin="lower",
+            extent=extent_km,
+            cmap=cmap,
+            norm=norm,
+            interpolation="nearest",
+        )
         fig.colorbar(shown, ax=ax, shrink=0.8, label=label)
         for lon, lat in trajectories:
             x, y = to_metric.transform(np.asarray(lon), np.asarray(lat))
@@ -114,11 +125,11 @@ def _point_log_trips(path: Path, columns: dict[str, str], n: int) -> list[tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.context_tables import read_context
-    from jobs.spark_session import get_spark
-    from transfertraj.city_config import load_city
-    from transfertraj.log_config import configure_logging
-    from transfertraj.settings import Settings
+    from transfertraj.core.city_config import load_city
+    from transfertraj.core.log_config import configure_logging
+    from transfertraj.core.settings import Settings
+    from transfertraj.jobs.context_tables import read_context
+    from transfertraj.jobs.spark_session import get_spark
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--city", required=True)

@@ -2,7 +2,7 @@
 
     python -m jobs.context_tables --city porto        # ~1 min for Porto (OSM parse + 5 M-node lattice)
 
-    from jobs.context_tables import with_context
+    from transfertraj.jobs.context_tables import with_context
     points = with_context(points_df, city, settings)   # what jobs/featurize.py calls
 
 Each table is partitioned by city and replaced whole for the city on every run (`replace_partition`),
@@ -26,9 +26,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from feature_store.delta_io import read_table, replace_partition, table_exists
-from feature_store.tables import table, table_path
-from jobs.context_density import (
+from transfertraj.core.city_config import CityConfig
+from transfertraj.core.settings import Settings
+from transfertraj.feature_store.delta_io import read_table, replace_partition, table_exists
+from transfertraj.feature_store.tables import table, table_path
+from transfertraj.jobs.context_density import (
     LATTICE_M,
     ROAD_TOLERANCE_M,
     add_context,
@@ -36,10 +38,8 @@ from jobs.context_density import (
     build_road_lattice,
     lattice_to_arrow,
 )
-from jobs.context_taxonomy import POI_CATEGORIES, ROAD_CLASSES, TAXONOMY_VERSION
-from jobs.osm_context import OsmContext, read_osm_context
-from transfertraj.city_config import CityConfig
-from transfertraj.settings import Settings
+from transfertraj.jobs.context_taxonomy import POI_CATEGORIES, ROAD_CLASSES, TAXONOMY_VERSION
+from transfertraj.jobs.osm_context import OsmContext, read_osm_context
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,15 @@ def grid_table(ctx: OsmContext, city: CityConfig, *, lattice_m: float = LATTICE_
     return _with_provenance({name: t.column(name) for name in t.column_names}, t.num_rows, city)
 
 
-def _write(spark: SparkSession, settings: Settings, name: str, data: pa.Table, schema: T.StructType,
-           city: CityConfig, meta: dict) -> int:
+def _write(
+    spark: SparkSession,
+    settings: Settings,
+    name: str,
+    data: pa.Table,
+    schema: T.StructType,
+    city: CityConfig,
+    meta: dict,
+) -> int:
     """Arrow table (built on the driver by osmnx/geopandas/numpy) -> the city's partition of a Delta table.
 
     Staged as Parquet under the data root and read back by Spark: `createDataFrame` would hold the whole
@@ -188,8 +195,9 @@ def _write(spark: SparkSession, settings: Settings, name: str, data: pa.Table, s
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def build_context_tables(spark: SparkSession, city: CityConfig, settings: Settings, *,
-                         lattice_m: float = LATTICE_M) -> dict[str, int]:
+def build_context_tables(
+    spark: SparkSession, city: CityConfig, settings: Settings, *, lattice_m: float = LATTICE_M
+) -> dict[str, int]:
     """Read the city's OSM source and replace its partition of the three context tables.
 
     Returns table -> Delta version written; {} for a city without OSM (nothing to write)."""
@@ -215,8 +223,9 @@ def build_context_tables(spark: SparkSession, city: CityConfig, settings: Settin
     return {
         "context_roads": _write(spark, settings, "context_roads", roads_table(ctx, city), ROADS_SCHEMA, city, meta),
         "context_pois": _write(spark, settings, "context_pois", pois_table(ctx, city), POIS_SCHEMA, city, meta),
-        "context_grid": _write(spark, settings, "context_grid", grid_table(ctx, city, lattice_m=lattice_m),
-                               GRID_SCHEMA, city, meta),
+        "context_grid": _write(
+            spark, settings, "context_grid", grid_table(ctx, city, lattice_m=lattice_m), GRID_SCHEMA, city, meta
+        ),
     }
 
 
@@ -247,9 +256,9 @@ def with_context(points_df: DataFrame, city: CityConfig, settings: Settings) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.spark_session import get_spark
-    from transfertraj.city_config import load_city
-    from transfertraj.log_config import configure_logging
+    from transfertraj.core.city_config import load_city
+    from transfertraj.core.log_config import configure_logging
+    from transfertraj.jobs.spark_session import get_spark
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--city", required=True)

@@ -1,6 +1,6 @@
 """The fixed vocabularies of the context modalities: POI categories, road classes and their sizes.
 
-    from jobs.context_taxonomy import context_dims, TAXONOMY_VERSION
+    from transfertraj.jobs.context_taxonomy import context_dims, TAXONOMY_VERSION
     dims = context_dims()       # ContextDims(P=10, R=17, poi_categories=(...), road_classes=(...), ...)
 
 Everything that records or checks the shape of the POI and road vectors (the features table's metadata,

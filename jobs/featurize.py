@@ -21,12 +21,12 @@ import time
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from feature_store.delta_io import read_table, replace_partition, table_exists
-from feature_store.tables import table, table_path
-from jobs.context_taxonomy import TAXONOMY_VERSION
-from jobs.metric_coordinates import add_metric_xy
-from transfertraj.city_config import CityConfig, load_city
-from transfertraj.settings import Settings
+from transfertraj.core.city_config import CityConfig, load_city
+from transfertraj.core.settings import Settings
+from transfertraj.feature_store.delta_io import read_table, replace_partition, table_exists
+from transfertraj.feature_store.tables import table, table_path
+from transfertraj.jobs.context_taxonomy import TAXONOMY_VERSION
+from transfertraj.jobs.metric_coordinates import add_metric_xy
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,21 @@ def add_temporal(points: DataFrame, *, timezone: str) -> DataFrame:
 
 def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> DataFrame:
     """Points with modalities -> one row per trajectory, arrays ordered by idx."""
-    fields = ["idx", "ts", "lon", "lat", "mx", "my", "weekday", "hour", "minute", "poi", "poi_missing", "road", "road_missing"]
+    fields = [
+        "idx",
+        "ts",
+        "lon",
+        "lat",
+        "mx",
+        "my",
+        "weekday",
+        "hour",
+        "minute",
+        "poi",
+        "poi_missing",
+        "road",
+        "road_missing",
+    ]
     grouped = points.groupBy("trip_id").agg(F.array_sort(F.collect_list(F.struct(*fields))).alias("p"))
     first_mx, first_my, first_ts = F.col("p.mx")[0], F.col("p.my")[0], F.col("p.ts")[0]
     per_trip = grouped.select(
@@ -73,14 +87,17 @@ def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> 
         F.col("p.road").alias("road"),
         F.col("p.road_missing").alias("road_missing"),
     )
-    return silver.select("trip_id", "vehicle_key", "start_ts", "n_points", "city", "date").join(per_trip, "trip_id").withColumn(
-        "context_missing", F.lit(context_missing)
-    ).withColumn("taxonomy_version", F.lit(TAXONOMY_VERSION))
+    return (
+        silver.select("trip_id", "vehicle_key", "start_ts", "n_points", "city", "date")
+        .join(per_trip, "trip_id")
+        .withColumn("context_missing", F.lit(context_missing))
+        .withColumn("taxonomy_version", F.lit(TAXONOMY_VERSION))
+    )
 
 
 def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> dict:
     """Build the features partition of one city and date from silver. Returns what it read and wrote."""
-    from jobs.context_tables import build_context_tables, read_context, with_context
+    from transfertraj.jobs.context_tables import build_context_tables, read_context, with_context
 
     t0 = time.time()
     part = {"city": city.name, "date": date}
@@ -93,19 +110,32 @@ def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: S
             log.info("%s: context tables not built yet, building them now (once per city)", city.name)
             build_context_tables(spark, city, settings)
         _, _, context_versions = read_context(spark, city, settings)
-    points = trajectory_points(silver).transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
+    points = (
+        trajectory_points(silver).transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
+    )
     points = with_context(points, city, settings)
     features = assemble(points, silver, context_missing=not city.has_osm)
     lineage = {"silver_version": silver_version, **{f"{k}_version": v for k, v in context_versions.items()}}
     features = features.withColumn("source_versions", F.lit(json.dumps(lineage, sort_keys=True)))
     version = replace_partition(
-        features, table_path(settings, "features"), part, partition_by=table("features").partition_by,
+        features,
+        table_path(settings, "features"),
+        part,
+        partition_by=table("features").partition_by,
         user_metadata=json.dumps({"taxonomy_version": TAXONOMY_VERSION, **lineage}),
     )
     n = read_table(spark, table_path(settings, "features"), version=version, where=part)[0].count()
-    out = {"city": city.name, "date": date, "trajectories": n, "features_version": version, **lineage,
-           "seconds": round(time.time() - t0, 1)}
-    log.info("features %s %s: %d trajectories, version %d (from silver v%d)", city.name, date, n, version, silver_version)
+    out = {
+        "city": city.name,
+        "date": date,
+        "trajectories": n,
+        "features_version": version,
+        **lineage,
+        "seconds": round(time.time() - t0, 1),
+    }
+    log.info(
+        "features %s %s: %d trajectories, version %d (from silver v%d)", city.name, date, n, version, silver_version
+    )
     return out
 
 
@@ -116,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.spark_session import get_spark
 
     city = load_city(args.city, settings)
     spark = get_spark("featurize", settings)
@@ -133,7 +163,7 @@ def run(args, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transfertraj.log_config import configure_logging
+    from transfertraj.core.log_config import configure_logging
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

@@ -34,15 +34,16 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.landed_files import PORTO_COLUMNS
-from transfertraj.city_config import BBox, CityConfig, city_to_yaml, load_city, load_city_file
-from transfertraj.settings import Settings
+from transfertraj.core.city_config import BBox, CityConfig, city_to_yaml, load_city, load_city_file
+from transfertraj.core.settings import Settings
+from transfertraj.jobs.landed_files import PORTO_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,10 @@ class Templates:
 def bbox_micro(bbox: BBox) -> tuple[int, int, int, int]:
     """The bbox in integer microdegrees, rounded inwards so integer points inside are inside the real box."""
     return (
-        math.ceil(bbox.min_lon * MICRO - 1e-6), math.ceil(bbox.min_lat * MICRO - 1e-6),
-        math.floor(bbox.max_lon * MICRO + 1e-6), math.floor(bbox.max_lat * MICRO + 1e-6),
+        math.ceil(bbox.min_lon * MICRO - 1e-6),
+        math.ceil(bbox.min_lat * MICRO - 1e-6),
+        math.floor(bbox.max_lon * MICRO + 1e-6),
+        math.floor(bbox.max_lat * MICRO + 1e-6),
     )
 
 
@@ -117,9 +120,15 @@ def load_templates(sample: Path, bbox: BBox) -> Templates:
     lon, lat = np.concatenate(lons), np.concatenate(lats)
     start, length = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
     return Templates(
-        lon=lon, lat=lat, start=start, length=length, ts0=np.asarray(ts0s, np.int64),
-        min_lon=np.minimum.reduceat(lon, start), max_lon=np.maximum.reduceat(lon, start),
-        min_lat=np.minimum.reduceat(lat, start), max_lat=np.maximum.reduceat(lat, start),
+        lon=lon,
+        lat=lat,
+        start=start,
+        length=length,
+        ts0=np.asarray(ts0s, np.int64),
+        min_lon=np.minimum.reduceat(lon, start),
+        max_lon=np.maximum.reduceat(lon, start),
+        min_lat=np.minimum.reduceat(lat, start),
+        max_lat=np.maximum.reduceat(lat, start),
         fields={k: np.asarray(v, dtype=object) for k, v in fields.items()},
     )
 
@@ -196,14 +205,31 @@ def render_lines(t: Templates, plan: Plan, first: int, last: int) -> pa.Array:
     ts = t.ts0[tpl] + plan.dt[first:last]
     trip_id = pc.binary_join_element_wise(
         pc.cast(pa.array(ts), pa.string()),
-        pc.utf8_lpad(pc.cast(pa.array(np.arange(first, last)), pa.string()), width=9, padding="0"), "",
+        pc.utf8_lpad(pc.cast(pa.array(np.arange(first, last)), pa.string()), width=9, padding="0"),
+        "",
     )
     taxi = [str(int(a) + int(b) * FLEET_STRIDE) for a, b in zip(t.fields["TAXI_ID"][tpl], plan.fleet[first:last])]
     f = {k: pa.array(v[tpl].tolist(), pa.string()) for k, v in t.fields.items()}
     return pc.binary_join_element_wise(
-        trip_id, ',"', f["CALL_TYPE"], '","', f["ORIGIN_CALL"], '","', f["ORIGIN_STAND"], '","',
-        pa.array(taxi, pa.string()), '","', pc.cast(pa.array(ts), pa.string()), '","', f["DAY_TYPE"], '","',
-        f["MISSING_DATA"], '","[', poly, ']"\n', "",
+        trip_id,
+        ',"',
+        f["CALL_TYPE"],
+        '","',
+        f["ORIGIN_CALL"],
+        '","',
+        f["ORIGIN_STAND"],
+        '","',
+        pa.array(taxi, pa.string()),
+        '","',
+        pc.cast(pa.array(ts), pa.string()),
+        '","',
+        f["DAY_TYPE"],
+        '","',
+        f["MISSING_DATA"],
+        '","[',
+        poly,
+        ']"\n',
+        "",
     )
 
 
@@ -212,10 +238,10 @@ def _write_strings(path: Path, header: str, lines: pa.Array) -> None:
     lines = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
     if lines.type != pa.large_string():
         lines = lines.cast(pa.large_string())
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset: lines.offset + len(lines) + 1]
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
     with open(path, "wb") as f:
         f.write((header + "\n").encode())
-        f.write(memoryview(lines.buffers()[2])[offsets[0]: offsets[-1]])
+        f.write(memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]])
 
 
 def generate(
@@ -232,7 +258,7 @@ def generate(
 ) -> list[Path]:
     """Write the generated set into `out` (a delivery folder). Returns the part files written."""
     from datetime import date as Date
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if city.raw.format != "porto_csv":
         raise ValueError(f"city {city.name}: the generator makes Porto CSV; its raw format is {city.raw.format}")
@@ -241,10 +267,17 @@ def generate(
     t0 = time.time()
     sample = Path(sample or city.raw.path)
     t = load_templates(sample, city.bbox)
-    sample_day = datetime.fromtimestamp(int(t.ts0.min()), tz=timezone.utc).date()
+    sample_day = datetime.fromtimestamp(int(t.ts0.min()), tz=UTC).date()
     day_shift_s = (Date.fromisoformat(date) - sample_day).days * 86_400
-    plan = plan_trips(t, points=points, bbox=city.bbox, seed=seed, day_shift_s=day_shift_s,
-                      spread_hours=spread_hours, max_offset_m=max_offset_m)
+    plan = plan_trips(
+        t,
+        points=points,
+        bbox=city.bbox,
+        seed=seed,
+        day_shift_s=day_shift_s,
+        spread_hours=spread_hours,
+        max_offset_m=max_offset_m,
+    )
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("part-*-generated.csv*"):
         old.unlink()
@@ -256,9 +289,17 @@ def generate(
         path = out / f"part-{i:05d}-generated.csv"
         _write_strings(path, HEADER, render_lines(t, plan, a, b))
         files.append(path)
-    (out / MARKER).write_text(_marker_text(city, sample, t, plan, points, seed, date, spread_hours, max_offset_m, files))
-    log.info("generated %d points in %d trips, %d file(s) in %s (%.1f s)", points, len(plan.length), len(files),
-             out, time.time() - t0)
+    (out / MARKER).write_text(
+        _marker_text(city, sample, t, plan, points, seed, date, spread_hours, max_offset_m, files)
+    )
+    log.info(
+        "generated %d points in %d trips, %d file(s) in %s (%.1f s)",
+        points,
+        len(plan.length),
+        len(files),
+        out,
+        time.time() - t0,
+    )
     return files
 
 
@@ -284,10 +325,12 @@ def generated_city_config(city: CityConfig, folder: Path, *, name: str | None = 
     """Write `<city>_generated.yaml` into `folder` (a city search-path folder): the city with another name,
     so its generated deliveries land in landing/<city>_generated/ and never mix with real ones."""
     name = name or f"{city.name}_generated"
-    gen = city.model_copy(update={
-        "name": name,
-        "description": f"GENERATED scale-test data derived from {city.name} (jobs/generate_scale_data.py)",
-    })
+    gen = city.model_copy(
+        update={
+            "name": name,
+            "description": f"GENERATED scale-test data derived from {city.name} (jobs/generate_scale_data.py)",
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     path.write_text("# GENERATED by jobs/generate_scale_data.py for scale tests.\n" + city_to_yaml(gen))
@@ -300,23 +343,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, required=True, help="exact number of points to generate")
     parser.add_argument("--city", default="porto", help="city whose sample and bbox are used (default porto)")
     parser.add_argument("--date", default=DEFAULT_DATE, help=f"delivery date of the set (default {DEFAULT_DATE})")
-    parser.add_argument("--out", type=Path,
-                        help="delivery folder to write (default <home>/landing/<city>_generated/<date>/)")
+    parser.add_argument(
+        "--out", type=Path, help="delivery folder to write (default <home>/landing/<city>_generated/<date>/)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
     parser.add_argument("--points-per-file", type=int, default=2_000_000, help="points per part file (default 2 M)")
     parser.add_argument("--max-offset-m", type=float, default=300.0, help="largest spatial shift per axis (m)")
     parser.add_argument("--spread-hours", type=float, default=13.0, help="time shifts span 0..this many hours")
-    parser.add_argument("--city-config", action="store_true",
-                        help="also write <home>/config/cities/<city>_generated.yaml so "
-                             "'transfertraj ingest --city <city>_generated --date <date>' finds the set")
+    parser.add_argument(
+        "--city-config",
+        action="store_true",
+        help="also write <home>/config/cities/<city>_generated.yaml so "
+        "'transfertraj ingest --city <city>_generated --date <date>' finds the set",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings.load()
     city = load_city(args.city, settings)
     out = args.out or settings.landing / f"{city.name}_generated" / args.date
-    files = generate(city=city, out=out, points=args.points, seed=args.seed, date=args.date,
-                     points_per_file=args.points_per_file, spread_hours=args.spread_hours,
-                     max_offset_m=args.max_offset_m)
+    files = generate(
+        city=city,
+        out=out,
+        points=args.points,
+        seed=args.seed,
+        date=args.date,
+        points_per_file=args.points_per_file,
+        spread_hours=args.spread_hours,
+        max_offset_m=args.max_offset_m,
+    )
     if args.city_config:
         print(generated_city_config(city, settings.home / "config" / "cities"))
     print(f"{args.points} generated points in {len(files)} file(s) under {out} (see {MARKER})")

@@ -23,24 +23,34 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from datetime import date as Date
-from datetime import datetime, timedelta, timezone
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from feature_store.delta_io import append_rows, read_table, replace_partition
-from feature_store.tables import table, table_path
-from jobs import clean_trips as ct
-from jobs.bronze_rows import read_landed_rows
-from jobs.clean_points import DROP, TRIP, clean_trips_spark
-from jobs.landed_files import landed_files
-from jobs.parse_points import check_rows, explode_points
-from jobs.schemas import CITY, DATE, DETAIL, POINT_IDX, REASON, REJECTS_SCHEMA, ROW_ID, RUNS_SCHEMA, SOURCE_FILE
-from jobs.vehicle_key import load_vehicle_key, vehicle_key_column
-from transfertraj.city_config import CityConfig, load_city
-from transfertraj.settings import Settings
+from transfertraj.core.city_config import CityConfig, load_city
+from transfertraj.core.settings import Settings
+from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition
+from transfertraj.feature_store.tables import table, table_path
+from transfertraj.jobs import clean_trips as ct
+from transfertraj.jobs.bronze_rows import read_landed_rows
+from transfertraj.jobs.clean_points import DROP, TRIP, clean_trips_spark
+from transfertraj.jobs.landed_files import landed_files
+from transfertraj.jobs.parse_points import check_rows, explode_points
+from transfertraj.jobs.schemas import (
+    CITY,
+    DATE,
+    DETAIL,
+    POINT_IDX,
+    REASON,
+    REJECTS_SCHEMA,
+    ROW_ID,
+    RUNS_SCHEMA,
+    SOURCE_FILE,
+)
+from transfertraj.jobs.vehicle_key import load_vehicle_key, vehicle_key_column
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +108,19 @@ def cleaning_buckets(points_estimate: int, shuffle_partitions: int) -> int:
     return max(shuffle_partitions, -(-points_estimate // POINTS_PER_BUCKET))
 
 
-CHECKED_DDL = [(SOURCE_FILE, "string"), (ROW_ID, "long"), (REASON, "string"), (DETAIL, "string"),
-               ("stream_id", "string"), ("vehicle_id", "string"), ("ts0", "double"), ("poly", "array<array<double>>"),
-               ("lon", "double"), ("lat", "double"), ("trip_state", "string")]  # an empty delivery's checked rows
+CHECKED_DDL = [
+    (SOURCE_FILE, "string"),
+    (ROW_ID, "long"),
+    (REASON, "string"),
+    (DETAIL, "string"),
+    ("stream_id", "string"),
+    ("vehicle_id", "string"),
+    ("ts0", "double"),
+    ("poly", "array<array<double>>"),
+    ("lon", "double"),
+    ("lat", "double"),
+    ("trip_state", "string"),
+]  # an empty delivery's checked rows
 
 
 def _counts(df: DataFrame) -> dict[str, int]:
@@ -109,7 +129,7 @@ def _counts(df: DataFrame) -> dict[str, int]:
 
 def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> IngestReport:
     """Ingest one delivery date of one city. Raises QualityGateError when the gate fails."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.time()
     report = IngestReport(city=city.name, date=date, run_id=uuid.uuid4().hex[:16])
     part = {CITY: city.name, DATE: date}
@@ -120,7 +140,10 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
     # Bronze first: what arrived is kept for inspection whatever happens next.
     bronze = read_landed_rows(spark, files, city=city.name, date=date, landing_root=settings.landing)
     report.bronze_version = replace_partition(
-        bronze, table_path(settings, "bronze"), part, partition_by=table("bronze").partition_by,
+        bronze,
+        table_path(settings, "bronze"),
+        part,
+        partition_by=table("bronze").partition_by,
         user_metadata=f"run {report.run_id}",
     )
     bronze, _ = read_table(spark, table_path(settings, "bronze"), version=report.bronze_version, where=part)
@@ -140,11 +163,16 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
 
     # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
     buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    cleaned = _persist(clean_trips_spark(points, city, buckets=buckets,
-                                         streams_contiguous=city.raw.format == "porto_csv"))
+    cleaned = _persist(
+        clean_trips_spark(points, city, buckets=buckets, streams_contiguous=city.raw.format == "porto_csv")
+    )
     key = load_vehicle_key(settings)
-    trips = ct.build_trajectories(cleaned.where(F.col("kind") == TRIP), city=city.name, date=date,
-                                  vehicle_key=vehicle_key_column(F.col("vehicle_id"), key))
+    trips = ct.build_trajectories(
+        cleaned.where(F.col("kind") == TRIP),
+        city=city.name,
+        date=date,
+        vehicle_key=vehicle_key_column(F.col("vehicle_id"), key),
+    )
     dropped = ct.point_rejects(cleaned.where(F.col("kind") == DROP))
     report.points_dropped_by_reason = _counts(dropped)
     report.points_dropped = sum(report.points_dropped_by_reason.values())
@@ -162,7 +190,9 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
     )
     report.rejects_version = replace_partition(
         rejects.select(*REJECTS_SCHEMA.names),
-        table_path(settings, "rejects"), part, partition_by=table("rejects").partition_by,
+        table_path(settings, "rejects"),
+        part,
+        partition_by=table("rejects").partition_by,
         user_metadata=f"run {report.run_id}",
     )
 
@@ -172,7 +202,10 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         report.status, report.message = "failed_quality_gate", failure
     else:
         report.silver_version = replace_partition(
-            trips, table_path(settings, "silver"), part, partition_by=table("silver").partition_by,
+            trips,
+            table_path(settings, "silver"),
+            part,
+            partition_by=table("silver").partition_by,
             user_metadata=f"run {report.run_id}",
         )
     report.seconds = time.time() - t0
@@ -200,8 +233,10 @@ def _quality_gate(r: IngestReport, city: CityConfig) -> str | None:
     share = r.rows_rejected / r.rows_read if r.rows_read else 0.0
     if share > q.max_rejected_share:
         top = max(r.rows_rejected_by_reason.items(), key=lambda kv: kv[1])[0]
-        return (f"rejected share {share:.1%} is above quality.max_rejected_share {q.max_rejected_share:.0%} "
-                f"(most common reason: {top})")
+        return (
+            f"rejected share {share:.1%} is above quality.max_rejected_share {q.max_rejected_share:.0%} "
+            f"(most common reason: {top})"
+        )
     if r.trajectories_out < q.min_trajectories:
         return f"{r.trajectories_out} trajectories out, fewer than quality.min_trajectories {q.min_trajectories}"
     return None
@@ -209,7 +244,7 @@ def _quality_gate(r: IngestReport, city: CityConfig) -> str | None:
 
 def _append_run(spark: SparkSession, r: IngestReport, started: datetime, settings: Settings) -> None:
     row = {k: v for k, v in asdict(r).items() if k in RUNS_SCHEMA.names}
-    row.update(job="ingest", started_at=started, finished_at=datetime.now(timezone.utc))
+    row.update(job="ingest", started_at=started, finished_at=datetime.now(UTC))
     df = spark.createDataFrame([tuple(row[n] for n in RUNS_SCHEMA.names)], RUNS_SCHEMA)
     append_rows(df, table_path(settings, "runs"), partition_by=table("runs").partition_by)
 
@@ -222,7 +257,7 @@ def date_range(start: str, end: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transfertraj.log_config import configure_logging
+    from transfertraj.core.log_config import configure_logging
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
@@ -237,12 +272,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", help="first date of a backfill range (with --end)")
     parser.add_argument("--end", help="last date of a backfill range, inclusive")
     parser.add_argument("--all-landed", action="store_true", help="every date folder landed for the city")
-    parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
-                        help="write the data-quality report (PNG + HTML) per date (default on)")
+    parser.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the data-quality report (PNG + HTML) per date (default on)",
+    )
 
 
 def run(args, settings: Settings) -> int:
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.spark_session import get_spark
 
     city = load_city(args.city, settings)
     if args.date:
@@ -268,7 +307,7 @@ def run(args, settings: Settings) -> int:
             failed += 1
             log.error("%s", err)
         if args.report:
-            from jobs.quality_report import write_quality_report
+            from transfertraj.jobs.quality_report import write_quality_report
 
             print(f"quality report: {write_quality_report(spark, city, day, settings)}")
     return 1 if failed else 0

@@ -17,12 +17,12 @@ import csv
 import gzip
 import io
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from transfertraj.city_config import CityConfig, load_city
-from transfertraj.settings import Settings
+from transfertraj.core.city_config import CityConfig, load_city
+from transfertraj.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _local_date(value: str, city: CityConfig) -> str | None:
     try:
         if fmt in ("unix_s", "unix_ms", "auto") and value.strip().lstrip("-").isdigit():
             seconds = int(value) / (1000 if fmt == "unix_ms" or int(value) > 10**11 else 1)
-            instant = datetime.fromtimestamp(seconds, tz=timezone.utc)
+            instant = datetime.fromtimestamp(seconds, tz=UTC)
         else:
             naive = datetime.fromisoformat(value.strip())
             src = ZoneInfo(city.raw.timestamp_timezone)

@@ -13,12 +13,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from transfertraj.city_config import CityConfig
+from transfertraj.core.city_config import CityConfig
 
 log = logging.getLogger(__name__)
 
 PORTO_COLUMNS = (
-    "TRIP_ID", "CALL_TYPE", "ORIGIN_CALL", "ORIGIN_STAND", "TAXI_ID", "TIMESTAMP", "DAY_TYPE", "MISSING_DATA", "POLYLINE",
+    "TRIP_ID",
+    "CALL_TYPE",
+    "ORIGIN_CALL",
+    "ORIGIN_STAND",
+    "TAXI_ID",
+    "TIMESTAMP",
+    "DAY_TYPE",
+    "MISSING_DATA",
+    "POLYLINE",
 )
 PORTO_REQUIRED = ("TRIP_ID", "TAXI_ID", "TIMESTAMP", "POLYLINE")
 READABLE_SUFFIXES = (".csv", ".txt", ".gz", ".tsv")
@@ -60,8 +68,11 @@ def inspect_file(path: Path, city: CityConfig) -> LandedFile:
         log.warning("%s is empty: 0 rows", path)
         return LandedFile(path, None, ())
     columns = tuple(c.strip() for c in next(csv.reader([header])))
-    missing = [f"{canon} (column '{col}')" if canon != col else col
-               for canon, col in required_columns(city).items() if col not in columns]
+    missing = [
+        f"{canon} (column '{col}')" if canon != col else col
+        for canon, col in required_columns(city).items()
+        if col not in columns
+    ]
     if missing:
         raise LandingError(
             f"{path}: the header lacks required column(s) {', '.join(missing)} for format "

@@ -1,6 +1,6 @@
 """Read a city's OpenStreetMap context: drivable roads and POIs, in the city's metric CRS.
 
-    from jobs.osm_context import read_osm_context
+    from transfertraj.jobs.osm_context import read_osm_context
     ctx = read_osm_context(city, settings)     # OsmContext(roads=GeoDataFrame, pois=GeoDataFrame, ...)
 
 Three kinds of source (city config `osm.kind`), one result:
@@ -37,9 +37,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from jobs.context_taxonomy import POI_TAG_KEYS, poi_category, road_class
-from transfertraj.city_config import CityConfig
-from transfertraj.settings import Settings
+from transfertraj.core.city_config import CityConfig
+from transfertraj.core.settings import Settings
+from transfertraj.jobs.context_taxonomy import POI_TAG_KEYS, poi_category, road_class
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ def _drivable_graph_edges(path: Path, crs: str) -> gpd.GeoDataFrame:
     # A two-way street is two directed edges; the undirected graph counts its length once.
     edges = ox.graph_to_gdfs(ox.convert.to_undirected(G), nodes=False)
     osm_id = edges["osmid"].map(lambda v: v[0] if isinstance(v, list) else v)
-    return _roads_frame(edges.reset_index(drop=True), edges["highway"].reset_index(drop=True),
-                        osm_id.reset_index(drop=True), crs)
+    return _roads_frame(
+        edges.reset_index(drop=True), edges["highway"].reset_index(drop=True), osm_id.reset_index(drop=True), crs
+    )
 
 
 # ----------------------------------------------------------------------------------------------- POIs
@@ -139,7 +140,6 @@ def _pois_frame(tags: pd.DataFrame, geometry: gpd.GeoSeries, osm_type, osm_id, c
 
 def _xml_pois(path: Path, crs: str) -> gpd.GeoDataFrame:
     import osmnx as ox
-
     from osmnx._errors import InsufficientResponseError
 
     try:
@@ -211,8 +211,9 @@ def read_gis_extract(lines_path: Path, points_path: Path, crs: str) -> OsmContex
         {k: [t.get(k) for t in other] for k in POI_TAG_KEYS}
         | {"name": points["name"].to_numpy() if "name" in points else None}
     )
-    pois = _pois_frame(tags, points.geometry, ["node"] * len(points),
-                       points.get("osm_id", pd.Series([None] * len(points))), crs)
+    pois = _pois_frame(
+        tags, points.geometry, ["node"] * len(points), points.get("osm_id", pd.Series([None] * len(points))), crs
+    )
     log.info("%s + %s: %d road segments, %d POIs", lines_path.name, points_path.name, len(roads), len(pois))
     return OsmContext(roads=roads, pois=pois, crs=crs, source=f"{lines_path} + {points_path}")
 

@@ -16,22 +16,38 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from jobs.landed_files import PORTO_COLUMNS
-from jobs.schemas import DETAIL, HEADER, LINE, POINT_IDX, REASON, ROW_ID, SOURCE_FILE
-from transfertraj.city_config import CityConfig
+from transfertraj.core.city_config import CityConfig
+from transfertraj.jobs.landed_files import PORTO_COLUMNS
+from transfertraj.jobs.schemas import DETAIL, HEADER, LINE, POINT_IDX, REASON, ROW_ID, SOURCE_FILE
 
 PORTO_FIX_INTERVAL_S = 15  # the Porto format: one POLYLINE point every 15 s from TIMESTAMP
 MIN_EPOCH_S = 631_152_000  # 1990-01-01: GPS logs older than this are typos
 MAX_EPOCH_S = 4_102_444_800  # 2100-01-01
 MS_THRESHOLD = 100_000_000_000  # a "seconds" value above this is in milliseconds (year 5138 otherwise)
-AUTO_NAIVE_PATTERNS = ("yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm:ss.SSS", "yyyy-MM-dd'T'HH:mm:ss.SSS")
+AUTO_NAIVE_PATTERNS = (
+    "yyyy-MM-dd HH:mm:ss",
+    "yyyy-MM-dd'T'HH:mm:ss",
+    "yyyy-MM-dd HH:mm:ss.SSS",
+    "yyyy-MM-dd'T'HH:mm:ss.SSS",
+)
 AUTO_ZONED_PATTERNS = ("yyyy-MM-dd'T'HH:mm:ssXXX", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "yyyy-MM-dd HH:mm:ssXXX")
 _NULL_SENTINEL = "\u0001"  # so that an empty field is '' and a missing trailing field is null
 
 POINT_COLUMNS = [SOURCE_FILE, ROW_ID, POINT_IDX, "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state"]
 # One row per bronze row: its verdict (reason null = accepted) and what the points are made from.
-CHECKED_COLUMNS = [SOURCE_FILE, ROW_ID, REASON, DETAIL, "stream_id", "vehicle_id", "ts0", "poly", "lon", "lat",
-                   "trip_state"]
+CHECKED_COLUMNS = [
+    SOURCE_FILE,
+    ROW_ID,
+    REASON,
+    DETAIL,
+    "stream_id",
+    "vehicle_id",
+    "ts0",
+    "poly",
+    "lon",
+    "lat",
+    "trip_state",
+]
 
 
 def _first_reason(*rules: tuple[Column, str]) -> Column:
@@ -62,8 +78,13 @@ def epoch_seconds(col: Column, fmt: str, source_tz: str) -> Column:
 
 def _valid_coordinate(lon: Column, lat: Column) -> Column:
     return (
-        lon.isNotNull() & lat.isNotNull() & ~F.isnan(lon) & ~F.isnan(lat)
-        & (F.abs(lon) <= 180) & (F.abs(lat) <= 90) & ~((lon == 0) & (lat == 0))
+        lon.isNotNull()
+        & lat.isNotNull()
+        & ~F.isnan(lon)
+        & ~F.isnan(lat)
+        & (F.abs(lon) <= 180)
+        & (F.abs(lat) <= 90)
+        & ~((lon == 0) & (lat == 0))
     )
 
 
@@ -109,7 +130,13 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFr
     pair_ok = F.forall(F.col("poly"), lambda p: F.size(p) == 2)
     rules += [
         (F.col(ROW_ID) != F.col("_first_copy"), "duplicate_row"),
-        (F.trim(f("TAXI_ID")).isNull() | (F.trim(f("TAXI_ID")) == "") | f("POLYLINE").isNull() | (f("POLYLINE") == ""), "missing_field"),
+        (
+            F.trim(f("TAXI_ID")).isNull()
+            | (F.trim(f("TAXI_ID")) == "")
+            | f("POLYLINE").isNull()
+            | (f("POLYLINE") == ""),
+            "missing_field",
+        ),
         (F.col("ts0").isNull() | (F.col("ts0") < MIN_EPOCH_S) | (F.col("ts0") > MAX_EPOCH_S), "bad_timestamp"),
         (F.col("poly").isNull() | ~pair_ok, "bad_polyline"),
         (F.size(F.col("poly")) == 0, "empty_polyline"),
@@ -118,9 +145,16 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFr
         DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
     )
     return checked.select(
-        SOURCE_FILE, ROW_ID, REASON, DETAIL, F.col("line_hash").alias("stream_id"),
-        F.trim(f("TAXI_ID")).alias("vehicle_id"), F.col("ts0"), F.col("poly"),
-        F.lit(None).cast("double").alias("lon"), F.lit(None).cast("double").alias("lat"),
+        SOURCE_FILE,
+        ROW_ID,
+        REASON,
+        DETAIL,
+        F.col("line_hash").alias("stream_id"),
+        F.trim(f("TAXI_ID")).alias("vehicle_id"),
+        F.col("ts0"),
+        F.col("poly"),
+        F.lit(None).cast("double").alias("lon"),
+        F.lit(None).cast("double").alias("lat"),
         F.lit(None).cast("string").alias("trip_state"),
     )
 
@@ -147,8 +181,17 @@ def check_point_log_rows(rows: DataFrame, header_columns: tuple[str, ...], city:
         DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
     )
     return checked.select(
-        SOURCE_FILE, ROW_ID, REASON, DETAIL, F.col("vehicle_id").alias("stream_id"), "vehicle_id",
-        F.col("ts_s").alias("ts0"), F.lit(None).cast("array<array<double>>").alias("poly"), "lon", "lat", "trip_state",
+        SOURCE_FILE,
+        ROW_ID,
+        REASON,
+        DETAIL,
+        F.col("vehicle_id").alias("stream_id"),
+        "vehicle_id",
+        F.col("ts_s").alias("ts0"),
+        F.lit(None).cast("array<array<double>>").alias("poly"),
+        "lon",
+        "lat",
+        "trip_state",
     )
 
 
@@ -175,12 +218,25 @@ def explode_points(checked: DataFrame) -> DataFrame:
     coords = F.coalesce(F.col("poly"), F.array(F.array(F.col("lon"), F.col("lat"))))
     return (
         checked.where(F.col(REASON).isNull())
-        .select(SOURCE_FILE, ROW_ID, "stream_id", "vehicle_id", "ts0", "trip_state",
-                F.posexplode(coords).alias(POINT_IDX, "p"))
         .select(
-            SOURCE_FILE, ROW_ID, F.col(POINT_IDX).cast("int").alias(POINT_IDX), "stream_id", "vehicle_id",
+            SOURCE_FILE,
+            ROW_ID,
+            "stream_id",
+            "vehicle_id",
+            "ts0",
+            "trip_state",
+            F.posexplode(coords).alias(POINT_IDX, "p"),
+        )
+        .select(
+            SOURCE_FILE,
+            ROW_ID,
+            F.col(POINT_IDX).cast("int").alias(POINT_IDX),
+            "stream_id",
+            "vehicle_id",
             (F.col("ts0").cast("long") + F.col(POINT_IDX) * PORTO_FIX_INTERVAL_S).alias("ts"),
-            F.col("p")[0].alias("lon"), F.col("p")[1].alias("lat"), "trip_state",
+            F.col("p")[0].alias("lon"),
+            F.col("p")[1].alias("lat"),
+            "trip_state",
         )
     )
 
@@ -191,5 +247,14 @@ def parse_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> tuple
     return checked, explode_points(checked)
 
 
-__all__ = ["parse_rows", "check_rows", "explode_points", "check_porto_rows", "check_point_log_rows", "epoch_seconds",
-           "PORTO_COLUMNS", "POINT_COLUMNS", "CHECKED_COLUMNS"]
+__all__ = [
+    "parse_rows",
+    "check_rows",
+    "explode_points",
+    "check_porto_rows",
+    "check_point_log_rows",
+    "epoch_seconds",
+    "PORTO_COLUMNS",
+    "POINT_COLUMNS",
+    "CHECKED_COLUMNS",
+]

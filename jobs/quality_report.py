@@ -18,10 +18,10 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from feature_store.delta_io import read_table, table_exists
-from feature_store.tables import table_path
-from transfertraj.city_config import CityConfig
-from transfertraj.settings import Settings
+from transfertraj.core.city_config import CityConfig
+from transfertraj.core.settings import Settings
+from transfertraj.feature_store.delta_io import read_table, table_exists
+from transfertraj.feature_store.tables import table_path
 
 log = logging.getLogger(__name__)
 MAP_SAMPLE_POINTS = 40_000
@@ -47,9 +47,13 @@ def write_quality_report(spark: SparkSession, city: CityConfig, date: str, setti
     trips = None
     silver_path = table_path(settings, "silver")
     if run["status"] == "published" and table_exists(spark, silver_path):
-        silver, _ = read_table(spark, silver_path, version=run["silver_version"], where={"city": city.name, "date": date})
+        silver, _ = read_table(
+            spark, silver_path, version=run["silver_version"], where={"city": city.name, "date": date}
+        )
         trips = silver.select(
-            "n_points", "duration_s", "length_m",
+            "n_points",
+            "duration_s",
+            "length_m",
             (F.col("length_m") / F.greatest(F.col("duration_s"), F.lit(1)) * 3.6).alias("speed_kmh"),
         ).toPandas()
         total = max(int(run["points_kept"]), 1)
@@ -63,8 +67,10 @@ def write_quality_report(spark: SparkSession, city: CityConfig, date: str, setti
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     fig.suptitle(f"{city.name} {date}: ingestion quality ({run['status']})", fontsize=14)
     ax = axes[0, 0]
-    reasons = {**{f"row: {k}": v for k, v in run["rows_rejected_by_reason"].items()},
-               **{f"point: {k}": v for k, v in run["points_dropped_by_reason"].items()}}
+    reasons = {
+        **{f"row: {k}": v for k, v in run["rows_rejected_by_reason"].items()},
+        **{f"point: {k}": v for k, v in run["points_dropped_by_reason"].items()},
+    }
     if reasons:
         names = sorted(reasons, key=reasons.get)
         ax.barh(names, [reasons[n] for n in names], color="tab:red")
@@ -96,8 +102,12 @@ def write_quality_report(spark: SparkSession, city: CityConfig, date: str, setti
         ax = axes[1, 2]
         ax.scatter(points["lon"], points["lat"], s=0.3, alpha=0.3, color="black")
         b = city.bbox
-        ax.plot([b.min_lon, b.max_lon, b.max_lon, b.min_lon, b.min_lon],
-                [b.min_lat, b.min_lat, b.max_lat, b.max_lat, b.min_lat], color="tab:orange", lw=1)
+        ax.plot(
+            [b.min_lon, b.max_lon, b.max_lon, b.min_lon, b.min_lon],
+            [b.min_lat, b.min_lat, b.max_lat, b.max_lat, b.min_lat],
+            color="tab:orange",
+            lw=1,
+        )
         ax.set_title(f"accepted points (sample of {len(points):,}) and the city box")
         ax.set_aspect(1 / max(0.2, math.cos(math.radians(b.centre[1]))))
     else:
@@ -113,11 +123,11 @@ def write_quality_report(spark: SparkSession, city: CityConfig, date: str, setti
         f"<tr><td>{html.escape(k)}</td><td style='text-align:right'>{v:,}</td></tr>" for k, v in sorted(reasons.items())
     )
     page = f"""<!doctype html><meta charset="utf-8"><title>{city.name} {date} ingestion quality</title>
-<h1>{city.name} {date}: {html.escape(run['status'])}</h1>
-<p>{html.escape(run.get('message') or '')}</p>
-<p>Rows read {run['rows_read']:,} = accepted {run['rows_accepted']:,} + rejected {run['rows_rejected']:,}.
-Points read {run['points_read']:,} = kept {run['points_kept']:,} + dropped {run['points_dropped']:,}.
-Trajectories out: {run['trajectories_out']:,}. Run {run['run_id']}.</p>
+<h1>{city.name} {date}: {html.escape(run["status"])}</h1>
+<p>{html.escape(run.get("message") or "")}</p>
+<p>Rows read {run["rows_read"]:,} = accepted {run["rows_accepted"]:,} + rejected {run["rows_rejected"]:,}.
+Points read {run["points_read"]:,} = kept {run["points_kept"]:,} + dropped {run["points_dropped"]:,}.
+Trajectories out: {run["trajectories_out"]:,}. Run {run["run_id"]}.</p>
 <table border=1 cellpadding=4><tr><th>reason</th><th>count</th></tr>{rows}</table>
 <p><img src="ingest_quality.png" alt="quality plots"></p>
 <p>Data licence: {html.escape(city.raw.licence)}</p>

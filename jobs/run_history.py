@@ -1,7 +1,7 @@
 """What ingestion did, from the Delta tables: the runs log and the quarantine.
 
-    transfertraj runs --city porto                 # one line per run, newest first
-    transfertraj rejects --city porto --date 2013-07-01 [--reason bad_polyline] [--limit 20]
+transfertraj runs --city porto                 # one line per run, newest first
+transfertraj rejects --city porto --date 2013-07-01 [--reason bad_polyline] [--limit 20]
 """
 
 from __future__ import annotations
@@ -9,16 +9,18 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from feature_store.delta_io import read_table
-from feature_store.tables import table_path
-from transfertraj.settings import Settings
+from transfertraj.core.settings import Settings
+from transfertraj.feature_store.delta_io import read_table
+from transfertraj.feature_store.tables import table_path
 
 
 def runs_lines(spark: SparkSession, settings: Settings, city: str, limit: int = 20) -> list[str]:
     runs, _ = read_table(spark, table_path(settings, "runs"), where={"city": city})
     rows = runs.orderBy(F.col("finished_at").desc()).limit(limit).collect()
-    out = [f"{'finished (UTC)':19s}  {'date':10s}  {'status':20s} {'rows read':>10s} {'rejected':>9s} "
-           f"{'points':>10s} {'kept':>10s} {'trips':>7s}  silver"]
+    out = [
+        f"{'finished (UTC)':19s}  {'date':10s}  {'status':20s} {'rows read':>10s} {'rejected':>9s} "
+        f"{'points':>10s} {'kept':>10s} {'trips':>7s}  silver"
+    ]
     for r in rows:
         out.append(
             f"{r.finished_at:%Y-%m-%d %H:%M:%S}  {r.date:10s}  {r.status:20s} {r.rows_read:>10,} {r.rows_rejected:>9,} "
@@ -34,7 +36,9 @@ def rejects_lines(
     if reason:
         rejects = rejects.where(F.col("reason") == reason)
     out = [f"rejects of {city} {date} (table version {version})"]
-    for r in rejects.groupBy("reason", F.col("point_idx").isNull().alias("row")).count().orderBy(F.desc("count")).collect():
+    for r in (
+        rejects.groupBy("reason", F.col("point_idx").isNull().alias("row")).count().orderBy(F.desc("count")).collect()
+    ):
         out.append(f"  {'row  ' if r.row else 'point'} {r.reason:22s} {r['count']:>10,}")
     out.append("examples:")
     for r in rejects.orderBy("source_file", "row_id", "point_idx").limit(limit).collect():

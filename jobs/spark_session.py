@@ -1,9 +1,9 @@
 """The one Spark session factory every job uses.
 
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.spark_session import get_spark
     spark = get_spark("ingest")          # local[*] by default, Delta Lake enabled
 
-Master and extra configuration come from `transfertraj.settings.Settings` (environment
+Master and extra configuration come from `transfertraj.core.settings.Settings` (environment
 TRANSFERTRAJ_SPARK_MASTER / TRANSFERTRAJ_SPARK_CONF), so the same code runs against a standalone
 cluster, YARN or Kubernetes. Under `spark-submit` (a session already configured by the launcher) the
 launcher's master wins.
@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 
-from transfertraj.settings import Settings
+from transfertraj.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
     return conf
 
 
-def _jar_manifest(settings: Settings) -> "os.PathLike[str]":
+def _jar_manifest(settings: Settings) -> os.PathLike[str]:
     from importlib.metadata import version
 
     return settings.ivy_dir / f"delta-jars-{version('delta-spark')}-spark-{version('pyspark')}.txt"

@@ -14,7 +14,7 @@ from pathlib import Path
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from transfertraj.settings import Settings
+from transfertraj.core.settings import Settings
 
 ENV_VAR = "TRANSFERTRAJ_VEHICLE_KEY"
 

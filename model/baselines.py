@@ -1,6 +1,6 @@
 """Non-learned and classical baselines for TP, TR and OD-TTE (numpy / scikit-learn, no torch).
 
-    from model.baselines import tp_last_known, tp_constant_velocity, tr_linear_interpolation, OdRegressor
+    from transfertraj.model.baselines import tp_last_known, tp_constant_velocity, tr_linear_interpolation, OdRegressor
     dest = tp_constant_velocity(data, rows)                  # (n, 2) metres in the city CRS
     recovered = tr_linear_interpolation(data, rows, mu=8)    # DataFrame: row, point, pred_mx, pred_my
     od = OdRegressor("linear").fit(data, train_rows)         # fitted on the train split only
@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from model.masking import TP_FUTURE
-from model.trajectory_data import TrajectoryData
+from transfertraj.core.constants import TP_FUTURE
+from transfertraj.model.trajectory_data import TrajectoryData
 
 
 def _points(data: TrajectoryData, row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +133,7 @@ class OdRegressor:
             return X[:, :1]
         return _design_linear(X) if self.kind == "linear" else X
 
-    def fit(self, data: TrajectoryData, rows) -> "OdRegressor":
+    def fit(self, data: TrajectoryData, rows) -> OdRegressor:
         from sklearn.ensemble import GradientBoostingRegressor
         from sklearn.linear_model import LinearRegression
 
@@ -144,7 +144,12 @@ class OdRegressor:
             self.model = LinearRegression()
         else:
             self.model = GradientBoostingRegressor(
-                n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8, min_samples_leaf=10, random_state=self.seed
+                n_estimators=150,
+                max_depth=3,
+                learning_rate=0.05,
+                subsample=0.8,
+                min_samples_leaf=10,
+                random_state=self.seed,
             )
         self.model.fit(self._x(X), y)
         return self

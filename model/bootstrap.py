@@ -1,6 +1,6 @@
 """Bootstrap confidence intervals over trajectories: a mean, and paired error ratios of two methods.
 
-    from model.bootstrap import mean_ci, paired_ratio_ci
+    from transfertraj.model.bootstrap import mean_ci, paired_ratio_ci
     mean_ci(x)                                         # (mean, low, high), 95 % percentile interval
     paired_ratio_ci(sse_a, sse_b, n, kind="rmse")      # RMSE_a / RMSE_b with its interval
 

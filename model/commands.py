@@ -14,7 +14,7 @@ import argparse
 import json
 import logging
 
-from model.masking import TASKS
+from transfertraj.model.masking import TASKS
 
 log = logging.getLogger("transfertraj.model")
 
@@ -33,7 +33,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _read(args):
-    from model.trajectory_data import read_features
+    from transfertraj.model.trajectory_data import read_features
 
     table, version = read_features(args.features)
     if args.city:
@@ -47,17 +47,28 @@ def _read(args):
 
 def _train_kwargs(args) -> dict:
     return dict(
-        out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-        seed=args.seed, device=args.device, progress=not args.no_progress,
+        out_dir=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
     )
 
 
 def cmd_pretrain(args, settings=None) -> int:
-    from model.train import pretrain
+    from transfertraj.model.train import pretrain
 
     table, version = _read(args)
     kwargs = _train_kwargs(args)
-    ablation = {"position": args.position, "use_moe": not args.no_moe, "use_poi": not args.no_poi, "use_road": not args.no_road}
+    ablation = {
+        "position": args.position,
+        "use_moe": not args.no_moe,
+        "use_poi": not args.no_poi,
+        "use_road": not args.no_road,
+    }
     path = pretrain(table, version, kwargs.pop("out_dir"), context_dropout=args.context_dropout, **ablation, **kwargs)
     print(path)
     print(_loss_curves(path))
@@ -68,7 +79,7 @@ def _loss_curves(best_path):
     """The PNG of the run's loss curves, from last.pt (it holds every epoch, best.pt stops at the best)."""
     from pathlib import Path
 
-    from model.loss_curves import plot_checkpoint
+    from transfertraj.model.loss_curves import plot_checkpoint
 
     folder = Path(best_path).parent
     source = folder / "last.pt" if (folder / "last.pt").exists() else Path(best_path)
@@ -76,13 +87,19 @@ def _loss_curves(best_path):
 
 
 def cmd_finetune(args, settings=None) -> int:
-    from model.train import evaluate, finetune
+    from transfertraj.model.predict import evaluate
+    from transfertraj.model.train import finetune
 
     table, version = _read(args)
     kwargs = _train_kwargs(args)
     path = finetune(
-        getattr(args, "from"), args.task, table, data_version=version, n_shot=args.n_shot,
-        freeze_encoder=args.freeze_encoder, **kwargs,
+        getattr(args, "from"),
+        args.task,
+        table,
+        data_version=version,
+        n_shot=args.n_shot,
+        freeze_encoder=args.freeze_encoder,
+        **kwargs,
     )
     print(path)
     print(_loss_curves(path))
@@ -96,7 +113,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain TransferTraj on a features table (masked modelling)")
     _add_common(p)
     p.add_argument("--context-dropout", type=float, default=0.1, help="share of trajectories trained without POI/road")
-    p.add_argument("--position", choices=["trie", "absolute_sincos", "none"], default="trie", help="absolute_sincos = wo TRIE")
+    p.add_argument(
+        "--position", choices=["trie", "absolute_sincos", "none"], default="trie", help="absolute_sincos = wo TRIE"
+    )
     p.add_argument("--no-moe", action="store_true", help="plain FFN instead of SC-MoE (wo SC-MoE)")
     p.add_argument("--no-poi", action="store_true", help="drop the POI modality (wo POI)")
     p.add_argument("--no-road", action="store_true", help="drop the road modality (wo road)")

@@ -50,7 +50,7 @@ class MetricToLonLat:
     similarity: tuple | None = None  # (lon0, lat0, m_per_deg_lon, m_per_deg_lat, c, t)
 
     @classmethod
-    def fit(cls, mxy: np.ndarray, lonlat: np.ndarray, *, max_points: int = 50_000, seed: int = 0) -> "MetricToLonLat":
+    def fit(cls, mxy: np.ndarray, lonlat: np.ndarray, *, max_points: int = 50_000, seed: int = 0) -> MetricToLonLat:
         mxy, lonlat = np.asarray(mxy, np.float64), np.asarray(lonlat, np.float64)
         if len(mxy) > max_points:
             pick = np.random.default_rng(seed).choice(len(mxy), max_points, replace=False)

@@ -1,6 +1,6 @@
 """The evaluation suite's plots (matplotlib, PNG) and the expert-routing table behind one of them.
 
-    from model.evaluation_plots import draw_all
+    from transfertraj.model.evaluation_plots import draw_all
     routing, pngs = draw_all(suite, results, out_dir, home=settings.home)
 
 - eval_cases_<task>.png: predicted vs true trajectories of a few test cases over the city's roads
@@ -51,7 +51,7 @@ def road_lines(home: Path | None, city: str) -> list[np.ndarray]:
         import pyarrow.compute as pc
         import shapely
 
-        from model.trajectory_data import read_features  # reads any Delta folder by log replay
+        from transfertraj.model.trajectory_data import read_features  # reads any Delta folder by log replay
 
         table, _ = read_features(path)
         table = table.filter(pc.equal(table.column("city"), city)).select(["geometry_wkb"])
@@ -64,10 +64,12 @@ def road_lines(home: Path | None, city: str) -> list[np.ndarray]:
         return []
 
 
-def plot_cases(checkpoint, data, task: str, out: Path, *, roads: list[np.ndarray], n_cases: int, config, device: str) -> Path:
+def plot_cases(
+    checkpoint, data, task: str, out: Path, *, roads: list[np.ndarray], n_cases: int, config, device: str
+) -> Path:
     """Predicted vs true positions of `n_cases` test trajectories (the longest ones), one panel each."""
-    from model.evaluation_suite import task_rows
-    from model.train import predict
+    from transfertraj.model.evaluation_suite import task_rows
+    from transfertraj.model.predict import predict
 
     plt = _plt()
     from matplotlib.collections import LineCollection
@@ -99,7 +101,10 @@ def plot_cases(checkpoint, data, task: str, out: Path, *, roads: list[np.ndarray
         ax.set_aspect("equal")
         ax.tick_params(labelsize=6)
     axes[0][0].legend(fontsize=6, loc="best")
-    fig.suptitle(f"{task}: predicted vs true over {'OSM roads' if roads else 'plain axes (no road geometry)'} (metres, city CRS)", fontsize=9)
+    fig.suptitle(
+        f"{task}: predicted vs true over {'OSM roads' if roads else 'plain axes (no road geometry)'} (metres, city CRS)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = out / f"eval_cases_{task}.png"
     fig.savefig(path, dpi=90)
@@ -109,7 +114,9 @@ def plot_cases(checkpoint, data, task: str, out: Path, *, roads: list[np.ndarray
 
 def plot_tr_vs_mu(results: pd.DataFrame, setting: str, out: Path) -> Path | None:
     plt = _plt()
-    r = results[(results["setting"] == setting) & results["task"].str.startswith("tr") & (results["metric"] == "rmse_m")]
+    r = results[
+        (results["setting"] == setting) & results["task"].str.startswith("tr") & (results["metric"] == "rmse_m")
+    ]
     if r.empty:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -146,9 +153,9 @@ def token_routing(checkpoint, data, rows, *, batch_size: int = 128) -> pd.DataFr
     """Top-k expert choices of every point of `rows`, with nothing masked: one row per (point, layer, choice)."""
     import torch
 
-    from model.masking import PointMask
-    from model.train import load_model
-    from model.trajectory_data import Collator, TrajectoryDataset
+    from transfertraj.model.checkpoint import load_model
+    from transfertraj.model.masking import PointMask
+    from transfertraj.model.trajectory_data import Collator, TrajectoryDataset
 
     model, _ = load_model(checkpoint)
     collator = Collator(task="tr4")
@@ -160,19 +167,26 @@ def token_routing(checkpoint, data, rows, *, batch_size: int = 128) -> pd.DataFr
             ds = TrajectoryDataset(data, rows[start : start + batch_size])
             batch, _ = collator([ds[i] for i in range(len(ds))])
             out, _ = model(batch)
-            b, l = np.nonzero(batch["valid"].numpy())  # row-major, the order of the routing tokens
-            flat = data.offsets[batch["row"].numpy()[b]] + batch["point_index"].numpy()[b, l]
+            b, pos = np.nonzero(batch["valid"].numpy())  # row-major, the order of the routing tokens
+            flat = data.offsets[batch["row"].numpy()[b]] + batch["point_index"].numpy()[b, pos]
             ctx_missing = batch["context_missing"].numpy()[b]
             for layer, route in enumerate(out["routing"]):
                 if route is None:
                     continue
                 idx = route["indices"].numpy()  # (N, k)
                 k = idx.shape[1]
-                parts.append(pd.DataFrame({
-                    "layer": layer, "expert": idx.reshape(-1),
-                    "poi": np.repeat(poi[flat], k), "poi_missing": np.repeat(poi_miss[flat] | ctx_missing, k),
-                    "road": np.repeat(road[flat], k), "road_missing": np.repeat(road_miss[flat] | ctx_missing, k),
-                }))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "layer": layer,
+                            "expert": idx.reshape(-1),
+                            "poi": np.repeat(poi[flat], k),
+                            "poi_missing": np.repeat(poi_miss[flat] | ctx_missing, k),
+                            "road": np.repeat(road[flat], k),
+                            "road_missing": np.repeat(road_miss[flat] | ctx_missing, k),
+                        }
+                    )
+                )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -212,8 +226,16 @@ def routing_by_density(source: pd.DataFrame, target: pd.DataFrame, n_experts: in
                 pt = np.bincount(t, minlength=n_experts).astype(float)
                 js = _js(ps, pt) if len(s) and len(t) else float("nan")
                 shares[(layer, kind, bucket)] = (ps / max(ps.sum(), 1), pt / max(pt.sum(), 1))
-                rows.append({"layer": layer, "kind": kind, "bucket": bucket, "n_source": int(len(s)),
-                             "n_target": int(len(t)), "js": js})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "kind": kind,
+                        "bucket": bucket,
+                        "n_source": int(len(s)),
+                        "n_target": int(len(t)),
+                        "js": js,
+                    }
+                )
     return pd.DataFrame(rows), shares
 
 
@@ -222,7 +244,9 @@ def plot_routing(shares: dict, pair: str, labels: tuple[str, str], out: Path, n_
     keys = sorted(shares, key=lambda k: (k[0], k[1], (BUCKETS + ("missing",)).index(k[2])))
     panels = sorted({(k[0], k[1]) for k in keys})
     cols = BUCKETS + ("missing",)
-    fig, axes = plt.subplots(len(panels), len(cols), figsize=(3 * len(cols), 2.2 * len(panels)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        len(panels), len(cols), figsize=(3 * len(cols), 2.2 * len(panels)), squeeze=False, sharey=True
+    )
     x = np.arange(n_experts)
     for i, (layer, kind) in enumerate(panels):
         for j, bucket in enumerate(cols):
@@ -231,7 +255,11 @@ def plot_routing(shares: dict, pair: str, labels: tuple[str, str], out: Path, n_
                 s, t = shares[(layer, kind, bucket)]
                 ax.bar(x - 0.2, s, 0.4, label=labels[0])
                 ax.bar(x + 0.2, t, 0.4, label=labels[1])
-                js = f"JS {_js(s, t):.2f}" if s.sum() and t.sum() else f"no {labels[0] if not s.sum() else labels[1]} tokens"
+                js = (
+                    f"JS {_js(s, t):.2f}"
+                    if s.sum() and t.sum()
+                    else f"no {labels[0] if not s.sum() else labels[1]} tokens"
+                )
                 ax.set_title(f"layer {layer} {kind} {bucket} ({js})", fontsize=7)
             else:
                 ax.set_title(f"layer {layer} {kind} {bucket}: no tokens", fontsize=7)
@@ -250,10 +278,12 @@ def plot_routing(shares: dict, pair: str, labels: tuple[str, str], out: Path, n_
 # ----------------------------------------------------------------------------------------- all
 
 
-def draw_all(suite, results: pd.DataFrame, out: Path, *, home: Path | None = None) -> tuple[pd.DataFrame | None, list[Path]]:
+def draw_all(
+    suite, results: pd.DataFrame, out: Path, *, home: Path | None = None
+) -> tuple[pd.DataFrame | None, list[Path]]:
     """Every plot the suite's runs allow; returns (routing JS table or None, PNG paths)."""
-    from model.evaluation_suite import task_rows
-    from model.train import load_checkpoint
+    from transfertraj.model.checkpoint import load_checkpoint
+    from transfertraj.model.evaluation_suite import task_rows
 
     out = Path(out)
     pngs = []
@@ -272,7 +302,9 @@ def draw_all(suite, results: pd.DataFrame, out: Path, *, home: Path | None = Non
         if src.empty or tgt.empty:
             continue
         table, shares = routing_by_density(src, tgt, n_experts)
-        labels = tuple(pair.replace(" vs ", "-").split("-")[:2]) if "-" in pair or " vs " in pair else ("source", "target")
+        labels = (
+            tuple(pair.replace(" vs ", "-").split("-")[:2]) if "-" in pair or " vs " in pair else ("source", "target")
+        )
         pngs.append(plot_routing(shares, pair, labels, out, n_experts))
         tables.append(table.assign(pair=pair))
     routing = pd.concat(tables, ignore_index=True) if tables else None

@@ -31,17 +31,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.baselines import (
+from transfertraj.core.constants import MAX_POINTS
+from transfertraj.core.geo import haversine_m
+from transfertraj.model.baselines import (
     OdRegressor,
     od_minutes,
     tp_constant_velocity,
     tp_last_known,
     tr_linear_interpolation,
 )
-from model.bootstrap import paired_ratio_ci, verdict
-from model.coordinates import MetricToLonLat
-from model.metrics import haversine_m
-from model.trajectory_data import TrajectoryData, chronological_split, eligible
+from transfertraj.model.bootstrap import paired_ratio_ci, verdict
+from transfertraj.model.coordinates import MetricToLonLat
+from transfertraj.model.trajectory_data import TrajectoryData, chronological_split, eligible
 
 log = logging.getLogger("transfertraj.evaluation")
 
@@ -79,16 +80,33 @@ class SuiteConfig:
     few_shot_n: int = 5000  # N target trajectories (or all the target's train split has)
     source_city: str = "porto"
     tp_min_points: int = 10
-    max_points: int = 120
+    max_points: int = MAX_POINTS
     n_boot: int = 2000
     plot_cases: int = 4
 
 
-TINY_MODEL = dict(d_model=32, n_layers=1, n_heads=2, n_experts=4, top_k=2, expert_hidden=64, ffn_hidden=128, mixer_heads=2, fourier_freqs=8)
+TINY_MODEL = dict(
+    d_model=32,
+    n_layers=1,
+    n_heads=2,
+    n_experts=4,
+    top_k=2,
+    expert_hidden=64,
+    ffn_hidden=128,
+    mixer_heads=2,
+    fourier_freqs=8,
+)
 SUITES = {
     "quick": SuiteConfig(
-        name="quick", seeds=(0,), model=TINY_MODEL, pretrain_epochs=2, finetune_epochs=1, patience=2,
-        ablations=(), transfers=(), n_boot=1000,
+        name="quick",
+        seeds=(0,),
+        model=TINY_MODEL,
+        pretrain_epochs=2,
+        finetune_epochs=1,
+        patience=2,
+        ablations=(),
+        transfers=(),
+        n_boot=1000,
     ),
     "full": SuiteConfig(name="full"),
 }
@@ -114,11 +132,25 @@ def reference_check(results: pd.DataFrame, setting: str, tolerance: float = REFE
     """The measured baselines of `setting` next to REFERENCE_BASELINES: ratio and whether within tolerance."""
     rows = []
     for (task, method, metric), ref in REFERENCE_BASELINES.items():
-        x = results[(results["setting"] == setting) & (results["task"] == task) & (results["method"] == method) & (results["metric"] == metric)]
+        x = results[
+            (results["setting"] == setting)
+            & (results["task"] == task)
+            & (results["method"] == method)
+            & (results["metric"] == metric)
+        ]
         if len(x):
             v = float(x["mean"].iloc[0])
-            rows.append({"task": task, "method": method, "metric": metric, "measured": v, "reference": ref,
-                         "ratio": v / ref, "within": bool(abs(v / ref - 1) <= tolerance)})
+            rows.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "metric": metric,
+                    "measured": v,
+                    "reference": ref,
+                    "ratio": v / ref,
+                    "within": bool(abs(v / ref - 1) <= tolerance),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -161,7 +193,7 @@ def task_rows(data: TrajectoryData, split: str, task: str, config: SuiteConfig) 
 
 def _converter(data: TrajectoryData, city: str) -> MetricToLonLat:
     cache = data.__dict__.setdefault("_eval_converters", {})  # not a field: stays out of checkpoints and copies
-    if city not in cache:  # the same fit as model.train.predict: every point of the city in `data`
+    if city not in cache:  # the same fit as transfertraj.model.predict.predict: every point of the city in `data`
         sel = np.repeat(data.city == city, data.n_points)
         cache[city] = MetricToLonLat.fit(data.mxy[sel], data.lonlat[sel])
     return cache[city]
@@ -179,7 +211,9 @@ def _distance_error(data: TrajectoryData, rows, points, pred_mxy) -> np.ndarray:
     return haversine_m(pred_ll[:, 0], pred_ll[:, 1], true_ll[:, 0], true_ll[:, 1])
 
 
-def baseline_frames(data: TrajectoryData, split: str, config: SuiteConfig, tasks) -> dict[tuple[str, str], pd.DataFrame]:
+def baseline_frames(
+    data: TrajectoryData, split: str, config: SuiteConfig, tasks
+) -> dict[tuple[str, str], pd.DataFrame]:
     """{(method, task): per-trip frame} for every baseline of the tasks, fitted on the train split."""
     out = {}
     if "tp" in tasks:
@@ -205,7 +239,7 @@ def baseline_frames(data: TrajectoryData, split: str, config: SuiteConfig, tasks
 
 def model_frame(checkpoint, data: TrajectoryData, task: str, config: SuiteConfig, device: str) -> pd.DataFrame:
     """Per-trip frame of a checkpoint on the test split (TP only on trajectories with >= tp_min_points)."""
-    from model.train import predict
+    from transfertraj.model.predict import predict
 
     preds = predict(checkpoint, data, task, split="test", device=device, max_points=config.max_points)
     s = preds[preds["scored"]]
@@ -228,16 +262,31 @@ class Trainer:
 
     def _common(self, seed: int, epochs: int) -> dict:
         c = self.config
-        return dict(epochs=epochs, batch_size=c.batch_size, lr=c.lr, patience=c.patience, seed=seed, device=self.device, progress=False, max_points=c.max_points)
+        return dict(
+            epochs=epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            patience=c.patience,
+            seed=seed,
+            device=self.device,
+            progress=False,
+            max_points=c.max_points,
+        )
 
     def pretrained(self, key: str, data: TrajectoryData, seed: int, model_over: dict | None = None) -> Path:
-        from model.train import pretrain
+        from transfertraj.model.train import pretrain
 
         k = ("pt", key, seed)
         if k not in self.cache:
             t0 = time.perf_counter()
             out = self.work / f"seed{seed}" / key / "pretrain"
-            self.cache[k] = pretrain(data, data.data_version, out, **{**self.config.model, **(model_over or {})}, **self._common(seed, self.config.pretrain_epochs))
+            self.cache[k] = pretrain(
+                data,
+                data.data_version,
+                out,
+                **{**self.config.model, **(model_over or {})},
+                **self._common(seed, self.config.pretrain_epochs),
+            )
             log.info("pretrained %s seed %d in %.0f s", key, seed, time.perf_counter() - t0)
         return self.cache[k]
 
@@ -245,28 +294,43 @@ class Trainer:
         """A randomly initialised model as a checkpoint dict (the start of "wo pt")."""
         import torch
 
-        from model.train import CHECKPOINT_FORMAT
-        from model.transfertraj import ModelArgs, TransferTraj
+        from transfertraj.model.checkpoint import CHECKPOINT_FORMAT
+        from transfertraj.model.transfertraj import ModelArgs, TransferTraj
 
         k = ("scratch", key, seed)
         if k not in self.cache:
             torch.manual_seed(seed)
-            args = ModelArgs(**{**self.config.model, **(model_over or {})}, poi_dim=data.poi_dim, road_dim=data.road_dim)
+            args = ModelArgs(
+                **{**self.config.model, **(model_over or {})}, poi_dim=data.poi_dim, road_dim=data.road_dim
+            )
             model = TransferTraj(args=args)
             self.cache[k] = {
-                "format": CHECKPOINT_FORMAT, "model_args": args.to_dict(), "model": model.state_dict(),
-                "data": data.describe(), "train_config": {"task": "none"},
+                "format": CHECKPOINT_FORMAT,
+                "model_args": args.to_dict(),
+                "model": model.state_dict(),
+                "data": data.describe(),
+                "train_config": {"task": "none"},
             }
         return self.cache[k]
 
-    def finetuned(self, key: str, start, task: str, data: TrajectoryData, seed: int, *, n_shot: int | None = None) -> Path:
-        from model.train import finetune
+    def finetuned(
+        self, key: str, start, task: str, data: TrajectoryData, seed: int, *, n_shot: int | None = None
+    ) -> Path:
+        from transfertraj.model.train import finetune
 
         k = ("ft", key, task, seed, n_shot)
         if k not in self.cache:
             t0 = time.perf_counter()
             out = self.work / f"seed{seed}" / key / f"finetune_{task}"
-            self.cache[k] = finetune(start, task, data, data_version=data.data_version, out_dir=out, n_shot=n_shot, **self._common(seed, self.config.finetune_epochs))
+            self.cache[k] = finetune(
+                start,
+                task,
+                data,
+                data_version=data.data_version,
+                out_dir=out,
+                n_shot=n_shot,
+                **self._common(seed, self.config.finetune_epochs),
+            )
             log.info("fine-tuned %s %s seed %d in %.0f s", key, task, seed, time.perf_counter() - t0)
         return self.cache[k]
 
@@ -308,11 +372,15 @@ class Suite:
         for task in tasks:
             family = BASELINE_FAMILY[task[:2]]
             metric = "sae" if task == "od" else "sse"  # OD is judged on MAE, TP/TR on RMSE
-            scores = {m: val[(m, task)][metric].sum() / max(val[(m, task)]["n"].sum(), 1) for m in family if (m, task) in val}
+            scores = {
+                m: val[(m, task)][metric].sum() / max(val[(m, task)]["n"].sum(), 1) for m in family if (m, task) in val
+            }
             if scores:
                 self.reference[(setting, task)] = min(scores, key=scores.get)
 
-    def add_model(self, setting: str, method: str, task: str, seed: int, checkpoint, data: TrajectoryData, n_shot=None) -> None:
+    def add_model(
+        self, setting: str, method: str, task: str, seed: int, checkpoint, data: TrajectoryData, n_shot=None
+    ) -> None:
         frame = model_frame(checkpoint, data, task, self.config, self.device)
         self.records.append(Record(setting, method, task, seed, frame, n_shot))
 
@@ -347,7 +415,9 @@ class Suite:
                     self.add_model(setting, name, task, seed, ft, data)
         self.plot_inputs["cases"] = (setting, data)
 
-    def transfer(self, setting: str, source: TrajectoryData, target: TrajectoryData, *, key: str, target_key: str, wo_trie: bool) -> None:
+    def transfer(
+        self, setting: str, source: TrajectoryData, target: TrajectoryData, *, key: str, target_key: str, wo_trie: bool
+    ) -> None:
         """Zero-shot (source model on target test), few-shot (N target trajectories), in-domain target."""
         c = self.config
         tasks = [t for t in c.transfer_tasks if len(task_rows(target, "test", t, c))]
@@ -367,13 +437,15 @@ class Suite:
                     self.add_model(setting, "few-shot" + suffix, task, seed, few, target, n_shot=n)
                 if not label and seed == c.seeds[0]:
                     self.plot_inputs["routing"].append((setting, pt, source, target))
-            tpt = self.trainer.pretrained(target_key, target, seed)  # the same key trains once (west is east-west's source)
+            tpt = self.trainer.pretrained(
+                target_key, target, seed
+            )  # the same key trains once (west is east-west's source)
             for task in tasks:
                 ft = self.trainer.finetuned(target_key, tpt, task, target, seed)
                 self.add_model(setting, "in-domain", task, seed, ft, target)
 
     def run(self) -> None:
-        from model.transfer_data import city_data, covered_categories, restrict_poi, split_meridian
+        from transfertraj.model.transfer_data import city_data, covered_categories, restrict_poi, split_meridian
 
         c = self.config
         cities = set(self.data.city.tolist())
@@ -384,7 +456,9 @@ class Suite:
             self.checkpoint_results()
             if name in ("west-east", "east-west"):
                 west, east, meridian = split_meridian(porto)
-                self.notes.append(f"{name}: meridian {meridian:.4f} (median origin longitude), west {len(west)} / east {len(east)} trips")
+                self.notes.append(
+                    f"{name}: meridian {meridian:.4f} (median origin longitude), west {len(west)} / east {len(east)} trips"
+                )
                 src, tgt = (west, east) if name == "west-east" else (east, west)
                 self.transfer(name, src, tgt, key=name.split("-")[0], target_key=name.split("-")[1], wo_trie=True)
             elif name.startswith(f"{c.source_city}-"):
@@ -396,9 +470,18 @@ class Suite:
                 source = porto
                 if name.endswith("-shared"):
                     shared = covered_categories(porto) & covered_categories(target)
-                    self.notes.append(f"{name}: POI restricted to {int(shared[:-1].sum())} of {porto.poi_dim - 1} categories both sources cover")
+                    self.notes.append(
+                        f"{name}: POI restricted to {int(shared[:-1].sum())} of {porto.poi_dim - 1} categories both sources cover"
+                    )
                     source, target = restrict_poi(porto, shared), restrict_poi(target, shared)
-                self.transfer(name, source, target, key="source" if source is porto else f"source-{name}", target_key=f"target-{name}", wo_trie=False)
+                self.transfer(
+                    name,
+                    source,
+                    target,
+                    key="source" if source is porto else f"source-{name}",
+                    target_key=f"target-{name}",
+                    wo_trie=False,
+                )
             else:
                 raise ValueError(f"unknown transfer {name!r}; known: {', '.join(TRANSFERS)}")
         if self.plot_inputs["routing"] == [] and c.variants and len(cities) > 1:
@@ -425,11 +508,18 @@ def results_table(suite: Suite) -> pd.DataFrame:
         per_seed = [frame_metrics(task, r.frame) for r in recs]
         for metric in per_seed[0]:
             vals = np.array([m[metric] for m in per_seed], dtype=float)
-            rows.append({
-                "setting": setting, "method": method, "task": task, "metric": metric,
-                "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                "n_seeds": len(recs) if recs[0].seed is not None else 0, "n_shot": recs[0].n_shot,
-            })
+            rows.append(
+                {
+                    "setting": setting,
+                    "method": method,
+                    "task": task,
+                    "metric": metric,
+                    "mean": float(vals.mean()),
+                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                    "n_seeds": len(recs) if recs[0].seed is not None else 0,
+                    "n_shot": recs[0].n_shot,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -446,21 +536,35 @@ def ratio_table(suite: Suite) -> pd.DataFrame:
         ref = suite.reference.get((setting, task))
         if ref is None:
             continue
-        rows += _ratio_rows(setting, method, task, _merge_seeds(recs), ref, _merge_seeds(by_key[(setting, ref, task)]), c.n_boot)
+        rows += _ratio_rows(
+            setting, method, task, _merge_seeds(recs), ref, _merge_seeds(by_key[(setting, ref, task)]), c.n_boot
+        )
     return pd.DataFrame(rows)
 
 
-def _ratio_rows(setting, method, task, a: pd.DataFrame, against: str, b: pd.DataFrame, n_boot: int, target=None) -> list[dict]:
+def _ratio_rows(
+    setting, method, task, a: pd.DataFrame, against: str, b: pd.DataFrame, n_boot: int, target=None
+) -> list[dict]:
     m = a.merge(b, on="trip_id", suffixes=("_a", "_b"))
     metrics = [("rmse", "sse"), ("mae", "sae")] + ([("mape", "ape")] if task == "od" else [])
     out = []
     for name, col in metrics:
         kind = "rmse" if name == "rmse" else "mae"
         r, lo, hi = paired_ratio_ci(m[f"{col}_a"], m[f"{col}_b"], m["n_a"], kind=kind, n_boot=n_boot)
-        out.append({
-            "setting": setting, "method": method, "task": task, "metric": name, "against": against, "ratio": r,
-            "ci_low": lo, "ci_high": hi, "n_trajectories": len(m), "verdict": verdict(lo, hi, target),
-        })
+        out.append(
+            {
+                "setting": setting,
+                "method": method,
+                "task": task,
+                "metric": name,
+                "against": against,
+                "ratio": r,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_trajectories": len(m),
+                "verdict": verdict(lo, hi, target),
+            }
+        )
     return out
 
 
@@ -487,11 +591,19 @@ def target_checks(suite: Suite) -> pd.DataFrame:
         metric = "mae" if task == "od" else "rmse"
         a, b = get("west-east", "zero-shot", task), get("west-east", "in-domain", task)
         if a is not None and b is not None:
-            row = [x for x in _ratio_rows("west-east", "zero-shot", task, a, "in-domain", b, c.n_boot, 1.3) if x["metric"] == metric]
+            row = [
+                x
+                for x in _ratio_rows("west-east", "zero-shot", task, a, "in-domain", b, c.n_boot, 1.3)
+                if x["metric"] == metric
+            ]
             checks += [{**x, "target": "<= 1.3"} for x in row]
         a, b = get("west-east", "zero-shot wo-TRIE", task), get("west-east", "zero-shot", task)
         if a is not None and b is not None:
-            row = [x for x in _ratio_rows("west-east", "zero-shot wo-TRIE", task, a, "zero-shot", b, c.n_boot) if x["metric"] == metric]
+            row = [
+                x
+                for x in _ratio_rows("west-east", "zero-shot wo-TRIE", task, a, "zero-shot", b, c.n_boot)
+                if x["metric"] == metric
+            ]
             checks += [{**x, "target": "> 1 (wo-TRIE transfers worse)"} for x in row]
     return pd.DataFrame(checks)
 
@@ -501,17 +613,37 @@ def _fmt(mean: float, std: float, n_seeds: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n_seeds > 1 else f"{mean:.{digits}f}"
 
 
-COLUMNS = [("tp", "rmse_m"), ("tp", "mae_m"), ("tr4", "rmse_m"), ("tr8", "rmse_m"), ("tr16", "rmse_m"),
-           ("tr8", "mae_m"), ("od", "rmse_min"), ("od", "mae_min"), ("od", "mape_pct")]
+COLUMNS = [
+    ("tp", "rmse_m"),
+    ("tp", "mae_m"),
+    ("tr4", "rmse_m"),
+    ("tr8", "rmse_m"),
+    ("tr16", "rmse_m"),
+    ("tr8", "mae_m"),
+    ("od", "rmse_min"),
+    ("od", "mae_min"),
+    ("od", "mape_pct"),
+]
 
 
-def markdown(suite: Suite, results: pd.DataFrame, ratios: pd.DataFrame, checks: pd.DataFrame, routing: pd.DataFrame | None, reference: pd.DataFrame | None = None) -> str:
+def markdown(
+    suite: Suite,
+    results: pd.DataFrame,
+    ratios: pd.DataFrame,
+    checks: pd.DataFrame,
+    routing: pd.DataFrame | None,
+    reference: pd.DataFrame | None = None,
+) -> str:
     c = suite.config
     lines = [f"# Evaluation suite `{c.name}`", ""]
-    lines.append(f"Seeds {list(c.seeds)}; model {c.model or 'paper size (ModelArgs defaults)'}; "
-                 f"pretrain <= {c.pretrain_epochs} epochs, fine-tune <= {c.finetune_epochs} (patience {c.patience}).")
-    lines.append("Metres for TP (destination) and TR (recovered points), minutes and % for OD-TTE; "
-                 "mean ± std over seeds. Test split of each setting's own chronological 8:1:1 split.")
+    lines.append(
+        f"Seeds {list(c.seeds)}; model {c.model or 'paper size (ModelArgs defaults)'}; "
+        f"pretrain <= {c.pretrain_epochs} epochs, fine-tune <= {c.finetune_epochs} (patience {c.patience})."
+    )
+    lines.append(
+        "Metres for TP (destination) and TR (recovered points), minutes and % for OD-TTE; "
+        "mean ± std over seeds. Test split of each setting's own chronological 8:1:1 split."
+    )
     lines.append("")
     present = [(t, m) for t, m in COLUMNS if ((results["task"] == t) & (results["metric"] == m)).any()]
     head = ["setting", "method", "N"] + [f"{t} {m}" for t, m in present]
@@ -522,35 +654,64 @@ def markdown(suite: Suite, results: pd.DataFrame, ratios: pd.DataFrame, checks: 
             x = g[(g["task"] == t) & (g["metric"] == m)]
             cells.append(_fmt(x["mean"].iloc[0], x["std"].iloc[0], int(x["n_seeds"].iloc[0])) if len(x) else "")
         n_shot = g["n_shot"].dropna()
-        lines.append("| " + " | ".join([setting, method, str(int(n_shot.iloc[0])) if len(n_shot) else ""] + cells) + " |")
+        lines.append(
+            "| " + " | ".join([setting, method, str(int(n_shot.iloc[0])) if len(n_shot) else ""] + cells) + " |"
+        )
     lines.append("")
     counts = results[results["metric"] == "n_trajectories"].groupby(["setting", "task"])["mean"].max()
-    lines.append("Test trajectories scored: " + "; ".join(f"{s} {t} {int(v)}" for (s, t), v in counts.items()) + f" (TP: trajectories with >= {c.tp_min_points} points).")
+    lines.append(
+        "Test trajectories scored: "
+        + "; ".join(f"{s} {t} {int(v)}" for (s, t), v in counts.items())
+        + f" (TP: trajectories with >= {c.tp_min_points} points)."
+    )
     lines.append("")
     if reference is not None and len(reference):
-        lines += [f"## Baselines against their reference values (tolerance ± {REFERENCE_TOLERANCE:.0%})", "",
-                  "| task | method | metric | measured | reference | ratio | within |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Baselines against their reference values (tolerance ± {REFERENCE_TOLERANCE:.0%})",
+            "",
+            "| task | method | metric | measured | reference | ratio | within |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for _, r in reference.iterrows():
-            lines.append(f"| {r.task} | {r.method} | {r.metric} | {r.measured:.2f} | {r.reference:g} | {r.ratio:.2f} | {'yes' if r.within else 'NO'} |")
+            lines.append(
+                f"| {r.task} | {r.method} | {r.metric} | {r.measured:.2f} | {r.reference:g} | {r.ratio:.2f} | {'yes' if r.within else 'NO'} |"
+            )
         lines.append("")
     if len(checks):
-        lines += ["## Targets (ratio to the reference, 95 % paired bootstrap CI over test trajectories)", "",
-                  "| setting | method | task | metric | against | ratio | 95 % CI | target | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Targets (ratio to the reference, 95 % paired bootstrap CI over test trajectories)",
+            "",
+            "| setting | method | task | metric | against | ratio | 95 % CI | target | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for _, r in checks.iterrows():
-            lines.append(f"| {r.setting} | {r.method} | {r.task} | {r.metric} | {r.against} | {r.ratio:.3f} | "
-                         f"[{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.target} | {r.verdict} |")
+            lines.append(
+                f"| {r.setting} | {r.method} | {r.task} | {r.metric} | {r.against} | {r.ratio:.3f} | "
+                f"[{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.target} | {r.verdict} |"
+            )
         lines.append("")
     if len(ratios):
-        lines += ["## Every model against the strongest baseline (chosen on val)", "",
-                  "| setting | method | task | metric | against | ratio | 95 % CI | verdict |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Every model against the strongest baseline (chosen on val)",
+            "",
+            "| setting | method | task | metric | against | ratio | 95 % CI | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for _, r in ratios[ratios["metric"] != "mape"].iterrows():
-            lines.append(f"| {r.setting} | {r.method} | {r.task} | {r.metric} | {r.against} | {r.ratio:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.verdict} |")
+            lines.append(
+                f"| {r.setting} | {r.method} | {r.task} | {r.metric} | {r.against} | {r.ratio:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.verdict} |"
+            )
         lines.append("")
     if routing is not None and len(routing):
-        lines += ["## Expert routing: source vs target by context density bucket", "",
-                  "Jensen-Shannon divergence (base 2, 0 = same expert shares, 1 = disjoint) of the expert "
-                  "selection shares of tokens in the same density bucket.", "",
-                  "| pair | layer | context | bucket | tokens source | tokens target | JS divergence |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Expert routing: source vs target by context density bucket",
+            "",
+            "Jensen-Shannon divergence (base 2, 0 = same expert shares, 1 = disjoint) of the expert "
+            "selection shares of tokens in the same density bucket.",
+            "",
+            "| pair | layer | context | bucket | tokens source | tokens target | JS divergence |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for _, r in routing.iterrows():
             lines.append(f"| {r.pair} | {r.layer} | {r.kind} | {r.bucket} | {r.n_source} | {r.n_target} | {r.js:.3f} |")
         lines.append("")
@@ -564,7 +725,9 @@ def markdown(suite: Suite, results: pd.DataFrame, ratios: pd.DataFrame, checks: 
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -576,18 +739,31 @@ def log_mlflow(tracking_uri: str, artifact_root: Path, suite: Suite, results: pd
     mlflow.set_tracking_uri(tracking_uri)
     name = "transfertraj-evaluation"
     exp = mlflow.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else mlflow.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
+    )
     c = suite.config
     params = {k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in asdict(c).items()}
-    tags = {"suite": c.name, "data_version": str(suite.data.data_version), "taxonomy_version": suite.data.taxonomy_version}
-    if (commit := _git_commit()):
+    tags = {
+        "suite": c.name,
+        "data_version": str(suite.data.data_version),
+        "taxonomy_version": suite.data.taxonomy_version,
+    }
+    if commit := _git_commit():
         tags["git_commit"] = commit
     with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluate-{c.name}", tags=tags) as parent:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         for f in files:
             mlflow.log_artifact(str(f))
         for (setting, method), g in results.groupby(["setting", "method"], sort=False):
-            with mlflow.start_run(experiment_id=exp_id, run_name=f"{setting} / {method}", nested=True, tags={**tags, "setting": setting, "method": method}):
+            with mlflow.start_run(
+                experiment_id=exp_id,
+                run_name=f"{setting} / {method}",
+                nested=True,
+                tags={**tags, "setting": setting, "method": method},
+            ):
                 metrics = {}
                 for _, r in g.iterrows():
                     metrics[f"test/{r.task}_{r.metric}"] = r["mean"]
@@ -624,7 +800,7 @@ def run_suite(
     routing = None
     written = []
     if plots:
-        from model.evaluation_plots import draw_all
+        from transfertraj.model.evaluation_plots import draw_all
 
         routing, pngs = draw_all(suite, results, out, home=home)
         written += pngs
@@ -646,8 +822,16 @@ def run_suite(
         run_id = log_mlflow(mlflow_uri, artifact_root or out / "mlruns", suite, results, written)
     shutil.rmtree(out / "work", ignore_errors=True)
     (out / "results.partial.csv").unlink(missing_ok=True)
-    return {"results": results, "ratios": ratios, "targets": checks, "routing": routing, "reference": reference,
-            "files": written, "mlflow_run_id": run_id, "suite": suite}
+    return {
+        "results": results,
+        "ratios": ratios,
+        "targets": checks,
+        "routing": routing,
+        "reference": reference,
+        "files": written,
+        "mlflow_run_id": run_id,
+        "suite": suite,
+    }
 
 
 def _parse_args(args) -> SuiteConfig:
@@ -674,10 +858,12 @@ def _parse_args(args) -> SuiteConfig:
 
 
 def parse_model_arg(item: str) -> dict:
-    """"aux_loss_weight=0.1" -> {"aux_loss_weight": 0.1}, typed by the ModelArgs field; a clear error otherwise."""
-    from model.transfertraj import ModelArgs
+    """ "aux_loss_weight=0.1" -> {"aux_loss_weight": 0.1}, typed by the ModelArgs field; a clear error otherwise."""
+    from transfertraj.model.transfertraj import ModelArgs
 
-    defaults = {k: v for k, v in ModelArgs().to_dict().items() if k not in ("poi_dim", "road_dim")}  # dims come from the data
+    defaults = {
+        k: v for k, v in ModelArgs().to_dict().items() if k not in ("poi_dim", "road_dim")
+    }  # dims come from the data
     key, sep, raw = item.partition("=")
     if not sep or key not in defaults:
         raise SystemExit(f"--model-arg {item!r}: expected NAME=VALUE with NAME one of {', '.join(defaults)}")
@@ -697,18 +883,25 @@ def parse_model_arg(item: str) -> dict:
 
 
 def cmd_evaluate(args, settings) -> int:
-    from model.trajectory_data import load_features, read_features
+    from transfertraj.model.trajectory_data import load_features, read_features
 
     config = _parse_args(args)
     features = Path(args.features) if args.features else settings.lake / "features"
     table, version = read_features(features)
     data = load_features(table, version)
     out = Path(args.out) if args.out else settings.reports / "evaluation" / config.name
-    log.info("evaluation suite %s on %s (version %s, %d trajectories) -> %s", config.name, features, version, len(data), out)
+    log.info(
+        "evaluation suite %s on %s (version %s, %d trajectories) -> %s", config.name, features, version, len(data), out
+    )
     res = run_suite(
-        config, data, out, device=args.device, plots=not args.no_plots,
+        config,
+        data,
+        out,
+        device=args.device,
+        plots=not args.no_plots,
         mlflow_uri=None if args.no_mlflow else settings.mlflow_tracking_uri,
-        artifact_root=settings.home / "mlflow" / "artifacts", home=settings.home,
+        artifact_root=settings.home / "mlflow" / "artifacts",
+        home=settings.home,
     )
     print((out / "results.md").read_text())
     for f in res["files"]:
@@ -721,14 +914,26 @@ def cmd_evaluate(args, settings) -> int:
     ref = res["reference"]
     matched = ref is None or args.no_reference_check or bool(ref["within"].all())
     if not matched:
-        log.error("baselines differ from the reference values by more than %.0f %%:\n%s", REFERENCE_TOLERANCE * 100, ref[~ref["within"]].to_string())
+        log.error(
+            "baselines differ from the reference values by more than %.0f %%:\n%s",
+            REFERENCE_TOLERANCE * 100,
+            ref[~ref["within"]].to_string(),
+        )
     return 0 if finite and matched else 1
 
 
 def register(subparsers) -> None:
     """Add `evaluate` to an argparse subparsers object."""
-    p = subparsers.add_parser("evaluate", help="evaluation suite: baselines, variants, ablations, region transfer -> reports/evaluation/<suite>")
-    p.add_argument("--suite", choices=sorted(SUITES), default="quick", help="quick: CI size (minutes on 2 CPU cores); full: GPU / long runs")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluation suite: baselines, variants, ablations, region transfer -> reports/evaluation/<suite>",
+    )
+    p.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        default="quick",
+        help="quick: CI size (minutes on 2 CPU cores); full: GPU / long runs",
+    )
     p.add_argument("--features", help="features table (Parquet or Delta folder); default <home>/lake/features")
     p.add_argument("--out", help="output folder; default <home>/reports/evaluation/<suite>")
     p.add_argument("--seeds", type=int, nargs="+", help="override the suite's seeds")
@@ -737,14 +942,29 @@ def register(subparsers) -> None:
     p.add_argument("--few-shot-n", type=int, help="few-shot target trajectories (default 5000 or all available)")
     p.add_argument("--transfers", nargs="+", choices=list(TRANSFERS) + ["none"], help="override the suite's transfers")
     p.add_argument("--ablations", nargs="+", choices=list(ABLATIONS) + ["none"], help="override the suite's ablations")
-    p.add_argument("--variants", nargs="+", choices=["wo-pt", "wo-ft", "full"], help="in-domain variants (full is the transfers' source)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["wo-pt", "wo-ft", "full"],
+        help="in-domain variants (full is the transfers' source)",
+    )
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="in-domain tasks")
     p.add_argument("--transfer-tasks", nargs="+", choices=list(TASKS), help="tasks the transfers fine-tune and score")
-    p.add_argument("--tiny", action="store_true", help="the quick suite's tiny model (for CPU runs of the full protocol)")
-    p.add_argument("--model-arg", action="append", metavar="NAME=VALUE",
-                   help="override one ModelArgs field for every model of the run (repeatable), e.g. aux_loss_weight=0.1")
+    p.add_argument(
+        "--tiny", action="store_true", help="the quick suite's tiny model (for CPU runs of the full protocol)"
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override one ModelArgs field for every model of the run (repeatable), e.g. aux_loss_weight=0.1",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--no-reference-check", action="store_true", help="exit 0 even when the Porto baselines miss their reference values")
+    p.add_argument(
+        "--no-reference-check",
+        action="store_true",
+        help="exit 0 even when the Porto baselines miss their reference values",
+    )
     p.set_defaults(func=cmd_evaluate)

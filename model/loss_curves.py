@@ -1,7 +1,7 @@
 """Training and validation loss by epoch, from a checkpoint's history, as a PNG.
 
-    transfertraj pretrain ... --out DIR        # writes DIR/loss_curves.png next to best.pt / last.pt
-    python -m model.loss_curves DIR/last.pt DIR/loss_curves.png
+transfertraj pretrain ... --out DIR        # writes DIR/loss_curves.png next to best.pt / last.pt
+python -m model.loss_curves DIR/last.pt DIR/loss_curves.png
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def plot_loss_curves(history: list[dict], out: Path, *, title: str = "") -> Path
 
 
 def plot_checkpoint(checkpoint: Path, out: Path) -> Path:
-    from model.train import load_checkpoint
+    from transfertraj.model.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     task = state.get("train_config", {}).get("task", "training")

@@ -1,6 +1,6 @@
 """One masking scheme: pretraining and every task differ only in which modalities of which points are hidden.
 
-    from model.masking import mask_for
+    from transfertraj.model.masking import mask_for
     m = mask_for("tr8")(n_points, rng)      # PointMask(keep, spatial, temporal)
 
 A mask says which points enter the model (`keep`, original indices) and, for each kept point, whether
@@ -14,13 +14,14 @@ last), "od" (first and last point only, last one's time hidden: the travel time)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from transfertraj.core.constants import TP_FUTURE
+
 TASKS = ("pretrain", "tp", "tr4", "tr8", "tr16", "od")
-TP_FUTURE = 5  # TP hides the last 5 points
 MIN_POINTS = {"pretrain": 2, "tp": TP_FUTURE + 1, "tr4": 3, "tr8": 3, "tr16": 3, "od": 2}
 
 

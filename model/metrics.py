@@ -1,21 +1,14 @@
 """Task metrics: haversine distance errors in metres (TP, TR) and travel-time errors in minutes (OD-TTE).
 
-    from model.metrics import distance_errors, minutes_errors, task_metrics
-    task_metrics(predictions_df, "tp")    # {"rmse_m": .., "mae_m": .., "n": ..}
+from transfertraj.model.metrics import distance_errors, minutes_errors, task_metrics
+task_metrics(predictions_df, "tp")    # {"rmse_m": .., "mae_m": .., "n": ..}
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
-
-
-def haversine_m(lon1, lat1, lon2, lat2) -> np.ndarray:
-    """Great-circle distance in metres between WGS-84 points given in degrees (broadcasts)."""
-    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lon1, lat1, lon2, lat2))
-    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+from transfertraj.core.geo import haversine_m
 
 
 def distance_errors(pred_lonlat, true_lonlat) -> dict:
@@ -35,11 +28,16 @@ def minutes_errors(pred_min, true_min) -> dict:
     e = p - t
     pos = t > 0
     mape = float(np.mean(np.abs(e[pos]) / t[pos]) * 100) if pos.any() else float("nan")
-    return {"rmse_min": float(np.sqrt(np.mean(e**2))), "mae_min": float(np.mean(np.abs(e))), "mape_pct": mape, "n": int(p.size)}
+    return {
+        "rmse_min": float(np.sqrt(np.mean(e**2))),
+        "mae_min": float(np.mean(np.abs(e))),
+        "mape_pct": mape,
+        "n": int(p.size),
+    }
 
 
 def task_metrics(predictions, task: str) -> dict:
-    """Metrics of a task from `model.train.predict` output (rows with scored == True)."""
+    """Metrics of a task from `transfertraj.model.predict.predict` output (rows with scored == True)."""
     s = predictions[predictions["scored"]]
     if task == "od":
         return minutes_errors(s["pred_minutes"], s["true_minutes"])

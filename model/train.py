@@ -1,6 +1,7 @@
 """Training, fine-tuning and prediction: one loop, the task is only the mask.
 
-    from model.train import pretrain, finetune, predict, evaluate
+    from transfertraj.model.train import pretrain, finetune
+    from transfertraj.model.predict import predict, evaluate
     ckpt = pretrain(features_df, data_version=12, out_dir="var/ckpt/porto", epochs=30)
     tuned = finetune(ckpt, "tp", features_df, data_version=12, n_shot=5000, freeze_encoder=False)
     preds = predict(tuned, features_df, "tp", split="test")    # metres, lon/lat, minutes
@@ -19,7 +20,6 @@ trains with DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 writes t
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import os
@@ -28,29 +28,26 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from model.coordinates import MetricToLonLat
-from model.masking import TASKS, scored
-from model.metrics import haversine_m, task_metrics
-from model.trajectory_data import (
+from transfertraj.core.constants import MAX_POINTS
+from transfertraj.model.checkpoint import CHECKPOINT_FORMAT, check_compatible, load_model, save_checkpoint, snapshot
+from transfertraj.model.device import resolve_device
+from transfertraj.model.masking import TASKS
+from transfertraj.model.trajectory_data import (
     Collator,
-    TaxonomyMismatch,
     TrajectoryData,
     TrajectoryDataset,
+    as_data,
     chronological_split,
     eligible,
-    load_features,
     to_device,
 )
-from model.transfertraj import ModelArgs, TransferTraj
+from transfertraj.model.transfertraj import ModelArgs, TransferTraj
 
 log = logging.getLogger("transfertraj.model")
-
-CHECKPOINT_FORMAT = "transfertraj-checkpoint/1"
 
 
 @dataclass
@@ -63,7 +60,7 @@ class TrainConfig:
     patience: int = 5  # epochs without a better validation loss before stopping
     seed: int = 0
     context_dropout: float = 0.1  # pretraining: share of trajectories whose POI/road are marked missing
-    max_points: int = 120  # trajectories longer than this are left out (the paper keeps 5..120)
+    max_points: int = MAX_POINTS  # trajectories longer than this are left out (the paper keeps 5..120)
     n_shot: int | None = None  # few-shot: train on this many trajectories of the train split
     freeze_encoder: bool = False  # train the two heads only
     device: str = "auto"  # auto: CUDA when present, else CPU
@@ -83,55 +80,6 @@ def split_overrides(overrides: dict) -> tuple[dict, dict]:
     if unknown:
         raise TypeError(f"unknown settings: {sorted(unknown)}")
     return ({k: v for k, v in overrides.items() if k in t_names}, {k: v for k, v in overrides.items() if k in m_names})
-
-
-# ----------------------------------------------------------------------------------------- checkpoints
-
-
-def snapshot(module: torch.nn.Module) -> dict:
-    """A real copy of the weights (not references that later steps would overwrite)."""
-    return copy.deepcopy(module.state_dict())
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic write: a kill during the write leaves the previous file intact."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path_or_state, map_location="cpu") -> dict:
-    if isinstance(path_or_state, dict):
-        return path_or_state
-    state = torch.load(Path(path_or_state), map_location=map_location, weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path_or_state} is not a TransferTraj checkpoint")
-    state["model_args"].setdefault("spatial_residual", False)  # written before the residual head existed
-    return state
-
-
-def load_model(path_or_state, map_location="cpu") -> tuple[TransferTraj, dict]:
-    """Rebuild the model from a checkpoint alone: (model in eval mode, checkpoint dict)."""
-    state = load_checkpoint(path_or_state, map_location)
-    model = TransferTraj(args=ModelArgs(**state["model_args"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), state
-
-
-def check_compatible(state: dict, data: TrajectoryData) -> None:
-    """Refuse input built with another POI taxonomy version or other POI/road dimensions."""
-    want = state["data"]
-    if data.taxonomy_version != want["taxonomy_version"]:
-        raise TaxonomyMismatch(
-            f"input was built with POI taxonomy version {data.taxonomy_version!r}, the model with "
-            f"{want['taxonomy_version']!r}; rebuild the features with taxonomy {want['taxonomy_version']!r} "
-            "or train a model on this taxonomy"
-        )
-    args = state["model_args"]
-    if (data.poi_dim, data.road_dim) != (args["poi_dim"], args["road_dim"]):
-        raise TaxonomyMismatch(
-            f"input has POI/road dims {data.poi_dim}/{data.road_dim}, the model {args['poi_dim']}/{args['road_dim']}"
-        )
 
 
 # ----------------------------------------------------------------------------------------- runtime
@@ -163,12 +111,6 @@ class Runtime:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
 
 
 def start_runtime(cfg: TrainConfig) -> Runtime:
@@ -288,12 +230,19 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
         },
         **record,
     }
-    collator = Collator(task=cfg.task, seed=cfg.seed, context_dropout=cfg.context_dropout if cfg.task == "pretrain" else 0.0)
+    collator = Collator(
+        task=cfg.task, seed=cfg.seed, context_dropout=cfg.context_dropout if cfg.task == "pretrain" else 0.0
+    )
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         t0, loss_sum, steps = time.perf_counter(), 0.0, 0
         batches = _epoch_batches(data, train_idx, cfg, collator, rt, epoch, shuffle=True)
-        bar = tqdm(batches, desc=f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}", disable=not (rt.main and cfg.progress), leave=False)
+        bar = tqdm(
+            batches,
+            desc=f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (rt.main and cfg.progress),
+            leave=False,
+        )
         for batch, targets in bar:
             with rt.autocast(cfg):
                 _, loss = net(to_device(batch, rt.device), to_device(targets, rt.device))
@@ -311,18 +260,46 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
             best_val, best_epoch, bad_epochs = val, epoch, 0
             best_state = snapshot(model)
             if rt.main:
-                save_checkpoint(best_path, {**base, "model": best_state, "epoch": epoch, "best_epoch": epoch, "best_val": val, "history": history})
+                save_checkpoint(
+                    best_path,
+                    {
+                        **base,
+                        "model": best_state,
+                        "epoch": epoch,
+                        "best_epoch": epoch,
+                        "best_val": val,
+                        "history": history,
+                    },
+                )
         else:
             bad_epochs += 1
         if rt.main:
-            log.info("%s epoch %d: train %.4f val %.4f (best %.4f at %d)", cfg.task, epoch, train_loss, val, best_val, best_epoch)
-            rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(rt.device) if rt.device.type == "cuda" else None}
+            log.info(
+                "%s epoch %d: train %.4f val %.4f (best %.4f at %d)",
+                cfg.task,
+                epoch,
+                train_loss,
+                val,
+                best_val,
+                best_epoch,
+            )
+            rng = {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(rt.device) if rt.device.type == "cuda" else None,
+            }
             save_checkpoint(
                 last_path,
                 {
-                    **base, "model": snapshot(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "best_model": best_state, "best_val": best_val, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "history": history, "rng": rng,
+                    **base,
+                    "model": snapshot(model),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "best_model": best_state,
+                    "best_val": best_val,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "rng": rng,
                 },
             )
         if bad_epochs >= cfg.patience:
@@ -337,17 +314,19 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
 # ----------------------------------------------------------------------------------------- entry points
 
 
-def _as_data(features, data_version, *, poi_dim=None, road_dim=None) -> TrajectoryData:
-    if isinstance(features, TrajectoryData):
-        return features
-    return load_features(features, data_version, poi_dim=poi_dim, road_dim=road_dim)
-
-
-def pretrain(features_df, data_version, out_dir, *, model_args: ModelArgs | None = None, config: TrainConfig | None = None, **overrides) -> Path:
+def pretrain(
+    features_df,
+    data_version,
+    out_dir,
+    *,
+    model_args: ModelArgs | None = None,
+    config: TrainConfig | None = None,
+    **overrides,
+) -> Path:
     """Pretrain on the pretraining mask; returns the path of best.pt. Overrides name TrainConfig or
     ModelArgs fields (epochs=3, d_model=64, position="absolute_sincos", use_moe=False, ...)."""
     t_over, m_over = split_overrides(overrides)
-    data = _as_data(features_df, data_version)
+    data = as_data(features_df, data_version)
     cfg = replace(config or TrainConfig(), **{**t_over, "task": "pretrain"})
     args = replace(model_args or ModelArgs(), **m_over, poi_dim=data.poi_dim, road_dim=data.road_dim)
     torch.manual_seed(cfg.seed)
@@ -375,103 +354,18 @@ def finetune(
     if m_over:
         raise TypeError(f"model arguments come from the checkpoint; cannot override {sorted(m_over)}")
     model, state = load_model(checkpoint)
-    data = _as_data(features_df, data_version, poi_dim=model.args.poi_dim, road_dim=model.args.road_dim)
+    data = as_data(features_df, data_version, poi_dim=model.args.poi_dim, road_dim=model.args.road_dim)
     check_compatible(state, data)
-    cfg = replace(config or TrainConfig(), **{**t_over, "task": task, "n_shot": n_shot, "freeze_encoder": freeze_encoder})
+    cfg = replace(
+        config or TrainConfig(), **{**t_over, "task": task, "n_shot": n_shot, "freeze_encoder": freeze_encoder}
+    )
     if out_dir is None:
         name = f"finetune_{task}" + (f"_{n_shot}shot" if n_shot else "") + ("_frozen" if freeze_encoder else "")
         out_dir = Path(checkpoint).parent / name
     torch.manual_seed(cfg.seed)
-    parent = {"path": str(checkpoint) if not isinstance(checkpoint, dict) else None, "data": state["data"], "task": state["train_config"]["task"]}
-    return fit(model.train(), data, cfg, out_dir, record={"parent": parent})
-
-
-@torch.no_grad()
-def predict(
-    checkpoint_or_model,
-    features_df,
-    task: str,
-    *,
-    data_version=None,
-    split: str | None = None,
-    batch_size: int = 256,
-    device: str = "auto",
-    seed: int = 0,
-    max_points: int | None = 120,
-) -> pd.DataFrame:
-    """Predictions for every hidden point of `task`'s mask: one row per (trajectory, hidden point).
-
-    Columns: trip_id, city, point (original index), masked_spatial, masked_temporal, scored (what the
-    task is scored on), pred_/true_ x_m, y_m (metres from the first point), pred_/true_ lon, lat (the
-    first point's metric position added back, then mapped to WGS-84), error_m (haversine),
-    pred_/true_ minutes (minutes since start; for OD the travel time). split: None (all rows) or
-    "train" / "val" / "test" of the chronological 8:1:1 split.
-    """
-    if isinstance(checkpoint_or_model, TransferTraj):
-        model, state = checkpoint_or_model, None
-    else:
-        model, state = load_model(checkpoint_or_model)
-    data = _as_data(features_df, data_version, poi_dim=model.args.poi_dim, road_dim=model.args.road_dim)
-    if state is not None:
-        check_compatible(state, data)
-    elif (data.poi_dim, data.road_dim) != (model.args.poi_dim, model.args.road_dim):
-        raise TaxonomyMismatch(f"input POI/road dims {data.poi_dim}/{data.road_dim} differ from the model's")
-    if split is None:
-        indices = np.arange(len(data))
-    else:
-        indices = dict(zip(("train", "val", "test"), chronological_split(data)))[split]
-    indices = eligible(data, indices, task, max_points)
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    point_city = np.repeat(data.city, data.n_points)  # (T,)
-    converters = {  # one inverse projection per city, fitted on its points (a CRS fact, not a label)
-        c: MetricToLonLat.fit(data.mxy[point_city == c], data.lonlat[point_city == c]) for c in np.unique(data.city[indices])
+    parent = {
+        "path": str(checkpoint) if not isinstance(checkpoint, dict) else None,
+        "data": state["data"],
+        "task": state["train_config"]["task"],
     }
-    collator = Collator(task=task, seed=seed)
-    rows = []
-    for start in range(0, len(indices), batch_size):
-        ds = TrajectoryDataset(data, indices[start : start + batch_size])
-        batch, targets = collator([ds[i] for i in range(len(ds))])
-        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
-            out, _ = model(to_device(batch, dev))
-        valid, ms, mt = batch["valid"].numpy(), batch["mask_s"].numpy(), batch["mask_t"].numpy()
-        score_s, score_t = scored(task, ms, mt, valid)
-        b, l = np.nonzero(valid & (ms | mt))
-        row = batch["row"].numpy()[b]
-        point = batch["point_index"].numpy()[b, l]
-        flat = data.offsets[row] + point  # index into the per-point arrays
-        pred_xy = out["xy"].float().cpu().numpy()[b, l]
-        pred_min = out["time"].float().cpu().numpy()[b, l, 3]
-        origin = batch["origin"].numpy()[b]
-        rows.append(
-            pd.DataFrame(
-                {
-                    "trip_id": data.trip_id[row], "city": data.city[row], "point": point,
-                    "masked_spatial": ms[b, l], "masked_temporal": mt[b, l], "scored": score_s[b, l] | score_t[b, l],
-                    "pred_x_m": pred_xy[:, 0], "pred_y_m": pred_xy[:, 1],
-                    "true_x_m": data.xy[flat, 0], "true_y_m": data.xy[flat, 1],
-                    "pred_minutes": pred_min, "true_minutes": data.time[flat, 3],
-                    "_pmx": origin[:, 0] + pred_xy[:, 0], "_pmy": origin[:, 1] + pred_xy[:, 1], "_flat": flat,
-                }
-            )
-        )
-    if not rows:
-        raise ValueError(f"no trajectories qualify for task {task}")
-    df = pd.concat(rows, ignore_index=True)
-    pred_ll = np.zeros((len(df), 2))
-    for c, conv in converters.items():
-        sel = (df["city"] == c).to_numpy()
-        pred_ll[sel] = conv(df.loc[sel, ["_pmx", "_pmy"]].to_numpy())
-    true_ll = data.lonlat[df["_flat"].to_numpy()]
-    df["pred_lon"], df["pred_lat"] = pred_ll[:, 0], pred_ll[:, 1]
-    df["true_lon"], df["true_lat"] = true_ll[:, 0], true_ll[:, 1]
-    df["error_m"] = haversine_m(df["pred_lon"], df["pred_lat"], df["true_lon"], df["true_lat"])
-    return df.drop(columns=["_pmx", "_pmy", "_flat"])
-
-
-def evaluate(checkpoint_or_model, features_df, task: str, **kwargs) -> dict:
-    """Task metrics (metres for TP/TR, minutes and % for OD) plus the number of trajectories scored."""
-    preds = predict(checkpoint_or_model, features_df, task, **kwargs)
-    metrics = task_metrics(preds, task)
-    metrics["n_trajectories"] = int(preds.loc[preds["scored"], "trip_id"].nunique())
-    return metrics
+    return fit(model.train(), data, cfg, out_dir, record={"parent": parent})

@@ -1,6 +1,6 @@
 """Rows of the `features` table -> a torch Dataset and a collate function producing padded tensors.
 
-    from model.trajectory_data import load_features, chronological_split, TrajectoryDataset, Collator
+    from transfertraj.model.trajectory_data import load_features, chronological_split, TrajectoryDataset, Collator
     data = load_features(features_df, data_version=12)       # pandas DataFrame or pyarrow Table
     train_idx, val_idx, test_idx = chronological_split(data)   # 8:1:1 by start_ts
     ds = TrajectoryDataset(data, train_idx)
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from model.masking import MIN_POINTS, PointMask, mask_for
+from transfertraj.model.masking import MIN_POINTS, PointMask, mask_for
 
 TEMPORAL_COLUMNS = ("weekday", "hour", "minute", "minutes_since_start")
 
@@ -91,7 +91,9 @@ def _flat(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return arr.flatten().to_numpy(zero_copy_only=False), offsets
 
 
-def _nested(col: pa.ChunkedArray, offsets: np.ndarray, dim: int | None, name: str, dtype=np.float32, fill=0) -> np.ndarray:
+def _nested(
+    col: pa.ChunkedArray, offsets: np.ndarray, dim: int | None, name: str, dtype=np.float32, fill=0
+) -> np.ndarray:
     """list<list<x>> (n_points, dim) per row -> (T, dim); a null or empty row is `fill` (no context)."""
     arr = col.combine_chunks()
     T = int(offsets[-1])
@@ -184,7 +186,9 @@ def load_features(
         road_missing[np.repeat(rm_len == lengths, lengths)] |= values.astype(bool)
     road_missing |= np.isnan(road).any(axis=1) if road.shape[1] else False
     road = np.nan_to_num(road, nan=0.0)
-    start = table.column("start_ts").cast(pa.timestamp("ns", tz="UTC")).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    start = (
+        table.column("start_ts").cast(pa.timestamp("ns", tz="UTC")).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    )
     ctx_missing = np.asarray(table.column("context_missing").fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
     return TrajectoryData(
         trip_id=np.asarray(table.column("trip_id").to_pylist(), dtype=object),
@@ -203,6 +207,13 @@ def load_features(
         taxonomy_version=str(versions[0]),
         data_version=data_version,
     )
+
+
+def as_data(features, data_version, *, poi_dim=None, road_dim=None) -> TrajectoryData:
+    """`TrajectoryData` as it is, or feature rows (pandas or Arrow) loaded at `data_version`."""
+    if isinstance(features, TrajectoryData):
+        return features
+    return load_features(features, data_version, poi_dim=poi_dim, road_dim=road_dim)
 
 
 def chronological_split(data: TrajectoryData, fractions=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

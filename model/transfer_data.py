@@ -1,6 +1,6 @@
 """Source and target datasets for the transfer experiments, cut from one TrajectoryData.
 
-    from model.transfer_data import subset, city_data, split_meridian, restrict_poi, covered_categories
+    from transfertraj.model.transfer_data import subset, city_data, split_meridian, restrict_poi, covered_categories
     porto = city_data(data, "porto")
     west, east, meridian = split_meridian(porto)          # by each trip's origin, equal trip counts
     shared = covered_categories(porto) & covered_categories(sf)
@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from model.trajectory_data import TrajectoryData
+from transfertraj.model.trajectory_data import TrajectoryData
 
 
 def subset(data: TrajectoryData, rows, *, name: str | None = None) -> TrajectoryData:
@@ -30,10 +30,20 @@ def subset(data: TrajectoryData, rows, *, name: str | None = None) -> Trajectory
     meta = {**data.meta, "subset": name} if name else dict(data.meta)
     return replace(
         data,
-        trip_id=data.trip_id[rows], city=data.city[rows], start_ts=data.start_ts[rows], offsets=offsets,
-        xy=data.xy[pts], time=data.time[pts], mxy=data.mxy[pts], lonlat=data.lonlat[pts],
-        poi=data.poi[pts], road=data.road[pts], poi_missing=data.poi_missing[pts], road_missing=data.road_missing[pts],
-        context_missing=data.context_missing[rows], meta=meta,
+        trip_id=data.trip_id[rows],
+        city=data.city[rows],
+        start_ts=data.start_ts[rows],
+        offsets=offsets,
+        xy=data.xy[pts],
+        time=data.time[pts],
+        mxy=data.mxy[pts],
+        lonlat=data.lonlat[pts],
+        poi=data.poi[pts],
+        road=data.road[pts],
+        poi_missing=data.poi_missing[pts],
+        road_missing=data.road_missing[pts],
+        context_missing=data.context_missing[rows],
+        meta=meta,
     )
 
 
@@ -81,4 +91,6 @@ def restrict_poi(data: TrajectoryData, keep: np.ndarray) -> TrajectoryData:
     poi[:, -1] = np.log1p(counts.sum(axis=1))
     missing[:, -1] = missing[:, :-1].all(axis=1)
     poi[missing] = 0.0
-    return replace(data, poi=poi.astype(np.float32), poi_missing=missing, meta={**data.meta, "poi_categories": int(cats.sum())})
+    return replace(
+        data, poi=poi.astype(np.float32), poi_missing=missing, meta={**data.meta, "poi_categories": int(cats.sum())}
+    )

@@ -1,8 +1,8 @@
 """The TransferTraj network: modality embeddings, RTTE layers (TRIE attention + SC-MoE), heads.
 
-    from model.transfertraj import ModelArgs, TransferTraj
+    from transfertraj.model.transfertraj import ModelArgs, TransferTraj
     model = TransferTraj(args=ModelArgs(poi_dim=P, road_dim=R))
-    outputs, loss = model(batch, targets)      # batch/targets from model.trajectory_data.Collator
+    outputs, loss = model(batch, targets)      # batch/targets from transfertraj.model.trajectory_data.Collator
 
 A trajectory is a padded sequence of points; every point carries four modalities (relative metres,
 four temporal numbers, POI density, road density). Masked values arrive zeroed from the collate
@@ -145,7 +145,10 @@ class ModalityEmbedding(nn.Module):
         hide_t = batch["mask_t"].unsqueeze(-1)
         s = self.spatial(batch["xy"] / self.args.spatial_scale_m)  # (B, L, d)
         t = self.temporal(batch["time"])  # (B, L, d)
-        mods = [torch.where(hide_s, self.mask_spatial.to(s.dtype), s), torch.where(hide_t, self.mask_temporal.to(t.dtype), t)]
+        mods = [
+            torch.where(hide_s, self.mask_spatial.to(s.dtype), s),
+            torch.where(hide_t, self.mask_temporal.to(t.dtype), t),
+        ]
         no_ctx = batch["context_missing"].view(-1, 1, 1)  # (B, 1, 1)
         context = torch.zeros_like(mods[0])
         if self.args.has_poi:
@@ -237,7 +240,9 @@ class TrieAttention(nn.Module):
     def rotate(self, q: torch.Tensor, k: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, H, L, dh = q.shape
         with torch.autocast(device_type=q.device.type, enabled=False):  # angles of km-scale inputs need fp32
-            ang = self.phi(coords.to(self.phi.weight.dtype) / self.unit_m).view(B, L, H, dh // 2) * self.freqs  # (B, L, H, dh/2)
+            ang = (
+                self.phi(coords.to(self.phi.weight.dtype) / self.unit_m).view(B, L, H, dh // 2) * self.freqs
+            )  # (B, L, H, dh/2)
             ang = ang.transpose(1, 2)  # (B, H, L, dh/2)
             cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
 
@@ -331,14 +336,22 @@ class RtteLayer(nn.Module):
         d = args.d_model
         self.ln1 = nn.LayerNorm(d)
         self.attn = TrieAttention(
-            dim=d, n_heads=args.n_heads, position=args.position, rope_freqs=args.trie_rope_freqs, unit_m=args.trie_unit_m
+            dim=d,
+            n_heads=args.n_heads,
+            position=args.position,
+            rope_freqs=args.trie_rope_freqs,
+            unit_m=args.trie_unit_m,
         )
         self.drop = nn.Dropout(args.dropout)
         self.ln2 = nn.LayerNorm(d)
         if args.use_moe:
             self.ffn = ScMoE(
-                dim=d, hidden=args.expert_hidden, n_experts=args.n_experts, top_k=args.top_k,
-                noise=args.router_noise, dropout=args.dropout,
+                dim=d,
+                hidden=args.expert_hidden,
+                n_experts=args.n_experts,
+                top_k=args.top_k,
+                noise=args.router_noise,
+                dropout=args.dropout,
             )
         else:
             self.ffn = FeedForward(dim=d, hidden=args.ffn_hidden, dropout=args.dropout)
@@ -414,7 +427,9 @@ class TransferTraj(nn.Module):
         err_t = ((time - targets["time"]) / self.temporal_scale).pow(2).mean(-1)  # (B, L)
         loss_s = (err_s * sel_s).sum() / sel_s.sum().clamp(min=1)
         loss_t = (err_t * sel_t).sum() / sel_t.sum().clamp(min=1)
-        outputs.update(loss_spatial=loss_s.detach(), loss_temporal=loss_t.detach(), n_spatial=sel_s.sum(), n_temporal=sel_t.sum())
+        outputs.update(
+            loss_spatial=loss_s.detach(), loss_temporal=loss_t.detach(), n_spatial=sel_s.sum(), n_temporal=sel_t.sum()
+        )
         loss = loss_s + loss_t + (self.args.aux_loss_weight * aux if self.args.use_moe else 0.0)
         return outputs, loss
 
@@ -423,4 +438,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ModelArgs", "TransferTraj", "TrieAttention", "ScMoE", "position_proxy", "absolute_sincos", "count_parameters"]
+__all__ = [
+    "ModelArgs",
+    "TransferTraj",
+    "TrieAttention",
+    "ScMoE",
+    "position_proxy",
+    "absolute_sincos",
+    "count_parameters",
+]

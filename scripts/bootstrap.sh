@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Make (or reuse) the project's Python environment, then point it at this checkout.
+# Make (or reuse) the project's Python environment for this checkout.
 #
-#   scripts/bootstrap.sh            # prints the venv path on its last line
+#   scripts/bootstrap.sh            # prints the checkout's venv path (./.venv) on its last line
 #
-# The venv holds every pinned dependency of requirements.txt and lives in a cache folder keyed by the
-# lock's hash ($TRANSFERTRAJ_CACHE, default ~/.cache/transfertraj/venv-<hash>), so a second checkout or a
-# CI clone on the same machine does not reinstall 6.5 GB. This checkout is then installed into it in
-# editable mode (a one-second step), and ./.venv links to it. One checkout at a time uses a given cache:
-# set TRANSFERTRAJ_CACHE to keep two checkouts apart.
+# Two layers, so that every checkout runs its own code and none reinstalls 7 GB:
+# - the base: every pinned dependency of requirements.txt, in a cache folder keyed by the lock's hash
+#   ($TRANSFERTRAJ_CACHE, default ~/.cache/transfertraj/venv-<hash>), shared by all checkouts and CI
+#   clones on the machine. The project itself is never installed there.
+# - ./.venv: a small venv of this checkout (a few MB) that sees the base's packages through a .pth file
+#   and holds the editable install of this checkout alone, with the base's console scripts (airflow,
+#   mlflow, pytest, ruff...) re-pointed at its own interpreter. `.venv/bin/transfertraj` of one clone
+#   therefore runs that clone's code, inside or outside make.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +54,25 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 
-# Point the venv at this checkout (editable install, no dependency resolution).
-"$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps -e "$here"
-ln -sfn "$venv" "$here/.venv"
-echo "$venv"
+# This checkout's own venv on top of the base (rebuilt when the base changes or the venv is missing).
+local="$here/.venv"
+if [ -L "$local" ]; then rm -f "$local"; fi   # the old layout linked .venv to the shared cache
+if [ ! -x "$local/bin/python" ] || [ "$(cat "$local/.base" 2>/dev/null)" != "$venv" ]; then
+  say "creating $local on top of $venv"
+  rm -rf "$local"
+  "$venv/bin/python" -m venv --without-pip "$local"
+  site_of() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+  echo "import site; site.addsitedir('$(site_of "$venv/bin/python")')" > "$(site_of "$local/bin/python")/_transfertraj_base.pth"
+  for f in "$venv"/bin/*; do
+    name="$(basename "$f")"
+    [ -e "$local/bin/$name" ] && continue
+    if head -c 200 "$f" 2>/dev/null | head -n 1 | grep -q "^#!.*$venv/bin/python"; then
+      sed "1s|.*|#!$local/bin/python|" "$f" > "$local/bin/$name" && chmod +x "$local/bin/$name"
+    elif [ -f "$f" ] && [ -x "$f" ] && ! head -c 2 "$f" | grep -q '#!'; then
+      ln -s "$f" "$local/bin/$name"   # native executables (ruff, uv)
+    fi
+  done
+  echo "$venv" > "$local/.base"
+fi
+"$venv/bin/uv" pip install --quiet --python "$local/bin/python" --no-deps -e "$here"
+echo "$local"

@@ -17,7 +17,7 @@ def spark_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(spark_home):
-    from transfertraj.settings import Settings
+    from transfertraj.core.settings import Settings
 
     return Settings.load(home=spark_home, shuffle_partitions=2, driver_memory="2g", spark_master="local[2]")
 
@@ -25,7 +25,7 @@ def settings(spark_home):
 @pytest.fixture(scope="session")
 def spark(settings):
     """A real local Spark session with Delta Lake; UI off, 2 shuffle partitions."""
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.spark_session import get_spark
 
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     session = get_spark("tests", settings)

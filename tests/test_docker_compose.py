@@ -113,8 +113,16 @@ def test_the_schema_rejects_what_compose_rejects(compose, schema):
 
 def test_the_stack_has_every_component_the_issue_names(compose):
     services = compose["services"]
-    assert {"postgres", "redis", "spark-master", "spark-worker", "mlflow", "airflow-init",
-            "airflow-worker", "airflow-worker-gpu"} | AIRFLOW_COMPONENTS <= set(services)
+    assert {
+        "postgres",
+        "redis",
+        "spark-master",
+        "spark-worker",
+        "mlflow",
+        "airflow-init",
+        "airflow-worker",
+        "airflow-worker-gpu",
+    } | AIRFLOW_COMPONENTS <= set(services)
     assert "CeleryExecutor" == services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"]
     for name in AIRFLOW_COMPONENTS | {"airflow-worker", "airflow-worker-gpu"}:
         assert services[name]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
@@ -217,7 +225,9 @@ def test_interpolation_follows_compose_rules():
 def test_every_service_that_runs_project_code_uses_the_project_image(raw):
     """Drivers and executors must share Python, Java and code: one image, built from ./Dockerfile."""
     image = raw["services"]["spark-master"]["image"]
-    for name in ("spark-worker", "mlflow", "airflow-init", "airflow-worker", "airflow-worker-gpu") + tuple(AIRFLOW_COMPONENTS):
+    for name in ("spark-worker", "mlflow", "airflow-init", "airflow-worker", "airflow-worker-gpu") + tuple(
+        AIRFLOW_COMPONENTS
+    ):
         service = raw["services"][name]
         assert service["image"] == image and service["build"]["dockerfile"] == "Dockerfile", name
 

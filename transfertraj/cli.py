@@ -16,14 +16,14 @@ import logging
 import sys
 from pathlib import Path
 
-from transfertraj.log_config import configure_logging
-from transfertraj.settings import Settings
+from transfertraj.core.log_config import configure_logging
+from transfertraj.core.settings import Settings
 
 log = logging.getLogger("transfertraj")
 
 
 def _cmd_cities(args, settings: Settings) -> int:
-    from transfertraj.city_config import CityConfigError, list_cities, load_city_file
+    from transfertraj.core.city_config import CityConfigError, list_cities, load_city_file
 
     cities = list_cities(settings)
     if not cities:
@@ -43,7 +43,7 @@ def _cmd_cities(args, settings: Settings) -> int:
 
 
 def _cmd_check_config(args, settings: Settings) -> int:
-    from transfertraj.city_config import CityConfigError, list_cities, load_city, load_city_file
+    from transfertraj.core.city_config import CityConfigError, list_cities, load_city, load_city_file
 
     if args.file:
         try:
@@ -66,7 +66,7 @@ def _cmd_check_config(args, settings: Settings) -> int:
 
 
 def _cmd_spark_jars(args, settings: Settings) -> int:
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.spark_session import get_spark
 
     spark = get_spark("spark-jars", settings)
     jars = sorted((settings.ivy_dir / "jars").glob("*.jar"))
@@ -76,8 +76,8 @@ def _cmd_spark_jars(args, settings: Settings) -> int:
 
 
 def _cmd_land(args, settings: Settings) -> int:
-    from jobs.land_sample import land_sample
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.land_sample import land_sample
 
     for day, path in land_sample(load_city(args.city, settings), settings, source=args.source).items():
         print(f"{day}  {path}")
@@ -85,21 +85,21 @@ def _cmd_land(args, settings: Settings) -> int:
 
 
 def _cmd_ingest(args, settings: Settings) -> int:
-    from jobs.ingest import run
+    from transfertraj.jobs.ingest import run
 
     return run(args, settings)
 
 
 def _cmd_featurize(args, settings: Settings) -> int:
-    from jobs.featurize import run
+    from transfertraj.jobs.featurize import run
 
     return run(args, settings)
 
 
 def _cmd_context(args, settings: Settings) -> int:
-    from jobs.context_tables import build_context_tables
-    from jobs.spark_session import get_spark
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.context_tables import build_context_tables
+    from transfertraj.jobs.spark_session import get_spark
 
     city = load_city(args.city, settings)
     versions = build_context_tables(get_spark("context", settings), city, settings)
@@ -108,23 +108,23 @@ def _cmd_context(args, settings: Settings) -> int:
     if not versions:
         print(f"{city.name}: no OSM source; its points get POI and road marked missing")
     if args.map and city.has_osm:
-        from jobs.context_map import main as draw_map
+        from transfertraj.jobs.context_map import main as draw_map
 
         return draw_map(["--city", city.name])
     return 0
 
 
 def _cmd_runs(args, settings: Settings) -> int:
-    from jobs.run_history import runs_lines
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.run_history import runs_lines
+    from transfertraj.jobs.spark_session import get_spark
 
     print("\n".join(runs_lines(get_spark("runs", settings), settings, args.city, args.limit)))
     return 0
 
 
 def _cmd_rejects(args, settings: Settings) -> int:
-    from jobs.run_history import rejects_lines
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.run_history import rejects_lines
+    from transfertraj.jobs.spark_session import get_spark
 
     lines = rejects_lines(get_spark("rejects", settings), settings, args.city, args.date, args.reason, args.limit)
     print("\n".join(lines))
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, help="a raw file to land instead of the city's bundled sample")
     p.set_defaults(func=_cmd_land)
 
-    from jobs.ingest import add_arguments as ingest_arguments
+    from transfertraj.jobs.ingest import add_arguments as ingest_arguments
 
     p = sub.add_parser(
         "ingest",
@@ -200,14 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_arguments(p)
     p.set_defaults(func=_cmd_ingest)
 
-    from jobs.featurize import add_arguments as featurize_arguments
+    from transfertraj.jobs.featurize import add_arguments as featurize_arguments
 
     p = sub.add_parser(
         "context", help="build a city's OSM context tables (roads, POIs, density grid) from its OSM source"
     )
     p.add_argument("--city", required=True)
-    p.add_argument("--map", action=argparse.BooleanOptionalAction, default=True,
-                   help="also draw the POI and road density map PNG (default on)")
+    p.add_argument(
+        "--map",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also draw the POI and road density map PNG (default on)",
+    )
     p.set_defaults(func=_cmd_context)
 
     p = sub.add_parser(
@@ -228,13 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, help="examples to show")
     p.set_defaults(func=_cmd_rejects)
 
-    p = sub.add_parser(
-        "demo", help="run the pipeline end to end on the bundled real samples (what `make demo` runs)"
+    p = sub.add_parser("demo", help="run the pipeline end to end on the bundled real samples (what `make demo` runs)")
+    p.add_argument(
+        "--onboard",
+        nargs="*",
+        choices=["sanfrancisco", "beijing"],
+        default=None,
+        help="bundled samples onboarded as new cities (default: sanfrancisco; beijing needs more delivery "
+        "dates than the demo lands, see transfertraj/demo.py)",
     )
-    p.add_argument("--onboard", nargs="*", choices=["sanfrancisco", "beijing"], default=None,
-                   help="bundled samples onboarded as new cities (default: sanfrancisco; beijing needs more delivery "
-                        "dates than the demo lands, see transfertraj/demo.py)")
-    p.add_argument("--epochs", type=int, default=12, help="pretraining and fine-tuning epochs (tiny model; about 1-2 s each on Porto)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=12,
+        help="pretraining and fine-tuning epochs (tiny model; about 1-2 s each on Porto)",
+    )
     p.add_argument("--n-shot", type=int, default=64, help="few-shot trajectories per onboarded city")
     p.set_defaults(func=_cmd_demo)
 
@@ -255,11 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", help="for a model of several cities: which city's context to use")
     p.set_defaults(func=_cmd_predict)
 
-    from model.commands import register as register_model_commands
+    from transfertraj.model.commands import register as register_model_commands
 
     register_model_commands(sub)
 
-    from model.evaluation_suite import register as register_evaluation
+    from transfertraj.model.evaluation_suite import register as register_evaluation
 
     register_evaluation(sub)
 

@@ -30,13 +30,21 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from transfertraj.settings import REPO_ROOT, Settings
+from transfertraj.core.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("transfertraj.demo")
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 # Tiny on purpose: the demo shows the machinery on 2 CPUs in minutes, not the paper's accuracy.
-DEMO_MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_experts": 4, "top_k": 2, "expert_hidden": 64, "batch_size": 32}
+DEMO_MODEL = {
+    "d_model": 32,
+    "n_layers": 1,
+    "n_heads": 2,
+    "n_experts": 4,
+    "top_k": 2,
+    "expert_hidden": 64,
+    "batch_size": 32,
+}
 DEFAULT_ONBOARD = ("sanfrancisco",)  # see the module docstring for Beijing
 ONBOARD = {
     "sanfrancisco": {
@@ -48,7 +56,11 @@ ONBOARD = {
         "licence": "CC BY 4.0 (CRAWDAD epfl/mobility, IEEE DataPort)",
         "sampling_interval_s": 60,
         "osm_kind": "gis_extract",
-        "files": {"raw_path": "cabspotting_2008-05-20.csv.gz", "osm_path": "sf_lines.zip", "osm_points_path": "sf_points.zip"},
+        "files": {
+            "raw_path": "cabspotting_2008-05-20.csv.gz",
+            "osm_path": "sf_lines.zip",
+            "osm_points_path": "sf_points.zip",
+        },
         "poi_categories_covered": ["food", "education", "health", "transport", "parking", "office_services", "other"],
         "quality": {"max_rejected_share": 0.6, "min_trajectories": 1},
         "max_dates": 1,
@@ -90,8 +102,13 @@ def prepare_airflow(settings: Settings) -> None:
     os.environ.update(env)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     log.info("Airflow metadata DB: %s", env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ.copy(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def load_dags() -> dict:
@@ -138,9 +155,9 @@ def onboard_conf(key: str, settings: Settings, *, n_shot: int, epochs: int) -> d
 
 
 def run_demo(settings: Settings, *, onboard: list[str] | None = None, epochs: int = 12, n_shot: int = 64) -> int:
-    from jobs.land_sample import land_sample
     from transfertraj import registry
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.land_sample import land_sample
 
     onboard = list(DEFAULT_ONBOARD) if onboard is None else onboard
     started = time.time()
@@ -193,8 +210,10 @@ def metrics_lines(settings: Settings) -> list[str]:
         mv = client.get_model_version(r["name"], str(r["version"]))
         m = client.get_run(mv.run_id).data.metrics
         if any(f"zero_shot/{k}" in m for k in keys):
-            out.append(f"{r['name']:30s} {r['version']:>3d} {'zero-shot base champion':26s} "
-                       + " ".join(f"{m.get(f'zero_shot/{k}', math.nan):11.2f}" for k in keys))
+            out.append(
+                f"{r['name']:30s} {r['version']:>3d} {'zero-shot base champion':26s} "
+                + " ".join(f"{m.get(f'zero_shot/{k}', math.nan):11.2f}" for k in keys)
+            )
         label = "few-shot fine-tuned" if r["name"] != registry.BASE_MODEL else "pretrained (Porto val)"
         out.append(f"{r['name']:30s} {r['version']:>3d} {label:26s} " + " ".join(f"{r[k]:11.2f}" for k in keys))
     out.append("tp/tr8: mean haversine error of the predicted points (m); od: mean travel-time error (min).")

@@ -18,10 +18,11 @@ import math
 import os
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from transfertraj.settings import Settings
+from transfertraj.core.constants import PHI_DEFAULT_M
+from transfertraj.core.settings import Settings
 
 log = logging.getLogger("transfertraj.pipeline")
 
@@ -31,7 +32,7 @@ LAKE_TABLES = ("bronze", "rejects", "silver", "features", "runs", "context_roads
 
 
 def _spark(settings: Settings):
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.spark_session import get_spark
 
     return get_spark("transfertraj-airflow", settings)
 
@@ -41,8 +42,8 @@ def _spark(settings: Settings):
 
 def ingest_city_date(city_name: str, date: str) -> dict:
     """landing/<city>/<date>/ -> bronze, rejects, silver, runs. Fails (QualityGateError) on the city's gate."""
-    from jobs.ingest import QualityGateError, ingest_date
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.ingest import QualityGateError, ingest_date
 
     settings = Settings.load()
     city = load_city(city_name, settings)
@@ -56,14 +57,19 @@ def ingest_city_date(city_name: str, date: str) -> dict:
         _quality_report(spark, city, date, settings)  # the report is what an operator opens first
         raise
     log.info("%s", report.summary())
-    return {"city": city.name, "date": date, "trajectories_out": report.trajectories_out,
-            "silver_version": report.silver_version, "summary": report.summary()}
+    return {
+        "city": city.name,
+        "date": date,
+        "trajectories_out": report.trajectories_out,
+        "silver_version": report.silver_version,
+        "summary": report.summary(),
+    }
 
 
 def featurize_city_date(city_name: str, date: str) -> dict:
     """silver -> features for one city and date (builds the context tables on first use)."""
-    from jobs.featurize import featurize_date
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.featurize import featurize_date
 
     settings = Settings.load()
     city = load_city(city_name, settings)
@@ -71,13 +77,13 @@ def featurize_city_date(city_name: str, date: str) -> dict:
 
 
 def _quality_report(spark, city, date: str, settings: Settings) -> str:
-    from jobs.quality_report import write_quality_report
+    from transfertraj.jobs.quality_report import write_quality_report
 
     return str(write_quality_report(spark, city, date, settings))
 
 
 def quality_report(city_name: str, date: str) -> str:
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
 
     settings = Settings.load()
     return _quality_report(_spark(settings), load_city(city_name, settings), date, settings)
@@ -91,8 +97,8 @@ def read_city_features(settings: Settings, cities: list[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from feature_store.tables import table_path
-    from model.trajectory_data import read_features
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.model.trajectory_data import read_features
 
     path = Path(table_path(settings, "features"))
     if not (path / "_delta_log").is_dir():
@@ -127,9 +133,9 @@ def _train_overrides(overrides: dict) -> dict:
 
 def pretrain_base(cities: list[str], *, run_key: str, **overrides) -> dict:
     """Pretrain on these cities' features, log one MLflow run, register `transfertraj-base`, gate it."""
-    from model.train import pretrain
     from transfertraj import registry
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.model.train import pretrain
 
     settings = Settings.load()
     table, version, ctx = read_city_features(settings, cities)
@@ -138,16 +144,29 @@ def pretrain_base(cities: list[str], *, run_key: str, **overrides) -> dict:
     ckpt = pretrain(table, version, out_dir, progress=False, **_train_overrides(overrides))
     log.info("pretrained on %s (features v%s) in %.0f s: %s", cities, version, time.time() - t0, ckpt)
     reg = registry.log_and_register(
-        settings=settings, experiment=BASE_EXPERIMENT, model_name=registry.BASE_MODEL, checkpoint=ckpt,
-        cities=[load_city(c, settings) for c in cities], data_versions={"features_version": version},
-        context_versions=ctx, features=table, features_version=version, run_name=f"pretrain {run_key}",
+        settings=settings,
+        experiment=BASE_EXPERIMENT,
+        model_name=registry.BASE_MODEL,
+        checkpoint=ckpt,
+        cities=[load_city(c, settings) for c in cities],
+        data_versions={"features_version": version},
+        context_versions=ctx,
+        features=table,
+        features_version=version,
+        run_name=f"pretrain {run_key}",
     )
     return _registered(reg)
 
 
 def _registered(reg) -> dict:
-    return {"name": reg.name, "version": reg.version, "run_id": reg.run_id, "promoted": reg.decision.promoted,
-            "reason": reg.decision.reason, "metrics": _finite(reg.metrics)}
+    return {
+        "name": reg.name,
+        "version": reg.version,
+        "run_id": reg.run_id,
+        "promoted": reg.decision.promoted,
+        "reason": reg.decision.reason,
+        "metrics": _finite(reg.metrics),
+    }
 
 
 def _finite(d: dict) -> dict:
@@ -163,11 +182,21 @@ def _safe(key: str) -> str:
 RAW_PRESETS: dict[str, dict] = {
     "porto_csv": {"format": "porto_csv", "timestamp_format": "unix_s"},
     "cabspotting": {
-        "format": "point_log", "timestamp_format": "unix_s", "trip_state_value": "1",
-        "columns": {"vehicle_id": "cab_id", "timestamp": "timestamp", "lon": "lon", "lat": "lat", "trip_state": "occupied"},
+        "format": "point_log",
+        "timestamp_format": "unix_s",
+        "trip_state_value": "1",
+        "columns": {
+            "vehicle_id": "cab_id",
+            "timestamp": "timestamp",
+            "lon": "lon",
+            "lat": "lat",
+            "trip_state": "occupied",
+        },
     },
     "geolife": {
-        "format": "point_log", "timestamp_format": "yyyy-MM-dd HH:mm:ss", "timestamp_timezone": "UTC",
+        "format": "point_log",
+        "timestamp_format": "yyyy-MM-dd HH:mm:ss",
+        "timestamp_timezone": "UTC",
         "columns": {"vehicle_id": "uid", "timestamp": "datetime", "lon": "lng", "lat": "lat"},
     },
 }
@@ -196,7 +225,7 @@ def onboard_config(params: dict, settings: Settings) -> dict:
     """Trigger params -> a city config dict (not yet validated by the city schema). Raises with all problems."""
     problems: list[str] = []
     name = str(params.get("city") or "")
-    from transfertraj.city_config import CITY_NAME_PATTERN
+    from transfertraj.core.constants import CITY_NAME_PATTERN
 
     if not re.match(CITY_NAME_PATTERN, name):
         problems.append(f"city: {name!r} must match {CITY_NAME_PATTERN} (lower case, digits, underscores)")
@@ -241,10 +270,15 @@ def onboard_config(params: dict, settings: Settings) -> dict:
         "description": str(params.get("description") or f"{name}: onboarded with the onboard_city DAG"),
         "bbox": dict(zip(("min_lon", "min_lat", "max_lon", "max_lat"), bbox)),
         "timezone": params.get("timezone"),
-        "raw": {**raw, "path": str(raw_path), "licence": params["licence"], "provenance": str(params.get("provenance") or "")},
+        "raw": {
+            **raw,
+            "path": str(raw_path),
+            "licence": params["licence"],
+            "provenance": str(params.get("provenance") or ""),
+        },
         "osm": {k: v for k, v in osm.items() if v is not None},
         "sampling_interval_s": params.get("sampling_interval_s"),
-        "phi_m": params.get("phi_m", 100),
+        "phi_m": params.get("phi_m", PHI_DEFAULT_M),
         "cleaning": dict(params.get("cleaning") or {}),
         "quality": dict(params.get("quality") or {}),
     }
@@ -252,7 +286,7 @@ def onboard_config(params: dict, settings: Settings) -> dict:
 
 def write_city_config(params: dict) -> str:
     """First onboarding task: validate the trigger, write <data root>/config/cities/<name>.yaml, load it back."""
-    from transfertraj.city_config import CityConfigError, city_to_yaml, list_cities, load_city_file, parse_city
+    from transfertraj.core.city_config import CityConfigError, city_to_yaml, list_cities, load_city_file, parse_city
 
     settings = Settings.load()
     data = onboard_config(params, settings)
@@ -270,22 +304,24 @@ def write_city_config(params: dict) -> str:
     target = folder / f"{city.name}.yaml"
     if existing is not None:
         if not params.get("replace"):
-            raise OnboardParamsError(f"onboard_city: a city named {city.name!r} exists ({existing}); trigger with replace=true to replace it")
+            raise OnboardParamsError(
+                f"onboard_city: a city named {city.name!r} exists ({existing}); trigger with replace=true to replace it"
+            )
         if Path(existing).resolve() != target:
             raise OnboardParamsError(
                 f"onboard_city: {city.name!r} is defined by {existing}, ahead of {folder} on the search path; "
                 "choose another name (bundled cities are not replaced by a trigger)"
             )
     folder.mkdir(parents=True, exist_ok=True)
-    target.write_text(f"# written by onboard_city at {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n" + city_to_yaml(city))
+    target.write_text(f"# written by onboard_city at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n" + city_to_yaml(city))
     load_city_file(target)  # what every later task will read, checked once more from disk
     log.info("wrote %s", target)
     return str(target)
 
 
 def build_city_context(city_name: str) -> dict:
-    from jobs.context_tables import build_context_tables
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.context_tables import build_context_tables
 
     settings = Settings.load()
     city = load_city(city_name, settings)
@@ -296,10 +332,10 @@ def land_and_ingest(city_name: str, max_dates: int) -> dict:
     """Land the city's raw file by delivery date, ingest and featurize the first `max_dates` dates.
 
     A date failing the quality gate is reported and skipped; no date at all is an error."""
-    from jobs.featurize import featurize_date
-    from jobs.ingest import QualityGateError, ingest_date
-    from jobs.land_sample import land_sample
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.featurize import featurize_date
+    from transfertraj.jobs.ingest import QualityGateError, ingest_date
+    from transfertraj.jobs.land_sample import land_sample
 
     settings = Settings.load()
     city = load_city(city_name, settings)
@@ -316,7 +352,9 @@ def land_and_ingest(city_name: str, max_dates: int) -> dict:
             _quality_report(spark, city, day, settings)
         if report.trajectories_out:
             feats = featurize_date(spark, city, day, settings)
-            done.append({"date": day, "trajectories": feats["trajectories"], "features_version": feats["features_version"]})
+            done.append(
+                {"date": day, "trajectories": feats["trajectories"], "features_version": feats["features_version"]}
+            )
     if not done:
         raise RuntimeError(f"{city.name}: no delivery date produced features ({failed or 'no trajectories'})")
     return {"city": city.name, "dates": done, "failed": failed}
@@ -343,14 +381,16 @@ def _require_champion(settings: Settings, name: str) -> None:
         raise LookupError(f"{name} has no champion yet: run the pretrain DAG (or `transfertraj demo`) first")
 
 
-def finetune_city(city_name: str, *, n_shot: int, run_key: str, zero_shot_metrics: dict | None = None, **overrides) -> dict:
+def finetune_city(
+    city_name: str, *, n_shot: int, run_key: str, zero_shot_metrics: dict | None = None, **overrides
+) -> dict:
     """Few-shot fine-tune the base champion on the city, log the run, register transfertraj-<city>, gate it.
 
     The fine-tune uses the pretraining mask (every modality of random points and segments hidden), so one
     city model answers TP, TR and OD-TTE; the task masks differ only at inference (model.masking)."""
-    from model.train import finetune
     from transfertraj import registry
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.model.train import finetune
 
     settings = Settings.load()
     _require_champion(settings, registry.BASE_MODEL)
@@ -359,13 +399,29 @@ def finetune_city(city_name: str, *, n_shot: int, run_key: str, zero_shot_metric
     base_ckpt = registry.checkpoint_of(base_uri, settings)
     table, version, ctx = read_city_features(settings, [city_name])
     out_dir = settings.checkpoints / registry.city_model_name(city_name) / _safe(run_key)
-    ckpt = finetune(base_ckpt, "pretrain", table, data_version=version, out_dir=out_dir, n_shot=int(n_shot),
-                    progress=False, **_train_overrides(overrides))
+    ckpt = finetune(
+        base_ckpt,
+        "pretrain",
+        table,
+        data_version=version,
+        out_dir=out_dir,
+        n_shot=int(n_shot),
+        progress=False,
+        **_train_overrides(overrides),
+    )
     extra = {f"zero_shot/{k}": v for k, v in (zero_shot_metrics or {}).items() if v is not None}
     reg = registry.log_and_register(
-        settings=settings, experiment=CITY_EXPERIMENT, model_name=registry.city_model_name(city_name), checkpoint=ckpt,
-        cities=[load_city(city_name, settings)], data_versions={"features_version": version}, context_versions=ctx,
-        features=table, features_version=version, run_name=f"{city_name} {n_shot}-shot {run_key}", extra_metrics=extra,
+        settings=settings,
+        experiment=CITY_EXPERIMENT,
+        model_name=registry.city_model_name(city_name),
+        checkpoint=ckpt,
+        cities=[load_city(city_name, settings)],
+        data_versions={"features_version": version},
+        context_versions=ctx,
+        features=table,
+        features_version=version,
+        run_name=f"{city_name} {n_shot}-shot {run_key}",
+        extra_metrics=extra,
         extra_tags={"base_model": f"{registry.BASE_MODEL}/{base_version}", "n_shot": str(n_shot)},
     )
     return _registered(reg)
@@ -379,9 +435,9 @@ def optimize_and_vacuum(min_retention_hours: float = 168.0, tables: list[str] | 
     registered champion or challenger records (the retention stretches back past that version's commit)."""
     from delta.tables import DeltaTable
 
-    from feature_store.delta_io import table_exists
-    from feature_store.tables import table_path
     from transfertraj import registry
+    from transfertraj.feature_store.delta_io import table_exists
+    from transfertraj.feature_store.tables import table_path
 
     settings = Settings.load()
     spark = _spark(settings)
@@ -427,7 +483,7 @@ def vacuum_retention_hours(min_hours: float, protected_commit_ms: float | None, 
 
 def configured_cities(settings: Settings | None = None) -> dict:
     """name -> CityConfig of every valid city file; invalid files are logged and skipped (no DAG)."""
-    from transfertraj.city_config import CityConfigError, list_cities, load_city_file
+    from transfertraj.core.city_config import CityConfigError, list_cities, load_city_file
 
     settings = settings or Settings.load()
     out = {}
@@ -469,7 +525,9 @@ def failure_alert(context) -> None:
     if webhook:
         import urllib.request
 
-        body = json.dumps({"text": f"transfertraj: {dag_id}.{task_id} failed (run {run_id}): {context.get('exception')}"})
+        body = json.dumps(
+            {"text": f"transfertraj: {dag_id}.{task_id} failed (run {run_id}): {context.get('exception')}"}
+        )
         req = urllib.request.Request(webhook, data=body.encode(), headers={"Content-Type": "application/json"})
         try:
             urllib.request.urlopen(req, timeout=10).close()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from transfertraj.settings import REPO_ROOT, Settings
+from transfertraj.core.settings import REPO_ROOT, Settings
 
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")  # models from code
 
@@ -51,8 +51,19 @@ GATE_TASKS = ("tp", "tr8", "od")
 GATE_METRICS = ("tp_mae_m", "tr8_mae_m", "od_mae_min")
 DEFAULT_TOLERANCE = 0.02
 SERVING_PACKAGES = (
-    "mlflow", "torch", "numpy", "pandas", "pyarrow", "pyspark", "delta-spark", "pyproj", "shapely", "scipy",
-    "pydantic", "pyyaml", "tqdm",
+    "mlflow",
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pyspark",
+    "delta-spark",
+    "pyproj",
+    "shapely",
+    "scipy",
+    "pydantic",
+    "pyyaml",
+    "tqdm",
 )
 
 
@@ -97,7 +108,9 @@ def experiment_id(settings: Settings, name: str) -> str:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -120,7 +133,7 @@ def pip_requirements() -> list[str]:
 
 def validation_metrics(model_or_checkpoint, features, data_version) -> dict[str, float]:
     """The gate's metrics on the validation split (the same call scores champion and challenger)."""
-    from model.train import evaluate
+    from transfertraj.model.predict import evaluate
 
     out: dict[str, float] = {}
     for task in GATE_TASKS:
@@ -164,7 +177,9 @@ def compare(challenger: dict, champion: dict | None, tolerance: float) -> GateDe
             worse.append(f"{k} {new:.3f} > {old:.3f} x {1 + tolerance:g}")
     if worse:
         return GateDecision(False, "worse: " + "; ".join(worse), challenger, champion, tolerance)
-    return GateDecision(True, f"no metric worse than the champion's by more than {tolerance:.0%}", challenger, champion, tolerance)
+    return GateDecision(
+        True, f"no metric worse than the champion's by more than {tolerance:.0%}", challenger, champion, tolerance
+    )
 
 
 # ----------------------------------------------------------------------------------------- logging
@@ -172,9 +187,9 @@ def compare(challenger: dict, champion: dict | None, tolerance: float) -> GateDe
 
 def serving_spec(cities: list, settings: Settings, context_versions: dict[str, dict]) -> dict:
     """What the pyfunc needs to build features like the pipeline: city configs, context versions, root."""
-    from transfertraj.city_config import city_to_yaml
-
     import yaml
+
+    from transfertraj.core.city_config import city_to_yaml
 
     return {
         "default_city": cities[0].name,
@@ -191,7 +206,9 @@ def signature():
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string", "trip_id"), ColSpec("long", "ts"), ColSpec("double", "lon"), ColSpec("double", "lat")]),
+        inputs=Schema(
+            [ColSpec("string", "trip_id"), ColSpec("long", "ts"), ColSpec("double", "lon"), ColSpec("double", "lat")]
+        ),
         params=ParamSchema(
             [ParamSpec("task", "string", "tp"), ParamSpec("mu", "long", 8), ParamSpec("city", "string", "")]
         ),
@@ -230,8 +247,8 @@ def log_and_register(
     the loss plot, the pyfunc model registered under `model_name`; then the gate."""
     import mlflow
 
-    from model.loss_curves import plot_checkpoint
-    from model.train import load_checkpoint
+    from transfertraj.model.checkpoint import load_checkpoint
+    from transfertraj.model.loss_curves import plot_checkpoint
 
     client = configure(settings)
     exp_id = experiment_id(settings, experiment)
@@ -242,22 +259,26 @@ def log_and_register(
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         mlflow.log_params({**_flat("train.", state["train_config"]), **_flat("model.", state["model_args"])})
         for h in state["history"]:
-            mlflow.log_metrics({"train/loss": h["train_loss"], "val/loss": h["val_loss"], "train/epoch_seconds": h["seconds"]},
-                               step=int(h["epoch"]))
+            mlflow.log_metrics(
+                {"train/loss": h["train_loss"], "val/loss": h["val_loss"], "train/epoch_seconds": h["seconds"]},
+                step=int(h["epoch"]),
+            )
         mlflow.log_metrics({f"val/{k}": v for k, v in metrics.items() if not math.isnan(v)})
         if extra_metrics:
             mlflow.log_metrics({k: v for k, v in extra_metrics.items() if not math.isnan(v)})
         lineage = {f"data.{k}": str(v) for k, v in data_versions.items()}
         for city, versions in context_versions.items():
             lineage.update({f"data.{city}.{t}_version": str(v) for t, v in versions.items()})
-        mlflow.set_tags({
-            "mlflow.source.git.commit": git_commit() or "unknown",
-            "cities": ",".join(c.name for c in cities),
-            "data.features_version": str(features_version),
-            "data.taxonomy_version": str(state["data"].get("taxonomy_version")),
-            **lineage,
-            **(extra_tags or {}),
-        })
+        mlflow.set_tags(
+            {
+                "mlflow.source.git.commit": git_commit() or "unknown",
+                "cities": ",".join(c.name for c in cities),
+                "data.features_version": str(features_version),
+                "data.taxonomy_version": str(state["data"].get("taxonomy_version")),
+                **lineage,
+                **(extra_tags or {}),
+            }
+        )
         plot = plot_checkpoint(with_history, checkpoint.parent / "loss_curves.png")
         mlflow.log_artifact(str(plot), artifact_path="plots")
         spec_path = checkpoint.parent / "serving.json"
@@ -276,7 +297,10 @@ def log_and_register(
                 registered_model_name=model_name,
             )
         version = str(info.registered_model_version)  # from log_model's result, never "the highest number"
-        version_tags = {"features_version": str(features_version), **{k.removeprefix("data."): v for k, v in lineage.items()}}
+        version_tags = {
+            "features_version": str(features_version),
+            **{k.removeprefix("data."): v for k, v in lineage.items()},
+        }
         for k, v in version_tags.items():
             client.set_model_version_tag(model_name, version, k, v)
         client.set_model_version_tag(model_name, version, "run_id", run.info.run_id)
@@ -284,8 +308,14 @@ def log_and_register(
         mlflow.log_metrics({f"gate/challenger_{k}": v for k, v in decision.challenger.items() if not math.isnan(v)})
         if decision.champion:
             mlflow.log_metrics({f"gate/champion_{k}": v for k, v in decision.champion.items() if not math.isnan(v)})
-        mlflow.set_tags({"gate.decision": "promoted" if decision.promoted else "rejected", "gate.reason": decision.reason,
-                         "gate.tolerance": str(decision.tolerance), "registered_model": f"{model_name}/{version}"})
+        mlflow.set_tags(
+            {
+                "gate.decision": "promoted" if decision.promoted else "rejected",
+                "gate.reason": decision.reason,
+                "gate.tolerance": str(decision.tolerance),
+                "registered_model": f"{model_name}/{version}",
+            }
+        )
     for line in decision.lines():
         log.info("%s v%s %s", model_name, version, line)
     return Registered(model_name, version, run.info.run_id, metrics, decision)
@@ -301,15 +331,25 @@ def champion_model(client, name: str):
         return None
 
 
-def promote_if_better(settings, name: str, version: str, features, features_version, challenger_metrics: dict | None = None,
-                      tolerance: float | None = None) -> GateDecision:
+def promote_if_better(
+    settings,
+    name: str,
+    version: str,
+    features,
+    features_version,
+    challenger_metrics: dict | None = None,
+    tolerance: float | None = None,
+) -> GateDecision:
     """Alias `challenger` to the new version; re-score the champion on the same data; move `champion` if no worse."""
     client = configure(settings)
     tolerance = gate_tolerance() if tolerance is None else tolerance
     client.set_registered_model_alias(name, CHALLENGER, version)
     champ = champion_model(client, name)
-    challenger = challenger_metrics if challenger_metrics is not None else validation_metrics(
-        load_torch(f"models:/{name}/{version}"), features, features_version)
+    challenger = (
+        challenger_metrics
+        if challenger_metrics is not None
+        else validation_metrics(load_torch(f"models:/{name}/{version}"), features, features_version)
+    )
     champion = None
     if champ is not None and str(champ.version) != str(version):
         champion = validation_metrics(load_torch(f"models:/{name}/{champ.version}"), features, features_version)
@@ -318,7 +358,9 @@ def promote_if_better(settings, name: str, version: str, features, features_vers
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "gate.decision", "promoted" if decision.promoted else "rejected")
     client.set_model_version_tag(name, version, "gate.reason", decision.reason)
-    client.set_model_version_tag(name, version, "gate.numbers", json.dumps({"challenger": challenger, "champion": champion}))
+    client.set_model_version_tag(
+        name, version, "gate.numbers", json.dumps({"challenger": challenger, "champion": champion})
+    )
     return decision
 
 
@@ -360,11 +402,16 @@ def list_models(settings: Settings) -> list[dict]:
             aliases.setdefault(str(v), []).append(alias)
         for mv in client.search_model_versions(f"name='{rm.name}'"):
             run_metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-            rows.append({
-                "name": rm.name, "version": int(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
-                "gate": mv.tags.get("gate.decision", ""), "features_version": mv.tags.get("features_version", ""),
-                **{k: run_metrics.get(f"val/{k}", math.nan) for k in GATE_METRICS},
-            })
+            rows.append(
+                {
+                    "name": rm.name,
+                    "version": int(mv.version),
+                    "aliases": sorted(aliases.get(str(mv.version), [])),
+                    "gate": mv.tags.get("gate.decision", ""),
+                    "features_version": mv.tags.get("features_version", ""),
+                    **{k: run_metrics.get(f"val/{k}", math.nan) for k in GATE_METRICS},
+                }
+            )
     return sorted(rows, key=lambda r: (r["name"], r["version"]))
 
 
@@ -372,7 +419,9 @@ def registry_lines(settings: Settings) -> list[str]:
     rows = list_models(settings)
     if not rows:
         return ["(no registered models)"]
-    head = f"{'model':30s} {'ver':>3s}  {'aliases':20s} {'gate':9s} {'data v':>6s} " + " ".join(f"{k:>11s}" for k in GATE_METRICS)
+    head = f"{'model':30s} {'ver':>3s}  {'aliases':20s} {'gate':9s} {'data v':>6s} " + " ".join(
+        f"{k:>11s}" for k in GATE_METRICS
+    )
     out = [head, "-" * len(head)]
     for r in rows:
         out.append(
@@ -395,7 +444,15 @@ def protected_versions(settings: Settings) -> dict[str, int]:
             except MlflowException:
                 continue
             for key, value in mv.tags.items():
-                table = "features" if key == "features_version" else (key.split(".", 1)[1].removesuffix("_version") if key.count(".") == 1 and key.endswith("_version") else None)
+                table = (
+                    "features"
+                    if key == "features_version"
+                    else (
+                        key.split(".", 1)[1].removesuffix("_version")
+                        if key.count(".") == 1 and key.endswith("_version")
+                        else None
+                    )
+                )
                 if table and value.lstrip("-").isdigit():
                     oldest[table] = min(oldest.get(table, int(value)), int(value))
     return oldest

@@ -23,7 +23,6 @@ what a registered model sees. Points the task hides (the TP future, the TR gaps,
 are placeholders the collate function zeroes: their values never reach the network.
 """
 
-
 import json
 import logging
 from pathlib import Path
@@ -32,11 +31,12 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from transfertraj.core.constants import TP_FUTURE
+
 log = logging.getLogger("transfertraj.serving")
 
 INPUT_COLUMNS = ("trip_id", "ts", "lon", "lat")
 SERVING_TASKS = ("tp", "tr", "odtte")
-TP_FUTURE = 5  # model.masking.TP_FUTURE: TP hides (predicts) the last 5 points
 
 
 class ServingInputError(ValueError):
@@ -108,8 +108,14 @@ def expand_for_task(points: pd.DataFrame, task: str, *, interval_s: float, mu: i
             raise ServingInputError(f"unknown task {task!r}")
         out.append(
             pd.DataFrame(
-                {"trip_id": trip_id, "idx": np.arange(len(e_ts)), "ts": e_ts.astype(np.int64), "lon": e_lon,
-                 "lat": e_lat, "observed": observed}
+                {
+                    "trip_id": trip_id,
+                    "idx": np.arange(len(e_ts)),
+                    "ts": e_ts.astype(np.int64),
+                    "lon": e_lon,
+                    "lat": e_lat,
+                    "observed": observed,
+                }
             )
         )
     if not out:
@@ -125,14 +131,18 @@ def features_from_points(spark, points: pd.DataFrame, city, context):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from jobs.context_density import add_loaded_context, add_missing_context
-    from jobs.featurize import add_temporal, assemble
-    from jobs.metric_coordinates import add_metric_xy
+    from transfertraj.jobs.context_density import add_loaded_context, add_missing_context
+    from transfertraj.jobs.featurize import add_temporal, assemble
+    from transfertraj.jobs.metric_coordinates import add_metric_xy
 
     schema = T.StructType(
-        [T.StructField("trip_id", T.StringType(), False), T.StructField("idx", T.IntegerType(), False),
-         T.StructField("ts", T.LongType(), False), T.StructField("lon", T.DoubleType(), False),
-         T.StructField("lat", T.DoubleType(), False)]
+        [
+            T.StructField("trip_id", T.StringType(), False),
+            T.StructField("idx", T.IntegerType(), False),
+            T.StructField("ts", T.LongType(), False),
+            T.StructField("lon", T.DoubleType(), False),
+            T.StructField("lat", T.DoubleType(), False),
+        ]
     )
     rows = points[["trip_id", "idx", "ts", "lon", "lat"]].astype({"idx": "int32"})
     pts = spark.createDataFrame(rows, schema=schema).withColumn("point_id", F.monotonically_increasing_id())
@@ -145,18 +155,26 @@ def features_from_points(spark, points: pd.DataFrame, city, context):
         pts.groupBy("trip_id")
         .agg(F.min("ts").alias("_t0"), F.count("*").cast("int").alias("n_points"))
         .select(
-            "trip_id", F.lit("serving").alias("vehicle_key"), F.timestamp_seconds("_t0").alias("start_ts"), "n_points",
-            F.lit(city.name).alias("city"), F.lit("serving").alias("date"),
+            "trip_id",
+            F.lit("serving").alias("vehicle_key"),
+            F.timestamp_seconds("_t0").alias("start_ts"),
+            "n_points",
+            F.lit(city.name).alias("city"),
+            F.lit("serving").alias("date"),
         )
     )
     return assemble(pts, trips, context_missing=not city.has_osm).toArrow()
 
 
 def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str) -> pd.DataFrame:
-    """model.train.predict rows -> the answer rows of a serving task (only what was asked)."""
+    """transfertraj.model.predict.predict rows -> the answer rows of a serving task (only what was asked)."""
     cols = ["trip_id", "point", "ts", "pred_lon", "pred_lat", "pred_minutes"]
-    merged = preds.merge(expanded[["trip_id", "idx", "ts", "observed"]], left_on=["trip_id", "point"],
-                         right_on=["trip_id", "idx"], how="left")
+    merged = preds.merge(
+        expanded[["trip_id", "idx", "ts", "observed"]],
+        left_on=["trip_id", "point"],
+        right_on=["trip_id", "idx"],
+        how="left",
+    )
     if task == "odtte":
         dest = merged[merged["masked_temporal"]].copy()
         dest["travel_time_min"] = dest["pred_minutes"]
@@ -169,8 +187,8 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
     """A TransferTraj checkpoint plus what it needs to build features for its cities."""
 
     def load_context(self, context):
-        from model.train import load_model
-        from transfertraj.city_config import parse_city
+        from transfertraj.core.city_config import parse_city
+        from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
         spec = json.loads(Path(context.artifacts["serving"]).read_text())
@@ -183,7 +201,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
     def _settings(self):
         import os
 
-        from transfertraj.settings import Settings
+        from transfertraj.core.settings import Settings
 
         home = os.environ.get("TRANSFERTRAJ_HOME") or self.spec["data_root"]
         return Settings.load(home=home)
@@ -192,7 +210,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         if self._spark is None:
             import os
 
-            from jobs.spark_session import get_spark
+            from transfertraj.jobs.spark_session import get_spark
 
             os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
             self._spark = get_spark("transfertraj-serving", self._settings())
@@ -205,9 +223,9 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             if not city.has_osm or not versions:
                 self._contexts[name] = None
             else:
-                from feature_store.delta_io import read_table
-                from feature_store.tables import table_path
-                from jobs.context_density import load_context
+                from transfertraj.feature_store.delta_io import read_table
+                from transfertraj.feature_store.tables import table_path
+                from transfertraj.jobs.context_density import load_context
 
                 spark, settings = self._spark_session(), self._settings()
                 frames = [
@@ -220,7 +238,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
 
     # -- inference -----------------------------------------------------------------------------
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from model.train import predict as model_predict
+        from transfertraj.model.predict import predict as model_predict
 
         params = dict(params or {})
         task = str(params.get("task") or "tp")
@@ -231,8 +249,9 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         mask_task = model_task(task, mu)
         city = self.cities[name]
         points = check_points(pd.DataFrame(model_input))
-        expanded = expand_for_task(points, task if task != "od" else "odtte", interval_s=city.sampling_interval_s, mu=mu)
+        expanded = expand_for_task(
+            points, task if task != "od" else "odtte", interval_s=city.sampling_interval_s, mu=mu
+        )
         table = features_from_points(self._spark_session(), expanded, city, self._context(name))
         preds = model_predict(self.torch_model, table, mask_task, device="cpu", max_points=None)
         return answer(preds, expanded, "odtte" if mask_task == "od" else task)
-

@@ -15,10 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transfertraj.settings import BUNDLED_CITY_DIR, REPO_ROOT
+from transfertraj.core.settings import BUNDLED_CITY_DIR, REPO_ROOT
 
 PORTO_SAMPLE = REPO_ROOT / "data" / "porto" / "taxi_sample.csv"
-TINY_MODEL = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_experts": 2, "top_k": 1, "expert_hidden": 16, "batch_size": 32}
+TINY_MODEL = {
+    "d_model": 16,
+    "n_layers": 1,
+    "n_heads": 2,
+    "n_experts": 2,
+    "top_k": 1,
+    "expert_hidden": 16,
+    "batch_size": 32,
+}
 
 
 def porto_rows(path: Path, first: int, last: int) -> Path:

@@ -35,10 +35,10 @@ def test_nightly_ingest_uses_the_city_timezone_interval(dagbag):
 
 
 def test_nightly_ingest_runs(dagbag, airflow_home):
-    from feature_store.tables import table_path
-    from jobs.land_sample import land_sample
-    from model.trajectory_data import read_features
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.jobs.land_sample import land_sample
+    from transfertraj.model.trajectory_data import read_features
 
     days = list(land_sample(load_city("tinyporto"), _settings()))
     assert days == ["2013-07-01"]
@@ -72,8 +72,14 @@ def test_onboard_fails_at_once_with_the_validation_message(dagbag, airflow_home,
     from transfertraj import pipeline_tasks as pt
 
     outside = porto_rows(tmp_path / "elsewhere.csv", 0, 5)
-    conf = {"city": "badcity", "bbox": [-8.5, 41.2, -8.7, 41.1], "timezone": "Europe/Lisbon", "raw_path": str(outside),
-            "raw_preset": "porto_csv", "licence": "CC BY 4.0"}
+    conf = {
+        "city": "badcity",
+        "bbox": [-8.5, 41.2, -8.7, 41.1],
+        "timezone": "Europe/Lisbon",
+        "raw_path": str(outside),
+        "raw_preset": "porto_csv",
+        "licence": "CC BY 4.0",
+    }
     run = dagbag.get_dag("onboard_city").test(run_conf=conf)
     assert str(run.state) == "failed"
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
@@ -91,9 +97,20 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
     from transfertraj import registry
 
     raw = porto_rows(airflow_home / "incoming" / "tinycity" / "trips.csv", 160, 320)
-    conf = {"city": "tinycity", "bbox": [-8.70, 41.12, -8.52, 41.197], "timezone": "Europe/Lisbon", "raw_path": str(raw),
-            "raw_preset": "porto_csv", "licence": "CC BY 4.0", "sampling_interval_s": 15, "osm_kind": "none",
-            "quality": {"max_rejected_share": 1.0, "min_trajectories": 0}, "n_shot": 20, "epochs": 1, "max_dates": 1}
+    conf = {
+        "city": "tinycity",
+        "bbox": [-8.70, 41.12, -8.52, 41.197],
+        "timezone": "Europe/Lisbon",
+        "raw_path": str(raw),
+        "raw_preset": "porto_csv",
+        "licence": "CC BY 4.0",
+        "sampling_interval_s": 15,
+        "osm_kind": "none",
+        "quality": {"max_rejected_share": 1.0, "min_trajectories": 0},
+        "n_shot": 20,
+        "epochs": 1,
+        "max_dates": 1,
+    }
     run = dagbag.get_dag("onboard_city").test(run_conf=conf)
     assert str(run.state) == "success"
     assert (airflow_home / "config" / "cities" / "tinycity.yaml").exists()
@@ -107,22 +124,26 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
 
 
 def test_maintenance_keeps_protected_versions(dagbag):
-    from feature_store.tables import table_path
     from transfertraj import registry
+    from transfertraj.feature_store.tables import table_path
 
     protected = registry.protected_versions(_settings())
     assert "features" in protected
     run = dagbag.get_dag("maintenance").test(run_conf={"tables": ["features"]})
     assert str(run.state) == "success"
-    from jobs.spark_session import get_spark
+    from transfertraj.jobs.spark_session import get_spark
 
     spark = get_spark("tests", _settings())
-    old = spark.read.format("delta").option("versionAsOf", protected["features"]).load(table_path(_settings(), "features"))
+    old = (
+        spark.read.format("delta")
+        .option("versionAsOf", protected["features"])
+        .load(table_path(_settings(), "features"))
+    )
     assert old.count() > 0
 
 
 def _settings():
-    from transfertraj.settings import Settings
+    from transfertraj.core.settings import Settings
 
     return Settings.load()
 

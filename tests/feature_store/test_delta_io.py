@@ -2,14 +2,14 @@
 
 import pytest
 
-from feature_store.delta_io import (
+from transfertraj.feature_store.delta_io import (
     latest_version,
     merge_rows,
     partition_predicate,
     read_table,
     replace_partition,
 )
-from feature_store.tables import table, table_path
+from transfertraj.feature_store.tables import table, table_path
 
 
 def _rows(spark, rows):
@@ -26,12 +26,16 @@ def test_write_merge_and_read_older_version(spark, tmp_path):
     path = str(tmp_path / "t")
     v0 = replace_partition(
         _rows(spark, [("porto", "d1", "a", 1), ("porto", "d1", "b", 2)]),
-        path, {"city": "porto", "date": "d1"}, partition_by=("city", "date"),
+        path,
+        {"city": "porto", "date": "d1"},
+        partition_by=("city", "date"),
     )
     assert v0 == 0
     v1 = merge_rows(
         _rows(spark, [("porto", "d1", "b", 20), ("porto", "d1", "c", 3)]),
-        path, keys=("city", "date", "trip_id"), partition_by=("city", "date"),
+        path,
+        keys=("city", "date", "trip_id"),
+        partition_by=("city", "date"),
     )
     assert v1 == 1
     now, version = read_table(spark, path)
@@ -56,11 +60,14 @@ def test_rerun_replaces_only_its_partition(spark, tmp_path):
 
 def test_rows_outside_the_partition_are_refused(spark, tmp_path):
     path = str(tmp_path / "t")
-    replace_partition(_rows(spark, [("porto", "d1", "a", 1)]), path, {"city": "porto", "date": "d1"},
-                      partition_by=("city", "date"))
+    replace_partition(
+        _rows(spark, [("porto", "d1", "a", 1)]), path, {"city": "porto", "date": "d1"}, partition_by=("city", "date")
+    )
     with pytest.raises(Exception, match="(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
         replace_partition(
-            _rows(spark, [("porto", "d9", "a", 1)]), path, {"city": "porto", "date": "d1"},
+            _rows(spark, [("porto", "d9", "a", 1)]),
+            path,
+            {"city": "porto", "date": "d1"},
             partition_by=("city", "date"),
         )
 

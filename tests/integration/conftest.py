@@ -47,8 +47,14 @@ class Stack:
     def cli(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a command with the stack's environment; output goes to the test log and is returned."""
         started = time.monotonic()
-        proc = subprocess.run(list(args), env={**self.env, **(env or {})}, cwd=self.run.root, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            list(args),
+            env={**self.env, **(env or {})},
+            cwd=self.run.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         print(f"$ {' '.join(args)}   [{time.monotonic() - started:.0f} s, rc {proc.returncode}]")
         print(proc.stdout[-4000:])
         if proc.returncode:
@@ -66,7 +72,9 @@ class Stack:
 def stack():
     bindir = postgres_bindir()
     if bindir is None:
-        pytest.fail("PostgreSQL server binaries not found: scripts/integration.sh installs them (apt-get install postgresql)")
+        pytest.fail(
+            "PostgreSQL server binaries not found: scripts/integration.sh installs them (apt-get install postgresql)"
+        )
     # Not pytest's tmp_path: its 0700 parents keep out the `postgres` account the server runs as.
     root = Path(os.environ.get("TRANSFERTRAJ_INTEGRATION_RUN") or tempfile.mkdtemp(prefix="transfertraj-integration."))
     root.chmod(0o755)
@@ -75,7 +83,7 @@ def stack():
     home.mkdir(exist_ok=True)
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),  # the executors' Python workers import jobs.* from this checkout
+        "PYTHONPATH": str(REPO),  # the executors' Python workers import transfertraj.jobs.* from this checkout
         "PYSPARK_PYTHON": sys.executable,
         "TRANSFERTRAJ_HOME": str(home),
         "TRANSFERTRAJ_CITY_DIRS": os.pathsep.join([str(REPO / "config" / "cities"), str(home / "config" / "cities")]),
@@ -92,21 +100,24 @@ def stack():
         for db in ("airflow", "mlflow"):
             postgres.create_database(db)
         cores = os.environ.get("TRANSFERTRAJ_INTEGRATION_WORKER_CORES", "2")
-        spark = SparkCluster.start(run, env, cores=int(cores),
-                                   memory=os.environ.get("TRANSFERTRAJ_INTEGRATION_WORKER_MEMORY", "3g"))
+        spark = SparkCluster.start(
+            run, env, cores=int(cores), memory=os.environ.get("TRANSFERTRAJ_INTEGRATION_WORKER_MEMORY", "3g")
+        )
         mlflow = MlflowServer.start(run, env, backend_uri=postgres.url("mlflow"), artifacts=root / "mlflow-artifacts")
-        env.update({
-            "TRANSFERTRAJ_SPARK_MASTER": spark.master_url,
-            "TRANSFERTRAJ_SPARK_CONF": f"spark.executor.memory=1g,spark.cores.max={cores}",
-            "MLFLOW_TRACKING_URI": mlflow.url,
-            "AIRFLOW_HOME": str(root / "airflow"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url("airflow"),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "airflow" / "logs"),
-        })
+        env.update(
+            {
+                "TRANSFERTRAJ_SPARK_MASTER": spark.master_url,
+                "TRANSFERTRAJ_SPARK_CONF": f"spark.executor.memory=1g,spark.cores.max={cores}",
+                "MLFLOW_TRACKING_URI": mlflow.url,
+                "AIRFLOW_HOME": str(root / "airflow"),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url("airflow"),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+                "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "airflow" / "logs"),
+            }
+        )
         yield Stack(run, home, env, postgres, spark, mlflow)
     finally:
         run.stop_all()

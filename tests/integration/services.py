@@ -90,8 +90,9 @@ class RunFolder:
         log = self.root / "logs" / f"{name}.log"
         with open(log, "ab") as out:
             # Own process group: stop() reaches the JVM or uvicorn children a launcher script forks.
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd or self.root,
-                                     start_new_session=True)
+            popen = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd or self.root, start_new_session=True
+            )
         pid_file = self.root / "pids" / f"{name}.pid"
         pid_file.write_text(str(popen.pid))
         proc = Process(name, popen, log, pid_file)
@@ -130,18 +131,38 @@ class Postgres:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
     @classmethod
-    def start(cls, bindir: Path, folder: Path) -> "Postgres":
+    def start(cls, bindir: Path, folder: Path) -> Postgres:
         folder.mkdir(parents=True, exist_ok=True)
         pg = cls(bindir, folder, free_port())
         if os.geteuid() == 0:
             shutil.chown(folder, "postgres")
         data = folder / "data"
-        subprocess.run(pg._as_owner([str(bindir / "initdb"), "-D", str(data), "-U", pg.user, "--auth=trust",
-                                     "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
-        subprocess.run(pg._as_owner([
-            str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "postgres.log"), "-w", "-t", "60",
-            "-o", f"-p {pg.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "start"]), check=True, capture_output=True)
+        subprocess.run(
+            pg._as_owner(
+                [str(bindir / "initdb"), "-D", str(data), "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            pg._as_owner(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(folder / "postgres.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {pg.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         return pg
 
     def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
@@ -165,8 +186,11 @@ class Postgres:
                 return cur.fetchall()
 
     def stop(self) -> None:
-        subprocess.run(self._as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast",
-                                       "-w", "stop"]), check=False, capture_output=True)
+        subprocess.run(
+            self._as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop"]),
+            check=False,
+            capture_output=True,
+        )
 
 
 # ------------------------------------------------------------------------------------- Spark standalone
@@ -185,19 +209,50 @@ class SparkCluster:
     worker_ui: str
 
     @classmethod
-    def start(cls, run: RunFolder, env: dict[str, str], *, cores: int, memory: str) -> "SparkCluster":
+    def start(cls, run: RunFolder, env: dict[str, str], *, cores: int, memory: str) -> SparkCluster:
         """`spark-class` Master and Worker from the pyspark wheel (it ships no sbin/start-*.sh)."""
         port, ui, worker_ui = free_port(), free_port(), free_port()
-        env = {**env, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-               "SPARK_LOG_DIR": str(run.root / "logs"), "SPARK_WORKER_DIR": str(run.root / "spark-work")}
+        env = {
+            **env,
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOG_DIR": str(run.root / "logs"),
+            "SPARK_WORKER_DIR": str(run.root / "spark-work"),
+        }
         spark_class = str(VENV_BIN / "spark-class")
-        master = run.start("spark-master", [spark_class, "org.apache.spark.deploy.master.Master",
-                                            "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)], env)
+        master = run.start(
+            "spark-master",
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+            env,
+        )
         cluster = cls(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui}", f"http://127.0.0.1:{worker_ui}")
         wait_until(lambda: get_json(f"{cluster.master_ui}/json/")["status"] == "ALIVE", "Spark master", 90, master.log)
-        worker = run.start("spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker",
-                                            "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
-                                            "--webui-port", str(worker_ui), cluster.master_url], env)
+        worker = run.start(
+            "spark-worker",
+            [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(cores),
+                "--memory",
+                memory,
+                "--webui-port",
+                str(worker_ui),
+                cluster.master_url,
+            ],
+            env,
+        )
         wait_until(lambda: get_json(f"{cluster.master_ui}/json/")["aliveworkers"] >= 1, "Spark worker", 90, worker.log)
         return cluster
 
@@ -213,16 +268,34 @@ class MlflowServer:
     url: str
 
     @classmethod
-    def start(cls, run: RunFolder, env: dict[str, str], *, backend_uri: str, artifacts: Path) -> "MlflowServer":
+    def start(cls, run: RunFolder, env: dict[str, str], *, backend_uri: str, artifacts: Path) -> MlflowServer:
         port = free_port()
-        proc = run.start("mlflow-server", [
-            str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
-            "--artifacts-destination", str(artifacts), "--serve-artifacts",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ], env)
+        proc = run.start(
+            "mlflow-server",
+            [
+                str(VENV_BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                backend_uri,
+                "--artifacts-destination",
+                str(artifacts),
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env,
+        )
         server = cls(f"http://127.0.0.1:{port}")
-        wait_until(lambda: urllib.request.urlopen(f"{server.url}/health", timeout=5).status == 200,
-                   "mlflow server", 180, proc.log)
+        wait_until(
+            lambda: urllib.request.urlopen(f"{server.url}/health", timeout=5).status == 200,
+            "mlflow server",
+            180,
+            proc.log,
+        )
         return server
 
 
@@ -238,7 +311,7 @@ class AirflowServers:
     env: dict[str, str]
 
     @classmethod
-    def start(cls, run: RunFolder, env: dict[str, str]) -> "AirflowServers":
+    def start(cls, run: RunFolder, env: dict[str, str]) -> AirflowServers:
         port = free_port()
         env = {
             **env,
@@ -252,11 +325,18 @@ class AirflowServers:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
         }
         airflow = str(VENV_BIN / "airflow")
-        api = run.start("airflow-api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port),
-                                               "--workers", "1"], env)
+        api = run.start(
+            "airflow-api-server",
+            [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env,
+        )
         run.start("airflow-scheduler", [airflow, "scheduler"], env)
         run.start("airflow-dag-processor", [airflow, "dag-processor"], env)
         servers = cls(f"http://127.0.0.1:{port}", env)
-        wait_until(lambda: get_json(f"{servers.api_url}/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
-                   "Airflow api-server and scheduler", 300, api.log)
+        wait_until(
+            lambda: get_json(f"{servers.api_url}/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
+            "Airflow api-server and scheduler",
+            300,
+            api.log,
+        )
         return servers

@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.conftest import REPO, VENV_BIN
 from tests.integration.services import wait_until
-from transfertraj.settings import Settings
+from transfertraj.core.settings import Settings
 
 PORTO_DATE = "2013-07-01"  # the bundled Porto sample's one delivery date
 NEW_CITY = "sfonboard"
@@ -90,8 +90,17 @@ def test_spark_submit_runs_a_job_on_the_master_it_is_given(stack):
     # the first session resolved (jobs/spark_session.py), as docs/cluster.md says.
     manifest = Settings.load().ivy_dir / f"delta-jars-{version('delta-spark')}-spark-{version('pyspark')}.txt"
     submitted = stack.cli(
-        str(VENV_BIN / "spark-submit"), "--master", stack.spark.master_url, "--jars", manifest.read_text().strip(),
-        str(REPO / "jobs" / "ingest.py"), "--city", "porto", "--date", PORTO_DATE, "--no-report",
+        str(VENV_BIN / "spark-submit"),
+        "--master",
+        stack.spark.master_url,
+        "--jars",
+        manifest.read_text().strip(),
+        str(REPO / "jobs" / "ingest.py"),
+        "--city",
+        "porto",
+        "--date",
+        PORTO_DATE,
+        "--no-report",
         env={"TRANSFERTRAJ_SPARK_MASTER": "local[1]"},  # must lose to --master
     )
     assert submitted.returncode == 0, submitted.stderr[-3000:]
@@ -137,8 +146,16 @@ def test_nightly_ingest_dag_ingests_and_featurizes_through_the_cluster(stack):
     assert 0 < features <= delta_rows(lake / "silver", city="porto", date=PORTO_DATE)
 
 
-TINY_MODEL = {"epochs": 1, "batch_size": 64, "d_model": 16, "n_layers": 1, "n_heads": 2, "n_experts": 2,
-              "top_k": 1, "expert_hidden": 16}
+TINY_MODEL = {
+    "epochs": 1,
+    "batch_size": 64,
+    "d_model": 16,
+    "n_layers": 1,
+    "n_heads": 2,
+    "n_experts": 2,
+    "top_k": 1,
+    "expert_hidden": 16,
+}
 
 
 def registry(stack):
@@ -189,8 +206,17 @@ def test_onboard_city_runs_on_the_airflow_scheduler_and_registers_the_city_model
     }
     env = airflow_servers.env
     assert stack.cli(str(VENV_BIN / "airflow"), "dags", "unpause", "onboard_city", env=env).returncode == 0
-    triggered = stack.cli(str(VENV_BIN / "airflow"), "dags", "trigger", "onboard_city", "--run-id", "integration",
-                          "--conf", json.dumps(conf), env=env)
+    triggered = stack.cli(
+        str(VENV_BIN / "airflow"),
+        "dags",
+        "trigger",
+        "onboard_city",
+        "--run-id",
+        "integration",
+        "--conf",
+        json.dumps(conf),
+        env=env,
+    )
     assert triggered.returncode == 0
     where = "WHERE dag_id = 'onboard_city' AND run_id = 'integration'"
 
@@ -201,7 +227,9 @@ def test_onboard_city_runs_on_the_airflow_scheduler_and_registers_the_city_model
         return "up_for_retry" if retrying else state if state in ("success", "failed") else None
 
     state = wait_until(finished, "onboard_city run", 1800)
-    tasks = stack.postgres.query("airflow", f"SELECT task_id, state, queued_by_job_id FROM task_instance {where} ORDER BY task_id")
+    tasks = stack.postgres.query(
+        "airflow", f"SELECT task_id, state, queued_by_job_id FROM task_instance {where} ORDER BY task_id"
+    )
     print("onboard_city tasks:", tasks)
     if state != "success":
         for log in sorted((stack.run.root / "airflow" / "logs").rglob("*.log")):

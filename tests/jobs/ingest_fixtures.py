@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from transfertraj.city_config import CityConfig, load_city_file, parse_city
-from transfertraj.settings import BUNDLED_CITY_DIR
+from transfertraj.core.city_config import CityConfig, load_city_file, parse_city
+from transfertraj.core.settings import BUNDLED_CITY_DIR
 
 BAD_INPUTS = Path(__file__).resolve().parent.parent / "data" / "bad_inputs"
 

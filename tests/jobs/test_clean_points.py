@@ -7,17 +7,38 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.clean_points import (
-    REASONS, CleaningRules, clean_points_spark, clean_sorted, clean_table, haversine_m, prev_where, clean_trips_spark, trips_and_drops_table, _cleaned_schema,
+from tests.jobs.ingest_fixtures import porto_like
+from transfertraj.jobs.clean_points import (
+    REASONS,
+    CleaningRules,
+    _cleaned_schema,
+    clean_points_spark,
+    clean_sorted,
+    clean_table,
+    clean_trips_spark,
+    haversine_m,
+    prev_where,
+    trips_and_drops_table,
     whole_streams,
 )
-from tests.jobs.ingest_fixtures import porto_like
 
 T0 = 1_372_636_800
 RULES = CleaningRules(
-    min_lon=-8.70, min_lat=41.12, max_lon=-8.52, max_lat=41.197, trip_state_value=None, max_speed_kmh=150,
-    gap_split_s=120, stay_split_s=300, stay_radius_m=100, stay_max_speed_kmh=3, interval_s=15, min_points=2,
-    max_points=120, long_trips="window", min_vehicle_speed_kmh=0,
+    min_lon=-8.70,
+    min_lat=41.12,
+    max_lon=-8.52,
+    max_lat=41.197,
+    trip_state_value=None,
+    max_speed_kmh=150,
+    gap_split_s=120,
+    stay_split_s=300,
+    stay_radius_m=100,
+    stay_max_speed_kmh=3,
+    interval_s=15,
+    min_points=2,
+    max_points=120,
+    long_trips="window",
+    min_vehicle_speed_kmh=0,
 )
 
 
@@ -30,8 +51,14 @@ def clean(rows, **overrides):
     """rows: (stream, ts, lon, lat[, state]) in the order the stream's fixes are sorted -> verdict arrays."""
     rules = dataclasses.replace(RULES, **overrides)
     state = np.array([r[4] if len(r) > 4 else None for r in rows], dtype=object)
-    v = clean_sorted(np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.int64),
-                     np.array([r[2] for r in rows], float), np.array([r[3] for r in rows], float), state, rules)
+    v = clean_sorted(
+        np.array([r[0] for r in rows]),
+        np.array([r[1] for r in rows], np.int64),
+        np.array([r[2] for r in rows], float),
+        np.array([r[3] for r in rows], float),
+        state,
+        rules,
+    )
     v["why"] = [REASONS[c] or None for c in v["reason"]]
     return v
 
@@ -67,7 +94,11 @@ def test_duplicates_keep_the_first_fix():
 
 
 def test_outside_bbox_drops_and_splits_where_it_leaves():
-    rows = walk(3) + [("a", T0 + 45, -8.80, 41.15)] + [("a", T0 + 60 + 15 * i, -8.60 + 0.0005 * i, 41.15) for i in range(2)]
+    rows = (
+        walk(3)
+        + [("a", T0 + 45, -8.80, 41.15)]
+        + [("a", T0 + 60 + 15 * i, -8.60 + 0.0005 * i, 41.15) for i in range(2)]
+    )
     v = clean(rows)
     assert v["why"] == [None, None, None, "outside_bbox", None, None]
     assert pieces(v) == [0, 0, 0, None, 1, 1]  # coming back into the box starts a new trip
@@ -146,11 +177,19 @@ def test_step_lengths_restart_at_each_trajectory():
 
 def test_clean_table_sorts_by_stream_and_time_and_keeps_every_point():
     rows = list(reversed(walk(6))) + walk(3, stream="b")
-    table = pa.table({
-        "source_file": ["f"] * 9, "row_id": list(range(9)), "point_idx": pa.array([0] * 9, pa.int32()),
-        "stream_id": [r[0] for r in rows], "vehicle_id": ["v-" + r[0] for r in rows], "ts": [r[1] for r in rows],
-        "lon": [r[2] for r in rows], "lat": [r[3] for r in rows], "trip_state": pa.nulls(9, pa.string()),
-    })
+    table = pa.table(
+        {
+            "source_file": ["f"] * 9,
+            "row_id": list(range(9)),
+            "point_idx": pa.array([0] * 9, pa.int32()),
+            "stream_id": [r[0] for r in rows],
+            "vehicle_id": ["v-" + r[0] for r in rows],
+            "ts": [r[1] for r in rows],
+            "lon": [r[2] for r in rows],
+            "lat": [r[3] for r in rows],
+            "trip_state": pa.nulls(9, pa.string()),
+        }
+    )
     out = clean_table(table, RULES)
     assert out.num_rows == 9 and out.column("reason").null_count == 9
     a = out.filter(out.column("stream_id").to_numpy(zero_copy_only=False) == "a")
@@ -206,16 +245,26 @@ def test_spark_wrapper_with_tiny_arrow_batches_and_contiguous_streams(spark):
 
 def test_trips_and_drops_hold_every_point_once():
     rows = walk(6) + [("a", T0 + 90, -8.80, 41.15)] + walk(2, stream="b")
-    table = pa.table({
-        "source_file": ["f"] * 9, "row_id": list(range(9)), "point_idx": pa.array([0] * 9, pa.int32()),
-        "stream_id": [r[0] for r in rows], "vehicle_id": ["v-" + r[0] for r in rows], "ts": [r[1] for r in rows],
-        "lon": [r[2] for r in rows], "lat": [r[3] for r in rows], "trip_state": pa.nulls(9, pa.string()),
-    })
+    table = pa.table(
+        {
+            "source_file": ["f"] * 9,
+            "row_id": list(range(9)),
+            "point_idx": pa.array([0] * 9, pa.int32()),
+            "stream_id": [r[0] for r in rows],
+            "vehicle_id": ["v-" + r[0] for r in rows],
+            "ts": [r[1] for r in rows],
+            "lon": [r[2] for r in rows],
+            "lat": [r[3] for r in rows],
+            "trip_state": pa.nulls(9, pa.string()),
+        }
+    )
     out = trips_and_drops_table(table, dataclasses.replace(RULES, min_points=3)).to_pylist()
     trips = [r for r in out if r["kind"] == "trip"]
     drops = [r for r in out if r["kind"] == "drop"]
     assert [(t["stream_id"], t["n_points"], len(t["fix_ts"])) for t in trips] == [("a", 6, 6)]
-    assert trips[0]["fix_ts"] == sorted(trips[0]["fix_ts"]) and trips[0]["length_m"] == pytest.approx(5 * 41.9, rel=0.02)
+    assert trips[0]["fix_ts"] == sorted(trips[0]["fix_ts"]) and trips[0]["length_m"] == pytest.approx(
+        5 * 41.9, rel=0.02
+    )
     assert sorted(d["reason"] for d in drops) == ["outside_bbox", "short_trajectory", "short_trajectory"]
     assert sum(t["n_points"] for t in trips) + len(drops) == 9
 
@@ -224,7 +273,7 @@ def test_cleaned_arrow_schema_matches_the_spark_ddl(spark):
     from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import _parse_datatype_string
 
-    from jobs.clean_points import CLEANED_DDL
+    from transfertraj.jobs.clean_points import CLEANED_DDL
 
     expected = to_arrow_schema(_parse_datatype_string(CLEANED_DDL))
     assert [(f.name, f.type) for f in _cleaned_schema()] == [(f.name, f.type) for f in expected]

@@ -3,9 +3,9 @@
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import clean_trips as ct
-from jobs.clean_points import clean_trips_spark
 from tests.jobs.ingest_fixtures import porto_like
+from transfertraj.jobs import clean_trips as ct
+from transfertraj.jobs.clean_points import clean_trips_spark
 
 COLS = "source_file string, row_id long, point_idx int, stream_id string, vehicle_id string, ts long, lon double, lat double, trip_state string"
 T0 = 1_372_636_800
@@ -23,7 +23,10 @@ def cleaned(spark, rows):
 
 def test_trajectories_are_ordered_with_stable_ids_and_hashed_vehicles(spark):
     df = cleaned(spark, list(reversed(walk(6)))).where("kind = 'trip'")
-    build = lambda: ct.build_trajectories(df, city="porto", date="2013-07-01", vehicle_key=F.sha2("vehicle_id", 256)).first()  # noqa: E731
+
+    def build():
+        return ct.build_trajectories(df, city="porto", date="2013-07-01", vehicle_key=F.sha2("vehicle_id", 256)).first()
+
     a, b = build(), build()
     assert a.trip_id == b.trip_id and len(a.trip_id) == 24
     assert a.ts == sorted(a.ts) and a.n_points == 6 and a.duration_s == 75

@@ -17,7 +17,8 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from jobs.context_density import (
+from transfertraj.core.city_config import load_city
+from transfertraj.jobs.context_density import (
     DIST_CAP_M,
     LATTICE_M,
     ROAD_TOLERANCE_M,
@@ -27,10 +28,9 @@ from jobs.context_density import (
     chord_lengths,
     load_context,
 )
-from jobs.context_tables import build_context_tables, read_context, with_context
-from jobs.context_taxonomy import N_POI, N_ROAD, POI_CATEGORIES, ROAD_CLASSES, TAXONOMY_VERSION
-from jobs.osm_context import cut_osm_extract, read_osm_xml
-from transfertraj.city_config import load_city
+from transfertraj.jobs.context_tables import build_context_tables, read_context, with_context
+from transfertraj.jobs.context_taxonomy import N_POI, N_ROAD, POI_CATEGORIES, ROAD_CLASSES, TAXONOMY_VERSION
+from transfertraj.jobs.osm_context import cut_osm_extract, read_osm_xml
 
 REPO = Path(__file__).resolve().parents[2]
 BOX = (-8.626, 41.141, -8.606, 41.155)  # central Porto: Baixa, Bolhão, Trindade (1.7 x 1.6 km)
@@ -87,8 +87,13 @@ def loaded(spark, settings, porto_tables):
 @pytest.fixture(scope="session")
 def context_rows(spark, settings, porto_tables, sample_points):
     city, _ = porto_tables
-    pdf = pd.DataFrame({"point_id": np.arange(len(sample_points), dtype=np.int64),
-                        "mx": sample_points[:, 0], "my": sample_points[:, 1]})
+    pdf = pd.DataFrame(
+        {
+            "point_id": np.arange(len(sample_points), dtype=np.int64),
+            "mx": sample_points[:, 0],
+            "my": sample_points[:, 1],
+        }
+    )
     out = with_context(spark.createDataFrame(pdf).repartition(3), city, settings).toPandas()
     return out.sort_values("point_id").reset_index(drop=True)
 
@@ -176,7 +181,7 @@ def test_tables_record_snapshot_and_taxonomy(spark, settings, porto_tables):
     assert [(r.snapshot_date.isoformat(), r.taxonomy_version) for r in row] == [("2024-06-01", TAXONOMY_VERSION)]
     from delta.tables import DeltaTable
 
-    from feature_store.tables import table_path
+    from transfertraj.feature_store.tables import table_path
 
     meta = json.loads(DeltaTable.forPath(spark, table_path(settings, "context_roads")).history(1).first().userMetadata)
     assert meta["taxonomy_version"] == TAXONOMY_VERSION and meta["snapshot_date"] == "2024-06-01"
@@ -185,9 +190,9 @@ def test_tables_record_snapshot_and_taxonomy(spark, settings, porto_tables):
 
 def test_rewrite_replaces_the_city_partition(spark, settings, porto_extract, porto_tables):
     city, ctx = porto_extract
-    from feature_store.delta_io import read_table
-    from feature_store.tables import table_path
-    from jobs.context_tables import POIS_SCHEMA, _write, pois_table
+    from transfertraj.feature_store.delta_io import read_table
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.jobs.context_tables import POIS_SCHEMA, _write, pois_table
 
     before = read_table(spark, table_path(settings, "context_pois"))[0].count()
     _write(spark, settings, "context_pois", pois_table(ctx, city), POIS_SCHEMA, city, {})
@@ -209,9 +214,11 @@ def test_uncovered_categories_are_missing(spark, porto_tables, loaded, sample_po
     city, _ = porto_tables
     covered = ["food", "education", "health", "transport", "parking", "office_services", "other"]  # SF's
     pdf = pd.DataFrame({"point_id": [0, 1], "mx": sample_points[:2, 0], "my": sample_points[:2, 1]})
-    out = spark.createDataFrame(pdf).transform(
-        add_loaded_context, loaded, phi_m=city.phi_m, categories_covered=covered
-    ).toPandas()
+    out = (
+        spark.createDataFrame(pdf)
+        .transform(add_loaded_context, loaded, phi_m=city.phi_m, categories_covered=covered)
+        .toPandas()
+    )
     missing = np.stack(out["poi_missing"].to_numpy())
     expect = [c not in covered for c in POI_CATEGORIES] + [True]  # the total would undercount
     assert missing.tolist() == [expect, expect]
@@ -232,7 +239,7 @@ def test_grid_built_with_another_phi_or_taxonomy_is_refused(spark, loaded):
 def test_city_with_osm_but_no_tables_fails_clearly(spark, settings, tmp_path):
     from dataclasses import replace as dc_replace
 
-    from jobs.context_tables import ContextNotBuiltError
+    from transfertraj.jobs.context_tables import ContextNotBuiltError
 
     empty = dc_replace(settings, home=tmp_path)
     points = spark.createDataFrame([(1, 0.0, 0.0)], "point_id long, mx double, my double")
@@ -242,8 +249,9 @@ def test_city_with_osm_but_no_tables_fails_clearly(spark, settings, tmp_path):
 
 def test_city_without_osm_gets_an_explicit_missing_mask(spark, settings):
     beijing = load_city("beijing", settings)
-    points = spark.createDataFrame([(1, 450000.0, 4420000.0), (2, 450100.0, 4420000.0)],
-                                   "point_id long, mx double, my double")
+    points = spark.createDataFrame(
+        [(1, 450000.0, 4420000.0), (2, 450100.0, 4420000.0)], "point_id long, mx double, my double"
+    )
     out = with_context(points, beijing, settings)
     assert out.columns == ["point_id", "mx", "my", "poi", "poi_missing", "road", "road_missing"]
     rows = out.collect()

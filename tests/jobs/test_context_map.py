@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jobs.context_map import render_context_map
-from jobs.context_taxonomy import ROAD_CLASSES
+from transfertraj.jobs.context_map import render_context_map
+from transfertraj.jobs.context_taxonomy import ROAD_CLASSES
 
 
 def test_renders_png_with_uncovered_nodes_blank(tmp_path):
@@ -21,6 +21,7 @@ def test_renders_png_with_uncovered_nodes_blank(tmp_path):
     rng = np.random.default_rng(0)
     pois = pd.DataFrame({"mx": x0 + rng.uniform(0, 3000, 300), "my": y0 + rng.uniform(0, 2000, 300)})
     trips = [(np.array([-8.62, -8.61, -8.60]), np.array([41.145, 41.150, 41.152]))]
-    out = render_context_map(pois, grid, trips, tmp_path / "porto" / "context_map.png",
-                             crs="EPSG:32629", title="test", phi_m=100.0)
+    out = render_context_map(
+        pois, grid, trips, tmp_path / "porto" / "context_map.png", crs="EPSG:32629", title="test", phi_m=100.0
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

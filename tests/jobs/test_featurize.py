@@ -4,14 +4,13 @@ import math
 
 import pytest
 from pyproj import Geod, Transformer
-from pyspark.sql import functions as F
 
-from feature_store.delta_io import read_table
-from feature_store.tables import table_path
-from jobs.featurize import add_temporal, featurize_date
-from jobs.ingest import ingest_date
-from jobs.metric_coordinates import add_metric_xy
 from tests.jobs.ingest_fixtures import BAD_INPUTS, land, point_log_city
+from transfertraj.feature_store.delta_io import read_table
+from transfertraj.feature_store.tables import table_path
+from transfertraj.jobs.featurize import add_temporal, featurize_date
+from transfertraj.jobs.ingest import ingest_date
+from transfertraj.jobs.metric_coordinates import add_metric_xy
 
 
 def test_metric_xy_matches_pyproj(spark):

@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from jobs.generate_scale_data import HEADER, MARKER, generate, generated_city_config, main
-from jobs.landed_files import PORTO_COLUMNS
-from transfertraj.city_config import load_city
+from transfertraj.core.city_config import load_city
+from transfertraj.jobs.generate_scale_data import HEADER, MARKER, generate, generated_city_config, main
+from transfertraj.jobs.landed_files import PORTO_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_cli_help_and_run(tmp_path, capsys):
 
 
 def test_real_ingestion_accounts_for_every_row_and_point(tmp_path, spark, settings, porto):
-    from jobs.ingest import ingest_date
+    from transfertraj.jobs.ingest import ingest_date
 
     city_file = generated_city_config(porto, tmp_path / "cities")
     s = replace(settings, city_dirs=(city_file.parent,))

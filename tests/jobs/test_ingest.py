@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from feature_store.delta_io import read_table
-from feature_store.tables import table_path
-from jobs.ingest import QualityGateError, date_range, ingest_date
-from jobs.land_sample import land_sample
-from jobs.landed_files import LandingError
 from tests.jobs.ingest_fixtures import BAD_INPUTS, data_lines, land, point_log_city, porto_like
-from transfertraj.city_config import load_city
+from transfertraj.core.city_config import load_city
+from transfertraj.feature_store.delta_io import read_table
+from transfertraj.feature_store.tables import table_path
+from transfertraj.jobs.ingest import QualityGateError, date_range, ingest_date
+from transfertraj.jobs.land_sample import land_sample
+from transfertraj.jobs.landed_files import LandingError
 
 PORTO_DATE = "2013-07-01"
 
@@ -30,9 +30,12 @@ def _silver(spark, settings, city, date):
 
 
 def _content_hash(df) -> str:
-    return df.select(F.sha2(F.to_json(F.struct(*sorted(df.columns))), 256).alias("h")).orderBy("h").agg(
-        F.sha2(F.concat_ws("", F.collect_list("h")), 256)
-    ).first()[0]
+    return (
+        df.select(F.sha2(F.to_json(F.struct(*sorted(df.columns))), 256).alias("h"))
+        .orderBy("h")
+        .agg(F.sha2(F.concat_ws("", F.collect_list("h")), 256))
+        .first()[0]
+    )
 
 
 def test_porto_sample_accounting(porto_run):
@@ -50,8 +53,13 @@ def test_porto_silver_is_clean(spark, settings, porto_run):
     city, r = porto_run
     df, _ = _silver(spark, settings, "porto", PORTO_DATE)
     stats = df.agg(
-        F.min("n_points"), F.max("n_points"), F.count("*"), F.sum("n_points"),
-        F.min(F.array_min("lon")), F.max(F.array_max("lon")), F.max(F.col("length_m") / F.col("duration_s") * 3.6),
+        F.min("n_points"),
+        F.max("n_points"),
+        F.count("*"),
+        F.sum("n_points"),
+        F.min(F.array_min("lon")),
+        F.max(F.array_max("lon")),
+        F.max(F.col("length_m") / F.col("duration_s") * 3.6),
     ).first()
     assert stats[0] >= city.min_points and stats[1] <= city.max_points
     assert stats[2] == r.trajectories_out and stats[3] == r.points_kept
@@ -79,7 +87,7 @@ def test_rerun_replaces_the_partition(spark, settings, porto_run):
 
 
 def test_quality_report_is_written(spark, settings, porto_run):
-    from jobs.quality_report import write_quality_report
+    from transfertraj.jobs.quality_report import write_quality_report
 
     city, _ = porto_run
     page = write_quality_report(spark, city, PORTO_DATE, settings)
@@ -165,7 +173,11 @@ def test_point_log_with_bad_values(spark, settings):
     r = ingest_date(spark, city, "2013-07-01", settings)
     assert r.rows_read == data_lines(path)
     assert r.rows_rejected_by_reason == {
-        "bad_timestamp": 1, "invalid_coordinate": 3, "missing_field": 1, "malformed_csv": 2, "blank_line": 1,
+        "bad_timestamp": 1,
+        "invalid_coordinate": 3,
+        "missing_field": 1,
+        "malformed_csv": 2,
+        "blank_line": 1,
     }
     assert r.points_dropped_by_reason["duplicate_fix"] == 1
     assert r.points_dropped_by_reason["duplicate_timestamp"] == 1
@@ -176,7 +188,9 @@ def test_point_log_with_bad_values(spark, settings):
 def test_missing_columns_is_fatal_and_names_the_file(spark, settings):
     city = porto_like("fatalporto")
     land(settings, city.name, "2013-07-01", BAD_INPUTS / "porto_missing_columns.csv")
-    with pytest.raises(LandingError, match=r"porto_missing_columns.csv: the header lacks required column\(s\) .*POLYLINE"):
+    with pytest.raises(
+        LandingError, match=r"porto_missing_columns.csv: the header lacks required column\(s\) .*POLYLINE"
+    ):
         ingest_date(spark, city, "2013-07-01", settings)
 
 
@@ -191,7 +205,7 @@ def test_quality_gate_failure_publishes_nothing_to_silver(spark, settings):
     with pytest.raises(QualityGateError, match=r"rejected share .* above quality.max_rejected_share 20%"):
         ingest_date(spark, city, "2013-07-01", settings)
     silver_path = table_path(settings, "silver")
-    from feature_store.delta_io import table_exists
+    from transfertraj.feature_store.delta_io import table_exists
 
     if table_exists(spark, silver_path):
         df, _ = read_table(spark, silver_path, where={"city": city.name})

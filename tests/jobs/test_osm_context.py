@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import osm_context
-from jobs.context_taxonomy import POI_CATEGORIES, covered_mask, poi_category, road_class
-from jobs.osm_context import OsmSourceError, parse_other_tags, read_osm_context, read_osm_xml
-from transfertraj.city_config import load_city, parse_city
+from transfertraj.core.city_config import load_city, parse_city
+from transfertraj.jobs import osm_context
+from transfertraj.jobs.context_taxonomy import POI_CATEGORIES, covered_mask, poi_category, road_class
+from transfertraj.jobs.osm_context import OsmSourceError, parse_other_tags, read_osm_context, read_osm_xml
 
 TINY_OSM = """<?xml version='1.0' encoding='UTF-8'?>
 <osm version="0.6">
@@ -88,7 +88,7 @@ def test_overpass_downloads_once_into_the_cache_and_reads_like_xml(settings, mon
     first = read_osm_context(city, settings)
     second = read_osm_context(city, settings)
     assert len(calls) == 1  # the second read comes from the cache
-    assert '[date:"2024-06-01T00:00:00Z"]' in calls[0] and '(41.12,-8.7,41.197,-8.52)' in calls[0]
+    assert '[date:"2024-06-01T00:00:00Z"]' in calls[0] and "(41.12,-8.7,41.197,-8.52)" in calls[0]
     assert first.source == second.source and first.source.startswith(str(tmp_path / "cache" / "osm"))
     assert first.roads["road_class"].tolist() == ["residential"]
 

@@ -3,9 +3,9 @@
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.parse_points import epoch_seconds, parse_rows
-from jobs.schemas import BRONZE_SCHEMA
 from tests.jobs.ingest_fixtures import point_log_city, porto_like
+from transfertraj.jobs.parse_points import epoch_seconds, parse_rows
+from transfertraj.jobs.schemas import BRONZE_SCHEMA
 
 PORTO_HEADER = "TRIP_ID,CALL_TYPE,ORIGIN_CALL,ORIGIN_STAND,TAXI_ID,TIMESTAMP,DAY_TYPE,MISSING_DATA,POLYLINE"
 GOOD = '"1","C","","","20000589","1372636858","A","False","[[-8.61,41.14],[-8.62,41.15]]"'
@@ -57,8 +57,18 @@ def test_porto_row_verdicts(spark):
     ]
     got, points = verdict_of(spark, porto_like(), PORTO_HEADER, lines)
     assert got == [
-        None, "duplicate_row", "bad_timestamp", "empty_polyline", "bad_polyline", "bad_polyline", "missing_field",
-        "malformed_csv", "malformed_csv", "blank_line", "repeated_header", "bad_encoding",
+        None,
+        "duplicate_row",
+        "bad_timestamp",
+        "empty_polyline",
+        "bad_polyline",
+        "bad_polyline",
+        "missing_field",
+        "malformed_csv",
+        "malformed_csv",
+        "blank_line",
+        "repeated_header",
+        "bad_encoding",
     ]
     rows = points.orderBy("point_idx").collect()
     assert [(r.ts, r.lon, r.lat) for r in rows] == [(1372636858, -8.61, 41.14), (1372636873, -8.62, 41.15)]
@@ -67,18 +77,40 @@ def test_porto_row_verdicts(spark):
 
 def test_point_log_row_verdicts(spark):
     header = "vehicle_id,timestamp,lon,lat"
-    lines = ["v1,1372636858,-8.61,41.14", "v1,1372636858000,-8.61,41.14", "v1,x,-8.61,41.14", "v1,1372636858,NaN,41.1",
-             "v1,1372636858,-8.6,95", "v1,1372636858,0,0", ",1372636858,-8.6,41.1", "v1,1372636858,-8.6"]
+    lines = [
+        "v1,1372636858,-8.61,41.14",
+        "v1,1372636858000,-8.61,41.14",
+        "v1,x,-8.61,41.14",
+        "v1,1372636858,NaN,41.1",
+        "v1,1372636858,-8.6,95",
+        "v1,1372636858,0,0",
+        ",1372636858,-8.6,41.1",
+        "v1,1372636858,-8.6",
+    ]
     got, points = verdict_of(spark, point_log_city(), header, lines)
-    assert got == [None, None, "bad_timestamp", "invalid_coordinate", "invalid_coordinate", "invalid_coordinate",
-                   "missing_field", "malformed_csv"]
+    assert got == [
+        None,
+        None,
+        "bad_timestamp",
+        "invalid_coordinate",
+        "invalid_coordinate",
+        "invalid_coordinate",
+        "missing_field",
+        "malformed_csv",
+    ]
     assert {r.ts for r in points.collect()} == {1372636858}
 
 
 def test_point_log_columns_follow_the_mapping_not_the_order(spark):
-    city = point_log_city(raw={"format": "point_log", "path": "x.csv", "licence": "t",
-                               "columns": {"vehicle_id": "uid", "timestamp": "datetime", "lon": "lng", "lat": "lat"},
-                               "timestamp_format": "yyyy-MM-dd HH:mm:ss"})
+    city = point_log_city(
+        raw={
+            "format": "point_log",
+            "path": "x.csv",
+            "licence": "t",
+            "columns": {"vehicle_id": "uid", "timestamp": "datetime", "lon": "lng", "lat": "lat"},
+            "timestamp_format": "yyyy-MM-dd HH:mm:ss",
+        }
+    )
     header = "lat,lng,datetime,uid"
     _, points = verdict_of(spark, city, header, ["39.98,116.31,2008-10-23 05:53:05,001"])
     p = points.first()

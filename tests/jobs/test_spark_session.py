@@ -1,7 +1,7 @@
 import pytest
 
-from jobs import spark_session
-from jobs.spark_session import JavaMissingError, check_java, java_major_version, spark_conf
+from transfertraj.jobs import spark_session
+from transfertraj.jobs.spark_session import JavaMissingError, check_java, java_major_version, spark_conf
 
 
 def test_java_on_this_machine_is_new_enough():

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
-import torch
 from pyproj import Transformer
 
-from model.transfertraj import ModelArgs
+from transfertraj.model.transfertraj import ModelArgs
 
 UTM29N = "EPSG:32629"
 TAXONOMY = "generated-taxonomy-1"
@@ -84,16 +82,31 @@ def generated_features(
 
 def tiny_args(**over) -> ModelArgs:
     kw = dict(
-        poi_dim=5, road_dim=4, d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2,
-        expert_hidden=32, ffn_hidden=64, mixer_heads=2, fourier_freqs=4,
+        poi_dim=5,
+        road_dim=4,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        n_experts=4,
+        top_k=2,
+        expert_hidden=32,
+        ffn_hidden=64,
+        mixer_heads=2,
+        fourier_freqs=4,
     )
     kw.update(over)
     return ModelArgs(**kw)
 
 
 TINY_TRAIN = dict(
-    d_model=32, n_heads=2, n_experts=4, top_k=2, expert_hidden=32, ffn_hidden=64, mixer_heads=2,
-    fourier_freqs=4, batch_size=8, progress=False,
+    d_model=32,
+    n_heads=2,
+    n_experts=4,
+    top_k=2,
+    expert_hidden=32,
+    ffn_hidden=64,
+    mixer_heads=2,
+    fourier_freqs=4,
+    batch_size=8,
+    progress=False,
 )
-
-

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.baselines import (
+from transfertraj.core.constants import TP_FUTURE
+from transfertraj.model.baselines import (
     OdRegressor,
     od_features,
     od_minutes,
@@ -14,8 +15,8 @@ from model.baselines import (
     tr_kept,
     tr_linear_interpolation,
 )
-from model.masking import TP_FUTURE, tr_mask
-from model.trajectory_data import TrajectoryData
+from transfertraj.model.masking import tr_mask
+from transfertraj.model.trajectory_data import TrajectoryData
 
 
 def make_data(tracks, *, start_hour=8.0, weekday=2) -> TrajectoryData:
@@ -30,11 +31,21 @@ def make_data(tracks, *, start_hour=8.0, weekday=2) -> TrajectoryData:
     minute = np.full(T, (start_hour % 1) * 60)
     time = np.stack([np.full(T, weekday), hour, minute, minutes], axis=1).astype(np.float32)
     return TrajectoryData(
-        trip_id=np.array([f"t{i}" for i in range(N)], dtype=object), city=np.array(["hand"] * N, dtype=object),
-        start_ts=np.arange(N, dtype=np.int64) * 10**9, offsets=offsets, xy=(mxy - first).astype(np.float32), time=time,
-        mxy=mxy, lonlat=np.zeros((T, 2)), poi=np.zeros((T, 1), np.float32), road=np.zeros((T, 1), np.float32),
-        poi_missing=np.ones((T, 1), bool), road_missing=np.ones(T, bool), context_missing=np.ones(N, bool),
-        taxonomy_version="hand", data_version=None,
+        trip_id=np.array([f"t{i}" for i in range(N)], dtype=object),
+        city=np.array(["hand"] * N, dtype=object),
+        start_ts=np.arange(N, dtype=np.int64) * 10**9,
+        offsets=offsets,
+        xy=(mxy - first).astype(np.float32),
+        time=time,
+        mxy=mxy,
+        lonlat=np.zeros((T, 2)),
+        poi=np.zeros((T, 1), np.float32),
+        road=np.zeros((T, 1), np.float32),
+        poi_missing=np.ones((T, 1), bool),
+        road_missing=np.ones(T, bool),
+        context_missing=np.ones(N, bool),
+        taxonomy_version="hand",
+        data_version=None,
     )
 
 
@@ -50,13 +61,19 @@ def test_last_known_point_is_the_point_before_the_hidden_ones():
 
 
 def test_constant_velocity_is_exact_on_a_straight_line_at_constant_speed():
-    tracks = [line(12), line(30, start=(0, 0), step=(-3.0, 7.5)), line(7, step=(1.0, 1.0))]  # 7 points: 2 observed, the fewest with a velocity
+    tracks = [
+        line(12),
+        line(30, start=(0, 0), step=(-3.0, 7.5)),
+        line(7, step=(1.0, 1.0)),
+    ]  # 7 points: 2 observed, the fewest with a velocity
     data = make_data(tracks)
     dest = tp_constant_velocity(data, [0, 1, 2])
     np.testing.assert_allclose(dest, [xy[-1] for xy, _ in tracks], atol=1e-9)
     # the last known point is off by exactly the 5 hidden steps
     lkp = tp_last_known(data, [0, 1, 2])
-    np.testing.assert_allclose(np.linalg.norm(lkp - dest, axis=1), [5 * np.hypot(12, 5), 5 * np.hypot(3, 7.5), 5 * np.sqrt(2)])
+    np.testing.assert_allclose(
+        np.linalg.norm(lkp - dest, axis=1), [5 * np.hypot(12, 5), 5 * np.hypot(3, 7.5), 5 * np.sqrt(2)]
+    )
 
 
 def test_constant_velocity_window_averages_the_last_steps():

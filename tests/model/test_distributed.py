@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from model.train import TrainConfig, fit, load_checkpoint
-from model.trajectory_data import load_features
-from model.transfertraj import TransferTraj
 from tests.model.generated import generated_features, tiny_args
+from transfertraj.model.checkpoint import load_checkpoint
+from transfertraj.model.train import TrainConfig, fit
+from transfertraj.model.trajectory_data import load_features
+from transfertraj.model.transfertraj import TransferTraj
 
 
 def _free_port() -> int:
@@ -22,7 +23,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     data = load_features(generated_features(40), data_version=1)
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.bootstrap import mean_ci, paired_ratio_ci, verdict
+from transfertraj.model.bootstrap import mean_ci, paired_ratio_ci, verdict
 
 
 def test_mean_ci_covers_a_known_mean_at_about_the_nominal_rate():

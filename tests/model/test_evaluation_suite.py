@@ -8,12 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.baselines import tp_last_known
-from model.evaluation_suite import SUITES, TINY_MODEL, baseline_frames, frame_metrics, register, run_suite, task_rows
-from model.metrics import haversine_m
-from model.trajectory_data import load_features
-from model.transfer_data import city_data, covered_categories, restrict_poi, split_meridian, subset
 from tests.model.generated import generated_features
+from transfertraj.core.geo import haversine_m
+from transfertraj.model.baselines import tp_last_known
+from transfertraj.model.evaluation_suite import (
+    SUITES,
+    TINY_MODEL,
+    baseline_frames,
+    frame_metrics,
+    register,
+    run_suite,
+    task_rows,
+)
+from transfertraj.model.trajectory_data import load_features
+from transfertraj.model.transfer_data import city_data, covered_categories, restrict_poi, split_meridian, subset
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +66,14 @@ def test_baselines_in_the_harness_match_a_direct_computation(two_cities):
     porto = city_data(two_cities, "porto")
     config = SUITES["quick"]
     frames = baseline_frames(porto, "test", config, ("tp", "tr8", "od"))
-    assert {("LKP", "tp"), ("CV", "tp"), ("lin-interp (time)", "tr8"), ("OD-LR", "od"), ("OD-LR distance", "od"), ("OD-GB", "od")} <= set(frames)
+    assert {
+        ("LKP", "tp"),
+        ("CV", "tp"),
+        ("lin-interp (time)", "tr8"),
+        ("OD-LR", "od"),
+        ("OD-LR distance", "od"),
+        ("OD-GB", "od"),
+    } <= set(frames)
     rows = task_rows(porto, "test", "tp", config)
     assert (porto.n_points[rows] >= 10).all()
     last = porto.offsets[rows + 1] - 1
@@ -66,7 +81,9 @@ def test_baselines_in_the_harness_match_a_direct_computation(two_cities):
     # generated lon/lat come from pyproj; the harness maps metres back with its fitted inverse (< 1 m apart)
     from pyproj import Transformer
 
-    ll = np.column_stack(Transformer.from_crs("EPSG:32629", "EPSG:4326", always_xy=True).transform(pred[:, 0], pred[:, 1]))
+    ll = np.column_stack(
+        Transformer.from_crs("EPSG:32629", "EPSG:4326", always_xy=True).transform(pred[:, 0], pred[:, 1])
+    )
     direct = haversine_m(ll[:, 0], ll[:, 1], porto.lonlat[last, 0], porto.lonlat[last, 1])
     m = frame_metrics("tp", frames[("LKP", "tp")])
     assert m["rmse_m"] == pytest.approx(np.sqrt(np.mean(direct**2)), abs=1.0)
@@ -77,10 +94,24 @@ def test_baselines_in_the_harness_match_a_direct_computation(two_cities):
 
 def test_harness_runs_end_to_end_with_finite_metrics(two_cities, tmp_path):
     config = replace(
-        SUITES["quick"], tasks=("tp", "tr8", "od"), transfer_tasks=("tr8",), ablations=("wo-TRIE",),
-        transfers=("west-east", "porto-sanfrancisco-shared"), seeds=(0, 1), batch_size=16, few_shot_n=10, n_boot=200, plot_cases=2,
+        SUITES["quick"],
+        tasks=("tp", "tr8", "od"),
+        transfer_tasks=("tr8",),
+        ablations=("wo-TRIE",),
+        transfers=("west-east", "porto-sanfrancisco-shared"),
+        seeds=(0, 1),
+        batch_size=16,
+        few_shot_n=10,
+        n_boot=200,
+        plot_cases=2,
     )
-    res = run_suite(config, two_cities, tmp_path / "out", mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=tmp_path / "artifacts")
+    res = run_suite(
+        config,
+        two_cities,
+        tmp_path / "out",
+        mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        artifact_root=tmp_path / "artifacts",
+    )
     results = res["results"]
     assert np.isfinite(results["mean"]).all()
     methods = set(results.loc[results["setting"] == "porto in-domain", "method"])
@@ -94,7 +125,9 @@ def test_harness_runs_end_to_end_with_finite_metrics(two_cities, tmp_path):
     assert {"zero-shot", "few-shot", "in-domain", "lin-interp (time)"} <= set(sf["method"])
     assert any("restricted to 2 of 4 categories" in n for n in res["suite"].notes)
     assert len(res["targets"]) and res["targets"]["ratio"].map(np.isfinite).all()
-    assert ((res["ratios"]["ci_low"] <= res["ratios"]["ratio"]) & (res["ratios"]["ratio"] <= res["ratios"]["ci_high"])).all()
+    assert (
+        (res["ratios"]["ci_low"] <= res["ratios"]["ratio"]) & (res["ratios"]["ratio"] <= res["ratios"]["ci_high"])
+    ).all()
     out = tmp_path / "out"
     for name in ("results.md", "results.csv", "ratios.csv", "targets.csv", "eval_tr_vs_mu.png", "eval_cases_tp.png"):
         assert (out / name).exists(), name
@@ -109,7 +142,9 @@ def test_evaluate_subcommand_is_registered():
 
     from transfertraj.cli import build_parser
 
-    args = build_parser().parse_args(["evaluate", "--suite", "full", "--seeds", "0", "1", "--transfers", "west-east", "--no-mlflow"])
+    args = build_parser().parse_args(
+        ["evaluate", "--suite", "full", "--seeds", "0", "1", "--transfers", "west-east", "--no-mlflow"]
+    )
     assert args.suite == "full" and args.seeds == [0, 1] and args.transfers == ["west-east"]
     sub = argparse.ArgumentParser().add_subparsers()
     register(sub)
@@ -117,7 +152,7 @@ def test_evaluate_subcommand_is_registered():
 
 
 def test_routing_by_density_measures_whether_the_same_context_picks_the_same_experts():
-    from model.evaluation_plots import routing_by_density
+    from transfertraj.model.evaluation_plots import routing_by_density
 
     rng = np.random.default_rng(0)
     n = 600
@@ -135,9 +170,12 @@ def test_routing_by_density_measures_whether_the_same_context_picks_the_same_exp
 
 
 def test_reference_check_flags_a_baseline_outside_the_tolerance():
-    from model.evaluation_suite import REFERENCE_BASELINES, reference_check
+    from transfertraj.model.evaluation_suite import REFERENCE_BASELINES, reference_check
 
-    rows = [{"setting": "porto in-domain", "task": t, "method": m, "metric": k, "mean": v} for (t, m, k), v in REFERENCE_BASELINES.items()]
+    rows = [
+        {"setting": "porto in-domain", "task": t, "method": m, "metric": k, "mean": v}
+        for (t, m, k), v in REFERENCE_BASELINES.items()
+    ]
     ok = reference_check(pd.DataFrame(rows), "porto in-domain")
     assert len(ok) == len(REFERENCE_BASELINES) and ok["within"].all()
     rows[0]["mean"] *= 1.5
@@ -146,7 +184,7 @@ def test_reference_check_flags_a_baseline_outside_the_tolerance():
 
 
 def test_model_arg_is_typed_by_the_model_field_and_refuses_unknown_names():
-    from model.evaluation_suite import parse_model_arg
+    from transfertraj.model.evaluation_suite import parse_model_arg
 
     assert parse_model_arg("aux_loss_weight=0.1") == {"aux_loss_weight": 0.1}
     assert parse_model_arg("n_experts=8") == {"n_experts": 8}

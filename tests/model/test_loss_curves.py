@@ -1,6 +1,6 @@
 """Loss-curve PNG from a training history."""
 
-from model.loss_curves import plot_loss_curves
+from transfertraj.model.loss_curves import plot_loss_curves
 
 
 def test_plot_writes_a_png(tmp_path):

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from model.masking import mask_for, od_mask, pretrain_mask, scored, tp_mask, tr_mask
-from model.trajectory_data import Collator, TrajectoryDataset, load_features
+from transfertraj.model.masking import mask_for, od_mask, pretrain_mask, scored, tp_mask, tr_mask
+from transfertraj.model.trajectory_data import Collator, TrajectoryDataset, load_features
 
 
 def test_tp_hides_the_last_five_points():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from pyproj import Transformer
 
-from model.coordinates import MetricToLonLat
-from model.metrics import distance_errors, haversine_m, minutes_errors
+from transfertraj.core.geo import haversine_m
+from transfertraj.model.coordinates import MetricToLonLat
+from transfertraj.model.metrics import distance_errors, minutes_errors
 
 
 def test_haversine_known_distances():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import pyarrow as pa
@@ -11,24 +10,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from model import commands
-from model.metrics import haversine_m
-from model.trajectory_data import Collator, TaxonomyMismatch, TrajectoryDataset, chronological_split, eligible, load_features
-from model.train import (
-    Runtime,
-    TrainConfig,
-    evaluate,
-    finetune,
-    fit,
-    load_checkpoint,
-    load_model,
-    predict,
-    pretrain,
-    snapshot,
-    validation_loss,
-)
-from model.transfertraj import TransferTraj
 from tests.model.generated import TINY_TRAIN, generated_features, tiny_args
+from transfertraj.model import commands
+from transfertraj.model.checkpoint import load_checkpoint, load_model, snapshot
+from transfertraj.model.predict import evaluate, predict
+from transfertraj.model.train import Runtime, TrainConfig, finetune, fit, pretrain, validation_loss
+from transfertraj.model.trajectory_data import (
+    Collator,
+    TaxonomyMismatch,
+    TrajectoryDataset,
+    chronological_split,
+    eligible,
+    load_features,
+)
+from transfertraj.model.transfertraj import TransferTraj
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +112,16 @@ def test_resume_continues_from_the_saved_epoch(tmp_path, data):
 
 
 def test_finetune_few_shot_with_frozen_encoder(pretrained, features_df):
-    out = finetune(pretrained, "tp", features_df, data_version=5, n_shot=10, freeze_encoder=True, epochs=1, **{"batch_size": 4, "progress": False})
+    out = finetune(
+        pretrained,
+        "tp",
+        features_df,
+        data_version=5,
+        n_shot=10,
+        freeze_encoder=True,
+        epochs=1,
+        **{"batch_size": 4, "progress": False},
+    )
     parent, _ = load_model(pretrained)
     tuned, state = load_model(out)
     assert state["data"]["n_train"] == 10 and state["train_config"]["task"] == "tp"
@@ -170,15 +174,40 @@ def test_cli_subcommands(tmp_path, features_df):
     parser = argparse.ArgumentParser(prog="transfertraj")
     commands.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
-        ["pretrain", "--features", str(tmp_path / "features.parquet"), "--out", str(tmp_path / "pt"), "--epochs", "1", "--no-progress", "--no-moe"]
+        [
+            "pretrain",
+            "--features",
+            str(tmp_path / "features.parquet"),
+            "--out",
+            str(tmp_path / "pt"),
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--no-moe",
+        ]
     )
     assert args.func(args, None) == 0
     state = load_checkpoint(tmp_path / "pt" / "best.pt")
     assert state["data"]["data_version"] == f"parquet:{tmp_path / 'features.parquet'}"
     assert state["model_args"]["use_moe"] is False
     args = parser.parse_args(
-        ["finetune", "--from", str(tmp_path / "pt" / "best.pt"), "--task", "tr8", "--features", str(tmp_path / "features.parquet"),
-         "--out", str(tmp_path / "ft"), "--epochs", "1", "--n-shot", "5", "--freeze-encoder", "--no-progress"]
+        [
+            "finetune",
+            "--from",
+            str(tmp_path / "pt" / "best.pt"),
+            "--task",
+            "tr8",
+            "--features",
+            str(tmp_path / "features.parquet"),
+            "--out",
+            str(tmp_path / "ft"),
+            "--epochs",
+            "1",
+            "--n-shot",
+            "5",
+            "--freeze-encoder",
+            "--no-progress",
+        ]
     )
     assert args.func(args, None) == 0
     state = load_checkpoint(tmp_path / "ft" / "best.pt")

@@ -9,8 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from model.trajectory_data import TaxonomyMismatch, chronological_split, eligible, load_features, read_features
 from tests.model.generated import generated_features
+from transfertraj.model.trajectory_data import (
+    TaxonomyMismatch,
+    chronological_split,
+    eligible,
+    load_features,
+    read_features,
+)
 
 
 def test_load_from_pandas_and_arrow_agree_and_record_version(features_df):

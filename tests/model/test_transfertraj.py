@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.trajectory_data import Collator, TrajectoryDataset, load_features
-from model.transfertraj import ModelArgs, ScMoE, TransferTraj, TrieAttention, position_proxy
 from tests.model.generated import tiny_args
+from transfertraj.model.trajectory_data import Collator, TrajectoryDataset, load_features
+from transfertraj.model.transfertraj import ModelArgs, ScMoE, TransferTraj, TrieAttention, position_proxy
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,9 @@ def test_trie_attention_weights_invariant_to_translation():
     # fp32, the dtype training uses: equal to float tolerance
     attn32 = attn.float()
     _, a = attn32(x.float(), coords.float(), valid, return_weights=True)
-    _, b = attn32(x.float(), (coords + torch.tensor([2500.0, -1300.0], dtype=torch.float64)).float(), valid, return_weights=True)
+    _, b = attn32(
+        x.float(), (coords + torch.tensor([2500.0, -1300.0], dtype=torch.float64)).float(), valid, return_weights=True
+    )
     torch.testing.assert_close(b, a, atol=2e-4, rtol=0)
 
 

@@ -27,7 +27,9 @@ def trips() -> pd.DataFrame:
     rows = []
     for k, (lon0, lat0) in enumerate([(-8.61, 41.15), (-8.60, 41.16)]):
         for i in range(8):
-            rows.append({"trip_id": f"t{k}", "ts": 1372636800 + 15 * i, "lon": lon0 + 0.0004 * i, "lat": lat0 + 0.0002 * i})
+            rows.append(
+                {"trip_id": f"t{k}", "ts": 1372636800 + 15 * i, "lon": lon0 + 0.0004 * i, "lat": lat0 + 0.0002 * i}
+            )
     return pd.DataFrame(rows)
 
 
@@ -67,14 +69,36 @@ def _free_port() -> int:
 
 def test_mlflow_models_serve_answers_all_tasks(served_store, tmp_path):
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": served_store.mlflow_tracking_uri, "TRANSFERTRAJ_HOME": str(served_store.home),
-           "TRANSFERTRAJ_SPARK_MASTER": "local[1]", "TRANSFERTRAJ_DRIVER_MEMORY": "1g", "TRANSFERTRAJ_SHUFFLE_PARTITIONS": "1"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": served_store.mlflow_tracking_uri,
+        "TRANSFERTRAJ_HOME": str(served_store.home),
+        "TRANSFERTRAJ_SPARK_MASTER": "local[1]",
+        "TRANSFERTRAJ_DRIVER_MEMORY": "1g",
+        "TRANSFERTRAJ_SHUFFLE_PARTITIONS": "1",
+    }
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     env["PATH"] = f"{mlflow_bin.parent}{os.pathsep}{env.get('PATH', '')}"  # the server execs uvicorn from PATH
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [str(mlflow_bin), "models", "serve", "-m", "models:/transfertraj-base@champion", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(mlflow_bin),
+            "models",
+            "serve",
+            "-m",
+            "models:/transfertraj-base@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -89,8 +113,9 @@ def test_mlflow_models_serve_answers_all_tasks(served_store, tmp_path):
                 time.sleep(1)
 
         def answer_of(task, df, mu=8):
-            body = json.dumps({"dataframe_split": df.to_dict(orient="split", index=False),
-                               "params": {"task": task, "mu": mu}}).encode()
+            body = json.dumps(
+                {"dataframe_split": df.to_dict(orient="split", index=False), "params": {"task": task, "mu": mu}}
+            ).encode()
             req = urllib.request.Request(base + "/invocations", data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=180) as resp:
                 return pd.DataFrame(json.loads(resp.read())["predictions"])
@@ -107,6 +132,22 @@ def test_cli_predict_writes_answers(served_store, spark, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     trips().to_csv(tmp_path / "trips.csv", index=False)
     out = tmp_path / "out.csv"
-    assert main(["--home", str(served_store.home), "predict", "--model", "models:/transfertraj-base@champion",
-                 "--task", "odtte", "--input", str(tmp_path / "trips.csv"), "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--home",
+                str(served_store.home),
+                "predict",
+                "--model",
+                "models:/transfertraj-base@champion",
+                "--task",
+                "odtte",
+                "--input",
+                str(tmp_path / "trips.csv"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert list(pd.read_csv(out)["trip_id"]) == ["t0", "t1"]

@@ -3,7 +3,7 @@
 Precedence, stated once for the whole project:
     command-line flag  >  environment variable  >  city config file  >  default below.
 `Settings.load(**overrides)` applies the first two levels (flags are passed as overrides); city files
-only hold per-city values (see `transfertraj.city_config`). Nothing here reads the current working
+only hold per-city values (see `transfertraj.core.city_config`). Nothing here reads the current working
 directory: every default is an absolute path.
 
 | setting            | environment variable            | default                                   |
@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 
-# The repository's own files (bundled city configs and sample data) sit next to this package.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_CITY_DIR = REPO_ROOT / "config" / "cities"
+# A checkout's own files (sample data, the DAG folder) sit two levels above this module; an installed
+# wheel has no such folder and needs none to load a model. The bundled city configs ship inside the
+# package (`transfertraj.cities`, mapped to config/cities), so they are found either way.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_CITY_DIR = Path(str(resources.files("transfertraj.cities")))
 
 
 def _parse_conf(text: str) -> dict[str, str]:
@@ -54,7 +57,7 @@ class Settings:
     city_dirs: tuple[Path, ...] = ()
 
     @classmethod
-    def load(cls, **overrides) -> "Settings":
+    def load(cls, **overrides) -> Settings:
         """Defaults < environment < overrides (command-line flags). None overrides are ignored."""
         env = os.environ
         home = Path(env.get("TRANSFERTRAJ_HOME", Path.home() / ".local" / "share" / "transfertraj"))

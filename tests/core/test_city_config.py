@@ -1,9 +1,7 @@
-from pathlib import Path
-
 import pytest
 import yaml
 
-from transfertraj.city_config import (
+from transfertraj.core.city_config import (
     CityConfigError,
     city_to_yaml,
     list_cities,
@@ -11,7 +9,7 @@ from transfertraj.city_config import (
     load_city_file,
     parse_city,
 )
-from transfertraj.settings import BUNDLED_CITY_DIR, Settings
+from transfertraj.core.settings import BUNDLED_CITY_DIR, Settings
 
 
 def _porto_dict() -> dict:

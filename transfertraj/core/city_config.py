@@ -1,6 +1,6 @@
 """One YAML file per city, validated on load.
 
-    from transfertraj.city_config import load_city
+    from transfertraj.core.city_config import load_city
     city = load_city("porto")            # searches Settings.city_dirs for porto.yaml
     city = load_city_file(Path("x.yaml"))
 
@@ -20,9 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from transfertraj.settings import Settings
-
-CITY_NAME_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+from transfertraj.core.constants import CITY_NAME_PATTERN, MAX_POINTS, PHI_DEFAULT_M
+from transfertraj.core.settings import Settings
 
 RawFormat = Literal["porto_csv", "point_log"]
 OsmKind = Literal["osm_xml", "gis_extract", "overpass", "none"]
@@ -45,7 +44,7 @@ class BBox(_Strict):
     max_lat: float = Field(ge=-90, le=90)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "BBox":
+    def _ordered(self) -> BBox:
         if self.min_lon >= self.max_lon:
             raise ValueError(f"min_lon {self.min_lon} must be below max_lon {self.max_lon}")
         if self.min_lat >= self.max_lat:
@@ -75,7 +74,7 @@ class RawSource(_Strict):
     provenance: str = ""
 
     @model_validator(mode="after")
-    def _columns(self) -> "RawSource":
+    def _columns(self) -> RawSource:
         if self.format == "point_log":
             missing = {"vehicle_id", "timestamp", "lon", "lat"} - set(self.columns)
             if missing:
@@ -99,7 +98,7 @@ class OsmSource(_Strict):
     licence: str = "(c) OpenStreetMap contributors, ODbL 1.0"
 
     @model_validator(mode="after")
-    def _paths(self) -> "OsmSource":
+    def _paths(self) -> OsmSource:
         if self.kind in ("osm_xml", "gis_extract") and self.path is None:
             raise ValueError(f"kind {self.kind} needs a path")
         if self.kind == "gis_extract" and self.points_path is None:
@@ -132,8 +131,8 @@ class CityConfig(_Strict):
     osm: OsmSource
     sampling_interval_s: float = Field(gt=0, le=3600)
     min_points: int = Field(default=5, ge=2)
-    max_points: int = Field(default=120, ge=3)
-    phi_m: float = Field(default=100, gt=0, le=2000)
+    max_points: int = Field(default=MAX_POINTS, ge=3)
+    phi_m: float = Field(default=PHI_DEFAULT_M, gt=0, le=2000)
     cleaning: Cleaning = Cleaning()
     quality: QualityGate = QualityGate()
     source_file: Path | None = Field(default=None, exclude=True)
@@ -148,7 +147,7 @@ class CityConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _points(self) -> "CityConfig":
+    def _points(self) -> CityConfig:
         if self.min_points > self.max_points:
             raise ValueError(f"min_points {self.min_points} is above max_points {self.max_points}")
         return self

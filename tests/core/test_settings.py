@@ -1,8 +1,6 @@
-from pathlib import Path
-
 import pytest
 
-from transfertraj.settings import Settings
+from transfertraj.core.settings import Settings
 
 
 def test_defaults_are_absolute_and_not_the_working_directory(monkeypatch, tmp_path):

@@ -1,0 +1,136 @@
+"""Predictions of a trained model under a task's mask, and their metrics.
+
+    from transfertraj.model.predict import predict, evaluate
+    preds = predict("var/ckpt/porto/best.pt", features_df, "tp", split="test")   # one row per hidden point
+    evaluate("var/ckpt/porto/best.pt", features_df, "tp", split="test")          # {"rmse_m": .., "n": ..}
+
+Needs the checkpoint and the network only, not the training loop: registry, serving and evaluation
+import this module, `transfertraj.model.train` imports none of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pandas as pd
+import torch
+
+from transfertraj.core.constants import MAX_POINTS
+from transfertraj.core.geo import haversine_m
+from transfertraj.model.checkpoint import check_compatible, load_model
+from transfertraj.model.coordinates import MetricToLonLat
+from transfertraj.model.device import resolve_device
+from transfertraj.model.masking import scored
+from transfertraj.model.metrics import task_metrics
+from transfertraj.model.trajectory_data import (
+    Collator,
+    TaxonomyMismatch,
+    TrajectoryDataset,
+    as_data,
+    chronological_split,
+    eligible,
+    to_device,
+)
+from transfertraj.model.transfertraj import TransferTraj
+
+
+@torch.no_grad()
+def predict(
+    checkpoint_or_model,
+    features_df,
+    task: str,
+    *,
+    data_version=None,
+    split: str | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    seed: int = 0,
+    max_points: int | None = MAX_POINTS,
+) -> pd.DataFrame:
+    """Predictions for every hidden point of `task`'s mask: one row per (trajectory, hidden point).
+
+    Columns: trip_id, city, point (original index), masked_spatial, masked_temporal, scored (what the
+    task is scored on), pred_/true_ x_m, y_m (metres from the first point), pred_/true_ lon, lat (the
+    first point's metric position added back, then mapped to WGS-84), error_m (haversine),
+    pred_/true_ minutes (minutes since start; for OD the travel time). split: None (all rows) or
+    "train" / "val" / "test" of the chronological 8:1:1 split.
+    """
+    if isinstance(checkpoint_or_model, TransferTraj):
+        model, state = checkpoint_or_model, None
+    else:
+        model, state = load_model(checkpoint_or_model)
+    data = as_data(features_df, data_version, poi_dim=model.args.poi_dim, road_dim=model.args.road_dim)
+    if state is not None:
+        check_compatible(state, data)
+    elif (data.poi_dim, data.road_dim) != (model.args.poi_dim, model.args.road_dim):
+        raise TaxonomyMismatch(f"input POI/road dims {data.poi_dim}/{data.road_dim} differ from the model's")
+    if split is None:
+        indices = np.arange(len(data))
+    else:
+        indices = dict(zip(("train", "val", "test"), chronological_split(data)))[split]
+    indices = eligible(data, indices, task, max_points)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    point_city = np.repeat(data.city, data.n_points)  # (T,)
+    converters = {  # one inverse projection per city, fitted on its points (a CRS fact, not a label)
+        c: MetricToLonLat.fit(data.mxy[point_city == c], data.lonlat[point_city == c])
+        for c in np.unique(data.city[indices])
+    }
+    collator = Collator(task=task, seed=seed)
+    rows = []
+    for start in range(0, len(indices), batch_size):
+        ds = TrajectoryDataset(data, indices[start : start + batch_size])
+        batch, targets = collator([ds[i] for i in range(len(ds))])
+        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
+            out, _ = model(to_device(batch, dev))
+        valid, ms, mt = batch["valid"].numpy(), batch["mask_s"].numpy(), batch["mask_t"].numpy()
+        score_s, score_t = scored(task, ms, mt, valid)
+        b, pos = np.nonzero(valid & (ms | mt))
+        row = batch["row"].numpy()[b]
+        point = batch["point_index"].numpy()[b, pos]
+        flat = data.offsets[row] + point  # index into the per-point arrays
+        pred_xy = out["xy"].float().cpu().numpy()[b, pos]
+        pred_min = out["time"].float().cpu().numpy()[b, pos, 3]
+        origin = batch["origin"].numpy()[b]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "trip_id": data.trip_id[row],
+                    "city": data.city[row],
+                    "point": point,
+                    "masked_spatial": ms[b, pos],
+                    "masked_temporal": mt[b, pos],
+                    "scored": score_s[b, pos] | score_t[b, pos],
+                    "pred_x_m": pred_xy[:, 0],
+                    "pred_y_m": pred_xy[:, 1],
+                    "true_x_m": data.xy[flat, 0],
+                    "true_y_m": data.xy[flat, 1],
+                    "pred_minutes": pred_min,
+                    "true_minutes": data.time[flat, 3],
+                    "_pmx": origin[:, 0] + pred_xy[:, 0],
+                    "_pmy": origin[:, 1] + pred_xy[:, 1],
+                    "_flat": flat,
+                }
+            )
+        )
+    if not rows:
+        raise ValueError(f"no trajectories qualify for task {task}")
+    df = pd.concat(rows, ignore_index=True)
+    pred_ll = np.zeros((len(df), 2))
+    for c, conv in converters.items():
+        sel = (df["city"] == c).to_numpy()
+        pred_ll[sel] = conv(df.loc[sel, ["_pmx", "_pmy"]].to_numpy())
+    true_ll = data.lonlat[df["_flat"].to_numpy()]
+    df["pred_lon"], df["pred_lat"] = pred_ll[:, 0], pred_ll[:, 1]
+    df["true_lon"], df["true_lat"] = true_ll[:, 0], true_ll[:, 1]
+    df["error_m"] = haversine_m(df["pred_lon"], df["pred_lat"], df["true_lon"], df["true_lat"])
+    return df.drop(columns=["_pmx", "_pmy", "_flat"])
+
+
+def evaluate(checkpoint_or_model, features_df, task: str, **kwargs) -> dict:
+    """Task metrics (metres for TP/TR, minutes and % for OD) plus the number of trajectories scored."""
+    preds = predict(checkpoint_or_model, features_df, task, **kwargs)
+    metrics = task_metrics(preds, task)
+    metrics["n_trajectories"] = int(preds.loc[preds["scored"], "trip_id"].nunique())
+    return metrics

@@ -1,0 +1,23 @@
+"""Facts that several layers share, each stated once.
+
+Jobs, model, serving and DAGs import these rather than repeating a number: a change here is a change
+everywhere, and a grep for the name finds every user.
+"""
+
+from __future__ import annotations
+
+# A city's name is part of table partitions, DAG ids, registry names (`transfertraj-<city>`) and file
+# names, so it is kept to what all four accept.
+CITY_NAME_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+
+# phi: the radius (metres) within which POIs are counted and road length measured around each point
+# (PAPER.md, "POI and road densities"). The paper's value; a city config may set its own `phi_m`, and a
+# checkpoint records the phi its features were built with.
+PHI_DEFAULT_M = 100.0
+
+# The paper keeps trajectories of 5..120 points; longer ones are cut into windows by the cleaning and
+# left out of training and scoring.
+MAX_POINTS = 120
+
+# Trajectory prediction hides (predicts) the last 5 points of a trajectory.
+TP_FUTURE = 5
