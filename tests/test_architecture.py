@@ -29,6 +29,7 @@ LAYERS = {
     "transfertraj.core": 0,
     "transfertraj.cities": 0,
     "transfertraj.feature_store": 1,
+    "transfertraj.features": 1,  # per-point feature functions in numpy, shared by Spark jobs and serving
     "transfertraj.jobs": 2,
     "transfertraj.model": 2,
     "transfertraj": 3,  # the shell: cli, demo, tasks, registry, serving
