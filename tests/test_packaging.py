@@ -83,3 +83,17 @@ def test_the_wheel_installs_in_a_clean_venv_and_imports(wheel, tmp_path):
     ).stdout.split("\n")
     assert out[0].startswith(str(venv)) and out[1] == "porto"
     assert out[2] == "None None"  # no Spark in the base install, and no top-level `model` package
+
+
+def test_this_checkouts_environment_runs_this_checkouts_code(tmp_path):
+    """The base venv is shared by every checkout on the machine; ./.venv (scripts/bootstrap.sh) is this
+    checkout's own, so its interpreter and console scripts import this tree from any working folder."""
+    out = _run(
+        sys.executable,
+        "-c",
+        "import transfertraj.model, transfertraj.cli; print(transfertraj.model.__file__)",
+        cwd=tmp_path,
+    )
+    assert Path(out.stdout.strip()).is_relative_to(REPO)
+    script = Path(sys.executable).parent / "transfertraj"
+    assert script.read_text().splitlines()[0] == f"#!{sys.executable}"
