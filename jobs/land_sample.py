@@ -1,13 +1,13 @@
 """Land a city's bundled sample as a delivery would arrive: landing/<city>/<date>/<file>.
 
-    python -m jobs.land_sample --city porto        # or: transfertraj land --city porto
+    python -m transfertraj.jobs.land_sample --city porto        # or: transfertraj land --city porto
+    transfertraj land --city sanfrancisco --datasets             # the 21 real days under the datasets root
 
 The nightly ingestion reads landing/<city>/<date>/ (see jobs/ingest.py). Real deliveries are dropped
 there by whatever ships the logs; this job does the same for the bundled samples so the demo and the
-tests run the real nightly path. A Porto CSV is one delivery (its date from the first trip's start in
-the city's time zone). A point log spanning several days is split by the local date of each fix, one
-file per date, rows unchanged (header repeated). Landing is idempotent: an existing file of the same
-name is replaced.
+tests run the real nightly path. A raw file is split by the local date of each row (a Porto trip's
+start, a point log's fix), one file per date, rows unchanged (header repeated). Landing is idempotent:
+an existing file of the same name is replaced with the same bytes.
 """
 
 from __future__ import annotations
@@ -51,43 +51,67 @@ def _local_date(value: str, city: CityConfig) -> str | None:
         return None
 
 
+def _writer(target: Path):
+    """A text writer for a landed file: gzip when the name says so (mtime 0: a rerun writes the same bytes)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix == ".gz":
+        return io.TextIOWrapper(gzip.GzipFile(target, "wb", mtime=0), encoding="utf-8", newline="")
+    return target.open("w", encoding="utf-8", newline="")
+
+
 def land_sample(city: CityConfig, settings: Settings, *, source: Path | None = None) -> dict[str, Path]:
-    """Copy the city's raw source into landing folders by delivery date. Returns date -> file."""
+    """Copy the city's raw source into landing folders by delivery date. Returns date -> file.
+
+    Every row goes to the local date of its timestamp (a Porto trip's start, a point log's fix), rows
+    unchanged, header repeated; a file that spans one date lands as one delivery, a year as a year of
+    deliveries. Rows whose timestamp does not parse land under `undated` for the ingestion to reject."""
     source = Path(source or city.raw.path)
     base = settings.landing / city.name
-    out: dict[str, Path] = {}
-    if city.raw.format == "porto_csv":
-        with _open_text(source) as f:
-            reader = csv.reader(f)
-            header = next(reader)
-            first = next(reader)
-            day = _local_date(first[header.index("TIMESTAMP")], city) or "unknown"
-        target = base / day / source.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(source.read_bytes())
-        out[day] = target
-    else:
-        ts_col = city.raw.columns["timestamp"]
-        writers: dict[str, tuple] = {}
+    ts_col = "TIMESTAMP" if city.raw.format == "porto_csv" else city.raw.columns["timestamp"]
+    writers: dict[str, tuple] = {}
+    try:
         with _open_text(source) as f:
             header_line = f.readline()
             header = next(csv.reader([header_line]))
             idx = header.index(ts_col)
             for line in f:
                 fields = next(csv.reader([line]), [])
-                day = _local_date(fields[idx], city) if len(fields) > idx else None
-                day = day or "undated"
+                day = (_local_date(fields[idx], city) if len(fields) > idx else None) or "undated"
                 if day not in writers:
-                    target = base / day / (source.name if source.suffix == ".gz" else source.name + ".gz")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    fh = gzip.open(target, "wt", encoding="utf-8", newline="")
+                    target = base / day / source.name
+                    fh = _writer(target)
                     fh.write(header_line)
                     writers[day] = (fh, target)
                 writers[day][0].write(line)
-        for day, (fh, target) in writers.items():
+    finally:
+        for fh, _ in writers.values():
             fh.close()
-            out[day] = target
+    out = {day: target for day, (_, target) in writers.items()}
     log.info("landed %s into %d delivery date(s) under %s", source.name, len(out), base)
+    return dict(sorted(out.items()))
+
+
+def dataset_files(city: CityConfig, settings: Settings) -> list[Path]:
+    """The city's large real deliveries (`raw.datasets` globs) under the datasets root, sorted."""
+    if not city.raw.datasets:
+        raise ValueError(f"city {city.name} names no datasets (raw.datasets in its config file)")
+    if settings.datasets is None or not settings.datasets.is_dir():
+        raise FileNotFoundError(
+            "no datasets root: set TRANSFERTRAJ_DATASETS to the folder that holds the large data sets "
+            "(README.md, 'Bundled data', says where to download them)"
+        )
+    files = sorted({p for pattern in city.raw.datasets for p in settings.datasets.glob(pattern) if p.is_file()})
+    if not files:
+        raise FileNotFoundError(f"{settings.datasets} holds none of {city.raw.datasets}")
+    return files
+
+
+def land_datasets(city: CityConfig, settings: Settings) -> dict[str, list[Path]]:
+    """Land every file of the city's datasets, each split by delivery date. Returns date -> files."""
+    out: dict[str, list[Path]] = {}
+    for source in dataset_files(city, settings):
+        for day, path in land_sample(city, settings, source=source).items():
+            out.setdefault(day, []).append(path)
     return dict(sorted(out.items()))
 
 

@@ -77,9 +77,16 @@ def _cmd_spark_jars(args, settings: Settings) -> int:
 
 def _cmd_land(args, settings: Settings) -> int:
     from transfertraj.core.city_config import load_city
-    from transfertraj.jobs.land_sample import land_sample
+    from transfertraj.jobs.land_sample import land_datasets, land_sample
 
-    for day, path in land_sample(load_city(args.city, settings), settings, source=args.source).items():
+    city = load_city(args.city, settings)
+    if args.datasets:
+        landed = land_datasets(city, settings)
+        for day, paths in landed.items():
+            print(f"{day}  {', '.join(p.name for p in paths)}")
+        print(f"{len(landed)} delivery date(s) under {settings.landing / city.name}")
+        return 0
+    for day, path in land_sample(city, settings, source=args.source).items():
         print(f"{day}  {path}")
     return 0
 
@@ -182,7 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("land", help="drop a city's bundled sample (or --source) into landing/<city>/<date>/")
     p.add_argument("--city", required=True)
-    p.add_argument("--source", type=Path, help="a raw file to land instead of the city's bundled sample")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--source", type=Path, help="a raw file to land instead of the city's bundled sample")
+    source.add_argument(
+        "--datasets",
+        action="store_true",
+        help="land the city's large real data sets (raw.datasets in its config) from the datasets root "
+        "(TRANSFERTRAJ_DATASETS, default ../shared/data beside the checkout), one folder per delivery date",
+    )
     p.set_defaults(func=_cmd_land)
 
     from transfertraj.jobs.ingest import add_arguments as ingest_arguments

@@ -72,6 +72,9 @@ class RawSource(_Strict):
     compression: Literal["none", "gzip", "auto"] = "auto"
     licence: str
     provenance: str = ""
+    # Real deliveries too large for the repository: glob patterns under the datasets root
+    # (Settings.datasets, TRANSFERTRAJ_DATASETS), landed by `transfertraj land --city X --datasets`.
+    datasets: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _columns(self) -> RawSource:

@@ -17,6 +17,7 @@ directory: every default is an absolute path.
 | mlflow_tracking_uri| MLFLOW_TRACKING_URI             | sqlite:///<home>/mlflow/mlflow.db         |
 | airflow_home       | AIRFLOW_HOME                    | <home>/airflow                            |
 | city_dirs          | TRANSFERTRAJ_CITY_DIRS          | <repo>/config/cities : <home>/config/cities |
+| datasets           | TRANSFERTRAJ_DATASETS           | <repo>/../shared/data when it exists, else none |
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ def _parse_conf(text: str) -> dict[str, str]:
     return conf
 
 
+def _datasets_root(value: str | None) -> Path | None:
+    """TRANSFERTRAJ_DATASETS, else the workplace's shared data folder next to the checkout when present."""
+    if value:
+        return Path(value).expanduser().resolve()
+    beside = REPO_ROOT.parent / "shared" / "data"
+    return beside.resolve() if beside.is_dir() else None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -55,6 +64,7 @@ class Settings:
     mlflow_tracking_uri: str = ""
     airflow_home: Path | None = None
     city_dirs: tuple[Path, ...] = ()
+    datasets: Path | None = None  # root of the large real data sets (too big for the repository)
 
     @classmethod
     def load(cls, **overrides) -> Settings:
@@ -79,6 +89,7 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
             airflow_home=Path(env.get("AIRFLOW_HOME", home / "airflow")),
             city_dirs=city_dirs,
+            datasets=_datasets_root(env.get("TRANSFERTRAJ_DATASETS")),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
