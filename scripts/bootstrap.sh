@@ -68,8 +68,8 @@ if [ ! -x "$local/bin/python" ] || [ "$(cat "$local/.base" 2>/dev/null)" != "$ve
     [ -e "$local/bin/$name" ] && continue
     if head -c 200 "$f" 2>/dev/null | head -n 1 | grep -q "^#!.*$venv/bin/python"; then
       sed "1s|.*|#!$local/bin/python|" "$f" > "$local/bin/$name" && chmod +x "$local/bin/$name"
-    elif [ -f "$f" ] && [ -x "$f" ] && ! head -c 2 "$f" | grep -q '#!'; then
-      ln -s "$f" "$local/bin/$name"   # native executables (ruff, uv)
+    elif [ -f "$f" ] && [ -x "$f" ]; then
+      ln -s "$f" "$local/bin/$name"   # native executables (ruff, uv) and shell scripts (spark-submit)
     fi
   done
   echo "$venv" > "$local/.base"
