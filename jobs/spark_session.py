@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 
+from transfertraj.core.cores import available_cores
 from transfertraj.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,11 @@ def check_java() -> int:
 
 def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
     """The configuration every session gets; `settings.spark_conf` overrides any of it."""
+    # local[*] would take the host's core count; a container or a taskset gets its own (core.cores).
+    master = f"local[{available_cores()}]" if settings.spark_master == "local[*]" else settings.spark_master
     conf = {
         "spark.app.name": f"transfertraj-{app_name}",
-        "spark.master": settings.spark_master,
+        "spark.master": master,
         "spark.driver.memory": settings.driver_memory,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.default.parallelism": str(max(2, settings.shuffle_partitions)),
