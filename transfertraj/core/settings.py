@@ -18,6 +18,7 @@ directory: every default is an absolute path.
 | airflow_home       | AIRFLOW_HOME                    | <home>/airflow                            |
 | city_dirs          | TRANSFERTRAJ_CITY_DIRS          | <repo>/config/cities : <home>/config/cities |
 | datasets           | TRANSFERTRAJ_DATASETS           | <repo>/../shared/data when it exists, else none |
+| threads            | TRANSFERTRAJ_THREADS            | the cores this process may use (core.cores)  |
 """
 
 from __future__ import annotations
