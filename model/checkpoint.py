@@ -85,7 +85,8 @@ def _warn_once(message: str) -> None:
 def check_compatible(state: dict, data: TrajectoryData) -> None:
     """Refuse input built with another POI taxonomy version, other POI/road dimensions, another radius
     phi, or another coordinate convention. A checkpoint written before phi was recorded (or input whose
-    cities have no config) cannot be checked for phi: that is a warning, not a refusal."""
+    cities have no config) cannot be checked for phi: that is a warning, not a refusal. Input without
+    any context (no OSM) has no phi to compare."""
     want = state["data"]
     if data.taxonomy_version != want["taxonomy_version"]:
         raise TaxonomyMismatch(
@@ -107,6 +108,8 @@ def check_compatible(state: dict, data: TrajectoryData) -> None:
             "re-train the model with this version of transfertraj (transfertraj pretrain / finetune)"
         )
     model_phi, input_phi = want.get("phi_m"), have["phi_m"]
+    if data.context_missing.all():
+        return  # no POI/road context at all (a city without OSM): phi does not apply
     if "phi_m" not in want:
         _warn_once("checkpoint records no context radius phi (written before phi was recorded): not checked")
     elif (model_phi is None) != (input_phi is None):

@@ -205,7 +205,7 @@ def parse_model_arg(item: str) -> dict:
 
 
 def cmd_evaluate(args, settings) -> int:
-    from transfertraj.model.evaluation_report import evaluate
+    from transfertraj.model.evaluation_report import evaluate_suite
 
     config = suite_from_args(args)
     data, version, source = read_input(args, settings)
@@ -213,7 +213,7 @@ def cmd_evaluate(args, settings) -> int:
     log.info(
         "evaluation suite %s on %s (version %s, %d trajectories) -> %s", config.name, source, version, len(data), out
     )
-    res = evaluate(
+    res = evaluate_suite(
         config,
         data,
         out,

@@ -1,7 +1,7 @@
 """The evaluation suite's report: results.md, the CSV tables, the plots and one MLflow run per suite.
 
-    from transfertraj.model.evaluation_report import evaluate, write_report
-    res = evaluate(config, data, out_dir, mlflow_uri=settings.mlflow_tracking_uri, settings=settings)
+    from transfertraj.model.evaluation_report import evaluate_suite, write_report
+    res = evaluate_suite(config, data, out_dir, mlflow_uri=settings.mlflow_tracking_uri, settings=settings)
     res["results"], res["files"], res["mlflow_run_id"]       # measure (evaluation_runner) + write, in one call
     write_report(suite, out_dir)                              # only the writing, for a suite already run
 
@@ -280,7 +280,7 @@ def write_report(
     }
 
 
-def evaluate(
+def evaluate_suite(
     config: SuiteConfig,
     data: TrajectoryData,
     out_dir,

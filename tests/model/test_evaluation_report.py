@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from transfertraj.model.evaluation_protocol import REFERENCE_BASELINES, SUITES
-from transfertraj.model.evaluation_report import evaluate, reference_check
+from transfertraj.model.evaluation_report import evaluate_suite, reference_check
 
 
 def test_harness_runs_end_to_end_with_finite_metrics(two_cities, tmp_path):
@@ -25,7 +25,7 @@ def test_harness_runs_end_to_end_with_finite_metrics(two_cities, tmp_path):
         n_boot=200,
         plot_cases=2,
     )
-    res = evaluate(
+    res = evaluate_suite(
         config,
         two_cities,
         tmp_path / "out",

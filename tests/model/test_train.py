@@ -214,7 +214,7 @@ def test_cli_subcommands(tmp_path, features_df):
     assert state["data"]["n_train"] == 5 and state["train_config"]["freeze_encoder"] is True
 
 
-def test_finetune_refuses_features_built_with_another_phi(tmp_path, features_df, caplog):
+def test_finetune_refuses_features_built_with_another_phi(tmp_path, features_df, caplog, monkeypatch):
     from dataclasses import replace
 
     from transfertraj.model.checkpoint import ContextMismatch, check_compatible
@@ -233,6 +233,7 @@ def test_finetune_refuses_features_built_with_another_phi(tmp_path, features_df,
         predict(ckpt, other, "tp")
     # a checkpoint from before phi was recorded keeps loading: unknown, a warning, no refusal
     del state["data"]["phi_m"], state["data"]["coordinates"]
+    monkeypatch.setattr("transfertraj.model.checkpoint._warned", set())  # each warning once per process
     with caplog.at_level("WARNING", logger="transfertraj.model"):
         check_compatible(state, other)
     assert "no context radius phi" in caplog.text
