@@ -5,8 +5,9 @@ input data fits the model.
     model, state = load_model("var/ckpt/porto/best.pt")    # (TransferTraj in eval mode, checkpoint dict)
     check_compatible(state, data)                           # TaxonomyMismatch when the input cannot fit
 
-A checkpoint is one `torch.save` dict: format tag, model arguments, weights, the resolved training
-config and the description of the data it was trained on (`TrajectoryData.describe()`). It is read with
+A checkpoint is one `torch.save` dict (`new_state` builds it): format tag, model arguments, weights,
+the resolved training config and the description of the data it was trained on
+(`TrajectoryData.describe()`: table version, POI taxonomy, dims, phi, coordinate convention). It is read with
 `weights_only=True`, and loading it needs this module and the network only, never the training loop:
 registry and serving import it, not `transfertraj.model.train`.
 """
@@ -14,6 +15,7 @@ registry and serving import it, not `transfertraj.model.train`.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 
@@ -22,7 +24,26 @@ import torch
 from transfertraj.model.trajectory_data import TaxonomyMismatch, TrajectoryData
 from transfertraj.model.transfertraj import ModelArgs, TransferTraj
 
+log = logging.getLogger("transfertraj.model")
+
 CHECKPOINT_FORMAT = "transfertraj-checkpoint/1"
+_warned: set[str] = set()  # each "cannot check" warning once per process, not once per request
+
+
+class ContextMismatch(TaxonomyMismatch):
+    """Input whose context was built with another radius phi, or positions in another convention."""
+
+
+def new_state(model: TransferTraj, data: dict, train_config: dict, /, **fields) -> dict:
+    """A checkpoint dict (weights go in `fields["model"]`): the one place that writes the format tag, so
+    training and the evaluation's untrained starts produce files `load_checkpoint` reads alike."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_args": model.args.to_dict(),
+        "train_config": train_config,
+        "data": data,
+        **fields,
+    }
 
 
 def snapshot(module: torch.nn.Module) -> dict:
@@ -55,8 +76,17 @@ def load_model(path_or_state, map_location="cpu") -> tuple[TransferTraj, dict]:
     return model.eval(), state
 
 
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
 def check_compatible(state: dict, data: TrajectoryData) -> None:
-    """Refuse input built with another POI taxonomy version or other POI/road dimensions."""
+    """Refuse input built with another POI taxonomy version, other POI/road dimensions, another radius
+    phi, or another coordinate convention. A checkpoint written before phi was recorded (or input whose
+    cities have no config) cannot be checked for phi: that is a warning, not a refusal. Input without
+    any context (no OSM) has no phi to compare."""
     want = state["data"]
     if data.taxonomy_version != want["taxonomy_version"]:
         raise TaxonomyMismatch(
@@ -68,4 +98,29 @@ def check_compatible(state: dict, data: TrajectoryData) -> None:
     if (data.poi_dim, data.road_dim) != (args["poi_dim"], args["road_dim"]):
         raise TaxonomyMismatch(
             f"input has POI/road dims {data.poi_dim}/{data.road_dim}, the model {args['poi_dim']}/{args['road_dim']}"
+        )
+    have = data.describe()
+    if "coordinates" not in want:
+        _warn_once("checkpoint records no coordinate convention (written before it was recorded): assuming today's")
+    elif want["coordinates"] != have["coordinates"]:
+        raise ContextMismatch(
+            f"the model reads positions as {want['coordinates']!r}, this input is {have['coordinates']!r}; "
+            "re-train the model with this version of transfertraj (transfertraj pretrain / finetune)"
+        )
+    model_phi, input_phi = want.get("phi_m"), have["phi_m"]
+    if data.context_missing.all():
+        return  # no POI/road context at all (a city without OSM): phi does not apply
+    if "phi_m" not in want:
+        _warn_once("checkpoint records no context radius phi (written before phi was recorded): not checked")
+    elif (model_phi is None) != (input_phi is None):
+        _warn_once(
+            f"cannot check the context radius phi: the model records {model_phi}, the input {input_phi} "
+            "(a city without a config file)"
+        )
+    elif model_phi != input_phi:
+        raise ContextMismatch(
+            f"the model's POI/road densities were built with phi = {model_phi} m, this input's with phi = "
+            f"{input_phi} m: the same density would mean another neighbourhood. Set phi_m: {model_phi} in the "
+            "city config and rebuild its context and features (transfertraj context / featurize --city ...), "
+            "or pretrain a model on features built with this phi"
         )

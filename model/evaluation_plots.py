@@ -1,10 +1,10 @@
 """The evaluation suite's plots (matplotlib, PNG) and the expert-routing table behind one of them.
 
     from transfertraj.model.evaluation_plots import draw_all
-    routing, pngs = draw_all(suite, results, out_dir, home=settings.home)
+    routing, pngs = draw_all(suite, results, out_dir, settings=settings)   # suite: evaluation_runner.Suite
 
 - eval_cases_<task>.png: predicted vs true trajectories of a few test cases over the city's roads
-  (road geometry from the `context_roads` table under <home>/lake; plain axes when it is absent).
+  (road geometry from the lake's `context_roads` table; plain axes when it is absent).
 - eval_tr_vs_mu.png: TR RMSE against mu for every method of the source city.
 - eval_routing_<pair>.png: the share of each expert among the top-k choices of tokens in a POI / road
   density bucket, source city against target city (the same context should route to the same experts).
@@ -40,25 +40,22 @@ def _slug(s: str) -> str:
 # ----------------------------------------------------------------------------------------- roads
 
 
-def road_lines(home: Path | None, city: str) -> list[np.ndarray]:
-    """Road polylines (metric CRS) of a city from <home>/lake/context_roads; [] when absent."""
-    if home is None:
+def road_lines(settings, city: str) -> list[np.ndarray]:
+    """Road polylines (metric CRS) of a city from the lake's context_roads table; [] when absent."""
+    if settings is None:
         return []
-    path = Path(home) / "lake" / "context_roads"
-    if not (path / "_delta_log").is_dir():
-        return []
+    from transfertraj.feature_store.reader import TableNotFound, read_table
+
     try:
-        import pyarrow.compute as pc
         import shapely
 
-        from transfertraj.model.trajectory_data import read_features  # reads any Delta folder by log replay
-
-        table, _ = read_features(path)
-        table = table.filter(pc.equal(table.column("city"), city)).select(["geometry_wkb"])
+        table, _ = read_table(settings, "context_roads", city=city, columns=["geometry_wkb"])
         geoms = shapely.from_wkb(table.column("geometry_wkb").to_pylist())
         coords, index = shapely.get_coordinates(geoms, return_index=True)
         cuts = np.flatnonzero(np.diff(index)) + 1
         return np.split(coords, cuts)
+    except TableNotFound:
+        return []
     except Exception as err:  # a plot must not fail the suite: draw on plain axes instead
         log.warning("no road geometry for %s: %s", city, err)
         return []
@@ -68,7 +65,7 @@ def plot_cases(
     checkpoint, data, task: str, out: Path, *, roads: list[np.ndarray], n_cases: int, config, device: str
 ) -> Path:
     """Predicted vs true positions of `n_cases` test trajectories (the longest ones), one panel each."""
-    from transfertraj.model.evaluation_suite import task_rows
+    from transfertraj.model.evaluation_protocol import task_rows
     from transfertraj.model.predict import predict
 
     plt = _plt()
@@ -278,18 +275,17 @@ def plot_routing(shares: dict, pair: str, labels: tuple[str, str], out: Path, n_
 # ----------------------------------------------------------------------------------------- all
 
 
-def draw_all(
-    suite, results: pd.DataFrame, out: Path, *, home: Path | None = None
-) -> tuple[pd.DataFrame | None, list[Path]]:
-    """Every plot the suite's runs allow; returns (routing JS table or None, PNG paths)."""
+def draw_all(suite, results: pd.DataFrame, out: Path, *, settings=None) -> tuple[pd.DataFrame | None, list[Path]]:
+    """Every plot the suite's runs allow (an evaluation_runner.Suite and its results table); returns
+    (routing JS table or None, PNG paths). settings: the lake the road geometry is read from (None: none)."""
     from transfertraj.model.checkpoint import load_checkpoint
-    from transfertraj.model.evaluation_suite import task_rows
+    from transfertraj.model.evaluation_protocol import task_rows
 
     out = Path(out)
     pngs = []
     c = suite.config
     setting, data = suite.plot_inputs["cases"] or (None, None)
-    roads = road_lines(home, c.source_city) if data is not None else []
+    roads = road_lines(settings, c.source_city) if data is not None else []
     for task, ckpt in suite.plot_inputs.get("case_ckpts", {}).items():
         pngs.append(plot_cases(ckpt, data, task, out, roads=roads, n_cases=c.plot_cases, config=c, device=suite.device))
     if setting and (p := plot_tr_vs_mu(results, setting, out)):

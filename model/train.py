@@ -11,7 +11,8 @@ Data is split 8:1:1 by departure time; training stops early on the validation lo
 holds `last.pt` (everything needed to resume after a kill: weights, optimizer, epoch, RNG, the best
 weights so far) and `best.pt` (the best weights, a copy taken at the best epoch). Both carry the model
 arguments, the resolved training config and the data description (table version, POI taxonomy
-version, POI/road dims), so `load_model(path)` rebuilds the model from the file alone.
+version, POI/road dims, phi, coordinate convention), so `load_model(path)` rebuilds the model from the
+file alone and `check_compatible` can refuse input that does not fit it.
 
 Runs on CPU by default and on CUDA when present (bf16 autocast). Under torchrun (WORLD_SIZE > 1) it
 trains with DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 writes the checkpoints.
@@ -33,7 +34,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from transfertraj.core.constants import MAX_POINTS
-from transfertraj.model.checkpoint import CHECKPOINT_FORMAT, check_compatible, load_model, save_checkpoint, snapshot
+from transfertraj.model.checkpoint import check_compatible, load_model, new_state, save_checkpoint, snapshot
 from transfertraj.model.device import resolve_device
 from transfertraj.model.masking import TASKS
 from transfertraj.model.trajectory_data import (
@@ -218,18 +219,8 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
         if bad_epochs >= cfg.patience:
             return best_path
 
-    base = {
-        "format": CHECKPOINT_FORMAT,
-        "model_args": model.args.to_dict(),
-        "train_config": asdict(cfg),
-        "data": {
-            **data.describe(),
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
-            "n_test": len(test_idx),
-        },
-        **record,
-    }
+    described = {**data.describe(), "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}
+    base = new_state(model, described, asdict(cfg), **record)
     collator = Collator(
         task=cfg.task, seed=cfg.seed, context_dropout=cfg.context_dropout if cfg.task == "pretrain" else 0.0
     )

@@ -7,14 +7,16 @@
     batch, targets = Collator(task="pretrain", seed=0)([ds[i] for i in range(4)])
 
 The columns are those of docs/features_contract.md. `data_version` is the Delta table version the
-rows were read at (the lead's Delta reader pins it); it travels into every checkpoint.
-`read_features(path)` reads a Parquet file/folder or a Delta folder (log replay, no Spark) for the CLI.
+rows were read at; it travels into every checkpoint, with the facts the rows do not carry but a model
+depends on (`with_city_facts`: each city's radius phi and metric CRS, from its city config).
+`read_features(path, version=7, cities=["porto"])` reads a Delta folder through
+`transfertraj.feature_store.reader` (the lake's one reader) or a plain Parquet file/folder for the CLI.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,13 @@ import torch
 
 from transfertraj.model.masking import MIN_POINTS, PointMask, mask_for
 
+log = logging.getLogger("transfertraj.model")
+
 TEMPORAL_COLUMNS = ("weekday", "hour", "minute", "minutes_since_start")
+# How this reader hands positions to the model: x, y in metres relative to a trajectory's first point,
+# measured in the city's metric CRS (UTM of the centre, features contract), lon/lat WGS-84. A checkpoint
+# records it, so a later change of convention is refused instead of silently shifting every position.
+COORDINATES = "xy-metres-from-first-point/city-metric-crs/wgs84"
 
 
 class TaxonomyMismatch(ValueError):
@@ -52,6 +60,7 @@ class TrajectoryData:
     taxonomy_version: str
     data_version: int | str | None
     meta: dict = field(default_factory=dict)
+    city_facts: dict = field(default_factory=dict)  # city -> {"phi_m", "crs"} from its config (with_city_facts)
 
     def __len__(self) -> int:
         return len(self.trip_id)
@@ -68,14 +77,28 @@ class TrajectoryData:
     def road_dim(self) -> int:
         return self.road.shape[1]
 
+    @property
+    def phi_m(self) -> float | list[float] | None:
+        """The radius phi (metres) of the POI/road densities of the cities that have context: one value,
+        a sorted list when cities differ, None when unknown (no city facts) or irrelevant (no context)."""
+        with_context = set(self.city[~self.context_missing].tolist())
+        phis = sorted({float(f["phi_m"]) for c, f in self.city_facts.items() if c in with_context and "phi_m" in f})
+        if not phis:
+            return None
+        return phis[0] if len(phis) == 1 else phis
+
     def describe(self) -> dict:
         """What a checkpoint records about its training data."""
+        cities = sorted(set(self.city.tolist()))
         return {
             "data_version": self.data_version,
             "taxonomy_version": self.taxonomy_version,
             "poi_dim": self.poi_dim,
             "road_dim": self.road_dim,
-            "cities": sorted(set(self.city.tolist())),
+            "phi_m": self.phi_m,
+            "coordinates": COORDINATES,
+            "crs": {c: self.city_facts[c]["crs"] for c in cities if "crs" in self.city_facts.get(c, {})},
+            "cities": cities,
             "n_trajectories": len(self),
             **self.meta,
         }
@@ -327,61 +350,47 @@ def to_device(tensors: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
 
 
-def _delta_active_files(path: Path) -> tuple[list[tuple[str, dict]], int]:
-    """Replay a Delta log (checkpoint + JSON commits): the live data files and the table version."""
-    log = path / "_delta_log"
-    files: dict[str, dict] = {}
-    start = -1
-    last_cp = log / "_last_checkpoint"
-    if last_cp.exists():
-        start = int(json.loads(last_cp.read_text())["version"])
-        for cp in sorted(log.glob(f"{start:020d}.checkpoint*.parquet")):
-            for rec in pq.read_table(cp, columns=["add", "remove"]).to_pylist():
-                if rec.get("add"):
-                    files[rec["add"]["path"]] = dict(rec["add"].get("partitionValues") or {})
-    commits = sorted((int(p.name[:20]), p) for p in log.glob("*.json") if p.name[:20].isdigit())
-    version = start
-    for v, p in commits:
-        if v <= start:
+def with_city_facts(data: TrajectoryData, settings) -> TrajectoryData:
+    """`data` with each city's phi and metric CRS from its city config (cities without a config stay unknown).
+
+    The features rows do not carry phi (the context grid's commit metadata and the city config do), so
+    the commands that read features attach it here and checkpoints record it (`describe`)."""
+    from transfertraj.core.city_config import CityConfigError, load_city
+
+    facts = dict(data.city_facts)
+    for name in sorted(set(data.city.tolist())):
+        try:
+            city = load_city(name, settings)
+        except (CityConfigError, FileNotFoundError, OSError) as err:
+            log.warning("city %s: no config (%s); its phi and CRS are recorded as unknown", name, err)
             continue
-        for line in p.read_text().splitlines():
-            if not line.strip():
-                continue
-            action = json.loads(line)
-            if "protocol" in action:
-                features = set(action["protocol"].get("readerFeatures") or [])
-                if features - {"timestampNtz"}:
-                    raise ValueError(
-                        f"Delta table {path} uses reader features {sorted(features)} that this plain reader does "
-                        "not support; read it with the Spark Delta reader and pass the DataFrame instead"
-                    )
-            if "add" in action:
-                files[action["add"]["path"]] = dict(action["add"].get("partitionValues") or {})
-            elif "remove" in action:
-                files.pop(action["remove"]["path"], None)
-        version = v
-    if version < 0:
-        raise ValueError(f"{path}/_delta_log has no commits")
-    return sorted(files.items()), version
+        facts[name] = {"phi_m": float(city.phi_m), "crs": str(city.crs)}
+    return replace(data, city_facts=facts)
 
 
-def read_features(path: str | Path) -> tuple[pa.Table, int | str]:
-    """A Parquet file/folder or a Delta folder -> (table, version).
+def read_features(
+    path: str | Path, *, version: int | None = None, cities: list[str] | None = None
+) -> tuple[pa.Table, int | str]:
+    """A Delta folder or a Parquet file/folder -> (table, version read), optionally some cities only.
 
-    Delta: the latest version, from the log, with partition columns restored from the log.
-    Parquet: the version is "parquet:<path>" (unversioned input, recorded as such).
+    Delta: through `transfertraj.feature_store.reader` at `version` (latest when None); every city is
+    read at the same version. Parquet: read with pyarrow, the version is "parquet:<path>" (unversioned
+    input, recorded as such); `version` is refused there, it names a Delta version.
     """
-    path = Path(path)
-    if (path / "_delta_log").is_dir():
-        files, version = _delta_active_files(path)
-        parts = []
-        for rel, partition in files:
-            t = pq.read_table(path / rel)
-            for k, v in partition.items():
-                if k not in t.column_names:
-                    t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
-            parts.append(t)
-        if not parts:
-            raise ValueError(f"Delta table {path} has no live files at version {version}")
-        return pa.concat_tables(parts, promote_options="default"), version
-    return pq.read_table(path), f"parquet:{path}"
+    from transfertraj.feature_store.reader import read_path
+
+    path = Path(path) if "://" not in str(path) else path
+    if isinstance(path, Path) and not (path / "_delta_log").is_dir():
+        if version is not None:
+            raise ValueError(f"{path} is not a Delta table: --version applies to a Delta folder only")
+        table = pq.read_table(path)
+        if cities:
+            table = table.filter(pc.is_in(table.column("city"), value_set=pa.array(list(cities))))
+        return table, f"parquet:{path}"
+    if not cities:
+        return read_path(path, version=version)
+    parts = []
+    for city in cities:  # one partition each; the first read pins the version of the others
+        part, version = read_path(path, version=version, city=city)
+        parts.append(part)
+    return pa.concat_tables(parts, promote_options="default"), version

@@ -283,11 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from transfertraj.model.commands import register as register_model_commands
 
-    register_model_commands(sub)
-
-    from transfertraj.model.evaluation_suite import register as register_evaluation
-
-    register_evaluation(sub)
+    register_model_commands(sub)  # pretrain, finetune, evaluate
 
     p = sub.add_parser("spark-jars", help="resolve Delta Lake's jars from Maven Central into the cache")
     p.set_defaults(func=_cmd_spark_jars)

@@ -31,20 +31,13 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from transfertraj.core.settings import REPO_ROOT, Settings
+from transfertraj.model.transfertraj import MODEL_SIZES
 
 log = logging.getLogger("transfertraj.demo")
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 # Tiny on purpose: the demo shows the machinery on 2 CPUs in minutes, not the paper's accuracy.
-DEMO_MODEL = {
-    "d_model": 32,
-    "n_layers": 1,
-    "n_heads": 2,
-    "n_experts": 4,
-    "top_k": 2,
-    "expert_hidden": 64,
-    "batch_size": 32,
-}
+DEMO_MODEL = {**MODEL_SIZES["tiny"], "batch_size": 32}  # batch_size: a training setting, not a size
 DEFAULT_ONBOARD = ("sanfrancisco",)  # see the module docstring for Beijing
 ONBOARD = {
     "sanfrancisco": {

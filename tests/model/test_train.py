@@ -212,3 +212,39 @@ def test_cli_subcommands(tmp_path, features_df):
     assert args.func(args, None) == 0
     state = load_checkpoint(tmp_path / "ft" / "best.pt")
     assert state["data"]["n_train"] == 5 and state["train_config"]["freeze_encoder"] is True
+
+
+def test_finetune_refuses_features_built_with_another_phi(tmp_path, features_df, caplog, monkeypatch):
+    from dataclasses import replace
+
+    from transfertraj.model.checkpoint import ContextMismatch, check_compatible
+
+    city = "generated_city"
+    at = {"phi_m": 100.0, "crs": "EPSG:32629"}
+    base = replace(load_features(features_df, 5), city_facts={city: at})
+    ckpt = pretrain(base, 5, tmp_path / "pt", epochs=1, **TINY_TRAIN)
+    state = load_checkpoint(ckpt)
+    assert state["data"]["phi_m"] == 100.0 and state["data"]["crs"] == {city: "EPSG:32629"}
+    assert state["data"]["coordinates"] == base.describe()["coordinates"]
+    other = replace(base, city_facts={city: {**at, "phi_m": 200.0}})
+    with pytest.raises(ContextMismatch, match="phi = 100.0 m.*phi = 200.0 m.*phi_m: 100.0"):
+        finetune(ckpt, "tp", other, out_dir=tmp_path / "ft", epochs=1, progress=False)
+    with pytest.raises(TaxonomyMismatch):  # serving catches TaxonomyMismatch: a phi mismatch is one too
+        predict(ckpt, other, "tp")
+    # a checkpoint from before phi was recorded keeps loading: unknown, a warning, no refusal
+    del state["data"]["phi_m"], state["data"]["coordinates"]
+    monkeypatch.setattr("transfertraj.model.checkpoint._warned", set())  # each warning once per process
+    with caplog.at_level("WARNING", logger="transfertraj.model"):
+        check_compatible(state, other)
+    assert "no context radius phi" in caplog.text
+
+
+def test_city_facts_come_from_the_city_config(features_df):
+    from transfertraj.core.settings import Settings
+    from transfertraj.model.trajectory_data import with_city_facts
+
+    df = features_df.assign(city="porto")
+    data = with_city_facts(load_features(df, 1), Settings.load())
+    assert data.city_facts == {"porto": {"phi_m": 100.0, "crs": "EPSG:32629"}}
+    assert data.describe()["phi_m"] == 100.0
+    assert with_city_facts(load_features(features_df, 1), Settings.load()).describe()["phi_m"] is None

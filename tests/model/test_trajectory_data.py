@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -101,29 +99,32 @@ def test_mixed_taxonomy_versions_are_refused():
         load_features(df, data_version=1)
 
 
-def test_read_parquet_and_delta_log(tmp_path, features_df):
+def test_read_parquet_and_delta(tmp_path, features_df):
     pq.write_table(pa.Table.from_pandas(features_df, preserve_index=False), tmp_path / "f.parquet")
     table, version = read_features(tmp_path / "f.parquet")
     assert table.num_rows == len(features_df) and version.startswith("parquet:")
+    with pytest.raises(ValueError, match="not a Delta table"):
+        read_features(tmp_path / "f.parquet", version=0)
 
-    # A Delta folder written by hand: commit 0 adds two files, commit 1 removes one and adds another.
+    # A Delta folder (delta-rs): version 0 holds two cities, version 1 replaces one city's rows.
+    from deltalake import write_deltalake
+
     delta = tmp_path / "features"
-    (delta / "_delta_log").mkdir(parents=True)
-    no_part = pa.Table.from_pandas(features_df.drop(columns=["city"]), preserve_index=False)
-    for name, lo, hi in (("a.parquet", 0, 10), ("b.parquet", 10, 20), ("c.parquet", 20, 25)):
-        pq.write_table(no_part.slice(lo, hi - lo), delta / name)
-
-    def add(path):
-        return {"add": {"path": path, "partitionValues": {"city": "generated_city"}, "dataChange": True}}
-
-    commits = [
-        [{"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}, add("a.parquet"), add("b.parquet")],
-        [{"remove": {"path": "a.parquet", "dataChange": True}}, add("c.parquet")],
-    ]
-    for v, actions in enumerate(commits):
-        (delta / "_delta_log" / f"{v:020d}.json").write_text("\n".join(json.dumps(a) for a in actions))
+    both = features_df.assign(city=["a" if i < 25 else "b" for i in range(len(features_df))])
+    write_deltalake(delta, pa.Table.from_pandas(both, preserve_index=False), partition_by=["city", "date"])
+    newer = features_df.iloc[:10].assign(city="a", trip_id=lambda d: "new-" + d["trip_id"])
+    write_deltalake(
+        delta,
+        pa.Table.from_pandas(newer, preserve_index=False),
+        mode="overwrite",
+        partition_by=["city", "date"],
+        predicate="city = 'a'",
+    )
     table, version = read_features(delta)
-    assert version == 1
-    assert sorted(table.column("trip_id").to_pylist()) == sorted(features_df["trip_id"][10:25])
-    assert set(table.column("city").to_pylist()) == {"generated_city"}
-    assert len(load_features(table, version)) == 15
+    assert version == 1 and table.num_rows == 10 + len(features_df) - 25
+    table, version = read_features(delta, cities=["a"])
+    assert version == 1 and sorted(table.column("trip_id").to_pylist()) == sorted(newer["trip_id"])
+    table, version = read_features(delta, version=0, cities=["a"])
+    assert version == 0 and sorted(table.column("trip_id").to_pylist()) == sorted(features_df["trip_id"][:25])
+    assert set(table.column("city").to_pylist()) == {"a"}
+    assert len(load_features(table, version)) == 25
