@@ -4,17 +4,17 @@
     ingest.ingest_city_date("porto", "2013-07-01")     # -> {"city", "date", "trajectories_out", ...}
     pretrain.pretrain_base(["porto"], run_key="manual", epochs=3)
 
-| module            | what it produces                                                          | DAG            |
-|-------------------|---------------------------------------------------------------------------|----------------|
-| ingest            | bronze/silver/features of a city's delivery date, its quality report      | nightly_ingest |
-| pretrain          | a registered, gated `transfertraj-base` version                           | pretrain       |
-| onboard_params    | a city config dict from the trigger's params (every problem listed)       | onboard_city   |
-| onboard           | the city file, its context, features, zero-shot scores, `transfertraj-<city>` | onboard_city |
-| maintenance       | an optimized, vacuumed lake that still holds every version a model records | maintenance   |
-| training_data     | the features rows of some cities, pinned to one Delta version             | (shared)       |
-| training_run      | a training task's checkpoint folder and the XCom about what it registered | (shared)       |
-| spark             | the Spark session the tasks run on                                        | (shared)       |
-| policy            | DAG policy: default args, the failure alert, the training pool and queue | every DAG      |
+| module         | what it produces                                                      | used by              |
+|----------------|-----------------------------------------------------------------------|----------------------|
+| ingest         | bronze/silver/features of a city's delivery date, its quality report  | nightly_ingest       |
+| pretrain       | a registered, gated `transfertraj-base` version                       | pretrain             |
+| onboard_params | a city config dict from the trigger's params (every problem listed)   | onboard_city         |
+| onboard        | city file, context, features, zero-shot scores, `transfertraj-<city>` | onboard_city         |
+| maintenance    | a compacted, vacuumed lake holding every version a model records      | maintenance          |
+| training_data  | the features rows of some cities, pinned to one Delta version         | pretrain, onboard    |
+| training_run   | a training run's checkpoint folder and its XCom                       | pretrain, onboard    |
+| spark          | the Spark session the tasks run on                                    | ingest, onboard, ... |
+| policy         | default args, the failure alert, the training pool and queue          | every DAG            |
 
 Every task function takes plain values, loads Settings itself (TRANSFERTRAJ_HOME and friends), imports
 Spark, torch and MLflow only when called, and returns JSON-serialisable values (they travel as XComs).

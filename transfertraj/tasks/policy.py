@@ -8,7 +8,7 @@ The alert logs one `ALERT transfertraj task failed: <dag>.<task> run <id>: <erro
 TRANSFERTRAJ_ALERT_WEBHOOK is set, POSTs `{"text": ...}` there (the body Slack, Mattermost and Teams
 incoming webhooks accept). It is an Airflow notifier, so e-mail or another provider's notifier can be
 added beside it in DEFAULT_ARGS (docs/operations.md). Everything here runs while the scheduler parses
-the DAG files: it reads the environment and imports nothing heavy.
+the DAG files: it reads the environment and imports nothing beyond the Airflow SDK they import anyway.
 """
 
 from __future__ import annotations
