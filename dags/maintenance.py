@@ -3,7 +3,8 @@
 VACUUM's retention is at least `min_retention_hours` (Delta's default 7 days) and is stretched, per
 table, back past the commit of the oldest table version that a registered champion or challenger
 records (its training data and context versions, as model version tags), so those versions stay
-readable. Task logic: `transfertraj.pipeline_tasks.optimize_and_vacuum`.
+readable. Task logic: `transfertraj.tasks.maintenance.maintain_lake` (the Delta work:
+`transfertraj.feature_store.maintenance`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from transfertraj import pipeline_tasks as pt
+from transfertraj.feature_store.tables import TABLES
+from transfertraj.tasks.maintenance import maintain_lake
+from transfertraj.tasks.policy import DEFAULT_ARGS
 
 
 @dag(
@@ -20,7 +23,7 @@ from transfertraj import pipeline_tasks as pt
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=pt.DEFAULT_ARGS,
+    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["transfertraj", "maintenance", "delta"],
     params={
@@ -28,9 +31,9 @@ from transfertraj import pipeline_tasks as pt
             168, type="number", minimum=168, description="never below Delta's 7-day safety default"
         ),
         "tables": Param(
-            list(pt.LAKE_TABLES),
+            list(TABLES),
             type="array",
-            items={"type": "string", "enum": list(pt.LAKE_TABLES)},
+            items={"type": "string", "enum": list(TABLES)},
             description="lake tables to maintain",
         ),
     },
@@ -39,7 +42,7 @@ def maintenance():
     @task
     def optimize_vacuum() -> list:
         params = get_current_context()["params"]
-        return pt.optimize_and_vacuum(params["min_retention_hours"], list(params["tables"]))
+        return maintain_lake(params["min_retention_hours"], list(params["tables"]))
 
     optimize_vacuum()
 

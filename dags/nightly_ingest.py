@@ -6,7 +6,7 @@ silver -> features; then the HTML quality report (written even when the quality 
 The features task publishes the Asset `transfertraj_features_<city>`, on which `pretrain` is scheduled.
 Backfill a range with `airflow backfill create --dag-id nightly_ingest_porto --from-date ... --to-date ...`.
 
-Task logic lives in `transfertraj.pipeline_tasks`; this file is wiring only.
+Task logic lives in `transfertraj.tasks.ingest`; this file is wiring only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from transfertraj import pipeline_tasks as pt
+from transfertraj.tasks.ingest import (
+    configured_cities,
+    features_asset_uri,
+    featurize_city_date,
+    ingest_city_date,
+    quality_report,
+)
+from transfertraj.tasks.policy import DEFAULT_ARGS
 
 
 def _delivery_date(tz: str) -> str:
@@ -27,7 +34,7 @@ def _delivery_date(tz: str) -> str:
 
 
 def nightly_ingest_dag(name: str, tz: str):
-    features = Asset(name=f"transfertraj_features_{name}", uri=pt.features_asset_uri(name))
+    features = Asset(name=f"transfertraj_features_{name}", uri=features_asset_uri(name))
 
     @dag(
         dag_id=f"nightly_ingest_{name}",
@@ -35,7 +42,7 @@ def nightly_ingest_dag(name: str, tz: str):
         start_date=pendulum.datetime(2008, 1, 1, tz=tz),
         catchup=False,
         max_active_runs=1,
-        default_args=pt.DEFAULT_ARGS,
+        default_args=DEFAULT_ARGS,
         doc_md=__doc__,
         tags=["transfertraj", "ingest", name],
         params={
@@ -50,15 +57,15 @@ def nightly_ingest_dag(name: str, tz: str):
     def nightly():
         @task
         def ingest() -> dict:
-            return pt.ingest_city_date(name, _delivery_date(tz))
+            return ingest_city_date(name, _delivery_date(tz))
 
         @task(outlets=[features])
         def featurize(report: dict) -> dict:
-            return pt.featurize_city_date(name, report["date"])
+            return featurize_city_date(name, report["date"])
 
         @task(trigger_rule="all_done", retries=0)
         def report() -> str:
-            return pt.quality_report(name, _delivery_date(tz))
+            return quality_report(name, _delivery_date(tz))
 
         ingested = ingest()
         featurize(ingested) >> report()
@@ -66,5 +73,5 @@ def nightly_ingest_dag(name: str, tz: str):
     return nightly()
 
 
-for _name, _city in pt.configured_cities().items():
+for _name, _city in configured_cities().items():
     globals()[f"nightly_ingest_{_name}"] = nightly_ingest_dag(_name, _city.timezone)

@@ -9,6 +9,7 @@ interval, phi, the OSM source, N few-shot trajectories. The first task writes
 Then: OSM context tables, landing + ingestion + features of the first `max_dates` delivery dates,
 the base champion scored zero-shot on the city's validation split, a few-shot fine-tune of it, and
 the registration of `transfertraj-<city>` through the challenger -> champion gate.
+Task logic: `transfertraj.tasks.onboard` (trigger checks: `transfertraj.tasks.onboard_params`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from transfertraj import pipeline_tasks as pt
 from transfertraj.core.constants import CITY_NAME_PATTERN, PHI_DEFAULT_M
+from transfertraj.tasks import onboard
+from transfertraj.tasks.onboard_params import RAW_PRESETS, OnboardParamsError
+from transfertraj.tasks.policy import DEFAULT_ARGS, train_pool, train_queue
 
 
 @dag(
@@ -26,7 +29,7 @@ from transfertraj.core.constants import CITY_NAME_PATTERN, PHI_DEFAULT_M
     schedule=None,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
-    default_args=pt.DEFAULT_ARGS,
+    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["transfertraj", "onboarding", "training", "registry"],
     params={
@@ -47,7 +50,7 @@ from transfertraj.core.constants import CITY_NAME_PATTERN, PHI_DEFAULT_M
         "raw_preset": Param(
             "",
             type="string",
-            enum=["", *sorted(pt.RAW_PRESETS)],
+            enum=["", *sorted(RAW_PRESETS)],
             description="a known format with its column mapping; or give raw_format + columns",
         ),
         "raw_format": Param("", type="string", enum=["", "porto_csv", "point_log"]),
@@ -81,28 +84,28 @@ def onboard_city():
     def write_config() -> str:
         params = dict(get_current_context()["params"])
         try:
-            pt.write_city_config(params)
-        except pt.OnboardParamsError as err:
+            onboard.write_city_config(params)
+        except OnboardParamsError as err:
             raise AirflowFailException(str(err)) from None  # a bad trigger never improves on retry
         return params["city"]
 
     @task
     def context(city: str) -> dict:
-        return pt.build_city_context(city)
+        return onboard.build_city_context(city)
 
     @task
     def ingest(city: str) -> dict:
-        return pt.land_and_ingest(city, get_current_context()["params"]["max_dates"])
+        return onboard.land_and_ingest(city, get_current_context()["params"]["max_dates"])
 
     @task
     def zero_shot(city: str) -> dict:
-        return pt.zero_shot(city)
+        return onboard.zero_shot(city)
 
-    @task(pool=pt.train_pool(), queue=pt.train_queue(), retries=1)
+    @task(pool=train_pool(), queue=train_queue(), retries=1)
     def finetune_register(city: str, zs: dict) -> dict:
         ctx = get_current_context()
         p = ctx["params"]
-        return pt.finetune_city(
+        return onboard.finetune_city(
             city, n_shot=p["n_shot"], run_key=ctx["run_id"], zero_shot_metrics=zs["metrics"], epochs=p["epochs"]
         )
 

@@ -8,6 +8,7 @@ pool and point them at it on a GPU worker; the default pool otherwise).
 The new version of `transfertraj-base` gets the alias `challenger`; the gate re-scores it and the
 champion on the same current validation split and moves `champion` only if no metric is worse by more
 than `tolerance`. Decision and numbers are in the MLflow run (tag gate.decision, metrics gate/...).
+Task logic: `transfertraj.tasks.pretrain`; DAG policy: `transfertraj.tasks.policy`.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ import os
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from transfertraj import pipeline_tasks as pt
 from transfertraj.core.constants import CITY_NAME_PATTERN
+from transfertraj.tasks.ingest import features_asset_uri
+from transfertraj.tasks.policy import DEFAULT_ARGS, train_pool, train_queue
+from transfertraj.tasks.pretrain import pretrain_base, pretrain_cities
 
-SOURCES = pt.pretrain_cities()
+SOURCES = pretrain_cities()
 
 
 @dag(
     dag_id="pretrain",
-    schedule=[Asset(name=f"transfertraj_features_{c}", uri=pt.features_asset_uri(c)) for c in SOURCES],
+    schedule=[Asset(name=f"transfertraj_features_{c}", uri=features_asset_uri(c)) for c in SOURCES],
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=pt.DEFAULT_ARGS,
+    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["transfertraj", "training", "registry"],
     params={
@@ -60,7 +63,7 @@ SOURCES = pt.pretrain_cities()
     },
 )
 def pretrain():
-    @task(pool=pt.train_pool(), queue=pt.train_queue(), retries=1)
+    @task(pool=train_pool(), queue=train_queue(), retries=1)
     def train_evaluate_register() -> dict:
         ctx = get_current_context()
         p = dict(ctx["params"])
@@ -79,7 +82,7 @@ def pretrain():
             "expert_hidden",
             "seed",
         )
-        return pt.pretrain_base(list(p["cities"]), run_key=ctx["run_id"], **{k: p[k] for k in keys})
+        return pretrain_base(list(p["cities"]), run_key=ctx["run_id"], **{k: p[k] for k in keys})
 
     train_evaluate_register()
 

@@ -34,6 +34,25 @@ def test_nightly_ingest_uses_the_city_timezone_interval(dagbag):
     assert "timezone='Europe/Lisbon'" in repr(tt)
 
 
+def test_task_ids_and_training_pool(dagbag):
+    """What operators, backfills and the Airflow metadata refer to by name."""
+    assert {d: sorted(t.task_id for t in dagbag.get_dag(d).tasks) for d in EXPECTED} == {
+        "nightly_ingest_tinyporto": ["featurize", "ingest", "report"],
+        "pretrain": ["train_evaluate_register"],
+        "onboard_city": ["context", "finetune_register", "ingest", "write_config", "zero_shot"],
+        "maintenance": ["optimize_vacuum"],
+    }
+    for dag_id, task_id in (("pretrain", "train_evaluate_register"), ("onboard_city", "finetune_register")):
+        assert dagbag.get_dag(dag_id).get_task(task_id).pool == "default_pool"
+
+
+def test_maintenance_offers_every_lake_table(dagbag):
+    from transfertraj.feature_store.tables import TABLES
+
+    param = dagbag.get_dag("maintenance").params.get_param("tables")
+    assert param.value == param.schema["items"]["enum"] == list(TABLES)
+
+
 def test_nightly_ingest_runs(dagbag, airflow_home):
     from transfertraj.core.city_config import load_city
     from transfertraj.feature_store.tables import table_path
@@ -69,7 +88,8 @@ def test_onboard_rejects_bad_params_at_trigger(dagbag):
 
 
 def test_onboard_fails_at_once_with_the_validation_message(dagbag, airflow_home, tmp_path):
-    from transfertraj import pipeline_tasks as pt
+    from transfertraj.tasks.onboard import write_city_config
+    from transfertraj.tasks.onboard_params import OnboardParamsError
 
     outside = porto_rows(tmp_path / "elsewhere.csv", 0, 5)
     conf = {
@@ -84,13 +104,13 @@ def test_onboard_fails_at_once_with_the_validation_message(dagbag, airflow_home,
     assert str(run.state) == "failed"
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert states["write_config"] == "failed" and states["context"] == "upstream_failed"
-    with pytest.raises(pt.OnboardParamsError) as err:
-        pt.write_city_config(conf)
+    with pytest.raises(OnboardParamsError) as err:
+        write_city_config(conf)
     assert "outside the data root" in str(err.value)
     assert not (airflow_home / "config" / "cities" / "badcity.yaml").exists()
     conf["raw_path"] = str(porto_rows(airflow_home / "incoming" / "badcity.csv", 0, 5))
-    with pytest.raises(pt.OnboardParamsError, match="min_lon -8.5 must be below max_lon -8.7"):
-        pt.write_city_config(conf)
+    with pytest.raises(OnboardParamsError, match="min_lon -8.5 must be below max_lon -8.7"):
+        write_city_config(conf)
 
 
 def test_onboard_city_end_to_end(dagbag, airflow_home):
@@ -117,10 +137,11 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
     rows = {r["name"]: r for r in registry.list_models(_settings())}
     assert rows["transfertraj-tinycity"]["aliases"] == ["challenger", "champion"]
     # the same name again without replace is refused by the first task
-    from transfertraj import pipeline_tasks as pt
+    from transfertraj.tasks.onboard import write_city_config
+    from transfertraj.tasks.onboard_params import OnboardParamsError
 
-    with pytest.raises(pt.OnboardParamsError, match="exists"):
-        pt.write_city_config(conf)
+    with pytest.raises(OnboardParamsError, match="exists"):
+        write_city_config(conf)
 
 
 def test_maintenance_keeps_protected_versions(dagbag):
@@ -146,43 +167,3 @@ def _settings():
     from transfertraj.core.settings import Settings
 
     return Settings.load()
-
-
-def test_vacuum_retention_reaches_back_past_protected_versions():
-    from transfertraj.pipeline_tasks import vacuum_retention_hours
-
-    hour = 3_600_000
-    now = 1_000 * hour
-    assert vacuum_retention_hours(168, None, now) == 168
-    assert vacuum_retention_hours(168, now - 10 * hour, now) == 168  # recent: the default already keeps it
-    assert vacuum_retention_hours(168, now - 500.5 * hour, now) == 502  # 20 days old: keep 502 h of history
-
-
-def test_failure_alert_logs_and_posts_to_a_webhook(caplog, monkeypatch):
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    from types import SimpleNamespace
-
-    from transfertraj.pipeline_tasks import failure_alert
-
-    got = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.handle_request, daemon=True).start()
-    monkeypatch.setenv("TRANSFERTRAJ_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
-    ti = SimpleNamespace(dag_id="nightly_ingest_porto", task_id="ingest", run_id="r1")
-    with caplog.at_level("ERROR", logger="transfertraj.pipeline"):
-        failure_alert({"ti": ti, "exception": ValueError("quality gate: 40 % rejected")})
-    server.server_close()
-    assert "ALERT transfertraj task failed: nightly_ingest_porto.ingest run r1" in caplog.text
-    assert got and "nightly_ingest_porto.ingest failed" in got[0]["text"]

@@ -1,0 +1,90 @@
+"""The nightly_ingest tasks: one city's delivery date from landing to features, and its quality report.
+
+    from transfertraj.tasks import ingest
+    ingest.ingest_city_date("porto", "2013-07-01")     # landing -> bronze, rejects, silver, runs
+    ingest.featurize_city_date("porto", "2013-07-01")  # silver -> features
+    ingest.quality_report("porto", "2013-07-01")       # -> path of the HTML report
+
+`configured_cities` and `features_asset_uri` run while the scheduler parses dags/nightly_ingest.py
+(one DAG per city file) and dags/pretrain.py (scheduled on the features Assets): they import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transfertraj.core.settings import Settings
+from transfertraj.tasks.spark import task_spark
+
+log = logging.getLogger("transfertraj.pipeline")
+
+
+def ingest_city_date(city_name: str, date: str) -> dict:
+    """landing/<city>/<date>/ -> bronze, rejects, silver, runs. Fails (QualityGateError) on the city's gate."""
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.ingest import QualityGateError, ingest_date
+
+    settings = Settings.load()
+    city = load_city(city_name, settings)
+    folder = settings.landing / city.name / date
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{city.name} {date}: nothing landed at {folder} (was the delivery late?)")
+    spark = task_spark(settings)
+    try:
+        report = ingest_date(spark, city, date, settings)
+    except QualityGateError:
+        _quality_report(spark, city, date, settings)  # the report is what an operator opens first
+        raise
+    log.info("%s", report.summary())
+    return {
+        "city": city.name,
+        "date": date,
+        "trajectories_out": report.trajectories_out,
+        "silver_version": report.silver_version,
+        "summary": report.summary(),
+    }
+
+
+def featurize_city_date(city_name: str, date: str) -> dict:
+    """silver -> features for one city and date (builds the context tables on first use)."""
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.featurize import featurize_date
+
+    settings = Settings.load()
+    city = load_city(city_name, settings)
+    return featurize_date(task_spark(settings), city, date, settings)
+
+
+def quality_report(city_name: str, date: str) -> str:
+    """The HTML quality report of one city's delivery date (also after a failed gate); returns its path."""
+    from transfertraj.core.city_config import load_city
+
+    settings = Settings.load()
+    return _quality_report(task_spark(settings), load_city(city_name, settings), date, settings)
+
+
+def _quality_report(spark, city, date: str, settings: Settings) -> str:
+    from transfertraj.jobs.quality_report import write_quality_report
+
+    return str(write_quality_report(spark, city, date, settings))
+
+
+def configured_cities(settings: Settings | None = None) -> dict:
+    """name -> CityConfig of every valid city file; invalid files are logged and skipped (no DAG)."""
+    from transfertraj.core.city_config import CityConfigError, list_cities, load_city_file
+
+    settings = settings or Settings.load()
+    out = {}
+    for name, path in list_cities(settings).items():
+        try:
+            out[name] = load_city_file(path)
+        except CityConfigError as err:
+            log.error("no nightly_ingest DAG for %s: %s", name, err)
+    return out
+
+
+def features_asset_uri(city: str, settings: Settings | None = None) -> str:
+    """URI of the Asset a city's features publish (nightly_ingest) and pretrain is scheduled on."""
+    settings = settings or Settings.load()
+    return f"file://{Path(settings.lake) / 'features'}/city={city}"

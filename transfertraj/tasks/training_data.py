@@ -1,0 +1,55 @@
+"""The features rows a training task reads: some cities' partitions, all at one Delta version.
+
+    from transfertraj.tasks.training_data import read_city_features
+    table, version, ctx = read_city_features(settings, ["porto", "sanfrancisco"])
+    # ctx == {"porto": {"context_roads": 2, "context_pois": 2, "context_grid": 3}, ...}
+
+The version read is recorded with the model (MLflow tags), and so are the context table versions the
+rows were built with (from their `source_versions` lineage), so a model can be retrained or re-scored on
+exactly its data and maintenance keeps those versions. Read with the lake's delta-rs reader
+(feature_store.reader): only the cities' partitions are opened, no Spark session is started.
+"""
+
+from __future__ import annotations
+
+import json
+
+from transfertraj.core.settings import Settings
+
+
+def read_city_features(settings: Settings, cities: list[str]):
+    """(pyarrow table of these cities' features rows, Delta version read, {city: context versions})."""
+    import pyarrow as pa
+
+    from transfertraj.feature_store.reader import TableNotFound, read_table
+    from transfertraj.feature_store.tables import table_path
+
+    if not cities:
+        raise ValueError("read_city_features: no cities given")
+    parts, version = [], None
+    try:
+        for city in cities:  # the first read pins the latest version; the others read that same one
+            part, version = read_table(settings, "features", version=version, city=city)
+            parts.append(part)
+    except TableNotFound:
+        raise TableNotFound(
+            f"no features table at {table_path(settings, 'features')}: "
+            "run nightly_ingest (or `transfertraj featurize`) first"
+        ) from None
+    table = pa.concat_tables(parts)
+    missing = sorted(c for c, part in zip(cities, parts) if part.num_rows == 0)
+    if missing:
+        raise ValueError(f"the features table (version {version}) has no rows for {missing}")
+    return table, version, context_versions(table)
+
+
+def context_versions(table) -> dict[str, dict]:
+    """city -> {context table: version} the features rows were built with (the newest per table)."""
+    out: dict[str, dict] = {}
+    for city, src in zip(table.column("city").to_pylist(), table.column("source_versions").to_pylist()):
+        versions = out.setdefault(city, {})
+        for key, value in json.loads(src or "{}").items():
+            name = key.removesuffix("_version")
+            if name.startswith("context_") and value is not None:
+                versions[name] = max(int(value), versions.get(name, -1))
+    return out
