@@ -18,10 +18,11 @@ import os
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from transfertraj.core.constants import CITY_NAME_PATTERN
+from transfertraj.core.constants import CITY_NAME_PATTERN, MODEL_SIZES
 from transfertraj.tasks.ingest import features_asset_uri
 from transfertraj.tasks.policy import DEFAULT_ARGS, train_pool, train_queue
 from transfertraj.tasks.pretrain import pretrain_base, pretrain_cities
+from transfertraj.tasks.training_run import train_overrides
 
 SOURCES = pretrain_cities()
 
@@ -47,12 +48,14 @@ SOURCES = pretrain_cities()
         "batch_size": Param(64, type="integer", minimum=1),
         "lr": Param(1e-3, type="number", exclusiveMinimum=0),
         "patience": Param(5, type="integer", minimum=1),
-        "d_model": Param(128, type="integer", minimum=8, description="model width (n_heads must divide it)"),
-        "n_layers": Param(2, type="integer", minimum=1),
-        "n_heads": Param(4, type="integer", minimum=1),
-        "n_experts": Param(8, type="integer", minimum=1),
-        "top_k": Param(4, type="integer", minimum=1),
-        "expert_hidden": Param(256, type="integer", minimum=8),
+        "size": Param("paper", enum=list(MODEL_SIZES), description="named model size (core.constants.MODEL_SIZES)"),
+        # Each architecture field below overrides the size's value; null keeps it.
+        "d_model": Param(None, type=["null", "integer"], minimum=8, description="model width (n_heads must divide it)"),
+        "n_layers": Param(None, type=["null", "integer"], minimum=1),
+        "n_heads": Param(None, type=["null", "integer"], minimum=1),
+        "n_experts": Param(None, type=["null", "integer"], minimum=1),
+        "top_k": Param(None, type=["null", "integer"], minimum=1),
+        "expert_hidden": Param(None, type=["null", "integer"], minimum=8),
         "seed": Param(0, type="integer"),
         "tolerance": Param(
             None,
@@ -82,7 +85,10 @@ def pretrain():
             "expert_hidden",
             "seed",
         )
-        return pretrain_base(list(p["cities"]), run_key=ctx["run_id"], **{k: p[k] for k in keys})
+        size = MODEL_SIZES[p["size"]]
+        return pretrain_base(
+            list(p["cities"]), run_key=ctx["run_id"], **{**size, **train_overrides({k: p[k] for k in keys})}
+        )
 
     train_evaluate_register()
 

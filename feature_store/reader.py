@@ -3,6 +3,7 @@
     from transfertraj.feature_store.reader import read_table, table_version
     table, version = read_table(settings, "features", city="porto")              # latest version
     table, version = read_table(settings, "features", city="porto", version=7)   # exactly what v7 held
+    table, version = read_table(settings, "features", city=["porto", "sanfrancisco"])  # one version, two cities
     roads, _ = read_table(settings, "context_roads", city="porto", columns=["geometry_wkb"])
 
 Training, evaluation, serving and plots all read through here, so a model records the version it read
@@ -14,6 +15,7 @@ hand-written log replay. Spark jobs keep writing with delta-spark (feature_store
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,12 +58,19 @@ def read_path(
     path: str | Path,
     *,
     version: int | None = None,
-    city: str | None = None,
+    city: str | Sequence[str] | None = None,
     columns: list[str] | None = None,
 ) -> tuple[pa.Table, int]:
-    """(rows, version read) of the Delta table at `path`; `city` keeps that partition only."""
+    """(rows, version read) of the Delta table at `path`; `city` (a name or several) keeps those partitions.
+
+    Several cities are read in one scan of one snapshot, so they all come from the same version."""
     dt = open_table(path, version)
-    filters = [("city", "=", city)] if city is not None else None
+    if city is None:
+        filters = None
+    elif isinstance(city, str):
+        filters = [("city", "=", city)]
+    else:
+        filters = [("city", "in", list(city))]
     if filters and "city" not in dt.metadata().partition_columns:
         raise ValueError(f"{path} is not partitioned by city")
     # a filter on a partition column prunes files from the log before any Parquet file is opened
@@ -73,7 +82,7 @@ def read_table(
     name: str,
     *,
     version: int | None = None,
-    city: str | None = None,
+    city: str | Sequence[str] | None = None,
     columns: list[str] | None = None,
 ) -> tuple[pa.Table, int]:
     """(rows, version read) of the lake's table `name` (see feature_store.tables) under `settings.lake`."""

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from transfertraj.core.constants import MODEL_SIZES
 from transfertraj.model.evaluation_protocol import ABLATIONS, REFERENCE_TOLERANCE, SUITES, TASKS, TRANSFERS, VARIANTS
 from transfertraj.model.masking import TASKS as MASK_TASKS
-from transfertraj.model.transfertraj import MODEL_SIZES
 
 log = logging.getLogger("transfertraj.model")
 

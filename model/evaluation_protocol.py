@@ -23,9 +23,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from transfertraj.core.constants import MAX_POINTS
+from transfertraj.core.constants import MAX_POINTS, MODEL_SIZES
 from transfertraj.model.trajectory_data import TrajectoryData, chronological_split, eligible
-from transfertraj.model.transfertraj import MODEL_SIZES
 
 TASKS = ("tp", "tr4", "tr8", "tr16", "od")
 VARIANTS = ("wo-pt", "wo-ft", "full")  # in-domain: no pretraining, no fine-tuning, both

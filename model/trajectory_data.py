@@ -387,10 +387,4 @@ def read_features(
         if cities:
             table = table.filter(pc.is_in(table.column("city"), value_set=pa.array(list(cities))))
         return table, f"parquet:{path}"
-    if not cities:
-        return read_path(path, version=version)
-    parts = []
-    for city in cities:  # one partition each; the first read pins the version of the others
-        part, version = read_path(path, version=version, city=city)
-        parts.append(part)
-    return pa.concat_tables(parts, promote_options="default"), version
+    return read_path(path, version=version, city=list(cities) if cities else None)

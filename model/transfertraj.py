@@ -78,25 +78,6 @@ class ModelArgs:
         return asdict(self)
 
 
-# Named model sizes, as ModelArgs overrides: "paper" is the paper's (the ModelArgs defaults, d=128, L=2,
-# C=8, k=4); "tiny" is the CPU size the evaluation's documented quick-suite figures (docs/evaluation.md)
-# and the demo were produced with. Training settings (batch size, epochs) are not sizes: callers keep them.
-MODEL_SIZES: dict[str, dict] = {
-    "paper": {},
-    "tiny": {
-        "d_model": 32,
-        "n_layers": 1,
-        "n_heads": 2,
-        "n_experts": 4,
-        "top_k": 2,
-        "expert_hidden": 64,
-        "ffn_hidden": 128,
-        "mixer_heads": 2,
-        "fourier_freqs": 8,
-    },
-}
-
-
 def position_proxy(xy: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     """Coordinates for attention: observed points keep theirs, hidden ones are interpolated by index.
 

@@ -31,13 +31,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from transfertraj.core.settings import REPO_ROOT, Settings
-from transfertraj.model.transfertraj import MODEL_SIZES
 
 log = logging.getLogger("transfertraj.demo")
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 # Tiny on purpose: the demo shows the machinery on 2 CPUs in minutes, not the paper's accuracy.
-DEMO_MODEL = {**MODEL_SIZES["tiny"], "batch_size": 32}  # batch_size: a training setting, not a size
+DEMO_MODEL = {"size": "tiny", "batch_size": 32}  # the pretrain DAG's params; batch_size: a training setting
 DEFAULT_ONBOARD = ("sanfrancisco",)  # see the module docstring for Beijing
 ONBOARD = {
     "sanfrancisco": {

@@ -42,3 +42,13 @@ def test_missing_table_and_version_say_what_to_do(spark, tmp_path):
         read_path(path, version=5)
     with pytest.raises(KeyError, match="unknown table"):
         read_table(settings, "golden")
+
+
+def test_several_cities_come_from_one_snapshot(spark, tmp_path):
+    settings = Settings.load(home=tmp_path)
+    path = str(settings.lake / "silver")
+    _write(spark, path, "porto", [("a", 1)])
+    v1 = _write(spark, path, "sanfrancisco", [("c", 3)])
+    _write(spark, path, "beijing", [("d", 4)])
+    rows, version = read_table(settings, "silver", city=["porto", "sanfrancisco"], version=v1)
+    assert version == v1 and sorted(rows["trip_id"].to_pylist()) == ["a", "c"]

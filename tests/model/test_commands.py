@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from transfertraj.core.constants import MODEL_SIZES
 from transfertraj.model.commands import parse_model_arg, register
 from transfertraj.model.evaluation_protocol import SUITES
-from transfertraj.model.transfertraj import MODEL_SIZES
 
 
 def test_evaluate_subcommand_is_registered():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from transfertraj.core.constants import MODEL_SIZES
 from transfertraj.model.evaluation_protocol import SUITES, TASKS, suite_config, task_rows
-from transfertraj.model.transfertraj import MODEL_SIZES, ModelArgs
+from transfertraj.model.transfertraj import ModelArgs
 
 
 def test_suites_use_the_named_model_sizes():

@@ -21,7 +21,7 @@ from pathlib import Path
 from transfertraj.core.settings import Settings
 from transfertraj.tasks.onboard_params import OnboardParamsError, onboard_config
 from transfertraj.tasks.spark import task_spark
-from transfertraj.tasks.training_data import read_city_features
+from transfertraj.tasks.training_data import read_city_data
 from transfertraj.tasks.training_run import checkpoint_dir, finite, registered, train_overrides
 
 log = logging.getLogger("transfertraj.pipeline")
@@ -115,8 +115,8 @@ def zero_shot(city_name: str) -> dict:
     registry.configure(settings)
     uri = f"models:/{registry.BASE_MODEL}@{registry.CHAMPION}"
     _require_champion(settings, registry.BASE_MODEL)
-    table, version, _ = read_city_features(settings, [city_name])
-    metrics = registry.validation_metrics(registry.load_torch(uri, settings), table, version)
+    data, version, _ = read_city_data(settings, [city_name])
+    metrics = registry.validation_metrics(registry.load_torch(uri, settings), data, version)
     log.info("zero-shot %s on %s (features v%s): %s", uri, city_name, version, metrics)
     return {"model": uri, "features_version": version, "metrics": finite(metrics)}
 
@@ -144,12 +144,12 @@ def finetune_city(
     base_uri = f"models:/{registry.BASE_MODEL}@{registry.CHAMPION}"
     base_version = registry.champion_model(registry.configure(settings), registry.BASE_MODEL).version
     base_ckpt = registry.checkpoint_of(base_uri, settings)
-    table, version, ctx = read_city_features(settings, [city_name])
+    data, version, ctx = read_city_data(settings, [city_name])
     out_dir = checkpoint_dir(settings, registry.city_model_name(city_name), run_key)
     ckpt = finetune(
         base_ckpt,
         "pretrain",
-        table,
+        data,
         data_version=version,
         out_dir=out_dir,
         n_shot=int(n_shot),
@@ -165,7 +165,7 @@ def finetune_city(
         cities=[load_city(city_name, settings)],
         data_versions={"features_version": version},
         context_versions=ctx,
-        features=table,
+        features=data,
         features_version=version,
         run_name=f"{city_name} {n_shot}-shot {run_key}",
         extra_metrics=extra,

@@ -15,7 +15,7 @@ import os
 import time
 
 from transfertraj.core.settings import Settings
-from transfertraj.tasks.training_data import read_city_features
+from transfertraj.tasks.training_data import read_city_data
 from transfertraj.tasks.training_run import checkpoint_dir, registered, train_overrides
 
 log = logging.getLogger("transfertraj.pipeline")
@@ -35,10 +35,10 @@ def pretrain_base(cities: list[str], *, run_key: str, **overrides) -> dict:
     from transfertraj.model.train import pretrain
 
     settings = Settings.load()
-    table, version, ctx = read_city_features(settings, cities)
+    data, version, ctx = read_city_data(settings, cities)
     out_dir = checkpoint_dir(settings, registry.BASE_MODEL, run_key)
     t0 = time.time()
-    ckpt = pretrain(table, version, out_dir, progress=False, **train_overrides(overrides))
+    ckpt = pretrain(data, version, out_dir, progress=False, **train_overrides(overrides))
     log.info("pretrained on %s (features v%s) in %.0f s: %s", cities, version, time.time() - t0, ckpt)
     reg = registry.log_and_register(
         settings=settings,
@@ -48,7 +48,7 @@ def pretrain_base(cities: list[str], *, run_key: str, **overrides) -> dict:
         cities=[load_city(c, settings) for c in cities],
         data_versions={"features_version": version},
         context_versions=ctx,
-        features=table,
+        features=data,
         features_version=version,
         run_name=f"pretrain {run_key}",
     )

@@ -2,6 +2,7 @@
 
     from transfertraj.tasks.training_data import read_city_features
     table, version, ctx = read_city_features(settings, ["porto", "sanfrancisco"])
+    data, version, ctx = read_city_data(settings, ["porto"])   # the same, as TrajectoryData with phi and CRS
     # ctx == {"porto": {"context_roads": 2, "context_pois": 2, "context_grid": 3}, ...}
 
 The version read is recorded with the model (MLflow tags), and so are the context table versions the
@@ -19,28 +20,31 @@ from transfertraj.core.settings import Settings
 
 def read_city_features(settings: Settings, cities: list[str]):
     """(pyarrow table of these cities' features rows, Delta version read, {city: context versions})."""
-    import pyarrow as pa
-
     from transfertraj.feature_store.reader import TableNotFound, read_table
     from transfertraj.feature_store.tables import table_path
 
     if not cities:
         raise ValueError("read_city_features: no cities given")
-    parts, version = [], None
     try:
-        for city in cities:  # the first read pins the latest version; the others read that same one
-            part, version = read_table(settings, "features", version=version, city=city)
-            parts.append(part)
+        table, version = read_table(settings, "features", city=cities)  # one snapshot for every city
     except TableNotFound:
         raise TableNotFound(
             f"no features table at {table_path(settings, 'features')}: "
             "run nightly_ingest (or `transfertraj featurize`) first"
         ) from None
-    table = pa.concat_tables(parts)
-    missing = sorted(c for c, part in zip(cities, parts) if part.num_rows == 0)
+    missing = sorted(set(cities) - set(table.column("city").to_pylist()))
     if missing:
         raise ValueError(f"the features table (version {version}) has no rows for {missing}")
     return table, version, context_versions(table)
+
+
+def read_city_data(settings: Settings, cities: list[str]):
+    """`read_city_features` as the model's `TrajectoryData`, with each city's phi and CRS attached so the
+    checkpoint records them and a fine-tune refuses a base model built with another phi."""
+    from transfertraj.model.trajectory_data import load_features, with_city_facts
+
+    table, version, ctx = read_city_features(settings, cities)
+    return with_city_facts(load_features(table, version), settings), version, ctx
 
 
 def context_versions(table) -> dict[str, dict]:
