@@ -20,7 +20,7 @@ from transfertraj.core.constants import MAX_POINTS
 from transfertraj.core.geo import haversine_m
 from transfertraj.model.checkpoint import check_compatible, load_model
 from transfertraj.model.coordinates import MetricToLonLat
-from transfertraj.model.device import resolve_device
+from transfertraj.model.device import limit_threads, resolve_device
 from transfertraj.model.masking import scored
 from transfertraj.model.metrics import task_metrics
 from transfertraj.model.trajectory_data import (
@@ -71,6 +71,7 @@ def predict(
         indices = dict(zip(("train", "val", "test"), chronological_split(data)))[split]
     indices = eligible(data, indices, task, max_points)
     dev = resolve_device(device)
+    limit_threads()
     model = model.to(dev).eval()
     point_city = np.repeat(data.city, data.n_points)  # (T,)
     converters = {  # one inverse projection per city, fitted on its points (a CRS fact, not a label)

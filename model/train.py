@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from transfertraj.core.constants import MAX_POINTS
 from transfertraj.model.checkpoint import check_compatible, load_model, new_state, save_checkpoint, snapshot
-from transfertraj.model.device import resolve_device
+from transfertraj.model.device import limit_threads, resolve_device
 from transfertraj.model.masking import TASKS
 from transfertraj.model.trajectory_data import (
     Collator,
@@ -117,6 +117,7 @@ class Runtime:
 def start_runtime(cfg: TrainConfig) -> Runtime:
     """Single process, or one rank of a torchrun / torch.distributed job (WORLD_SIZE > 1 in the env)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    limit_threads()
     if world == 1 and not dist.is_initialized():
         return Runtime(device=resolve_device(cfg.device))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
