@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    """Airflow reads its home and database once, on first import, and any test module may import it
+    while pytest collects (transfertraj.tasks.policy does): point it at a scratch home for the whole run
+    before that happens, so no test touches ~/airflow and the DAG tests migrate the database Airflow uses."""
+    if os.environ.get("TRANSFERTRAJ_TEST_AIRFLOW_HOME"):
+        return
+    home = Path(tempfile.mkdtemp(prefix="transfertraj-tests-airflow-"))
+    os.environ.update(
+        {
+            "TRANSFERTRAJ_TEST_AIRFLOW_HOME": str(home),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        }
+    )
 
 
 @pytest.fixture(scope="session")

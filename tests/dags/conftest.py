@@ -63,15 +63,11 @@ def airflow_home(tmp_path_factory):
         "TRANSFERTRAJ_DRIVER_MEMORY": "2g",
         "TRANSFERTRAJ_SPARK_LOG_LEVEL": "ERROR",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    (home / "airflow").mkdir()
+    # Airflow's home and database: the run's scratch ones (tests/conftest.py), set before any import.
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     yield home
     for k, v in saved.items():
