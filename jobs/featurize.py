@@ -72,7 +72,7 @@ def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> 
     lists = grouped.select("trip_id", *(F.col(f"p.{f}").alias(f) for f in POINT_FIELDS))
     # x, y and minutes since start need the first point: features.trajectory.add_relative, per Arrow batch
     schema = T.StructType(
-        [*lists.schema.fields, *(T.StructField(f, T.ArrayType(T.FloatType())) for f in RELATIVE_FIELDS)]
+        [*lists.schema.fields, *(T.StructField(f, T.ArrayType(T.FloatType()), nullable=False) for f in RELATIVE_FIELDS)]
     )
     per_trip = lists.mapInArrow(_relative_batches, schema).select("trip_id", *TRAJECTORY_FIELDS)
     return (
