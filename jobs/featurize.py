@@ -9,6 +9,10 @@ city's context tables (jobs/context_tables.py; built on first use), with explici
 row per trajectory with equal-length arrays (docs/features_contract.md): the training reader gets a
 trajectory per row with no group-by. The silver version read and the context table versions are
 recorded in the commit's userMetadata and in the features rows' `source_versions`.
+
+The per-point values are computed by transfertraj.features (numpy, inside mapInArrow workers): the same
+functions the served model runs on its request points, so training and serving features cannot drift
+(tests/features/test_parity.py).
 """
 
 from __future__ import annotations

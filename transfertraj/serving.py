@@ -26,6 +26,7 @@ zeroes: their values never reach the network.
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -42,6 +43,10 @@ from transfertraj.features.trajectory import TRAJECTORY_FIELDS, point_features, 
 log = logging.getLogger("transfertraj.serving")
 
 INPUT_COLUMNS = ("trip_id", "ts", "lon", "lat")
+# torch intra-op threads per predict call. One by default: a serving process scales with workers
+# (`mlflow models serve -w N`), and on shared cores a second thread spinning on OpenMP barriers made
+# a 64-trip request 4x slower (bench/README.md).
+THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
 SERVING_TASKS = ("tp", "tr", "odtte")
 
 
@@ -87,46 +92,66 @@ def expand_for_task(points: pd.DataFrame, task: str, *, interval_s: float, mu: i
     points (so the tr mask keeps exactly the observed ones); odtte: first and last point only.
     Placeholders repeat the previous observed position and step the time; the mask hides them.
     """
-    out = []
-    for trip_id, g in points.groupby("trip_id", sort=True):
-        ts, lon, lat = g["ts"].to_numpy(), g["lon"].to_numpy(), g["lat"].to_numpy()
-        if task == "tp":
-            step = int(round(interval_s))
-            fut = ts[-1] + step * np.arange(1, TP_FUTURE + 1)
-            e_ts = np.concatenate([ts, fut])
-            e_lon = np.concatenate([lon, np.full(TP_FUTURE, lon[-1])])
-            e_lat = np.concatenate([lat, np.full(TP_FUTURE, lat[-1])])
-            observed = np.arange(len(e_ts)) < len(ts)
-        elif task == "tr":
-            if len(ts) < 2:
-                raise ServingInputError(f"trip {trip_id}: tr needs at least 2 observed points")
-            frac = np.arange(mu) / mu
-            e_ts = np.concatenate([np.round(ts[:-1, None] + (ts[1:, None] - ts[:-1, None]) * frac).ravel(), ts[-1:]])
-            e_lon = np.concatenate([np.repeat(lon[:-1], mu), lon[-1:]])
-            e_lat = np.concatenate([np.repeat(lat[:-1], mu), lat[-1:]])
-            observed = np.arange(len(e_ts)) % mu == 0
-        elif task == "odtte":
-            if len(ts) < 2:
-                raise ServingInputError(f"trip {trip_id}: odtte needs an origin and a destination row")
-            e_ts, e_lon, e_lat = ts[[0, -1]], lon[[0, -1]], lat[[0, -1]]
-            observed = np.array([True, False])  # the arrival time is what is asked
-        else:
-            raise ServingInputError(f"unknown task {task!r}")
-        out.append(
-            pd.DataFrame(
-                {
-                    "trip_id": trip_id,
-                    "idx": np.arange(len(e_ts)),
-                    "ts": e_ts.astype(np.int64),
-                    "lon": e_lon,
-                    "lat": e_lat,
-                    "observed": observed,
-                }
-            )
-        )
-    if not out:
+    if task not in SERVING_TASKS:
+        raise ServingInputError(f"unknown task {task!r}")
+    if len(points) == 0:
         raise ServingInputError("the request has no rows")
-    return pd.concat(out, ignore_index=True)
+    trip = points["trip_id"].to_numpy(dtype=object)
+    ts, lon, lat = (points[c].to_numpy() for c in ("ts", "lon", "lat"))
+    start = np.flatnonzero(np.r_[True, trip[1:] != trip[:-1]])  # rows are sorted by trip (check_points)
+    n = np.diff(np.r_[start, len(trip)])
+    last = start + n - 1
+    if task != "tp" and (n < 2).any():
+        need = "at least 2 observed points" if task == "tr" else "an origin and a destination row"
+        raise ServingInputError(f"trip {trip[start[n < 2][0]]}: {task} needs {need}")
+    pos = np.arange(len(trip)) - np.repeat(start, n)  # index of each row within its trip
+    trip_no = np.repeat(np.arange(len(start)), n)
+    if task == "tp":
+        k = np.tile(np.arange(1, TP_FUTURE + 1), len(start))
+        f = np.repeat(np.arange(len(start)), TP_FUTURE)
+        parts = [
+            (trip_no, pos, ts, lon, lat, np.ones(len(ts), bool)),
+            (
+                f,
+                n[f] - 1 + k,
+                ts[last][f] + int(round(interval_s)) * k,
+                lon[last][f],
+                lat[last][f],
+                np.zeros(len(f), bool),
+            ),
+        ]
+    elif task == "tr":
+        src = np.flatnonzero(pos < np.repeat(n, n) - 1)  # rows with a next point in the same trip
+        r, k = np.repeat(src, mu), np.tile(np.arange(mu), len(src))
+        frac = np.tile(np.arange(mu) / mu, len(src))
+        parts = [
+            (trip_no[r], pos[r] * mu + k, np.round(ts[r] + (ts[r + 1] - ts[r]) * frac), lon[r], lat[r], k == 0),
+            (trip_no[last], (n - 1) * mu, ts[last], lon[last], lat[last], np.ones(len(last), bool)),
+        ]
+    else:  # odtte: the arrival time is what is asked
+        parts = [
+            (
+                trip_no[start],
+                np.zeros(len(start), np.int64),
+                ts[start],
+                lon[start],
+                lat[start],
+                np.ones(len(start), bool),
+            ),
+            (trip_no[last], np.ones(len(last), np.int64), ts[last], lon[last], lat[last], np.zeros(len(last), bool)),
+        ]
+    t_no, idx, e_ts, e_lon, e_lat, observed = (np.concatenate(c) for c in zip(*parts, strict=True))
+    order = np.lexsort((idx, t_no))
+    return pd.DataFrame(
+        {
+            "trip_id": trip[start][t_no[order]],
+            "idx": idx[order].astype(np.int64),
+            "ts": e_ts[order].astype(np.int64),
+            "lon": e_lon[order],
+            "lat": e_lat[order],
+            "observed": observed[order],
+        }
+    )
 
 
 def features_from_points(points: pd.DataFrame, city, context, tree=None) -> pa.Table:
@@ -197,6 +222,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
+        self.threads = int(os.environ.get(THREADS_ENV) or 1)
         spec = json.loads(Path(context.artifacts["serving"]).read_text())
         self.spec = spec
         self.cities = {name: parse_city(c["config"], f"model city {name}") for name, c in spec["cities"].items()}
@@ -225,6 +251,8 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         return features_from_points(expanded, cfg, ctx, tree), expanded
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        import torch
+
         from transfertraj.model.predict import predict as model_predict
 
         params = dict(params or {})
@@ -232,5 +260,10 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         mu = int(params.get("mu") or 8)
         mask_task = model_task(task, mu)
         table, expanded = self.features(model_input, task=task, mu=mu, city=params.get("city") or None)
-        preds = model_predict(self.torch_model, table, mask_task, device="cpu", max_points=None)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # for this call only: an in-process caller keeps its setting
+        try:
+            preds = model_predict(self.torch_model, table, mask_task, device="cpu", max_points=None)
+        finally:
+            torch.set_num_threads(previous)
         return answer(preds, expanded, "odtte" if mask_task == "od" else task)
