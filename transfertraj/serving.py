@@ -230,6 +230,11 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         for name, city in self.cities.items():
             artifact = spec["cities"][name].get("context_artifact")
             if artifact is None:
+                if city.has_osm and spec["cities"][name].get("context_versions"):
+                    raise RuntimeError(
+                        f"{name}: this model was logged before models carried their context (it read the lake "
+                        "through Spark); register it again to serve it"
+                    )
                 self.contexts[name] = (None, None)  # a city without OSM: context missing everywhere
                 continue
             ctx = load_city_context(context.artifacts[artifact])
