@@ -48,9 +48,9 @@ def _real_porto_xy(crs: str) -> np.ndarray:
 
 
 def _covered(ctx, xy: np.ndarray) -> np.ndarray:
-    from transfertraj.jobs.context_density import _interp
+    from transfertraj.features.context import interpolate
 
-    _, _, _, road_ok, poi_ok = _interp(ctx.lattice, xy[:, 0], xy[:, 1])
+    _, _, _, road_ok, poi_ok = interpolate(ctx.lattice, xy[:, 0], xy[:, 1])
     return road_ok & poi_ok
 
 

@@ -1,11 +1,15 @@
-"""Per-point POI and road modalities: counts and road lengths within phi metres, computed in Spark.
+"""Per-point POI and road modalities in Spark, and the road lattice they are read from.
+
+The per-point arithmetic is transfertraj.features.context (numpy), which the served model runs on its
+request points too; this module builds the lattice (shapely, once per city) and applies the per-point
+functions to DataFrames.
 
     from transfertraj.jobs.context_density import add_context, build_road_lattice
     points = points.transform(add_context, pois_df, grid_df, phi_m=city.phi_m,
                               categories_covered=city.osm.poi_categories_covered)
 
 `points_df` needs `point_id` (long), `mx`, `my` (double, metres in the city's metric CRS); every input
-column is passed through and four are added (P, R from transfertraj.jobs.context_taxonomy.context_dims()):
+column is passed through and four are added (P, R from transfertraj.features.taxonomy):
 
 | column       | type            | meaning |
 |--------------|-----------------|---------|
@@ -42,7 +46,6 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -50,14 +53,23 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from transfertraj.jobs.context_taxonomy import (
-    N_POI,
-    N_ROAD,
-    POI_CATEGORIES,
-    ROAD_CLASSES,
-    TAXONOMY_VERSION,
-    covered_mask,
+from transfertraj.features.context import (  # noqa: F401 (CityContext, RoadLattice, ...: re-exported)
+    CONTEXT_COLUMNS,
+    DIST_CAP_M,
+    GRID_COLUMNS,
+    POI_COLUMNS,
+    CityContext,
+    RoadLattice,
+    check_context,
+    city_context,
+    context_arrays,
+    context_vectors,
+    lattice_from_arrow,
+    lattice_to_arrow,
+    poi_counts,
+    poi_tree,
 )
+from transfertraj.features.taxonomy import N_POI, N_ROAD, ROAD_CLASSES, TAXONOMY_VERSION, covered_mask
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +77,6 @@ LATTICE_M = 5.0  # lattice spacing: the road-length interpolation error grows ab
 ROAD_SAMPLE_M = 2.0  # road sample spacing for the nearest-road distance at lattice nodes
 PIECE_M = 20.0  # roads are cut into straight pieces of at most this length before clipping to discs
 COVERAGE_M = 250.0  # coverage cell; a node is covered when its cell or a neighbour holds data
-DIST_CAP_M = 500.0  # nearest-road distance is capped (and scaled to [0, 1]) here
 ROAD_TOLERANCE_M = 30.0  # stated per-class tolerance of the road lengths (or 5 % of the exact length)
 ROAD_TOLERANCE_REL = 0.05
 
@@ -75,31 +86,9 @@ CONTEXT_FIELDS = (
     T.StructField("road", T.ArrayType(T.FloatType(), containsNull=True), nullable=False),
     T.StructField("road_missing", T.BooleanType(), nullable=False),
 )
-CONTEXT_COLUMNS = tuple(f.name for f in CONTEXT_FIELDS)
-
-_ROAD_M_COLUMNS = tuple(f"road_m_{c}" for c in ROAD_CLASSES)
 
 
 # ----------------------------------------------------------------------------- the lattice (numpy)
-
-
-@dataclass(frozen=True)
-class RoadLattice:
-    """Dense lattice arrays; node (iy, ix) sits at (x0 + ix * step, y0 + iy * step)."""
-
-    x0: float
-    y0: float
-    step: float
-    phi_m: float
-    road_m: np.ndarray  # (NY, NX, n_classes) float: metres of road per class within phi of the node
-    nearest_m: np.ndarray  # (NY, NX) float: distance to the nearest road, capped at DIST_CAP_M
-    nearest_class: np.ndarray  # (NY, NX) int8: class index of the nearest road, -1 beyond the cap
-    road_covered: np.ndarray  # (NY, NX) bool
-    poi_covered: np.ndarray  # (NY, NX) bool
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.nearest_m.shape
 
 
 def _pieces(geoms: np.ndarray, classes: np.ndarray, max_len: float):
@@ -218,125 +207,6 @@ def build_road_lattice(
     )
 
 
-def lattice_to_arrow(lattice: RoadLattice) -> pa.Table:
-    """One row per lattice node (the `context_grid` layout, without city and provenance columns)."""
-    ny, nx = lattice.shape
-    iy, ix = np.divmod(np.arange(ny * nx, dtype=np.int64), nx)
-    cols = {
-        "ix": pa.array(ix.astype(np.int32)),
-        "iy": pa.array(iy.astype(np.int32)),
-        "mx": pa.array(lattice.x0 + ix * lattice.step),
-        "my": pa.array(lattice.y0 + iy * lattice.step),
-        **{name: pa.array(lattice.road_m[..., c].ravel()) for c, name in enumerate(_ROAD_M_COLUMNS)},
-        "nearest_m": pa.array(lattice.nearest_m.ravel()),
-        "nearest_class": pa.array(lattice.nearest_class.ravel()),
-        "road_covered": pa.array(lattice.road_covered.ravel()),
-        "poi_covered": pa.array(lattice.poi_covered.ravel()),
-        "lattice_m": pa.array(np.full(ny * nx, lattice.step)),
-        "phi_m": pa.array(np.full(ny * nx, lattice.phi_m)),
-    }
-    return pa.table(cols)
-
-
-def lattice_from_arrow(table: pa.Table) -> RoadLattice:
-    """Inverse of lattice_to_arrow (rows in any order); lengths kept as float16 to halve broadcast size."""
-    if table.num_rows == 0:
-        raise ValueError("the context grid is empty")
-    col = {name: table.column(name).to_numpy() for name in table.column_names}
-    step = float(col["lattice_m"][0])
-    phi = float(col["phi_m"][0])
-    ix, iy = col["ix"].astype(np.int64), col["iy"].astype(np.int64)
-    nx, ny = int(ix.max()) + 1, int(iy.max()) + 1
-    if nx * ny != table.num_rows:
-        raise ValueError(f"the context grid has {table.num_rows} rows for a {ny} x {nx} lattice (one city only?)")
-    x0 = float(col["mx"][0] - ix[0] * step)
-    y0 = float(col["my"][0] - iy[0] * step)
-
-    def dense(values, dtype):
-        out = np.empty((ny, nx), dtype=dtype)
-        out[iy, ix] = values
-        return out
-
-    road_m = np.stack([dense(col[name], np.float16) for name in _ROAD_M_COLUMNS], axis=-1)
-    return RoadLattice(
-        x0=x0,
-        y0=y0,
-        step=step,
-        phi_m=phi,
-        road_m=road_m,
-        nearest_m=dense(col["nearest_m"], np.float16),
-        nearest_class=dense(col["nearest_class"], np.int8),
-        road_covered=dense(col["road_covered"], bool),
-        poi_covered=dense(col["poi_covered"], bool),
-    )
-
-
-# ---------------------------------------------------------------------------- per-point (numpy)
-
-
-def _interp(lattice: RoadLattice, x: np.ndarray, y: np.ndarray):
-    """Bilinear road lengths and distance, nearest-node class and coverage; outside = not covered."""
-    ny, nx = lattice.shape
-    fx = (x - lattice.x0) / lattice.step
-    fy = (y - lattice.y0) / lattice.step
-    inside = (fx >= 0) & (fy >= 0) & (fx <= nx - 1) & (fy <= ny - 1)
-    ix = np.clip(np.floor(fx).astype(np.int64), 0, nx - 2)
-    iy = np.clip(np.floor(fy).astype(np.int64), 0, ny - 2)
-    ax = np.clip(fx - ix, 0.0, 1.0)[:, None]
-    ay = np.clip(fy - iy, 0.0, 1.0)[:, None]
-    w00, w10, w01, w11 = (1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay
-
-    def bilinear(a):
-        a2 = a.reshape(ny, nx, -1)
-        return (a2[iy, ix] * w00 + a2[iy, ix + 1] * w10 + a2[iy + 1, ix] * w01 + a2[iy + 1, ix + 1] * w11).astype(
-            np.float64
-        )
-
-    lengths = bilinear(lattice.road_m)
-    dist = bilinear(lattice.nearest_m)[:, 0]
-    jx = np.clip(np.rint(fx).astype(np.int64), 0, nx - 1)
-    jy = np.clip(np.rint(fy).astype(np.int64), 0, ny - 1)
-    cls = lattice.nearest_class[jy, jx]
-    road_ok = inside & lattice.road_covered[jy, jx]
-    poi_ok = inside & lattice.poi_covered[jy, jx]
-    return lengths, dist, cls, road_ok, poi_ok
-
-
-def poi_counts(xy: np.ndarray, poi_tree, poi_category: np.ndarray, phi_m: float) -> np.ndarray:
-    """(n, n_categories) exact counts of POIs within phi (distance <= phi) of each point."""
-    from scipy.spatial import cKDTree
-
-    n, n_cat = len(xy), len(POI_CATEGORIES)
-    if n == 0 or poi_tree is None:
-        return np.zeros((n, n_cat), dtype=np.int64)
-    pairs = cKDTree(xy).sparse_distance_matrix(poi_tree, phi_m, output_type="ndarray")
-    keep = pairs["v"] <= phi_m
-    idx = pairs["i"][keep] * n_cat + poi_category[pairs["j"][keep]]
-    return np.bincount(idx, minlength=n * n_cat).reshape(n, n_cat)
-
-
-def context_vectors(xy, lattice: RoadLattice, poi_tree, poi_category, *, phi_m, category_missing):
-    """poi (n, P), poi_missing (n, P), road (n, R), road_missing (n,) for points xy (n, 2) in metres."""
-    n = len(xy)
-    counts = poi_counts(xy, poi_tree, poi_category, phi_m)
-    lengths, dist, cls, road_ok, poi_ok = _interp(lattice, xy[:, 0], xy[:, 1])
-
-    poi = np.empty((n, N_POI), dtype=np.float32)
-    poi[:, :-1] = np.log1p(counts)
-    poi[:, -1] = np.log1p(counts.sum(1))
-    poi_missing = np.asarray(category_missing, dtype=bool)[None, :] | ~poi_ok[:, None]
-    poi[poi_missing] = np.nan
-
-    n_cls = len(ROAD_CLASSES)
-    road = np.zeros((n, N_ROAD), dtype=np.float32)
-    road[:, :n_cls] = np.log1p(np.maximum(lengths, 0.0))
-    road[:, n_cls] = np.minimum(dist, DIST_CAP_M) / DIST_CAP_M
-    has_nearest = cls >= 0
-    road[np.flatnonzero(has_nearest), n_cls + 1 + cls[has_nearest]] = 1.0
-    road[~road_ok] = np.nan
-    return poi, poi_missing, road, ~road_ok
-
-
 # ------------------------------------------------------------------------------------ Spark side
 
 
@@ -345,22 +215,13 @@ _WORKER_CACHE: dict[str, tuple] = {}
 
 def _worker_context(bc, token: str):
     """Unpack the broadcast once per Python worker and build the POI tree there."""
-    from scipy.spatial import cKDTree
-
     cached = _WORKER_CACHE.get(token)
     if cached is None:
-        lattice, poi_xy, poi_cat = bc.value
-        tree = cKDTree(poi_xy) if len(poi_xy) else None
-        cached = (lattice, tree, poi_cat)
+        ctx = bc.value
+        cached = (ctx.lattice, poi_tree(ctx), ctx.poi_category)
         _WORKER_CACHE.clear()  # one context per worker at a time: keep memory flat across cities
         _WORKER_CACHE[token] = cached
     return cached
-
-
-def _list_array(values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
-    n, width = values.shape
-    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), type=value_type))
 
 
 def _context_batches(batches, *, bc, token, phi_m, category_missing, x_col, y_col):
@@ -373,13 +234,7 @@ def _context_batches(batches, *, bc, token, phi_m, category_missing, x_col, y_co
             xy, lattice, tree, poi_cat, phi_m=phi_m, category_missing=category_missing
         )
         yield pa.RecordBatch.from_arrays(
-            [
-                *batch.columns,
-                _list_array(poi, pa.float32()),
-                _list_array(poi_missing, pa.bool_()),
-                _list_array(road, pa.float32()),
-                pa.array(road_missing),
-            ],
+            [*batch.columns, *context_arrays(poi, poi_missing, road, road_missing)],
             names=[*batch.schema.names, *CONTEXT_COLUMNS],
         )
 
@@ -389,16 +244,6 @@ def _output_schema(points_df: DataFrame) -> T.StructType:
     if clash:
         raise ValueError(f"points already have context columns {sorted(clash)}")
     return T.StructType([*points_df.schema.fields, *CONTEXT_FIELDS])
-
-
-@dataclass(frozen=True)
-class CityContext:
-    """One city's context as numpy, ready to broadcast: the road lattice and the POIs."""
-
-    lattice: RoadLattice
-    poi_xy: np.ndarray  # (n, 2) metres
-    poi_category: np.ndarray  # (n,) index into POI_CATEGORIES
-    taxonomy_version: str
 
 
 def collect_city_arrow(df: DataFrame, city: str, columns: list[str]) -> pa.Table:
@@ -428,35 +273,9 @@ def load_context(pois_df: DataFrame, grid_df: DataFrame) -> CityContext:
     first = grid_df.select("taxonomy_version", "city").limit(1).collect()
     if not first:
         raise ValueError("the context grid has no rows for this city: build the context tables first")
-    city = first[0][1]
-    lattice = lattice_from_arrow(
-        collect_city_arrow(
-            grid_df,
-            city,
-            [
-                "ix",
-                "iy",
-                "mx",
-                "my",
-                *_ROAD_M_COLUMNS,
-                "nearest_m",
-                "nearest_class",
-                "road_covered",
-                "poi_covered",
-                "lattice_m",
-                "phi_m",
-            ],
-        )
-    )
-    pois = pois_df.select("category", "mx", "my").toArrow()
-    poi_xy = np.column_stack([pois.column("mx").to_numpy(), pois.column("my").to_numpy()]).reshape(-1, 2)
-    lookup = {c: i for i, c in enumerate(POI_CATEGORIES)}
-    cats = pois.column("category").to_pylist()
-    unknown = sorted(set(cats) - set(lookup))
-    if unknown:
-        raise ValueError(f"POIs with categories {unknown} outside the taxonomy {list(POI_CATEGORIES)}")
-    poi_cat = np.fromiter((lookup[c] for c in cats), dtype=np.int64, count=len(cats))
-    return CityContext(lattice, poi_xy, poi_cat, first[0][0])
+    taxonomy_version, city = first[0]
+    grid = collect_city_arrow(grid_df, city, list(GRID_COLUMNS))
+    return city_context(pois_df.select(*POI_COLUMNS).toArrow(), grid, taxonomy_version)
 
 
 def add_context(
@@ -493,15 +312,9 @@ def add_loaded_context(
     y_col: str = "my",
 ) -> DataFrame:
     """add_context with the context already collected (load_context): reuse it across many DataFrames."""
-    if context.taxonomy_version != TAXONOMY_VERSION:
-        raise ValueError(
-            f"the context tables were built with taxonomy {context.taxonomy_version}, this code is "
-            f"{TAXONOMY_VERSION}: rebuild them (python -m jobs.context_tables --city ...)"
-        )
-    if abs(context.lattice.phi_m - phi_m) > 1e-9:
-        raise ValueError(f"the context grid was built with phi={context.lattice.phi_m} m, not {phi_m} m: rebuild it")
+    check_context(context, phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
     schema = _output_schema(points_df)
-    bc = points_df.sparkSession.sparkContext.broadcast((context.lattice, context.poi_xy, context.poi_category))
+    bc = points_df.sparkSession.sparkContext.broadcast(context)
     fn = functools.partial(
         _context_batches,
         bc=bc,

@@ -30,13 +30,13 @@ from transfertraj.core.city_config import CityConfig
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store.delta_io import read_table, replace_partition, table_exists
 from transfertraj.feature_store.tables import table, table_path
+from transfertraj.features.context import lattice_to_arrow
 from transfertraj.jobs.context_density import (
     LATTICE_M,
     ROAD_TOLERANCE_M,
     add_context,
     add_missing_context,
     build_road_lattice,
-    lattice_to_arrow,
 )
 from transfertraj.jobs.context_taxonomy import POI_CATEGORIES, ROAD_CLASSES, TAXONOMY_VERSION
 from transfertraj.jobs.osm_context import OsmContext, read_osm_context

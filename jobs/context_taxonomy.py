@@ -21,34 +21,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-TAXONOMY_VERSION = "poi-v1"
-
-# Names shared with the city configs (`osm.poi_categories_covered`); keep them stable.
-POI_CATEGORIES: tuple[str, ...] = (
-    "food",
-    "shop",
-    "education",
-    "health",
-    "transport",
-    "parking",
-    "leisure_tourism",
-    "office_services",
-    "other",
+# The vocabulary (names, sizes, version) is stated once in transfertraj.features.taxonomy, which the
+# served model reads without the pipeline; the rules below map OSM tags into it.
+from transfertraj.features.taxonomy import (  # noqa: F401 (re-exported for the pipeline)
+    N_POI,
+    N_ROAD,
+    POI_CATEGORIES,
+    ROAD_CLASSES,
+    TAXONOMY_VERSION,
+    covered_mask,
 )
-N_POI = len(POI_CATEGORIES) + 1  # P: one log1p count per category, last = log1p(total)
-
-ROAD_CLASSES: tuple[str, ...] = (
-    "motorway",
-    "trunk",
-    "primary",
-    "secondary",
-    "tertiary",
-    "residential",
-    "service",
-    "other",
-)
-# R: road length per class, scaled distance to the nearest road, one-hot class of the nearest road.
-N_ROAD = 2 * len(ROAD_CLASSES) + 1
 
 # OSM keys that make a feature a POI candidate; the extraction asks osmnx for exactly these.
 POI_TAG_KEYS: tuple[str, ...] = ("amenity", "shop", "tourism", "leisure", "office", "public_transport", "healthcare")
@@ -161,16 +143,3 @@ def road_class(highway: object) -> str | None:
     if value == "living_street":
         return "residential"
     return value if value in ROAD_CLASSES else "other"
-
-
-def covered_mask(categories_covered: list[str] | tuple[str, ...] | None) -> list[bool]:
-    """The `poi_missing` mask (length P) of a source: True where the source does not cover a category.
-
-    The total is missing as soon as any category is, since it would silently count those as zero."""
-    if categories_covered is None:
-        return [False] * N_POI
-    unknown = set(categories_covered) - set(POI_CATEGORIES)
-    if unknown:
-        raise ValueError(f"unknown POI categories {sorted(unknown)}; {TAXONOMY_VERSION} has {list(POI_CATEGORIES)}")
-    missing = [c not in categories_covered for c in POI_CATEGORIES]
-    return [*missing, any(missing)]

@@ -9,23 +9,32 @@ city's context tables (jobs/context_tables.py; built on first use), with explici
 row per trajectory with equal-length arrays (docs/features_contract.md): the training reader gets a
 trajectory per row with no group-by. The silver version read and the context table versions are
 recorded in the commit's userMetadata and in the features rows' `source_versions`.
+
+The per-point values are computed by transfertraj.features (numpy, inside mapInArrow workers): the same
+functions the served model runs on its request points, so training and serving features cannot drift
+(tests/features/test_parity.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import time
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store.delta_io import read_table, replace_partition, table_exists
 from transfertraj.feature_store.tables import table, table_path
-from transfertraj.jobs.context_taxonomy import TAXONOMY_VERSION
+from transfertraj.features.taxonomy import TAXONOMY_VERSION
+from transfertraj.features.temporal import TEMPORAL_FIELDS, temporal_fields
+from transfertraj.features.trajectory import POINT_FIELDS, RELATIVE_FIELDS, TRAJECTORY_FIELDS, add_relative
 from transfertraj.jobs.metric_coordinates import add_metric_xy
 
 log = logging.getLogger(__name__)
@@ -40,53 +49,36 @@ def trajectory_points(silver: DataFrame) -> DataFrame:
     )
 
 
+def _temporal_batches(batches, *, timezone: str):
+    for batch in batches:
+        fields = temporal_fields(batch.column("ts").to_numpy(zero_copy_only=False), timezone)
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, *(pa.array(f, pa.int32()) for f in fields)],
+            names=[*batch.schema.names, *TEMPORAL_FIELDS],
+        )
+
+
 def add_temporal(points: DataFrame, *, timezone: str) -> DataFrame:
-    """weekday (0 = Monday), hour and minute in the city's local time."""
-    local = F.from_utc_timestamp(F.timestamp_seconds("ts"), timezone)
-    return (
-        points.withColumn("weekday", ((F.dayofweek(local) + 5) % 7).cast("int"))
-        .withColumn("hour", F.hour(local).cast("int"))
-        .withColumn("minute", F.minute(local).cast("int"))
-    )
+    """weekday (0 = Monday), hour and minute in the city's local time (features.temporal, per Arrow batch)."""
+    schema = T.StructType([*points.schema.fields, *(T.StructField(f, T.IntegerType()) for f in TEMPORAL_FIELDS)])
+    return points.mapInArrow(functools.partial(_temporal_batches, timezone=timezone), schema)
+
+
+def _relative_batches(batches):
+    for batch in batches:
+        yield add_relative(batch)
 
 
 def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> DataFrame:
     """Points with modalities -> one row per trajectory, arrays ordered by idx."""
-    fields = [
-        "idx",
-        "ts",
-        "lon",
-        "lat",
-        "mx",
-        "my",
-        "weekday",
-        "hour",
-        "minute",
-        "poi",
-        "poi_missing",
-        "road",
-        "road_missing",
-    ]
+    fields = ["idx", *POINT_FIELDS]
     grouped = points.groupBy("trip_id").agg(F.array_sort(F.collect_list(F.struct(*fields))).alias("p"))
-    first_mx, first_my, first_ts = F.col("p.mx")[0], F.col("p.my")[0], F.col("p.ts")[0]
-    per_trip = grouped.select(
-        "trip_id",
-        F.col("p.ts").alias("ts"),
-        F.col("p.lon").alias("lon"),
-        F.col("p.lat").alias("lat"),
-        F.col("p.mx").alias("mx"),
-        F.col("p.my").alias("my"),
-        F.transform("p.mx", lambda v: (v - first_mx).cast("float")).alias("x"),
-        F.transform("p.my", lambda v: (v - first_my).cast("float")).alias("y"),
-        F.col("p.weekday").alias("weekday"),
-        F.col("p.hour").alias("hour"),
-        F.col("p.minute").alias("minute"),
-        F.transform("p.ts", lambda t: ((t - first_ts) / 60.0).cast("float")).alias("minutes_since_start"),
-        F.col("p.poi").alias("poi"),
-        F.col("p.poi_missing").alias("poi_missing"),
-        F.col("p.road").alias("road"),
-        F.col("p.road_missing").alias("road_missing"),
+    lists = grouped.select("trip_id", *(F.col(f"p.{f}").alias(f) for f in POINT_FIELDS))
+    # x, y and minutes since start need the first point: features.trajectory.add_relative, per Arrow batch
+    schema = T.StructType(
+        [*lists.schema.fields, *(T.StructField(f, T.ArrayType(T.FloatType()), nullable=False) for f in RELATIVE_FIELDS)]
     )
+    per_trip = lists.mapInArrow(_relative_batches, schema).select("trip_id", *TRAJECTORY_FIELDS)
     return (
         silver.select("trip_id", "vehicle_key", "start_ts", "n_points", "city", "date")
         .join(per_trip, "trip_id")
@@ -95,9 +87,20 @@ def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> 
     )
 
 
+def silver_to_features(silver: DataFrame, city: CityConfig, settings: Settings) -> DataFrame:
+    """Silver rows of one city -> features rows (the context tables must exist for a city with OSM)."""
+    from transfertraj.jobs.context_tables import with_context
+
+    points = (
+        trajectory_points(silver).transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
+    )
+    points = with_context(points, city, settings)
+    return assemble(points, silver, context_missing=not city.has_osm)
+
+
 def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> dict:
     """Build the features partition of one city and date from silver. Returns what it read and wrote."""
-    from transfertraj.jobs.context_tables import build_context_tables, read_context, with_context
+    from transfertraj.jobs.context_tables import build_context_tables, read_context
 
     t0 = time.time()
     part = {"city": city.name, "date": date}
@@ -110,11 +113,7 @@ def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: S
             log.info("%s: context tables not built yet, building them now (once per city)", city.name)
             build_context_tables(spark, city, settings)
         _, _, context_versions = read_context(spark, city, settings)
-    points = (
-        trajectory_points(silver).transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
-    )
-    points = with_context(points, city, settings)
-    features = assemble(points, silver, context_missing=not city.has_osm)
+    features = silver_to_features(silver, city, settings)
     lineage = {"silver_version": silver_version, **{f"{k}_version": v for k, v in context_versions.items()}}
     features = features.withColumn("source_versions", F.lit(json.dumps(lineage, sort_keys=True)))
     version = replace_partition(

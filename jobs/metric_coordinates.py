@@ -2,7 +2,8 @@
 
     points = add_metric_xy(points, "EPSG:32629")        # adds mx, my (double, metres)
 
-pyproj runs once per Arrow batch (mapInArrow), vectorised over the batch, never once per row.
+pyproj runs once per Arrow batch (mapInArrow), vectorised over the batch, never once per row, through
+transfertraj.features.metric_coordinates: the function the served model calls on its request points.
 """
 
 from __future__ import annotations
@@ -13,20 +14,16 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-
-@functools.lru_cache(maxsize=8)
-def _transformer(crs: str):
-    from pyproj import Transformer
-
-    return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+from transfertraj.features.metric_coordinates import metric_xy
 
 
 def _project_batches(batches, *, crs: str, lon_col: str, lat_col: str):
-    transformer = _transformer(crs)
     for batch in batches:
-        lon = batch.column(lon_col).to_numpy(zero_copy_only=False)
-        lat = batch.column(lat_col).to_numpy(zero_copy_only=False)
-        mx, my = transformer.transform(lon, lat)
+        mx, my = metric_xy(
+            batch.column(lon_col).to_numpy(zero_copy_only=False),
+            batch.column(lat_col).to_numpy(zero_copy_only=False),
+            crs,
+        )
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, pa.array(mx, pa.float64()), pa.array(my, pa.float64())],
             names=[*batch.schema.names, "mx", "my"],

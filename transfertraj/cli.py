@@ -158,7 +158,9 @@ def _cmd_predict(args, settings: Settings) -> int:
 
     model = load(args.model, settings)
     params = {"task": args.task, "mu": args.mu, **({"city": args.city} if args.city else {})}
-    out = model.predict(pd.read_csv(args.input), params=params)
+    # ids are strings whatever they look like (Porto's TRIP_IDs are 19-digit numbers)
+    points = pd.read_csv(args.input, dtype={"trip_id": str})
+    out = model.predict(points, params=params)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.output, index=False)
     print(f"{len(out)} rows -> {args.output}")

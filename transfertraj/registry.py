@@ -23,7 +23,10 @@ and to the model version's tags.
 Storage is explicit: the tracking/registry store is Settings.mlflow_tracking_uri (SQLite under the
 data root by default) and artifacts go to <data root>/mlflow/artifacts/<experiment>, never the
 current directory. Models are logged as pyfunc wrapping our own checkpoint (transfertraj.serving), with
-pip requirements pinned from this environment (not inferred).
+pip requirements pinned from this environment (not inferred). A logged model carries everything it
+reads: the checkpoint, `serving.json` (the city configs and the Delta versions of the context tables)
+and, per city with OSM, `context_<city>.npz` (road lattice + POIs exported from those versions with
+delta-rs), so it is served without Spark, Java or the lake.
 """
 
 from __future__ import annotations
@@ -50,20 +53,17 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 GATE_TASKS = ("tp", "tr8", "od")
 GATE_METRICS = ("tp_mae_m", "tr8_mae_m", "od_mae_min")
 DEFAULT_TOLERANCE = 0.02
+# What a served model imports (pyproject's `serve` extra): no pyspark, no delta-spark, no Java.
 SERVING_PACKAGES = (
     "mlflow",
     "torch",
     "numpy",
     "pandas",
     "pyarrow",
-    "pyspark",
-    "delta-spark",
     "pyproj",
-    "shapely",
     "scipy",
     "pydantic",
     "pyyaml",
-    "tqdm",
 )
 
 
@@ -185,29 +185,65 @@ def compare(challenger: dict, champion: dict | None, tolerance: float) -> GateDe
 # ----------------------------------------------------------------------------------------- logging
 
 
-def serving_spec(cities: list, settings: Settings, context_versions: dict[str, dict]) -> dict:
-    """What the pyfunc needs to build features like the pipeline: city configs, context versions, root."""
+def export_city_context(settings: Settings, city: str, versions: dict, out_dir: Path) -> Path:
+    """The city's context tables at `versions` (delta-rs, no JVM) -> context_<city>.npz in out_dir."""
+    from transfertraj.feature_store.reader import read_table
+    from transfertraj.features.context import GRID_COLUMNS, POI_COLUMNS, city_context, save_city_context
+
+    missing = {"context_pois", "context_grid"} - set(versions)
+    if missing:
+        raise ValueError(
+            f"{city} has OSM context but no version of {sorted(missing)} was given: the model could not "
+            "build its features as the training features were built"
+        )
+    grid, _ = read_table(
+        settings,
+        "context_grid",
+        city=city,
+        version=int(versions["context_grid"]),
+        columns=[*GRID_COLUMNS, "taxonomy_version"],
+    )
+    pois, _ = read_table(
+        settings, "context_pois", city=city, version=int(versions["context_pois"]), columns=list(POI_COLUMNS)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return save_city_context(city_context(pois, grid), out_dir / f"context_{city}.npz")
+
+
+def serving_artifacts(cities: list, settings: Settings, context_versions: dict[str, dict], out_dir: Path) -> dict:
+    """artifact name -> local file: serving.json (what the pyfunc needs to build features like the
+    pipeline: city configs, context versions) and one context NPZ per city with OSM."""
     import yaml
 
     from transfertraj.core.city_config import city_to_yaml
 
-    return {
-        "default_city": cities[0].name,
-        "data_root": str(settings.home),
-        "cities": {
-            c.name: {"config": yaml.safe_load(city_to_yaml(c)), "context_versions": context_versions.get(c.name, {})}
-            for c in cities
-        },
-    }
+    artifacts, spec_cities = {}, {}
+    for c in cities:
+        versions = context_versions.get(c.name, {})
+        name = None
+        if c.has_osm:
+            name = f"context_{c.name}"
+            artifacts[name] = str(export_city_context(settings, c.name, versions, out_dir))
+        spec_cities[c.name] = {
+            "config": yaml.safe_load(city_to_yaml(c)),
+            "context_versions": versions,
+            "context_artifact": name,
+        }
+    spec_path = out_dir / "serving.json"
+    spec_path.write_text(json.dumps({"default_city": cities[0].name, "cities": spec_cities}, indent=1, default=str))
+    return {"serving": str(spec_path), **artifacts}
 
 
 def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
 
     return ModelSignature(
+        # trip ids are strings whatever they look like (real Porto TRIP_IDs are 19-digit numbers, which
+        # pandas and JSON read as integers): any type is accepted here and made a string by check_points
         inputs=Schema(
-            [ColSpec("string", "trip_id"), ColSpec("long", "ts"), ColSpec("double", "lon"), ColSpec("double", "lat")]
+            [ColSpec(AnyType(), "trip_id"), ColSpec("long", "ts"), ColSpec("double", "lon"), ColSpec("double", "lat")]
         ),
         params=ParamSchema(
             [ParamSpec("task", "string", "tp"), ParamSpec("mu", "long", 8), ParamSpec("city", "string", "")]
@@ -281,17 +317,14 @@ def log_and_register(
         )
         plot = plot_checkpoint(with_history, checkpoint.parent / "loss_curves.png")
         mlflow.log_artifact(str(plot), artifact_path="plots")
-        spec_path = checkpoint.parent / "serving.json"
-        spec_path.write_text(json.dumps(serving_spec(cities, settings, context_versions), indent=1, default=str))
+        artifacts = serving_artifacts(cities, settings, context_versions, checkpoint.parent / "serving")
         with warnings.catch_warnings():
-            # We pass an explicit signature. An input example would make log_model load the model
-            # and answer it at once (Spark and the city's context tables: minutes per registration);
-            # the served answer is tested in tests/test_serve.py instead.
+            # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.
             warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
-                artifacts={"checkpoint": str(checkpoint), "serving": str(spec_path)},
+                artifacts={"checkpoint": str(checkpoint), **artifacts},
                 pip_requirements=pip_requirements(),
                 signature=signature(),
                 registered_model_name=model_name,

@@ -13,29 +13,40 @@ or not (rows are sorted by `ts` within a trip). What the rows mean depends on th
 | tr    | the sparse points (one every mu intervals)   | the mu-1 missing points between each pair         |
 | odtte | origin = first row, destination = last row   | the travel time in minutes (destination row)      |
 
-No training/serving skew: the modalities are computed with the very functions that built the training
-features (`jobs.metric_coordinates.add_metric_xy`, `jobs.featurize.add_temporal` and `assemble`,
-`jobs.context_density.add_loaded_context` / `add_missing_context`), on a local Spark session started
-inside the model process on first use (about 10-30 s once; then about a second per request). The
-context tables are read at the Delta versions recorded in the model when it was logged, from the data
-root (`TRANSFERTRAJ_HOME`, else the root recorded in the model), so a later OSM refresh cannot change
-what a registered model sees. Points the task hides (the TP future, the TR gaps, the OD arrival time)
-are placeholders the collate function zeroes: their values never reach the network.
+No training/serving skew: the modalities are computed with the very functions that build the training
+features in the Spark jobs (transfertraj.features: metric coordinates, temporal fields, POI counts and
+road densities, the trajectory row), here in numpy on the request's points. The model carries what they
+need (see transfertraj.registry.log_and_register): the checkpoint, the city configs, and each city's
+context (road lattice + POIs) as a compressed NPZ exported from the context tables at the Delta versions
+the training features were built from. Loading and predicting import neither pyspark nor delta-spark and
+need no Java and no data root; a later OSM refresh cannot change what a registered model sees. Points the
+task hides (the TP future, the TR gaps, the OD arrival time) are placeholders the collate function
+zeroes: their values never reach the network.
 """
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transfertraj.core.constants import TP_FUTURE
+from transfertraj.features.context import check_context, load_city_context, poi_tree
+from transfertraj.features.taxonomy import TAXONOMY_VERSION
+from transfertraj.features.trajectory import TRAJECTORY_FIELDS, point_features, trajectory_rows
 
 log = logging.getLogger("transfertraj.serving")
 
 INPUT_COLUMNS = ("trip_id", "ts", "lon", "lat")
+# torch intra-op threads per predict call. One by default: a serving process scales with workers
+# (`mlflow models serve -w N`), and on shared cores a second thread spinning on OpenMP barriers made
+# a 64-trip request 4x slower (bench/README.md).
+THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
 SERVING_TASKS = ("tp", "tr", "odtte")
 
 
@@ -81,89 +92,109 @@ def expand_for_task(points: pd.DataFrame, task: str, *, interval_s: float, mu: i
     points (so the tr mask keeps exactly the observed ones); odtte: first and last point only.
     Placeholders repeat the previous observed position and step the time; the mask hides them.
     """
-    out = []
-    for trip_id, g in points.groupby("trip_id", sort=True):
-        ts, lon, lat = g["ts"].to_numpy(), g["lon"].to_numpy(), g["lat"].to_numpy()
-        if task == "tp":
-            step = int(round(interval_s))
-            fut = ts[-1] + step * np.arange(1, TP_FUTURE + 1)
-            e_ts = np.concatenate([ts, fut])
-            e_lon = np.concatenate([lon, np.full(TP_FUTURE, lon[-1])])
-            e_lat = np.concatenate([lat, np.full(TP_FUTURE, lat[-1])])
-            observed = np.arange(len(e_ts)) < len(ts)
-        elif task == "tr":
-            if len(ts) < 2:
-                raise ServingInputError(f"trip {trip_id}: tr needs at least 2 observed points")
-            frac = np.arange(mu) / mu
-            e_ts = np.concatenate([np.round(ts[:-1, None] + (ts[1:, None] - ts[:-1, None]) * frac).ravel(), ts[-1:]])
-            e_lon = np.concatenate([np.repeat(lon[:-1], mu), lon[-1:]])
-            e_lat = np.concatenate([np.repeat(lat[:-1], mu), lat[-1:]])
-            observed = np.arange(len(e_ts)) % mu == 0
-        elif task == "odtte":
-            if len(ts) < 2:
-                raise ServingInputError(f"trip {trip_id}: odtte needs an origin and a destination row")
-            e_ts, e_lon, e_lat = ts[[0, -1]], lon[[0, -1]], lat[[0, -1]]
-            observed = np.array([True, False])  # the arrival time is what is asked
-        else:
-            raise ServingInputError(f"unknown task {task!r}")
-        out.append(
-            pd.DataFrame(
-                {
-                    "trip_id": trip_id,
-                    "idx": np.arange(len(e_ts)),
-                    "ts": e_ts.astype(np.int64),
-                    "lon": e_lon,
-                    "lat": e_lat,
-                    "observed": observed,
-                }
-            )
-        )
-    if not out:
+    if task not in SERVING_TASKS:
+        raise ServingInputError(f"unknown task {task!r}")
+    if len(points) == 0:
         raise ServingInputError("the request has no rows")
-    return pd.concat(out, ignore_index=True)
-
-
-def features_from_points(spark, points: pd.DataFrame, city, context):
-    """Expanded points (trip_id, idx, ts, lon, lat) -> features rows (pyarrow) with the pipeline's code.
-
-    `context` is a jobs.context_density.CityContext, or None for a city without OSM.
-    """
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    from transfertraj.jobs.context_density import add_loaded_context, add_missing_context
-    from transfertraj.jobs.featurize import add_temporal, assemble
-    from transfertraj.jobs.metric_coordinates import add_metric_xy
-
-    schema = T.StructType(
-        [
-            T.StructField("trip_id", T.StringType(), False),
-            T.StructField("idx", T.IntegerType(), False),
-            T.StructField("ts", T.LongType(), False),
-            T.StructField("lon", T.DoubleType(), False),
-            T.StructField("lat", T.DoubleType(), False),
+    trip = points["trip_id"].to_numpy(dtype=object)
+    ts, lon, lat = (points[c].to_numpy() for c in ("ts", "lon", "lat"))
+    start = np.flatnonzero(np.r_[True, trip[1:] != trip[:-1]])  # rows are sorted by trip (check_points)
+    n = np.diff(np.r_[start, len(trip)])
+    last = start + n - 1
+    if task != "tp" and (n < 2).any():
+        need = "at least 2 observed points" if task == "tr" else "an origin and a destination row"
+        raise ServingInputError(f"trip {trip[start[n < 2][0]]}: {task} needs {need}")
+    pos = np.arange(len(trip)) - np.repeat(start, n)  # index of each row within its trip
+    trip_no = np.repeat(np.arange(len(start)), n)
+    if task == "tp":
+        k = np.tile(np.arange(1, TP_FUTURE + 1), len(start))
+        f = np.repeat(np.arange(len(start)), TP_FUTURE)
+        parts = [
+            (trip_no, pos, ts, lon, lat, np.ones(len(ts), bool)),
+            (
+                f,
+                n[f] - 1 + k,
+                ts[last][f] + int(round(interval_s)) * k,
+                lon[last][f],
+                lat[last][f],
+                np.zeros(len(f), bool),
+            ),
         ]
+    elif task == "tr":
+        src = np.flatnonzero(pos < np.repeat(n, n) - 1)  # rows with a next point in the same trip
+        r, k = np.repeat(src, mu), np.tile(np.arange(mu), len(src))
+        frac = np.tile(np.arange(mu) / mu, len(src))
+        parts = [
+            (trip_no[r], pos[r] * mu + k, np.round(ts[r] + (ts[r + 1] - ts[r]) * frac), lon[r], lat[r], k == 0),
+            (trip_no[last], (n - 1) * mu, ts[last], lon[last], lat[last], np.ones(len(last), bool)),
+        ]
+    else:  # odtte: the arrival time is what is asked
+        parts = [
+            (
+                trip_no[start],
+                np.zeros(len(start), np.int64),
+                ts[start],
+                lon[start],
+                lat[start],
+                np.ones(len(start), bool),
+            ),
+            (trip_no[last], np.ones(len(last), np.int64), ts[last], lon[last], lat[last], np.zeros(len(last), bool)),
+        ]
+    t_no, idx, e_ts, e_lon, e_lat, observed = (np.concatenate(c) for c in zip(*parts, strict=True))
+    order = np.lexsort((idx, t_no))
+    return pd.DataFrame(
+        {
+            "trip_id": trip[start][t_no[order]],
+            "idx": idx[order].astype(np.int64),
+            "ts": e_ts[order].astype(np.int64),
+            "lon": e_lon[order],
+            "lat": e_lat[order],
+            "observed": observed[order],
+        }
     )
-    rows = points[["trip_id", "idx", "ts", "lon", "lat"]].astype({"idx": "int32"})
-    pts = spark.createDataFrame(rows, schema=schema).withColumn("point_id", F.monotonically_increasing_id())
-    pts = pts.transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
-    if context is None:
-        pts = pts.transform(add_missing_context)
-    else:
-        pts = add_loaded_context(pts, context, phi_m=city.phi_m, categories_covered=city.osm.poi_categories_covered)
-    trips = (
-        pts.groupBy("trip_id")
-        .agg(F.min("ts").alias("_t0"), F.count("*").cast("int").alias("n_points"))
-        .select(
-            "trip_id",
-            F.lit("serving").alias("vehicle_key"),
-            F.timestamp_seconds("_t0").alias("start_ts"),
-            "n_points",
-            F.lit(city.name).alias("city"),
-            F.lit("serving").alias("date"),
-        )
+
+
+def features_from_points(points: pd.DataFrame, city, context, tree=None) -> pa.Table:
+    """Expanded points (trip_id, idx, ts, lon, lat) -> features rows (the features table's layout).
+
+    `context` is the city's transfertraj.features.context.CityContext (None: a city without OSM),
+    `tree` its poi_tree."""
+    table = pa.table(
+        {
+            "trip_id": pa.array(points["trip_id"].to_numpy(dtype=object), pa.string()),
+            "idx": pa.array(points["idx"].to_numpy(dtype=np.int32)),
+            "ts": pa.array(points["ts"].to_numpy(dtype=np.int64)),
+            "lon": pa.array(points["lon"].to_numpy(dtype=np.float64)),
+            "lat": pa.array(points["lat"].to_numpy(dtype=np.float64)),
+        }
     )
-    return assemble(pts, trips, context_missing=not city.has_osm).toArrow()
+    if context is not None and tree is None:
+        tree = poi_tree(context)
+    per_point = point_features(
+        table,
+        crs=city.crs,
+        timezone=city.timezone,
+        context=context,
+        tree=tree,
+        phi_m=city.phi_m,
+        categories_covered=city.osm.poi_categories_covered,
+    )
+    rows = trajectory_rows(per_point)
+    n = rows.num_rows
+    first_ts = pc.list_element(rows.column("ts"), 0)
+    return pa.table(
+        {
+            "trip_id": rows.column("trip_id"),
+            "vehicle_key": pa.array(["serving"] * n, pa.string()),
+            "start_ts": first_ts.cast(pa.timestamp("s", tz="UTC")).cast(pa.timestamp("us", tz="UTC")),
+            "n_points": rows.column("n_points"),
+            "city": pa.array([city.name] * n, pa.string()),
+            "date": pa.array(["serving"] * n, pa.string()),
+            **{name: rows.column(name) for name in TRAJECTORY_FIELDS},
+            "context_missing": pa.array([context is None] * n, pa.bool_()),
+            "taxonomy_version": pa.array([TAXONOMY_VERSION] * n, pa.string()),
+        }
+    )
 
 
 def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -184,74 +215,60 @@ def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str) -> pd.DataFra
 
 
 class TransferTrajModel(mlflow.pyfunc.PythonModel):
-    """A TransferTraj checkpoint plus what it needs to build features for its cities."""
+    """A TransferTraj checkpoint plus the context of its cities; everything it reads is in the model."""
 
     def load_context(self, context):
         from transfertraj.core.city_config import parse_city
         from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
+        self.threads = int(os.environ.get(THREADS_ENV) or 1)
         spec = json.loads(Path(context.artifacts["serving"]).read_text())
         self.spec = spec
         self.cities = {name: parse_city(c["config"], f"model city {name}") for name, c in spec["cities"].items()}
-        self._contexts: dict = {}
-        self._spark = None
+        self.contexts: dict = {}
+        for name, city in self.cities.items():
+            artifact = spec["cities"][name].get("context_artifact")
+            if artifact is None:
+                if city.has_osm and spec["cities"][name].get("context_versions"):
+                    raise RuntimeError(
+                        f"{name}: this model was logged before models carried their context (it read the lake "
+                        "through Spark); register it again to serve it"
+                    )
+                self.contexts[name] = (None, None)  # a city without OSM: context missing everywhere
+                continue
+            ctx = load_city_context(context.artifacts[artifact])
+            check_context(ctx, phi_m=city.phi_m, taxonomy_version=TAXONOMY_VERSION)
+            self.contexts[name] = (ctx, poi_tree(ctx))
+            log.info(
+                "%s: context of %s (tables at versions %s)", name, artifact, spec["cities"][name]["context_versions"]
+            )
 
-    # -- features ------------------------------------------------------------------------------
-    def _settings(self):
-        import os
+    def features(self, model_input: pd.DataFrame, *, task: str = "tp", mu: int = 8, city: str | None = None):
+        """(features rows, expanded points) of a request: what predict feeds the network."""
+        name = str(city or self.spec["default_city"])
+        if name not in self.cities:
+            raise ServingInputError(f"this model knows cities {sorted(self.cities)}, not {name!r}")
+        cfg = self.cities[name]
+        points = check_points(pd.DataFrame(model_input))
+        expanded = expand_for_task(points, task if task != "od" else "odtte", interval_s=cfg.sampling_interval_s, mu=mu)
+        ctx, tree = self.contexts[name]
+        return features_from_points(expanded, cfg, ctx, tree), expanded
 
-        from transfertraj.core.settings import Settings
-
-        home = os.environ.get("TRANSFERTRAJ_HOME") or self.spec["data_root"]
-        return Settings.load(home=home)
-
-    def _spark_session(self):
-        if self._spark is None:
-            import os
-
-            from transfertraj.jobs.spark_session import get_spark
-
-            os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
-            self._spark = get_spark("transfertraj-serving", self._settings())
-        return self._spark
-
-    def _context(self, name: str):
-        """The city's context at the versions recorded in the model (None: a city without OSM)."""
-        if name not in self._contexts:
-            city, versions = self.cities[name], self.spec["cities"][name]["context_versions"]
-            if not city.has_osm or not versions:
-                self._contexts[name] = None
-            else:
-                from transfertraj.feature_store.delta_io import read_table
-                from transfertraj.feature_store.tables import table_path
-                from transfertraj.jobs.context_density import load_context
-
-                spark, settings = self._spark_session(), self._settings()
-                frames = [
-                    read_table(spark, table_path(settings, t), version=int(versions[t]), where={"city": name})[0]
-                    for t in ("context_pois", "context_grid")
-                ]
-                log.info("%s: context tables at versions %s", name, versions)
-                self._contexts[name] = load_context(*frames)
-        return self._contexts[name]
-
-    # -- inference -----------------------------------------------------------------------------
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        import torch
+
         from transfertraj.model.predict import predict as model_predict
 
         params = dict(params or {})
         task = str(params.get("task") or "tp")
         mu = int(params.get("mu") or 8)
-        name = str(params.get("city") or self.spec["default_city"])
-        if name not in self.cities:
-            raise ServingInputError(f"this model knows cities {sorted(self.cities)}, not {name!r}")
         mask_task = model_task(task, mu)
-        city = self.cities[name]
-        points = check_points(pd.DataFrame(model_input))
-        expanded = expand_for_task(
-            points, task if task != "od" else "odtte", interval_s=city.sampling_interval_s, mu=mu
-        )
-        table = features_from_points(self._spark_session(), expanded, city, self._context(name))
-        preds = model_predict(self.torch_model, table, mask_task, device="cpu", max_points=None)
+        table, expanded = self.features(model_input, task=task, mu=mu, city=params.get("city") or None)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # for this call only: an in-process caller keeps its setting
+        try:
+            preds = model_predict(self.torch_model, table, mask_task, device="cpu", max_points=None)
+        finally:
+            torch.set_num_threads(previous)
         return answer(preds, expanded, "odtte" if mask_task == "od" else task)

@@ -1,16 +1,23 @@
 """A tiny model trained on GENERATED features with the real taxonomy's dimensions, registered in a
-throwaway MLflow store (SQLite under a temporary data root). Shared by the registry and serving tests."""
+throwaway MLflow store (SQLite under a temporary data root) together with the REAL context of central
+Porto (the bundled OSM extract, cut to a small box, written to the lake's context tables with delta-rs).
+Shared by the registry and serving tests."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from tests.model.generated import generated_features
 from transfertraj.core.city_config import load_city_file
 from transfertraj.core.settings import BUNDLED_CITY_DIR, Settings
-from transfertraj.jobs.context_taxonomy import N_POI, N_ROAD, TAXONOMY_VERSION
+from transfertraj.features.taxonomy import N_POI, N_ROAD, TAXONOMY_VERSION
+
+REPO = Path(__file__).resolve().parents[2]
+BOX = (-8.626, 41.141, -8.606, 41.155)  # central Porto (1.7 x 1.6 km): a lattice of ~0.2 M nodes
 
 TINY = dict(
     d_model=16,
@@ -57,10 +64,43 @@ def damaged_copy(checkpoint: Path, out_dir: Path) -> Path:
     return path
 
 
+def porto_context(settings: Settings):
+    """(Porto's city config on the cut extract, context table versions), written once per data root."""
+    from deltalake import write_deltalake
+
+    from transfertraj.feature_store.reader import table_version
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.jobs.context_tables import grid_table, pois_table
+    from transfertraj.jobs.osm_context import cut_osm_extract, read_osm_xml
+
+    porto = load_city_file(BUNDLED_CITY_DIR / "porto.yaml")
+    extract = settings.home / "osm" / "porto_box.osm"
+    if not extract.exists():
+        extract.parent.mkdir(parents=True, exist_ok=True)
+        cut_osm_extract(REPO / "data" / "porto" / "porto_central.osm.bz2", extract, BOX)
+    city = porto.model_copy(update={"osm": porto.osm.model_copy(update={"path": extract})})
+    if table_version(settings, "context_grid") is None:
+        ctx = read_osm_xml(extract, city.crs)
+        for name, data in (("context_pois", pois_table(ctx, city)), ("context_grid", grid_table(ctx, city))):
+            write_deltalake(table_path(settings, name), data, partition_by=["city"], mode="overwrite")
+    versions = {name: table_version(settings, name) for name in ("context_pois", "context_grid")}
+    return city, versions
+
+
+def porto_trips(n: int = 2, skip: int = 0) -> pd.DataFrame:
+    """Real Porto trips of the bundled sample as request rows; trip_id as in the file (19-digit numbers)."""
+    raw = pd.read_csv(REPO / "data" / "porto" / "taxi_sample.csv", dtype={"TRIP_ID": str}, nrows=skip + n)
+    rows = []
+    for r in raw.iloc[skip:].itertuples():
+        for i, (lon, lat) in enumerate(json.loads(r.POLYLINE)):
+            rows.append({"trip_id": r.TRIP_ID, "ts": int(r.TIMESTAMP) + 15 * i, "lon": lon, "lat": lat})
+    return pd.DataFrame(rows)
+
+
 def register(settings: Settings, checkpoint: Path, feats, name: str = "transfertraj-base"):
     from transfertraj import registry
 
-    porto = load_city_file(BUNDLED_CITY_DIR / "porto.yaml")
+    porto, versions = porto_context(settings)
     return registry.log_and_register(
         settings=settings,
         experiment="tests",
@@ -68,7 +108,7 @@ def register(settings: Settings, checkpoint: Path, feats, name: str = "transfert
         checkpoint=checkpoint,
         cities=[porto],
         data_versions={"features_version": "generated"},
-        context_versions={},
+        context_versions={"porto": versions},
         features=feats,
         features_version="generated",
         run_name="test",

@@ -4,6 +4,7 @@ worse model and promotes one that is no worse (re-scored on the same validation 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,8 @@ def test_run_records_lineage_params_and_plot(store):
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/loss_curves.png"]
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.artifact_location.startswith(settings.home.as_uri())
-    assert registry.protected_versions(settings) == {}  # "generated" is not a Delta version number
+    # "generated" is not a Delta version number; the context tables the model carries are
+    assert registry.protected_versions(settings) == {"context_pois": 0, "context_grid": 0}
     import mlflow.models
 
     flavor = mlflow.models.get_model_info(f"models:/{registry.BASE_MODEL}/{mv.version}").flavors["python_function"]
@@ -84,3 +86,24 @@ def test_models_list_command(store, capsys, monkeypatch):
     assert main(["--home", str(home), "models", "list"]) == 0
     out = capsys.readouterr().out
     assert "transfertraj-base" in out and "challenger,champion" in out
+
+
+def test_the_model_carries_its_context_and_no_spark(store):
+    """The logged model holds the checkpoint, serving.json and Porto's context NPZ; its pinned pip
+    requirements name neither pyspark nor delta-spark."""
+    import json
+
+    import mlflow.artifacts
+
+    settings, _, _ = store
+    registry.configure(settings)
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry.BASE_MODEL}@champion"))
+    names = {p.name for p in folder.rglob("*") if p.is_file()}
+    assert {"best.pt", "serving.json", "context_porto.npz"} <= names
+    spec = json.loads(next(folder.rglob("serving.json")).read_text())
+    assert spec["cities"]["porto"]["context_versions"] == {"context_pois": 0, "context_grid": 0}
+    assert "data_root" not in spec
+    reqs = (folder / "requirements.txt").read_text()
+    assert "pyspark" not in reqs and "delta-spark" not in reqs and "torch==" in reqs
+    npz = next(folder.rglob("context_porto.npz"))
+    assert npz.stat().st_size < 2_000_000, npz.stat().st_size  # central Porto's lattice, compressed

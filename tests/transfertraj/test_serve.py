@@ -1,7 +1,9 @@
-"""The pyfunc answers TP, TR and OD-TTE from raw points, in process and through `mlflow models serve`.
+"""The pyfunc answers TP, TR and OD-TTE from raw points, in process, through `mlflow models serve`, and
+in a process where Java, pyspark, delta-spark and the lake are absent.
 
-The model is tiny and trained on GENERATED features (its answers are not meant to be good); what is
-tested is the path: raw rows -> the pipeline's feature code (local Spark) -> the network -> answers.
+The model is tiny and trained on GENERATED features (its answers are not meant to be good); it carries
+the REAL context of central Porto. What is tested is the path: raw rows -> the pipeline's feature
+functions (transfertraj.features, numpy) -> the network -> answers, with nothing outside the model.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.transfertraj.registry_fixtures import features, register, settings_for, train
+from tests.transfertraj.registry_fixtures import features, porto_trips, register, settings_for, train
+
+MODEL = "models:/transfertraj-base@champion"
 
 
 def trips() -> pd.DataFrame:
@@ -52,13 +56,107 @@ def check_answers(answer_of):
     od = answer_of("odtte", trips())
     assert list(od.columns) == ["trip_id", "travel_time_min"] and len(od) == 2
     assert np.isfinite(od["travel_time_min"]).all()
+    real = porto_trips(2)
+    numeric = real.assign(trip_id=real["trip_id"].astype("int64"))  # as pandas or JSON read real Porto ids
+    tp_real = answer_of("tp", numeric)
+    assert sorted(tp_real["trip_id"].astype(str).unique()) == sorted(real["trip_id"].unique())
 
 
-def test_pyfunc_in_process(served_store, spark):
+def test_pyfunc_in_process(served_store):
     from transfertraj import registry
 
-    model = registry.load("models:/transfertraj-base@champion", served_store)
+    model = registry.load(MODEL, served_store)
     check_answers(lambda task, df, mu=8: model.predict(df, params={"task": task, "mu": mu}))
+
+
+def test_the_model_carries_its_context(served_store):
+    """The Porto context is in the model, at the versions recorded, and the features use it."""
+    from transfertraj import registry
+
+    model = registry.load(MODEL, served_store).unwrap_python_model()
+    assert model.spec["cities"]["porto"]["context_versions"] == {"context_pois": 0, "context_grid": 0}
+    table, _ = model.features(porto_trips(1), task="tp")
+    poi = np.array(table.column("poi")[0].as_py(), dtype=float)  # (points, P)
+    assert np.isfinite(poi[0]).all() and poi[0].max() > 0  # the first real trip starts in the box: POIs counted
+    assert np.isnan(poi[-1]).all()  # ... and leaves it: missing there, never zero
+    assert not table.column("context_missing")[0].as_py()
+
+
+BLOCKER = """
+import sys
+
+class _NoSpark:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pyspark", "delta", "py4j"):
+            raise ImportError(f"{name} is blocked: a served model must not need it")
+        return None
+
+sys.meta_path.insert(0, _NoSpark())
+"""
+
+CHILD = """
+import json, os, shutil, sys
+import pandas as pd
+import mlflow.pyfunc
+
+assert shutil.which("java") is None, "java is on PATH"
+try:
+    import pyspark  # noqa: F401
+    raise SystemExit("pyspark imported")
+except ImportError:
+    pass
+model = mlflow.pyfunc.load_model(sys.argv[1])
+out = {}
+for task, mu in (("tp", 8), ("tr", 4), ("odtte", 8)):
+    df = pd.read_json(sys.argv[2], dtype={"trip_id": str})
+    out[task] = model.predict(df, params={"task": task, "mu": mu}).to_dict(orient="list")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("pyspark", "delta", "py4j"))
+assert not loaded, loaded
+print("ANSWERS " + json.dumps(out))
+"""
+
+
+def test_served_without_java_spark_or_lake(served_store, tmp_path):
+    """The registered model, copied out of the store, answers in a process with no java on PATH, no
+    importable pyspark/delta-spark/py4j and an empty data root; the answers equal the in-process ones."""
+    import mlflow.artifacts
+
+    from transfertraj import registry
+
+    registry.configure(served_store)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=MODEL, dst_path=str(tmp_path / "model")))
+    request = pd.concat([porto_trips(3), trips()], ignore_index=True)
+    request.to_json(tmp_path / "request.json", orient="records")
+    (tmp_path / "blocker").mkdir()
+    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
+    (tmp_path / "empty_home").mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JAVA_HOME", "SPARK_HOME", "MLFLOW_TRACKING_URI", "PYSPARK_PYTHON", "PYTHONPATH")
+    }
+    env.update(
+        PATH=str(Path(sys.executable).parent),  # the venv's bin only: no /usr/bin/java
+        PYTHONPATH=str(tmp_path / "blocker"),
+        TRANSFERTRAJ_HOME=str(tmp_path / "empty_home"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(local), str(tmp_path / "request.json")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    child = json.loads(done.stdout.split("ANSWERS ", 1)[1])
+    assert list((tmp_path / "empty_home").iterdir()) == []  # nothing read or written under the data root
+
+    model = registry.load(MODEL, served_store)
+    for task, mu in (("tp", 8), ("tr", 4), ("odtte", 8)):
+        here = model.predict(request, params={"task": task, "mu": mu})
+        there = pd.DataFrame(child[task])
+        pd.testing.assert_frame_equal(there, here.reset_index(drop=True), check_dtype=False)
 
 
 def _free_port() -> int:
@@ -69,13 +167,11 @@ def _free_port() -> int:
 
 def test_mlflow_models_serve_answers_all_tasks(served_store, tmp_path):
     port = _free_port()
+    (tmp_path / "empty_home").mkdir()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": served_store.mlflow_tracking_uri,
-        "TRANSFERTRAJ_HOME": str(served_store.home),
-        "TRANSFERTRAJ_SPARK_MASTER": "local[1]",
-        "TRANSFERTRAJ_DRIVER_MEMORY": "1g",
-        "TRANSFERTRAJ_SHUFFLE_PARTITIONS": "1",
+        "TRANSFERTRAJ_HOME": str(tmp_path / "empty_home"),
     }
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     env["PATH"] = f"{mlflow_bin.parent}{os.pathsep}{env.get('PATH', '')}"  # the server execs uvicorn from PATH
@@ -126,11 +222,13 @@ def test_mlflow_models_serve_answers_all_tasks(served_store, tmp_path):
         server.wait(timeout=30)
 
 
-def test_cli_predict_writes_answers(served_store, spark, tmp_path, monkeypatch):
+def test_cli_predict_writes_answers(served_store, tmp_path, monkeypatch):
+    """Real Porto TRIP_IDs (19-digit numbers) in the CSV stay strings, from the input to the answers."""
     from transfertraj.cli import main
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    trips().to_csv(tmp_path / "trips.csv", index=False)
+    real = porto_trips(2)
+    real.to_csv(tmp_path / "trips.csv", index=False)
     out = tmp_path / "out.csv"
     assert (
         main(
@@ -150,4 +248,4 @@ def test_cli_predict_writes_answers(served_store, spark, tmp_path, monkeypatch):
         )
         == 0
     )
-    assert list(pd.read_csv(out)["trip_id"]) == ["t0", "t1"]
+    assert list(pd.read_csv(out, dtype={"trip_id": str})["trip_id"]) == sorted(real["trip_id"].unique())

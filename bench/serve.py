@@ -1,0 +1,415 @@
+"""Serving benchmark: load a registered model, answer TP for real Porto trips, and `mlflow models serve`.
+
+    .venv/bin/python bench/serve.py                 # about 4 minutes on a quiet 2-core machine
+    .venv/bin/python bench/serve.py --clients 20 --seconds 60 --trips-per-request 1
+
+Setup (timed apart, not part of the figures): Porto's full context (the bundled OSM extract: a 5 m
+lattice of ~5 M nodes, every POI) is written to a throwaway lake with delta-rs, a model of the real
+size (d = 128, 2 layers, 8 experts) is pretrained for one epoch on GENERATED features and registered
+with `registry.log_and_register`, which exports that context into the model. The model is then copied
+out of the store: every measurement loads it from a plain folder, as a serving machine would, in
+processes where pyspark, delta-spark and py4j cannot be imported and java is not on PATH. Torch uses
+one intra-op thread per call (TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py).
+
+In-process figures come from a fresh child process (this file with --child): import time, load time
+(`mlflow.pyfunc.load_model`), the first request, then repeated requests of 64 real Porto trips of the
+bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99. Server figures: `mlflow
+models serve --env-manager local` on 127.0.0.1 only, one worker, time until /ping answers, then a bounded
+load test (N client threads for S seconds, each posting one request at a time; at most --max-requests
+in all): requests/s, p50 / p99 latency, errors. Results: a printed table, and a dated row appended to
+bench/results/serve.csv (the Markdown table goes next to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results"
+TARGETS = {"load_s": 5.0, "first_request_s": 2.0, "p50_ms": 50.0}
+MODEL_NAME = "transfertraj-porto"
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def porto_request(n_trips: int, skip: int = 0):
+    """Request rows of real Porto trips (bundled sample; trip_id as in the file, 6-120 points)."""
+    import numpy as np
+    import pandas as pd
+
+    raw = pd.read_csv(REPO / "data" / "porto" / "taxi_sample.csv", dtype={"TRIP_ID": str})
+    rows, used = [], 0
+    for r in raw.iloc[skip:].itertuples():
+        pts = np.array(json.loads(r.POLYLINE), dtype=float).reshape(-1, 2)[:120]
+        if len(pts) < 6:
+            continue
+        ts = int(r.TIMESTAMP) + 15 * np.arange(len(pts))
+        rows.append(pd.DataFrame({"trip_id": r.TRIP_ID, "ts": ts, "lon": pts[:, 0], "lat": pts[:, 1]}))
+        used += 1
+        if used == n_trips:
+            break
+    return pd.concat(rows, ignore_index=True)
+
+
+def build_model(home: Path) -> tuple[Path, dict]:
+    """Register a real-size model with Porto's full context in a store under `home`; copy it out."""
+    import mlflow.artifacts
+    import torch
+    from deltalake import write_deltalake
+
+    from tests.model.generated import generated_features
+    from transfertraj import registry
+    from transfertraj.core.city_config import load_city_file
+    from transfertraj.core.settings import BUNDLED_CITY_DIR, Settings
+    from transfertraj.feature_store.reader import table_version
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.features.taxonomy import N_POI, N_ROAD, TAXONOMY_VERSION
+    from transfertraj.jobs.context_tables import grid_table, pois_table
+    from transfertraj.jobs.osm_context import read_osm_xml
+    from transfertraj.model.train import pretrain
+
+    settings = Settings.load(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    porto = load_city_file(BUNDLED_CITY_DIR / "porto.yaml")
+    t0 = time.perf_counter()
+    ctx = read_osm_xml(porto.osm.path, porto.crs)
+    for name, data in (("context_pois", pois_table(ctx, porto)), ("context_grid", grid_table(ctx, porto))):
+        write_deltalake(table_path(settings, name), data, partition_by=["city"], mode="overwrite")
+    t_context = time.perf_counter() - t0
+    feats = generated_features(64, city="porto", poi_dim=N_POI, road_dim=N_ROAD, taxonomy_version=TAXONOMY_VERSION)
+    torch.set_num_threads(2)
+    ckpt = pretrain(feats, "generated", home / "ckpt", epochs=1, seed=0, progress=False)
+    versions = {name: table_version(settings, name) for name in ("context_pois", "context_grid")}
+    t1 = time.perf_counter()
+    registry.log_and_register(
+        settings=settings,
+        experiment="bench",
+        model_name=MODEL_NAME,
+        checkpoint=ckpt,
+        cities=[porto],
+        data_versions={"features_version": "generated"},
+        context_versions={"porto": versions},
+        features=feats,
+        features_version="generated",
+        run_name="bench serve",
+    )
+    t_register = time.perf_counter() - t1
+    registry.configure(settings)
+    folder = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL_NAME}@champion", dst_path=str(home / "model"))
+    )
+    return folder, {
+        "context_tables_s": round(t_context, 1),
+        "register_s": round(t_register, 1),
+        **artifact_sizes(folder),
+    }
+
+
+def artifact_sizes(folder: Path) -> dict:
+    npz = next(folder.rglob("context_porto.npz"))
+    ckpt_file = next(folder.rglob("best.pt"))
+    return {
+        "context_npz_mb": round(npz.stat().st_size / 1e6, 2),
+        "checkpoint_mb": round(ckpt_file.stat().st_size / 1e6, 2),
+    }
+
+
+# ------------------------------------------------------------------------------------ in process
+
+
+def child(model_dir: str, batch: int, repeats: int) -> dict:
+    """In a fresh process: import, load, first request, then `repeats` requests of `batch` trips."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    import mlflow.pyfunc
+
+    import transfertraj.serving  # noqa: F401
+
+    t_import = time.perf_counter() - t0
+    request = porto_request(batch)
+    t1 = time.perf_counter()
+    model = mlflow.pyfunc.load_model(model_dir)
+    t_load = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    first = model.predict(request, params={"task": "tp"})
+    t_first = time.perf_counter() - t2
+    lat = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.predict(request, params={"task": "tp"})
+        lat.append(time.perf_counter() - t)
+    lattice = model.unwrap_python_model().contexts["porto"][0].lattice
+    import resource
+
+    return {
+        "import_s": t_import,
+        "load_s": t_load,
+        "first_request_s": t_first,
+        "batch_trips": batch,
+        "batch_points": len(request),
+        "answers": len(first),
+        "p50_ms": float(np.percentile(lat, 50) * 1000),
+        "p99_ms": float(np.percentile(lat, 99) * 1000),
+        "repeats": repeats,
+        "lattice_nodes": int(lattice.shape[0] * lattice.shape[1]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "spark_imported": any(m.split(".")[0] in ("pyspark", "delta", "py4j") for m in sys.modules),
+    }
+
+
+BLOCKER = """
+import sys
+
+class _NoSpark:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pyspark", "delta", "py4j"):
+            raise ImportError(f"{name}: not installed on a serving machine")
+        return None
+
+sys.meta_path.insert(0, _NoSpark())
+"""
+
+
+def serving_env(tmp: Path) -> dict:
+    """A serving machine's environment: pyspark / delta-spark / py4j not importable (mlflow's optional
+    `import pyspark` then fails fast, as it does where they are not installed), no java on PATH."""
+    (tmp / "blocker").mkdir(exist_ok=True)
+    (tmp / "blocker" / "sitecustomize.py").write_text(BLOCKER)
+    (tmp / "bin").mkdir(exist_ok=True)
+    for tool in ("bash", "sh"):  # `mlflow models serve` execs uvicorn through bash
+        if not (tmp / "bin" / tool).exists():
+            (tmp / "bin" / tool).symlink_to(shutil.which(tool))
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME", "PYTHONPATH")}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{tmp / 'bin'}"
+    return {**env, "PYTHONPATH": str(tmp / "blocker"), "PATH": path}
+
+
+def run_child(model_dir: Path, batch: int, repeats: int, env: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps([str(model_dir), batch, repeats])],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": f"{env['PYTHONPATH']}{os.pathsep}{REPO}"},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_test(
+    model_dir: Path, *, clients: int, seconds: float, trips: int, max_requests: int, log: Path, env: dict
+) -> dict:
+    """`mlflow models serve` on 127.0.0.1, `clients` threads posting TP requests for `seconds`."""
+    import numpy as np
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow_bin), "models", "serve", "-m", str(model_dir), "--env-manager", "local"]
+    cmd += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    t0 = time.perf_counter()
+    with log.open("w") as out:
+        server = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(base + "/ping", timeout=2).close()
+                break
+            except OSError:
+                if time.perf_counter() - t0 > 180 or server.poll() is not None:
+                    raise RuntimeError("mlflow models serve did not come up:\n" + log.read_text()[-3000:]) from None
+                time.sleep(0.2)
+        ready_s = time.perf_counter() - t0
+        pool = [porto_request(trips, skip=k * trips) for k in range(8)]  # different real trips per request
+        bodies = [
+            json.dumps({"dataframe_split": df.to_dict(orient="split", index=False), "params": {"task": "tp"}}).encode()
+            for df in pool
+        ]
+        t_first = time.perf_counter()
+        _post(base, bodies[0])
+        first_s = time.perf_counter() - t_first
+        latencies: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        stop = time.perf_counter() + seconds
+
+        def client(k: int):
+            i = k
+            while time.perf_counter() < stop:
+                with lock:
+                    if len(latencies) + len(errors) >= max_requests:
+                        return
+                t = time.perf_counter()
+                try:
+                    _post(base, bodies[i % len(bodies)])
+                    ok = True
+                except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the test
+                    ok, msg = False, repr(exc)[:200]
+                with lock:
+                    (latencies.append(time.perf_counter() - t) if ok else errors.append(msg))
+                i += 1
+
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+        t_start = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=seconds + 120)
+        wall = time.perf_counter() - t_start
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "ready_s": ready_s,
+        "server_first_s": first_s,
+        "clients": clients,
+        "seconds": round(wall, 1),
+        "trips_per_request": trips,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def _post(base: str, body: bytes) -> None:
+    req = urllib.request.Request(base + "/invocations", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        json.loads(resp.read())["predictions"]
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def report(setup: dict, inproc: dict, server: dict, load: tuple[float, float]) -> str:
+    def verdict(key, value):
+        return "met" if value <= TARGETS[key] else "NOT met"
+
+    lines = [
+        "TransferTraj serving benchmark (model weights: GENERATED training; requests: real Porto trips;"
+        " context: Porto's full OSM extract)",
+        "",
+        "| figure | value | target |",
+        "|---|---:|---|",
+        f"| import mlflow + transfertraj.serving | {inproc['import_s']:.2f} s | |",
+        f"| model load (`mlflow.pyfunc.load_model`, {inproc['lattice_nodes'] / 1e6:.1f} M-node lattice) "
+        f"| {inproc['load_s']:.2f} s | <= 5 s: {verdict('load_s', inproc['load_s'])} |",
+        f"| first request, TP, {inproc['batch_trips']} trips ({inproc['batch_points']} points) "
+        f"| {inproc['first_request_s']:.3f} s | <= 2 s: {verdict('first_request_s', inproc['first_request_s'])} |",
+        f"| TP, {inproc['batch_trips']} trips, p50 ({inproc['repeats']} requests) | {inproc['p50_ms']:.1f} ms "
+        f"| <= 50 ms: {verdict('p50_ms', inproc['p50_ms'])} |",
+        f"| TP, {inproc['batch_trips']} trips, p99 | {inproc['p99_ms']:.1f} ms | |",
+        f"| peak RSS of the serving process | {inproc['peak_rss_mb']:.0f} MB | |",
+        f"| pyspark / delta / py4j imported (not importable, java not on PATH) "
+        f"| {'yes' if inproc['spark_imported'] else 'no'} | no |",
+        f"| `mlflow models serve`: until /ping answers | {server['ready_s']:.1f} s | |",
+        f"| server: first request ({server['trips_per_request']} trip) | {server['server_first_s'] * 1000:.0f} ms | |",
+        f"| server: {server['clients']} clients x {server['seconds']:.0f} s, {server['trips_per_request']} trip per "
+        f"request: requests/s | {server['rps']:.1f} | |",
+        f"| server: p50 / p99 latency | {server['p50_ms']:.0f} / {server['p99_ms']:.0f} ms | |",
+        f"| server: requests / errors | {server['requests']} / {server['errors']} | 0 errors |",
+        f"| model artifacts: context NPZ / checkpoint | {setup['context_npz_mb']} MB / {setup['checkpoint_mb']} MB | |",
+        "",
+        f"load average (1, 5 min) at start {load[0]:.2f}, {load[1]:.2f}; at end {os.getloadavg()[0]:.2f}, "
+        f"{os.getloadavg()[1]:.2f} on {os.cpu_count()} CPUs (shared: above {os.cpu_count()} other work ran beside)",
+        f"setup (not timed above): context tables {setup.get('context_tables_s', '-')} s, "
+        f"register {setup.get('register_s', '-')} s",
+    ]
+    if server["first_error"]:
+        lines.append(f"first server error: {server['first_error']}")
+    return "\n".join(lines)
+
+
+def append_results(row: dict, table: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = row["date"]
+    path = RESULTS / "serve.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    (RESULTS / f"serve-{stamp}.md").write_text(table + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=64, help="trips per in-process request (default 64)")
+    p.add_argument("--repeats", type=int, default=100, help="timed in-process requests after the first")
+    p.add_argument("--clients", type=int, default=20, help="concurrent clients of the server (default 20)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the load test (default 60)")
+    p.add_argument("--trips-per-request", type=int, default=1, help="trips in each server request (default 1)")
+    p.add_argument("--max-requests", type=int, default=20_000, help="bound on the load test's requests")
+    p.add_argument("--home", type=Path, help="data root for the throwaway store (default: a temporary folder)")
+    p.add_argument("--model", type=Path, help="a model folder from an earlier run (<home>/model): skip the setup")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        model_dir, batch, repeats = json.loads(args.child)
+        print(json.dumps(child(model_dir, batch, repeats)))
+        return 0
+    load = os.getloadavg()[:2]
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        home = args.home or Path(tmp)
+        if args.model:  # a folder made by an earlier run (--home): skip the setup
+            model_dir, setup = args.model, artifact_sizes(args.model)
+        else:
+            t0 = time.perf_counter()
+            model_dir, setup = build_model(home)
+            print(f"  setup {time.perf_counter() - t0:.0f} s: {setup}", file=sys.stderr)
+        env = serving_env(Path(tmp))
+        inproc = run_child(model_dir, args.batch, args.repeats, env)
+        print(f"  in process: {inproc}", file=sys.stderr)
+        server = load_test(
+            model_dir,
+            clients=args.clients,
+            seconds=args.seconds,
+            trips=args.trips_per_request,
+            max_requests=args.max_requests,
+            log=home / "serve.log",
+            env=env,
+        )
+        print(f"  server: {server}", file=sys.stderr)
+    table = report(setup, inproc, server, load)
+    print(table)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    row = {"date": stamp, "load_1min_start": round(load[0], 2), **setup, **inproc, **server}
+    print(f"appended to {append_results(row, table)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

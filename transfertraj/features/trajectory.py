@@ -1,0 +1,136 @@
+"""A trajectory's feature row: per-point values -> one row per trajectory with equal-length arrays.
+
+    table = point_features(points, crs=city.crs, timezone=city.timezone, context=ctx, ...)   # per point
+    rows = trajectory_rows(table)                                         # per trajectory (features layout)
+
+The layout is the features table's (docs/features_contract.md): ts, lon, lat, mx, my, x, y, weekday,
+hour, minute, minutes_since_start, poi, poi_missing, road, road_missing, arrays ordered by point index.
+`add_relative` computes the columns that need the trajectory's first point (x, y metres from it, minutes
+since it): the Spark job (jobs/featurize.assemble) calls it on its grouped rows, serving on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transfertraj.features.context import (
+    CONTEXT_COLUMNS,
+    CityContext,
+    context_arrays,
+    context_vectors,
+    missing_context_vectors,
+)
+from transfertraj.features.metric_coordinates import metric_xy
+from transfertraj.features.taxonomy import covered_mask
+from transfertraj.features.temporal import temporal_fields
+
+# per-point columns of a trajectory row, in the features table's order (x, y, minutes_since_start added)
+POINT_FIELDS = ("ts", "lon", "lat", "mx", "my", "weekday", "hour", "minute", *CONTEXT_COLUMNS)
+RELATIVE_FIELDS = ("x", "y", "minutes_since_start")
+TRAJECTORY_FIELDS = (
+    "ts",
+    "lon",
+    "lat",
+    "mx",
+    "my",
+    "x",
+    "y",
+    "weekday",
+    "hour",
+    "minute",
+    "minutes_since_start",
+    *CONTEXT_COLUMNS,
+)
+
+
+def _first_repeated(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, first value of each row repeated per value, offsets) of a list column."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    first = np.repeat(values[offsets[:-1][lengths > 0]], lengths[lengths > 0])
+    return values, first, offsets
+
+
+def relative_arrays(batch: pa.RecordBatch | pa.Table) -> list[pa.Array]:
+    """x, y (float32 metres from the first point) and minutes_since_start (float32) of list rows ts, mx, my."""
+    out = []
+    mx, mx0, offsets = _first_repeated(batch.column("mx"))
+    my, my0, _ = _first_repeated(batch.column("my"))
+    ts, ts0, _ = _first_repeated(batch.column("ts"))
+    values = ((mx - mx0).astype(np.float32), (my - my0).astype(np.float32), ((ts - ts0) / 60.0).astype(np.float32))
+    for v in values:
+        out.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(v, pa.float32())))
+    return out
+
+
+def add_relative(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with RELATIVE_FIELDS appended (see relative_arrays)."""
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *relative_arrays(batch)], names=[*batch.schema.names, *RELATIVE_FIELDS]
+    )
+
+
+def point_features(
+    points: pa.Table,
+    *,
+    crs: str,
+    timezone: str,
+    context: CityContext | None,
+    tree=None,
+    phi_m: float,
+    categories_covered: list[str] | None = None,
+) -> pa.Table:
+    """Points (trip_id, idx, ts, lon, lat) -> the same rows with mx, my, weekday, hour, minute and context.
+
+    `context` None: a city without OSM (missing context everywhere). `tree`: poi_tree(context), built
+    once by the caller."""
+    lon = points.column("lon").to_numpy()
+    lat = points.column("lat").to_numpy()
+    mx, my = metric_xy(lon, lat, crs)
+    weekday, hour, minute = temporal_fields(points.column("ts").to_numpy(), timezone)
+    if context is None:
+        vectors = missing_context_vectors(len(mx))
+    else:
+        vectors = context_vectors(
+            np.column_stack([mx, my]),
+            context.lattice,
+            tree,
+            context.poi_category,
+            phi_m=phi_m,
+            category_missing=covered_mask(categories_covered),
+        )
+    cols = {
+        "mx": pa.array(mx),
+        "my": pa.array(my),
+        "weekday": pa.array(weekday),
+        "hour": pa.array(hour),
+        "minute": pa.array(minute),
+        **dict(zip(CONTEXT_COLUMNS, context_arrays(*vectors), strict=True)),
+    }
+    for name, values in cols.items():
+        points = points.append_column(name, values)
+    return points
+
+
+def trajectory_rows(points: pa.Table) -> pa.Table:
+    """Per-point rows (trip_id, idx and POINT_FIELDS) -> one row per trajectory: trip_id, n_points and
+    TRAJECTORY_FIELDS, trips in order of trip_id, points in order of idx."""
+    order = pc.sort_indices(points, sort_keys=[("trip_id", "ascending"), ("idx", "ascending")])
+    points = points.take(order)
+    trip = points.column("trip_id").combine_chunks()
+    starts = np.flatnonzero(np.r_[True, pc.not_equal(trip[1:], trip[:-1]).to_numpy(zero_copy_only=False)])
+    offsets = pa.array(np.r_[starts, len(trip)].astype(np.int32), pa.int32())
+    lists = {name: pa.ListArray.from_arrays(offsets, points.column(name).combine_chunks()) for name in POINT_FIELDS}
+    per_trip = pa.RecordBatch.from_arrays(list(lists.values()), names=list(lists))
+    per_trip = add_relative(per_trip)
+    return pa.table(
+        {
+            "trip_id": trip.take(pa.array(starts)),
+            "n_points": pa.array(np.diff(np.r_[starts, len(trip)]).astype(np.int32)),
+            **{name: per_trip.column(name) for name in TRAJECTORY_FIELDS},
+        }
+    )
