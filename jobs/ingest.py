@@ -35,14 +35,15 @@ from transfertraj.core.settings import Settings
 from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
-from transfertraj.jobs.bronze_rows import read_landed_rows
+from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, spark_readable
 from transfertraj.jobs.clean_points import DROP, TRIP, clean_trips_spark
-from transfertraj.jobs.landed_files import landed_files
+from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
 from transfertraj.jobs.parse_points import check_rows, explode_points
 from transfertraj.jobs.schemas import (
     CITY,
     DATE,
     DETAIL,
+    LINE,
     POINT_IDX,
     REASON,
     REJECTS_SCHEMA,
@@ -71,6 +72,9 @@ class IngestReport:
     status: str = "published"
     message: str = ""
     files: int = 0
+    files_quarantined: dict[str, str] = field(default_factory=dict)  # file -> "reason (line n): detail"
+    files_skipped: dict[str, str] = field(default_factory=dict)  # never opened: symlinks, fifos, ...
+    lines_read: int = 0  # data lines of the readable files, counted from the files themselves
     rows_read: int = 0
     rows_accepted: int = 0
     rows_rejected: int = 0
@@ -88,11 +92,27 @@ class IngestReport:
     def summary(self) -> str:
         rr = ", ".join(f"{k} {v}" for k, v in sorted(self.rows_rejected_by_reason.items())) or "none"
         pr = ", ".join(f"{k} {v}" for k, v in sorted(self.points_dropped_by_reason.items())) or "none"
+        files = f"{self.files} file(s) read"
+        if self.files_quarantined:
+            files += f", {len(self.files_quarantined)} quarantined ({self._names(self.files_quarantined)})"
+        if self.files_skipped:
+            files += f", {len(self.files_skipped)} skipped ({self._names(self.files_skipped)})"
         return (
-            f"{self.city} {self.date}: {self.status}; rows read {self.rows_read} = accepted {self.rows_accepted}"
-            f" + rejected {self.rows_rejected} ({rr}); points read {self.points_read} = kept {self.points_kept}"
-            f" + dropped {self.points_dropped} ({pr}); trajectories {self.trajectories_out}; {self.seconds:.1f} s"
+            f"{self.city} {self.date}: {self.status}; {files}; rows read {self.rows_read} = accepted"
+            f" {self.rows_accepted} + rejected {self.rows_rejected} ({rr}); points read {self.points_read} = kept"
+            f" {self.points_kept} + dropped {self.points_dropped} ({pr}); trajectories {self.trajectories_out};"
+            f" {self.seconds:.1f} s"
         )
+
+    @staticmethod
+    def _names(problems: dict[str, str]) -> str:
+        return ", ".join(f"{k}: {v.split(':')[0]}" for k, v in sorted(problems.items()))
+
+    def file_notes(self) -> str:
+        """The files set aside, for the runs log's message."""
+        notes = [f"quarantined {k}: {v}" for k, v in sorted(self.files_quarantined.items())]
+        notes += [f"skipped {k}: {v}" for k, v in sorted(self.files_skipped.items())]
+        return "; ".join(notes)
 
 
 def _persist(df: DataFrame) -> DataFrame:
@@ -127,30 +147,72 @@ def _counts(df: DataFrame) -> dict[str, int]:
     return {r[REASON]: int(r["n"]) for r in df.groupBy(REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
 
 
+def _set_aside(s: SetAside) -> str:
+    return f"{s.reason}" + (f" (line {s.line})" if s.line else "") + f": {s.detail}"
+
+
+def _file_rejects(spark: SparkSession, problems: list[SetAside]) -> DataFrame:
+    """One quarantine row per file that was not ingested (row_id and point_idx null)."""
+    rows = [(s.rel, None, None, s.reason, _set_aside(s)[:300]) for s in problems]
+    return spark.createDataFrame(
+        rows, f"{SOURCE_FILE} string, {ROW_ID} long, {POINT_IDX} int, {REASON} string, {DETAIL} string"
+    )
+
+
+def _bronze_line_check(bronze: DataFrame, files) -> list[str]:
+    """Files whose bronze lines differ from the lines counted in the file itself (header excluded)."""
+    got = {r[SOURCE_FILE]: int(r["n"]) for r in bronze.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()}
+    problems = []
+    for f in files:
+        want = max(f.lines - 1, 0) if f.header is not None else 0
+        n = got.pop(f.rel, 0)
+        if n != want:
+            problems.append(f"{f.rel}: {want} data line(s) in the file, {n} in bronze")
+    problems += [f"{name}: in bronze but not among the landed files" for name in got]
+    return problems
+
+
 def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> IngestReport:
-    """Ingest one delivery date of one city. Raises QualityGateError when the gate fails."""
+    """Ingest one delivery date of one city. Raises QualityGateError when the gate fails, LandingError when
+    no landed file of the date can be read (the files set aside are in rejects and the runs log)."""
     started = datetime.now(UTC)
     t0 = time.time()
     report = IngestReport(city=city.name, date=date, run_id=uuid.uuid4().hex[:16])
     part = {CITY: city.name, DATE: date}
-    files = landed_files(settings.landing / city.name / date, city)
+    delivery = scan_delivery(settings.landing / city.name / date, city, landing_root=settings.landing)
+    files = delivery.files
     report.files = len(files)
-    log.info("%s %s: %d landed file(s)", city.name, date, len(files))
+    report.files_quarantined = {s.rel: _set_aside(s) for s in delivery.quarantined}
+    report.files_skipped = {s.rel: _set_aside(s) for s in delivery.skipped}
+    report.lines_read = sum(max(f.lines - 1, 0) for f in files if f.header is not None)
+    log.info(
+        "%s %s: %d landed file(s), %d quarantined, %d skipped",
+        city.name,
+        date,
+        len(files),
+        len(delivery.quarantined),
+        len(delivery.skipped),
+    )
 
     # Bronze first: what arrived is kept for inspection whatever happens next.
-    bronze = read_landed_rows(spark, files, city=city.name, date=date, landing_root=settings.landing)
-    report.bronze_version = replace_partition(
-        bronze,
-        table_path(settings, "bronze"),
-        part,
-        partition_by=table("bronze").partition_by,
-        user_metadata=f"run {report.run_id}",
-    )
+    with spark_readable(files, settings.landing / ".staging" / report.run_id) as paths:
+        bronze = read_landed_rows(spark, files, city=city.name, date=date, paths=paths)
+        report.bronze_version = replace_partition(
+            bronze,
+            table_path(settings, "bronze"),
+            part,
+            partition_by=table("bronze").partition_by,
+            user_metadata=f"run {report.run_id}",
+        )
     bronze, _ = read_table(spark, table_path(settings, "bronze"), version=report.bronze_version, where=part)
+    lost = _bronze_line_check(bronze, files)
+    if lost:
+        raise AccountingError(f"{city.name} {date}: lines lost between the landed files and bronze: " + "; ".join(lost))
+    rows = join_quoted_lines(bronze, files)
 
     headers = sorted({f.header for f in files if f.header is not None})
     if headers:
-        verdicts = check_rows(bronze, city, headers)
+        verdicts = check_rows(rows, city, headers)
     else:
         verdicts = spark.createDataFrame([], ", ".join(f"{c} {t}" for c, t in CHECKED_DDL))
     verdicts = _persist(verdicts)  # parsed once: the verdict counts and the points both read it
@@ -159,7 +221,10 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
     report.rows_accepted = row_counts.pop(None, 0)
     report.rows_rejected_by_reason = row_counts
     report.rows_rejected = sum(row_counts.values())
-    report.rows_read = bronze.count()
+    # Counted apart from the verdicts; and the lines the rows span must be the lines of the files.
+    spans = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(F.split(F.col(LINE), "\n", -1))).alias("lines")).first()
+    report.rows_read = int(spans["n"])
+    lines_in_rows = int(spans["lines"] or 0)
 
     # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
     buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
@@ -185,6 +250,7 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         verdicts.where(F.col(REASON).isNotNull())
         .select(SOURCE_FILE, ROW_ID, F.lit(None).cast("int").alias(POINT_IDX), REASON, DETAIL)
         .unionByName(dropped)
+        .unionByName(_file_rejects(spark, delivery.quarantined + delivery.skipped))
         .withColumn(CITY, F.lit(city.name))
         .withColumn(DATE, F.lit(date))
     )
@@ -196,11 +262,16 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         user_metadata=f"run {report.run_id}",
     )
 
-    _check_accounting(report)
-    failure = _quality_gate(report, city)
-    if failure:
-        report.status, report.message = "failed_quality_gate", failure
+    _check_accounting(report, lines_in_rows)
+    if not files and delivery.quarantined:
+        failure = "no landed file could be read: " + "; ".join(s.describe() for s in delivery.quarantined)
+        report.status = "failed_unreadable"
     else:
+        failure = _quality_gate(report, city)
+        if failure:
+            report.status = "failed_quality_gate"
+    report.message = "; ".join(m for m in (failure, report.file_notes()) if m)
+    if not failure:
         report.silver_version = replace_partition(
             trips,
             table_path(settings, "silver"),
@@ -213,13 +284,17 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
     for df in [verdicts, cleaned]:
         df.unpersist()
     log.info(report.summary())
+    if report.status == "failed_unreadable":
+        raise LandingError(f"{city.name} {date}: {failure}; silver not published (rejects name the files)")
     if failure:
         raise QualityGateError(f"{city.name} {date}: {failure}; silver not published (bronze and rejects kept)")
     return report
 
 
-def _check_accounting(r: IngestReport) -> None:
+def _check_accounting(r: IngestReport, lines_in_rows: int | None = None) -> None:
     problems = []
+    if lines_in_rows is not None and lines_in_rows != r.lines_read:
+        problems.append(f"lines in the files {r.lines_read} != lines in rows {lines_in_rows}")
     if r.rows_read != r.rows_accepted + r.rows_rejected:
         problems.append(f"rows read {r.rows_read} != accepted {r.rows_accepted} + rejected {r.rows_rejected}")
     if r.points_read != r.points_kept + r.points_dropped:
@@ -293,23 +368,37 @@ def run(args, settings: Settings) -> int:
     else:
         raise SystemExit("give --date, or --start and --end, or --all-landed")
     spark = get_spark("ingest", settings)
-    failed = 0
+    outcomes: dict[str, str] = {}
     from tqdm import tqdm
 
+    # A backfill goes on past a failed date: every date's outcome is reported, the exit code says if any failed.
     for day in tqdm(dates, desc=f"ingest {city.name}", unit="date", disable=len(dates) < 2):
         if not (settings.landing / city.name / day).is_dir():
             log.warning("%s %s: nothing landed, skipped", city.name, day)
+            outcomes[day] = "nothing landed"
             continue
         try:
             report = ingest_date(spark, city, day, settings)
             print(report.summary())
-        except QualityGateError as err:
-            failed += 1
+            outcomes[day] = report.status
+        except (QualityGateError, LandingError, AccountingError) as err:
+            outcomes[day] = f"FAILED {type(err).__name__}: {err}"
             log.error("%s", err)
+        except Exception as err:  # noqa: BLE001 - one date's unexpected failure must not stop a backfill
+            outcomes[day] = f"FAILED {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            log.exception("%s %s: ingestion failed", city.name, day)
         if args.report:
             from transfertraj.jobs.quality_report import write_quality_report
 
-            print(f"quality report: {write_quality_report(spark, city, day, settings)}")
+            try:
+                print(f"quality report: {write_quality_report(spark, city, day, settings)}")
+            except LookupError as err:
+                log.warning("%s", err)
+    failed = [d for d, o in outcomes.items() if o.startswith("FAILED")]
+    if len(dates) > 1 or failed:
+        print(f"ingest {city.name}: {len(outcomes) - len(failed)} date(s) ok, {len(failed)} failed")
+        for day, outcome in outcomes.items():
+            print(f"  {day}  {outcome}")
     return 1 if failed else 0
 
 

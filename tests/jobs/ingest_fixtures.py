@@ -66,3 +66,24 @@ def write_city(folder: Path, city: CityConfig) -> Path:
     path = folder / f"{city.name}.yaml"
     path.write_text(yaml.safe_dump(city.model_dump(mode="json", exclude_none=True)))
     return path
+
+
+PORTO_HEADER = "TRIP_ID,CALL_TYPE,ORIGIN_CALL,ORIGIN_STAND,TAXI_ID,TIMESTAMP,DAY_TYPE,MISSING_DATA,POLYLINE"
+
+
+def porto_rows(n: int, *, taxi: int, start: int = 1372669200, points: int = 8) -> list[str]:
+    """`n` valid Porto data lines of one taxi (10:00 Lisbon on 2013-07-01 onwards, one trip an hour),
+    each a short drive inside the city's bounding box, ~100 m per 15 s fix."""
+    rows = []
+    for i in range(n):
+        ts = start + 3600 * i
+        lon0, lat0 = -8.62 + 0.002 * (taxi % 20), 41.15 + 0.001 * i
+        poly = ",".join(f"[{lon0 + 0.0012 * k:.6f},{lat0:.6f}]" for k in range(points))
+        rows.append(f'{ts}{taxi:08d},"C","","","{20000000 + taxi}","{ts}","A","False","[{poly}]"')
+    return rows
+
+
+def write_rows(path: Path, rows: list[str], *, header: str = PORTO_HEADER, sep: str = "\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes((sep.join([header, *rows]) + sep).encode())
+    return path

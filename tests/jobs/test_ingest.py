@@ -189,7 +189,8 @@ def test_missing_columns_is_fatal_and_names_the_file(spark, settings):
     city = porto_like("fatalporto")
     land(settings, city.name, "2013-07-01", BAD_INPUTS / "porto_missing_columns.csv")
     with pytest.raises(
-        LandingError, match=r"porto_missing_columns.csv: the header lacks required column\(s\) .*POLYLINE"
+        LandingError,
+        match=r"porto_missing_columns.csv: bad_header \(line 1\): the header lacks required column\(s\) .*POLYLINE",
     ):
         ingest_date(spark, city, "2013-07-01", settings)
 
