@@ -1,6 +1,7 @@
 """Nightly ingestion: landing/<city>/<date>/ -> bronze, rejects, silver and a runs row, in Delta.
 
     transfertraj ingest --city porto --date 2013-07-01
+    transfertraj runs --city porto                                            # outcomes; killed runs show
     transfertraj ingest --city beijing --start 2008-10-23 --end 2008-10-31     # a backfill, each date once
     spark-submit jobs/ingest.py --city porto --date 2013-07-01                # the same, on a cluster
 
@@ -8,12 +9,23 @@ A partition's `date` is the landing folder's date (the delivery date): a trip th
 stays in the partition it was delivered in. A rerun of a date replaces that date's partitions in
 every table (one atomic Delta commit each), so late files are picked up by rerunning the date.
 
+Only regular files inside the landing folder are opened (jobs/landed_files.py); links, fifos and the
+like are skipped with a reason, and a file that cannot be ingested (UTF-16, gzip named .csv, truncated
+gzip, no required columns) is quarantined (a rejects row with row_id null) while the date's other files
+publish. A date with no readable file fails (LandingError); a backfill reports every date's outcome and
+exits 1 at the end if any failed.
+
 Accounting, checked at the end of every run (a mismatch is a bug and fails the run):
-    rows read   = rows accepted + rows rejected (by reason)
+    lines in the files (counted by reading them) = lines in bronze, per file = lines the rows span
+    rows read   = rows accepted + rows rejected (by reason)   (a row is a CSV record: it may span lines)
     points read = points kept   + points dropped (by reason)
-Quality gate (thresholds in the city file): rejected-row share above `quality.max_rejected_share` or
-fewer than `quality.min_trajectories` trajectories fail the run with a message; bronze and rejects
-keep what arrived, silver is not published for that date.
+Quality gate (thresholds in the city file): a rejected share of data rows (blank lines, repeated headers
+and footers are not data) above `quality.max_rejected_share`, or fewer than `quality.min_trajectories`
+trajectories, fail the run with a message naming the files and reasons; bronze and rejects keep what
+arrived, silver is not published for that date.
+
+The runs log gets a `running` row when a run starts and its outcome when it ends; a run killed between
+tables shows as interrupted, and the next run of the date says that it repairs it.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import argparse
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import date as Date
 
@@ -32,13 +44,13 @@ from pyspark.sql import functions as F
 
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
-from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition
+from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition, table_exists
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
 from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, spark_readable
 from transfertraj.jobs.clean_points import DROP, TRIP, clean_trips_spark
 from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
-from transfertraj.jobs.parse_points import check_rows, explode_points
+from transfertraj.jobs.parse_points import NON_DATA_REASONS, check_rows, explode_points
 from transfertraj.jobs.schemas import (
     CITY,
     DATE,
@@ -84,6 +96,8 @@ class IngestReport:
     points_dropped: int = 0
     points_dropped_by_reason: dict[str, int] = field(default_factory=dict)
     trajectories_out: int = 0
+    repairs: list[str] = field(default_factory=list)  # interrupted earlier runs of the date this run repairs
+    rejected_by_file: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)  # (file, reason) -> rows
     bronze_version: int | None = None
     rejects_version: int | None = None
     silver_version: int | None = None
@@ -108,9 +122,10 @@ class IngestReport:
     def _names(problems: dict[str, str]) -> str:
         return ", ".join(f"{k}: {v.split(':')[0]}" for k, v in sorted(problems.items()))
 
-    def file_notes(self) -> str:
-        """The files set aside, for the runs log's message."""
-        notes = [f"quarantined {k}: {v}" for k, v in sorted(self.files_quarantined.items())]
+    def notes(self) -> str:
+        """Runs repaired and files set aside, for the runs log's message."""
+        notes = [f"repairs interrupted run {r}" for r in self.repairs]
+        notes += [f"quarantined {k}: {v}" for k, v in sorted(self.files_quarantined.items())]
         notes += [f"skipped {k}: {v}" for k, v in sorted(self.files_skipped.items())]
         return "; ".join(notes)
 
@@ -136,6 +151,7 @@ CHECKED_DDL = [
     ("stream_id", "string"),
     ("vehicle_id", "string"),
     ("ts0", "double"),
+    ("ts0_alt", "double"),
     ("poly", "array<array<double>>"),
     ("lon", "double"),
     ("lat", "double"),
@@ -172,12 +188,61 @@ def _bronze_line_check(bronze: DataFrame, files) -> list[str]:
     return problems
 
 
+RUNNING = "running"  # a run's first row in the runs log; its outcome is a second row with the same run_id
+
+
+def interrupted_runs(spark: SparkSession, settings: Settings, city: str, date: str) -> list[str]:
+    """Runs of a city and date that recorded their start but no outcome (killed, or still running)."""
+    path = table_path(settings, "runs")
+    if not table_exists(spark, path):
+        return []
+    runs, _ = read_table(spark, path, where={CITY: city})
+    runs = runs.where((F.col(DATE) == date) & (F.col("job") == "ingest"))
+    started = runs.where(F.col("status") == RUNNING)
+    ended = runs.where(F.col("status") != RUNNING).select("run_id")
+    rows = started.join(ended, "run_id", "left_anti").orderBy("started_at").collect()
+    return [f"{r.run_id} (started {r.started_at:%Y-%m-%d %H:%M:%S})" for r in rows]
+
+
+def _close_repaired(spark: SparkSession, r: IngestReport, settings: Settings) -> None:
+    """Give each interrupted run this run repaired its outcome row: `interrupted`, repaired by this run."""
+    for repaired in r.repairs:
+        run_id = repaired.split(" ")[0]
+        closed = IngestReport(city=r.city, date=r.date, run_id=run_id, status="interrupted")
+        closed.message = f"killed before its outcome was recorded; repaired by run {r.run_id}"
+        _append_run(spark, closed, datetime.now(UTC), settings)
+
+
 def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> IngestReport:
     """Ingest one delivery date of one city. Raises QualityGateError when the gate fails, LandingError when
-    no landed file of the date can be read (the files set aside are in rejects and the runs log)."""
+    no landed file of the date can be read (the files set aside are in rejects and the runs log).
+
+    The runs log gets a `running` row when the run starts and a second row with its outcome when it ends
+    (`failed` with the error when it raises). A run killed between its tables (bronze and rejects written,
+    silver not) leaves only the first row: the next run of the date says that it repairs it."""
     started = datetime.now(UTC)
-    t0 = time.time()
     report = IngestReport(city=city.name, date=date, run_id=uuid.uuid4().hex[:16])
+    repairs = interrupted_runs(spark, settings, city.name, date)
+    if repairs:
+        report.repairs = repairs
+        log.warning("%s %s: repairs interrupted run(s) %s", city.name, date, ", ".join(repairs))
+    report.status = RUNNING
+    _append_run(spark, report, started, settings, finished=started)
+    try:
+        return _ingest_date(spark, city, date, settings, report, started)
+    except Exception as err:
+        if report.status == RUNNING:  # not recorded yet: record the failure, then raise it
+            report.status = "failed"
+            first = str(err).splitlines()[0] if str(err) else ""
+            report.message = "; ".join(m for m in (f"{type(err).__name__}: {first}"[:1000], report.notes()) if m)
+            _append_run(spark, report, started, settings)
+        raise
+
+
+def _ingest_date(
+    spark: SparkSession, city: CityConfig, date: str, settings: Settings, report: IngestReport, started: datetime
+) -> IngestReport:
+    t0 = time.time()
     part = {CITY: city.name, DATE: date}
     delivery = scan_delivery(settings.landing / city.name / date, city, landing_root=settings.landing)
     files = delivery.files
@@ -217,10 +282,17 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         verdicts = spark.createDataFrame([], ", ".join(f"{c} {t}" for c, t in CHECKED_DDL))
     verdicts = _persist(verdicts)  # parsed once: the verdict counts and the points both read it
     points = explode_points(verdicts)
-    row_counts = _counts(verdicts)
+    by_file = {
+        (r[SOURCE_FILE], r[REASON]): int(r["n"])
+        for r in verdicts.groupBy(SOURCE_FILE, REASON).agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    row_counts: dict[str | None, int] = {}
+    for (_, reason), n in by_file.items():
+        row_counts[reason] = row_counts.get(reason, 0) + n
     report.rows_accepted = row_counts.pop(None, 0)
     report.rows_rejected_by_reason = row_counts
     report.rows_rejected = sum(row_counts.values())
+    report.rejected_by_file = {k: n for k, n in by_file.items() if k[1] is not None}
     # Counted apart from the verdicts; and the lines the rows span must be the lines of the files.
     spans = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(F.split(F.col(LINE), "\n", -1))).alias("lines")).first()
     report.rows_read = int(spans["n"])
@@ -265,12 +337,11 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
     _check_accounting(report, lines_in_rows)
     if not files and delivery.quarantined:
         failure = "no landed file could be read: " + "; ".join(s.describe() for s in delivery.quarantined)
-        report.status = "failed_unreadable"
+        status = "failed_unreadable"
     else:
         failure = _quality_gate(report, city)
-        if failure:
-            report.status = "failed_quality_gate"
-    report.message = "; ".join(m for m in (failure, report.file_notes()) if m)
+        status = "failed_quality_gate" if failure else "published"
+    report.message = "; ".join(m for m in (failure, report.notes()) if m)
     if not failure:
         report.silver_version = replace_partition(
             trips,
@@ -280,7 +351,9 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
             user_metadata=f"run {report.run_id}",
         )
     report.seconds = time.time() - t0
+    report.status = status
     _append_run(spark, report, started, settings)
+    _close_repaired(spark, report, settings)  # every table of the date was replaced by this run
     for df in [verdicts, cleaned]:
         df.unpersist()
     log.info(report.summary())
@@ -304,22 +377,36 @@ def _check_accounting(r: IngestReport, lines_in_rows: int | None = None) -> None
 
 
 def _quality_gate(r: IngestReport, city: CityConfig) -> str | None:
+    """The share counts data rows only: blank lines, repeated headers and footers are accounted for in
+    rejects but are not data. A failure names the files and reasons that drove the share."""
     q = city.quality
-    share = r.rows_rejected / r.rows_read if r.rows_read else 0.0
+    not_data = sum(n for reason, n in r.rows_rejected_by_reason.items() if reason in NON_DATA_REASONS)
+    data_rows, rejected = r.rows_read - not_data, r.rows_rejected - not_data
+    share = rejected / data_rows if data_rows else 0.0
     if share > q.max_rejected_share:
-        top = max(r.rows_rejected_by_reason.items(), key=lambda kv: kv[1])[0]
+        per_file: dict[str, dict[str, int]] = {}
+        for (name, reason), n in r.rejected_by_file.items():
+            if reason not in NON_DATA_REASONS:
+                per_file.setdefault(name, {})[reason] = n
+        worst = sorted(per_file.items(), key=lambda kv: -sum(kv[1].values()))[:5]
+        drivers = "; ".join(
+            f"{name}: " + ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            for name, reasons in worst
+        )
         return (
-            f"rejected share {share:.1%} is above quality.max_rejected_share {q.max_rejected_share:.0%} "
-            f"(most common reason: {top})"
+            f"rejected share {share:.1%} of {data_rows} data rows is above quality.max_rejected_share "
+            f"{q.max_rejected_share:.0%} (blank lines, headers and footers not counted); driven by {drivers}"
         )
     if r.trajectories_out < q.min_trajectories:
         return f"{r.trajectories_out} trajectories out, fewer than quality.min_trajectories {q.min_trajectories}"
     return None
 
 
-def _append_run(spark: SparkSession, r: IngestReport, started: datetime, settings: Settings) -> None:
-    row = {k: v for k, v in asdict(r).items() if k in RUNS_SCHEMA.names}
-    row.update(job="ingest", started_at=started, finished_at=datetime.now(UTC))
+def _append_run(
+    spark: SparkSession, r: IngestReport, started: datetime, settings: Settings, finished: datetime | None = None
+) -> None:
+    row = {k: getattr(r, k) for k in RUNS_SCHEMA.names if hasattr(r, k)}
+    row.update(job="ingest", started_at=started, finished_at=finished or datetime.now(UTC))
     df = spark.createDataFrame([tuple(row[n] for n in RUNS_SCHEMA.names)], RUNS_SCHEMA)
     append_rows(df, table_path(settings, "runs"), partition_by=table("runs").partition_by)
 

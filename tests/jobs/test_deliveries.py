@@ -17,7 +17,7 @@ from tests.jobs.ingest_fixtures import PORTO_HEADER, porto_like, porto_rows, wri
 from transfertraj.feature_store.delta_io import read_table
 from transfertraj.feature_store.tables import table_path
 from transfertraj.jobs import ingest as ingest_job
-from transfertraj.jobs.ingest import AccountingError, ingest_date
+from transfertraj.jobs.ingest import AccountingError, QualityGateError, ingest_date
 from transfertraj.jobs.landed_files import LandingError
 
 DATE = "2013-07-01"
@@ -180,7 +180,7 @@ def test_a_date_of_only_unreadable_files_fails_naming_them(spark, settings):
     with pytest.raises(LandingError, match=r"utf16\.csv: bad_file_encoding"):
         ingest_date(spark, city, DATE, settings)
     runs = read_table(spark, table_path(settings, "runs"), where={"city": city.name})[0]
-    assert [row.status for row in runs.collect()] == ["failed_unreadable"]
+    assert sorted(row.status for row in runs.collect()) == ["failed_unreadable", "running"]
 
 
 def test_backfill_reports_every_date_and_fails_at_the_end(spark, settings, monkeypatch, capsys):
@@ -199,8 +199,141 @@ def test_backfill_reports_every_date_and_fails_at_the_end(spark, settings, monke
     assert "2 date(s) ok, 1 failed" in out
     assert "2013-07-02  FAILED LandingError" in out and "bad.csv: wrong_compression" in out
     runs = read_table(spark, table_path(settings, "runs"), where={"city": city.name})[0]
-    assert {row.date: row.status for row in runs.collect()} == {
+    assert {row.date: row.status for row in runs.where(F.col("status") != "running").collect()} == {
         "2013-07-01": "published",
         "2013-07-02": "failed_unreadable",
         "2013-07-03": "published",
     }
+
+
+# ------------------------------------------------------------------ 4. quoted newlines inside a field
+
+
+def test_a_quoted_field_may_span_lines(spark, settings):
+    city = porto_like("multiline")
+    folder = settings.landing / city.name / DATE
+    rows = porto_rows(3, taxi=1)
+    rows[1] = rows[1].replace("],[", "],\n[", 2)  # the POLYLINE of row 2 spans 3 lines
+    rows[2] = rows[2].replace(',"C",', ',"C\r\nstreet hail",', 1)  # CRLF inside CALL_TYPE
+    write_rows(folder / "multiline.csv", rows)
+    good = porto_rows(2, taxi=2)
+    cut = good[0][: good[0].index("],[") + 5]  # a truncated line: its quote never closes
+    write_rows(folder / "truncated.csv", [cut, *good])
+    r = ingest_date(spark, city, DATE, settings)
+    assert r.lines_read == (1 + 3 + 2) + 3  # physical lines: row 2 spans 3, row 3 spans 2
+    assert r.rows_rejected_by_reason == {"bad_polyline": 1}
+    assert r.rows_read == 3 + 3 and r.rows_accepted == 3 + 2
+    assert _per_file(_table(spark, settings, "bronze", city.name)) == {"multiline.csv": 6, "truncated.csv": 3}
+    silver = _table(spark, settings, "silver", city.name)
+    assert silver.where(F.col("source_file").endswith("multiline.csv")).agg(F.sum("n_points")).first()[0] == 3 * 8
+
+
+# ------------------------------------------------------------- 5. the quality gate counts data rows
+
+
+def test_blank_lines_and_a_footer_do_not_fail_the_gate(spark, settings):
+    city = porto_like("footer", quality={"max_rejected_share": 0.2, "min_trajectories": 1})
+    folder = settings.landing / city.name / DATE
+    rows = porto_rows(4, taxi=1)
+    write_rows(folder / "with_footer.csv", [rows[0], "", rows[1], "", "", rows[2], rows[3], "", "EOF", "total 4 rows"])
+    r = ingest_date(spark, city, DATE, settings)
+    assert r.status == "published" and r.rows_accepted == 4
+    assert r.rows_rejected_by_reason == {"blank_line": 4, "footer": 2}
+
+
+def test_the_gate_names_the_files_and_reasons_that_drove_it(spark, settings):
+    city = porto_like("gatefiles", quality={"max_rejected_share": 0.2, "min_trajectories": 1})
+    folder = settings.landing / city.name / DATE
+    write_rows(folder / "good.csv", porto_rows(6, taxi=1))
+    write_rows(folder / "junk.csv", [*porto_rows(2, taxi=2), '"x","y"', "a,b,c", '"1","2"', "", "EOF"])
+    with pytest.raises(QualityGateError) as err:
+        ingest_date(spark, city, DATE, settings)
+    msg = str(err.value)
+    assert "rejected share 27.3% of 11 data rows" in msg
+    assert "junk.csv: malformed_csv 3" in msg and "good.csv" not in msg
+
+
+# ------------------------------------------------------------------- 7. conflicting duplicates
+
+
+def test_one_trip_id_with_two_contents_is_quarantined_as_a_conflict(spark, settings):
+    city = porto_like("conflict")
+    folder = settings.landing / city.name / DATE
+    rows = porto_rows(3, taxi=1)
+    other = rows[0].replace("[-8.", "[-8.0", 1).replace(",41.15", ",41.16", 1)  # same TRIP_ID, another POLYLINE
+    write_rows(folder / "a.csv", [rows[0], rows[1], rows[0]])
+    write_rows(folder / "b.csv", [other, rows[2]])
+    r = ingest_date(spark, city, DATE, settings)
+    assert r.rows_rejected_by_reason == {"conflicting_duplicate": 2, "duplicate_row": 1}
+    assert r.rows_accepted == 2
+    rejects = _table(spark, settings, "rejects", city.name).where(F.col("reason") == "conflicting_duplicate")
+    assert {row.source_file.split("/")[-1] for row in rejects.collect()} == {"a.csv", "b.csv"}
+
+
+# ------------------------------------------------------------------------------ 8. a killed run
+
+
+class Killed(BaseException):
+    """What a SIGKILL between two tables looks like from inside: nothing after it runs."""
+
+
+def test_a_run_killed_between_tables_is_visible_and_the_next_run_repairs_it(spark, settings, monkeypatch):
+    from transfertraj.jobs.run_history import runs_lines
+
+    city = porto_like("killed")
+    write_rows(settings.landing / city.name / DATE / "a.csv", porto_rows(3, taxi=1))
+    real = ingest_job.replace_partition
+
+    def kill_before_silver(df, path, *args, **kw):
+        if path.rstrip("/").endswith("silver"):
+            raise Killed
+        return real(df, path, *args, **kw)
+
+    monkeypatch.setattr(ingest_job, "replace_partition", kill_before_silver)
+    with pytest.raises(Killed):
+        ingest_date(spark, city, DATE, settings)
+    monkeypatch.setattr(ingest_job, "replace_partition", real)
+    killed = ingest_job.interrupted_runs(spark, settings, city.name, DATE)
+    assert len(killed) == 1
+    assert any(" interrupted " in line for line in runs_lines(spark, settings, city.name))
+    r = ingest_date(spark, city, DATE, settings)
+    assert r.status == "published" and f"repairs interrupted run {killed[0]}" in r.message
+    assert ingest_job.interrupted_runs(spark, settings, city.name, DATE) == []  # closed: said once
+    runs = read_table(spark, table_path(settings, "runs"), where={"city": city.name})[0]
+    assert sorted(row.status for row in runs.collect()) == ["interrupted", "published", "running", "running"]
+
+
+# ------------------------------------------------------------------------- 6. local time and DST
+
+
+def _local_fixes(vehicle: str, start: str, n: int, lat: float) -> list[str]:
+    from datetime import datetime, timedelta
+
+    t0 = datetime.fromisoformat(start)
+    out = []
+    for k in range(n):
+        tri = k % 80 if k % 80 < 40 else 80 - k % 80  # back and forth inside the box, ~20 km/h
+        t = t0 + timedelta(seconds=15 * k)
+        out.append(f"{vehicle},{t:%Y-%m-%d %H:%M:%S},{-8.64 + 0.001 * tri:.6f},{lat:.6f}")
+    return out
+
+
+def test_dst_hours_are_resolved_by_fix_order_or_quarantined(spark, settings):
+    from tests.jobs.ingest_fixtures import point_log_city
+
+    raw = point_log_city("dst").raw.model_dump(mode="json", exclude_none=True)
+    city = point_log_city("dst", raw={**raw, "timestamp_timezone": "Europe/Lisbon"})
+    day = "2013-10-27"  # Lisbon: at 02:00 WEST the clock goes back to 01:00 WET; 01:00-01:59 happens twice
+    rows = _local_fixes("v1", "2013-10-27 00:30:00", 360, 41.15)  # 00:30 .. 01:59:45, summer time
+    rows += _local_fixes("v1", "2013-10-27 01:00:00", 120, 41.15)[:120]  # 01:00 .. 01:29:45 again, winter
+    rows += _local_fixes("v2", "2013-10-27 01:10:00", 40, 41.16)  # only inside the repeated hour: which pass?
+    rows += ["v3,2013-03-31 01:30:00,-8.61,41.15"]  # the spring change skips 01:00-01:59: never happened
+    write_rows(settings.landing / city.name / day / "fixes.csv", rows, header="vehicle_id,timestamp,lon,lat")
+    r = ingest_date(spark, city, day, settings)
+    assert r.rows_rejected_by_reason == {"nonexistent_local_time": 1}
+    assert r.points_dropped_by_reason.get("ambiguous_local_time") == 40  # v2, not guessed
+    assert not {"duplicate_timestamp", "duplicate_fix"} & set(r.points_dropped_by_reason)
+    silver = _table(spark, settings, "silver", city.name, day)
+    ts = sorted(t for row in silver.select("ts").collect() for t in row.ts)
+    assert len(ts) == len(set(ts)) == r.points_kept
+    assert ts[0] == 1382830200 and ts[-1] == 1382830200 + 479 * 15  # 23:30 UTC .. 01:29:45 UTC, no hole
