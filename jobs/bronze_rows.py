@@ -12,6 +12,7 @@ other line (blank, broken or repeated header included) is, so that later steps c
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from pyspark.sql.window import Window
 from transfertraj.jobs.landed_files import LandedFile
 from transfertraj.jobs.schemas import BRONZE_SCHEMA, CITY, DATE, HEADER, LINE, ROW_ID, SOURCE_FILE
 
+log = logging.getLogger(__name__)
 MAX_LINES_PER_RECORD = 50  # a quoted field spanning more lines than this is a broken quote, not a record
 _GLOB = re.compile(r"([\\*?\[\]{}])")
 
@@ -38,15 +40,21 @@ def spark_path(path) -> str:
 def spark_readable(files: list[LandedFile], staging: Path):
     """The path of each file as Spark can open it. A name Hadoop cannot take (not UTF-8, or with ':') is
     read through a hard link with a plain name under `staging` (the same inode: no link is followed),
-    removed on exit. Raises OSError when such a link cannot be made (another file system)."""
+    removed on exit. A file whose link cannot be made (read-only landing, another file system) has no
+    entry in the paths: the caller quarantines it."""
     paths = {f.rel: f.path for f in files}
     made: list[Path] = []
     try:
         for i, f in enumerate(files):
             if not f.spark_safe_name:
-                staging.mkdir(parents=True, exist_ok=True)
-                link = staging / f"{i:06d}{''.join(f.path.suffixes[-2:])}"
-                os.link(f.path, link, follow_symlinks=False)
+                link = staging / f"{i:06d}{'.csv.gz' if f.path.name.endswith('.gz') else '.csv'}"
+                try:
+                    staging.mkdir(parents=True, exist_ok=True)
+                    os.link(f.path, link, follow_symlinks=False)
+                except OSError as err:
+                    log.warning("%s: no hard link for Spark in %s (%s)", f.rel, staging, err)
+                    del paths[f.rel]
+                    continue
                 made.append(link)
                 paths[f.rel] = link
         yield paths

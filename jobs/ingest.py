@@ -245,22 +245,26 @@ def _ingest_date(
     t0 = time.time()
     part = {CITY: city.name, DATE: date}
     delivery = scan_delivery(settings.landing / city.name / date, city, landing_root=settings.landing)
-    files = delivery.files
-    report.files = len(files)
-    report.files_quarantined = {s.rel: _set_aside(s) for s in delivery.quarantined}
-    report.files_skipped = {s.rel: _set_aside(s) for s in delivery.skipped}
-    report.lines_read = sum(max(f.lines - 1, 0) for f in files if f.header is not None)
-    log.info(
-        "%s %s: %d landed file(s), %d quarantined, %d skipped",
-        city.name,
-        date,
-        len(files),
-        len(delivery.quarantined),
-        len(delivery.skipped),
-    )
-
     # Bronze first: what arrived is kept for inspection whatever happens next.
-    with spark_readable(files, settings.landing / ".staging" / report.run_id) as paths:
+    with spark_readable(delivery.files, settings.landing / ".staging" / report.run_id) as paths:
+        delivery.quarantined += [
+            SetAside(f.rel, "bad_file_name", "Spark cannot open this name and no hard link could be made: rename it")
+            for f in delivery.files
+            if f.rel not in paths
+        ]
+        files = [f for f in delivery.files if f.rel in paths]
+        report.files = len(files)
+        report.files_quarantined = {s.rel: _set_aside(s) for s in delivery.quarantined}
+        report.files_skipped = {s.rel: _set_aside(s) for s in delivery.skipped}
+        report.lines_read = sum(max(f.lines - 1, 0) for f in files if f.header is not None)
+        log.info(
+            "%s %s: %d landed file(s), %d quarantined, %d skipped",
+            city.name,
+            date,
+            len(files),
+            len(delivery.quarantined),
+            len(delivery.skipped),
+        )
         bronze = read_landed_rows(spark, files, city=city.name, date=date, paths=paths)
         report.bronze_version = replace_partition(
             bronze,
