@@ -1,45 +1,143 @@
 """Landed files -> bronze rows: one row per input line as delivered, with its file and header.
 
-    bronze = read_landed_rows(spark, files, city="porto", date="2013-07-01", landing_root=...)
+    with spark_readable(delivery.files, staging) as paths:     # odd names read through a hard link
+        bronze = read_landed_rows(spark, delivery.files, city="porto", date="2013-07-01", paths=paths)
+    rows = join_quoted_lines(bronze, delivery.files)   # CSV records: a quoted field may span lines
 
-Each file's own header line is not a row; every other line (blank, broken or repeated header
-included) is, so that later steps can account for all of them.
+Each file is read on its own with its name as a literal column (never matched back through Spark's
+file URI, which spells spaces, quotes and accents differently from Python), its path escaped so that
+Hadoop takes `[`, `{`, `*` or `?` in a name literally. Each file's own header line is not a row; every
+other line (blank, broken or repeated header included) is, so that later steps can account for all.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 from transfertraj.jobs.landed_files import LandedFile
 from transfertraj.jobs.schemas import BRONZE_SCHEMA, CITY, DATE, HEADER, LINE, ROW_ID, SOURCE_FILE
 
+log = logging.getLogger(__name__)
+MAX_LINES_PER_RECORD = 50  # a quoted field spanning more lines than this is a broken quote, not a record
+_GLOB = re.compile(r"([\\*?\[\]{}])")
 
-def read_landed_rows(spark: SparkSession, files: list[LandedFile], *, city: str, date: str, landing_root) -> DataFrame:
+
+def spark_path(path) -> str:
+    """A local path as Spark reads it literally: Hadoop glob characters escaped."""
+    return _GLOB.sub(r"\\\1", str(path))
+
+
+@contextmanager
+def spark_readable(files: list[LandedFile], staging: Path):
+    """The path of each file as Spark can open it. A name Hadoop cannot take (not UTF-8, or with ':') is
+    read through a hard link with a plain name under `staging` (the same inode: no link is followed),
+    removed on exit. A file whose link cannot be made (read-only landing, another file system) has no
+    entry in the paths: the caller quarantines it."""
+    paths = {f.rel: f.path for f in files}
+    made: list[Path] = []
+    try:
+        for i, f in enumerate(files):
+            if not f.spark_safe_name:
+                link = staging / f"{i:06d}{'.csv.gz' if f.path.name.endswith('.gz') else '.csv'}"
+                try:
+                    staging.mkdir(parents=True, exist_ok=True)
+                    os.link(f.path, link, follow_symlinks=False)
+                except OSError as err:
+                    log.warning("%s: no hard link for Spark in %s (%s)", f.rel, staging, err)
+                    del paths[f.rel]
+                    continue
+                made.append(link)
+                paths[f.rel] = link
+        yield paths
+    finally:
+        for link in made:
+            link.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_landed_rows(
+    spark: SparkSession, files: list[LandedFile], *, city: str, date: str, paths: dict[str, Path] | None = None
+) -> DataFrame:
+    """Bronze rows of the files; `paths` (from spark_readable) maps a file to the path Spark opens."""
     with_header = [f for f in files if f.header is not None]
     if not with_header:
         return spark.createDataFrame([], BRONZE_SCHEMA)
-    names = spark.createDataFrame(
-        [(f.path.as_uri(), str(f.path.relative_to(landing_root)), f.header) for f in with_header],
-        "uri string, rel string, header string",
-    )
-    lines = (
-        spark.read.text([str(f.path) for f in with_header])
-        .select(
-            F.input_file_name().alias("uri"),
-            F.monotonically_increasing_id().alias(ROW_ID),
-            F.regexp_replace(F.col("value"), "\r$", "").alias(LINE),
+    lines = None
+    for f in with_header:
+        one = spark.read.text(spark_path((paths or {}).get(f.rel, f.path))).select(
+            F.lit(f.rel or str(f.path.name)).alias(SOURCE_FILE),
+            F.lit(f.header).alias(HEADER),
+            F.regexp_replace(F.col("value"), "^\ufeff|\r$", "").alias(LINE),
         )
-        .join(F.broadcast(names), "uri")
-    )
+        lines = one if lines is None else lines.unionByName(one)
+    lines = lines.withColumn(ROW_ID, F.monotonically_increasing_id())
     # Each file's first line is its header: the smallest row id among its header-equal lines.
-    first_headers = lines.where(F.col(LINE) == F.col(HEADER)).groupBy("uri").agg(F.min(ROW_ID).alias(ROW_ID))
-    rows = lines.join(F.broadcast(first_headers), ["uri", ROW_ID], "left_anti")
+    first_headers = lines.where(F.col(LINE) == F.col(HEADER)).groupBy(SOURCE_FILE).agg(F.min(ROW_ID).alias(ROW_ID))
+    rows = lines.join(F.broadcast(first_headers), [SOURCE_FILE, ROW_ID], "left_anti")
     return rows.select(
-        F.col("rel").alias(SOURCE_FILE),
+        F.col(SOURCE_FILE),
         F.col(ROW_ID),
         F.col(LINE),
         F.col(HEADER),
         F.lit(city).alias(CITY),
         F.lit(date).alias(DATE),
     )
+
+
+def _quotes(line):
+    return F.length(line) - F.length(F.regexp_replace(line, '"', ""))
+
+
+def _fields(line):
+    """Fields of a CSV record: commas outside quoted sections, plus one."""
+    return F.size(F.split(F.regexp_replace(line, '"[^"]*"', ""), ",", -1))
+
+
+def join_quoted_lines(bronze: DataFrame, files: list[LandedFile]) -> DataFrame:
+    """Bronze lines -> CSV records: lines joined (with \\n) where a quoted field spans them.
+
+    Only files whose scan found a line with an odd number of quotes are looked at. A run of lines is
+    joined when the quote it opens closes within MAX_LINES_PER_RECORD lines and the joined record has as
+    many fields as the file's header; otherwise (a truncated line, a stray quote) each line stays its own
+    row. A record keeps the row id of its first line; the lines it spans are 1 + its newlines."""
+    suspects = {f.rel: len(f.columns) for f in files if f.odd_quote_lines and f.header is not None}
+    if not suspects:
+        return bronze
+    cols = bronze.columns
+    plain = bronze.where(~F.col(SOURCE_FILE).isin(list(suspects)))
+    n_fields = F.col("_n_fields")
+    widths = bronze.sparkSession.createDataFrame(list(suspects.items()), f"{SOURCE_FILE} string, _n_fields int")
+    odd = bronze.join(F.broadcast(widths), SOURCE_FILE).withColumn("_q", _quotes(F.col(LINE)) % 2)
+    w = Window.partitionBy(SOURCE_FILE).orderBy(ROW_ID)
+    open_before = F.coalesce(F.sum("_q").over(w.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)) % 2
+    odd = odd.withColumn("_start", (open_before == 0).cast("int"))
+    odd = odd.withColumn("_rec", F.sum("_start").over(w.rowsBetween(Window.unboundedPreceding, 0)))
+    keep = [c for c in cols if c not in (ROW_ID, LINE)]
+    grouped = odd.groupBy(SOURCE_FILE, "_rec").agg(
+        F.sort_array(F.collect_list(F.struct(F.col(ROW_ID).alias("r"), F.col(LINE).alias("l")))).alias("_parts"),
+        *(F.first(c).alias(c) for c in keep if c != SOURCE_FILE),
+        F.first("_n_fields").alias("_n_fields"),
+    )
+    merged = F.array_join(F.transform("_parts", lambda p: p["l"]), "\n")
+    ok = (F.size("_parts") == 1) | (
+        (F.size("_parts") <= MAX_LINES_PER_RECORD) & (_quotes(merged) % 2 == 0) & (_fields(merged) == n_fields)
+    )
+    joined = grouped.select(
+        *keep,
+        F.explode(
+            F.when(ok, F.array(F.struct(F.col("_parts")[0]["r"].alias("r"), merged.alias("l")))).otherwise(
+                F.col("_parts")
+            )
+        ).alias("_p"),
+    ).select(*keep, F.col("_p.r").alias(ROW_ID), F.col("_p.l").alias(LINE))
+    return plain.unionByName(joined.select(*cols))

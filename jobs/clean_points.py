@@ -55,6 +55,7 @@ REASONS = (
     "too_long",
     "short_trajectory",
     "not_vehicle",
+    "ambiguous_local_time",
 )
 CODE = {r: i for i, r in enumerate(REASONS)}
 INPUT_COLUMNS = ("source_file", "row_id", "point_idx", "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state")
@@ -161,8 +162,44 @@ def position_in_group(first: np.ndarray) -> np.ndarray:
 # ---- the rules ---------------------------------------------------------------------------------------
 
 
+def resolve_ambiguous_times(
+    stream: np.ndarray, row_id: np.ndarray, ts: np.ndarray, ts_alt: np.ndarray, ambiguous: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Local times an autumn DST change repeats, resolved by the fix order of each stream.
+
+    ts: (n,) int64 the earlier instant; ts_alt: (n,) int64 the later one where `ambiguous`. In a stream's
+    ambiguous fixes taken in file order (row_id), the wall clock going backwards marks the repeated hour:
+    fixes before that jump are the first pass (ts), fixes from it on the second (ts_alt). A stream whose
+    ambiguous fixes never jump back cannot say which pass it is in: those fixes are returned as
+    unresolved (dropped as ambiguous_local_time), never guessed. Returns (ts, unresolved)."""
+    ts = ts.astype(np.int64, copy=True)
+    unresolved = np.zeros(len(ts), bool)
+    idx = np.flatnonzero(ambiguous)
+    if not len(idx):
+        return ts, unresolved
+    o = idx[np.lexsort((row_id[idx], stream[idx]))]
+    first = starts(stream[o])
+    grp = np.cumsum(first) - 1
+    shifted = ts[o] + grp * (1 << 34)  # later streams sort above earlier ones: one running max for all
+    prev_max = np.maximum.accumulate(shifted)
+    prev_max = np.concatenate(([np.iinfo(np.int64).min], prev_max[:-1]))
+    jump = ~first & (shifted < prev_max)
+    seen = np.cumsum(jump)
+    after = seen - (seen - jump)[first][grp] > 0  # at or after the stream's first jump back
+    has_jump = np.bincount(grp, weights=jump)[grp] > 0
+    ts[o] = np.where(has_jump & after, ts_alt[o], ts[o])
+    unresolved[o] = ~has_jump
+    return ts, unresolved
+
+
 def clean_sorted(
-    stream: np.ndarray, ts: np.ndarray, lon: np.ndarray, lat: np.ndarray, state: np.ndarray | None, rules: CleaningRules
+    stream: np.ndarray,
+    ts: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    state: np.ndarray | None,
+    rules: CleaningRules,
+    unresolved: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Verdicts for points sorted by (stream, ts, row_id, point_idx).
 
@@ -182,7 +219,9 @@ def clean_sorted(
     def flag(codes, mask, name):
         codes[(codes == KEPT) & mask] = CODE[name]
 
-    # 1-4 on all points
+    # 0 (point logs with local times) an ambiguous DST hour the fix order could not resolve; 1-4 on all points
+    if unresolved is not None:
+        flag(reason, unresolved, "ambiguous_local_time")
     first = starts(stream)
     with np.errstate(invalid="ignore"):
         valid = (
@@ -296,7 +335,23 @@ def clean_sorted(
 
 
 def clean_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
-    """One batch of whole streams (INPUT_COLUMNS, any order) -> OUTPUT_DDL rows, one per input point."""
+    """One batch of whole streams (INPUT_COLUMNS, any order; `ts_alt` optional) -> OUTPUT_DDL rows, one
+    per input point."""
+    unresolved = None
+    if "ts_alt" in table.column_names and table.column("ts_alt").null_count < table.num_rows:
+        alt = table.column("ts_alt")
+        streams = (
+            pc.dictionary_encode(table.column("stream_id")).combine_chunks().indices.to_numpy(zero_copy_only=False)
+        )
+        ts, unresolved = resolve_ambiguous_times(
+            streams,
+            table.column("row_id").to_numpy(),
+            table.column("ts").to_numpy(),
+            pc.fill_null(alt, 0).to_numpy(),
+            pc.is_valid(alt).to_numpy(zero_copy_only=False),
+        )
+        table = table.set_column(table.column_names.index("ts"), "ts", pa.array(ts))
+        table = table.append_column("_unresolved", pa.array(unresolved))
     order = pc.sort_indices(
         table,
         sort_keys=[
@@ -314,7 +369,9 @@ def clean_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
         return table.column(name).to_numpy().astype(np.float64)  # nulls become NaN
 
     state = table.column("trip_state").to_numpy(zero_copy_only=False) if rules.trip_state_value is not None else None
-    v = clean_sorted(stream, table.column("ts").to_numpy(), floats("lon"), floats("lat"), state, rules)
+    if unresolved is not None:
+        unresolved = table.column("_unresolved").to_numpy(zero_copy_only=False)
+    v = clean_sorted(stream, table.column("ts").to_numpy(), floats("lon"), floats("lat"), state, rules, unresolved)
     codes = v["reason"].astype(np.int32)
     reason = pa.DictionaryArray.from_arrays(pa.array(codes - 1, mask=codes == KEPT), pa.array(REASONS[1:]))
     reason = reason.cast(pa.string())  # null = kept
@@ -354,7 +411,7 @@ def _map_whole_streams(points, fn, ddl: str, *, buckets: int, streams_contiguous
     partition (`streams_contiguous=True`). Point logs interleave vehicles: they are first hash-partitioned
     into `buckets` by stream and sorted, one shuffle. Either way a stream is never split, so every rule
     sees all its fixes."""
-    points = points.select(*INPUT_COLUMNS)
+    points = points.select(*INPUT_COLUMNS, *(["ts_alt"] if "ts_alt" in points.columns else []))
     if not streams_contiguous:
         points = points.repartition(buckets, "stream_id").sortWithinPartitions("stream_id")
     return points.mapInArrow(lambda batches: whole_streams(batches, fn), ddl)

@@ -1,6 +1,7 @@
 """Nightly ingestion: landing/<city>/<date>/ -> bronze, rejects, silver and a runs row, in Delta.
 
     transfertraj ingest --city porto --date 2013-07-01
+    transfertraj runs --city porto                                            # outcomes; killed runs show
     transfertraj ingest --city beijing --start 2008-10-23 --end 2008-10-31     # a backfill, each date once
     spark-submit jobs/ingest.py --city porto --date 2013-07-01                # the same, on a cluster
 
@@ -8,12 +9,23 @@ A partition's `date` is the landing folder's date (the delivery date): a trip th
 stays in the partition it was delivered in. A rerun of a date replaces that date's partitions in
 every table (one atomic Delta commit each), so late files are picked up by rerunning the date.
 
+Only regular files inside the landing folder are opened (jobs/landed_files.py); links, fifos and the
+like are skipped with a reason, and a file that cannot be ingested (UTF-16, gzip named .csv, truncated
+gzip, no required columns) is quarantined (a rejects row with row_id null) while the date's other files
+publish. A date with no readable file fails (LandingError); a backfill reports every date's outcome and
+exits 1 at the end if any failed.
+
 Accounting, checked at the end of every run (a mismatch is a bug and fails the run):
-    rows read   = rows accepted + rows rejected (by reason)
+    lines in the files (counted by reading them) = lines in bronze, per file = lines the rows span
+    rows read   = rows accepted + rows rejected (by reason)   (a row is a CSV record: it may span lines)
     points read = points kept   + points dropped (by reason)
-Quality gate (thresholds in the city file): rejected-row share above `quality.max_rejected_share` or
-fewer than `quality.min_trajectories` trajectories fail the run with a message; bronze and rejects
-keep what arrived, silver is not published for that date.
+Quality gate (thresholds in the city file): a rejected share of data rows (blank lines, repeated headers
+and footers are not data) above `quality.max_rejected_share`, or fewer than `quality.min_trajectories`
+trajectories, fail the run with a message naming the files and reasons; bronze and rejects keep what
+arrived, silver is not published for that date.
+
+The runs log gets a `running` row when a run starts and its outcome when it ends; a run killed between
+tables shows as interrupted, and the next run of the date says that it repairs it.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import argparse
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import date as Date
 
@@ -32,17 +44,18 @@ from pyspark.sql import functions as F
 
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
-from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition
+from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition, table_exists
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
-from transfertraj.jobs.bronze_rows import read_landed_rows
+from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, spark_readable
 from transfertraj.jobs.clean_points import DROP, TRIP, clean_trips_spark
-from transfertraj.jobs.landed_files import landed_files
-from transfertraj.jobs.parse_points import check_rows, explode_points
+from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
+from transfertraj.jobs.parse_points import NON_DATA_REASONS, check_rows, explode_points
 from transfertraj.jobs.schemas import (
     CITY,
     DATE,
     DETAIL,
+    LINE,
     POINT_IDX,
     REASON,
     REJECTS_SCHEMA,
@@ -71,6 +84,9 @@ class IngestReport:
     status: str = "published"
     message: str = ""
     files: int = 0
+    files_quarantined: dict[str, str] = field(default_factory=dict)  # file -> "reason (line n): detail"
+    files_skipped: dict[str, str] = field(default_factory=dict)  # never opened: symlinks, fifos, ...
+    lines_read: int = 0  # data lines of the readable files, counted from the files themselves
     rows_read: int = 0
     rows_accepted: int = 0
     rows_rejected: int = 0
@@ -80,6 +96,8 @@ class IngestReport:
     points_dropped: int = 0
     points_dropped_by_reason: dict[str, int] = field(default_factory=dict)
     trajectories_out: int = 0
+    repairs: list[str] = field(default_factory=list)  # interrupted earlier runs of the date this run repairs
+    rejected_by_file: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)  # (file, reason) -> rows
     bronze_version: int | None = None
     rejects_version: int | None = None
     silver_version: int | None = None
@@ -88,11 +106,28 @@ class IngestReport:
     def summary(self) -> str:
         rr = ", ".join(f"{k} {v}" for k, v in sorted(self.rows_rejected_by_reason.items())) or "none"
         pr = ", ".join(f"{k} {v}" for k, v in sorted(self.points_dropped_by_reason.items())) or "none"
+        files = f"{self.files} file(s) read"
+        if self.files_quarantined:
+            files += f", {len(self.files_quarantined)} quarantined ({self._names(self.files_quarantined)})"
+        if self.files_skipped:
+            files += f", {len(self.files_skipped)} skipped ({self._names(self.files_skipped)})"
         return (
-            f"{self.city} {self.date}: {self.status}; rows read {self.rows_read} = accepted {self.rows_accepted}"
-            f" + rejected {self.rows_rejected} ({rr}); points read {self.points_read} = kept {self.points_kept}"
-            f" + dropped {self.points_dropped} ({pr}); trajectories {self.trajectories_out}; {self.seconds:.1f} s"
+            f"{self.city} {self.date}: {self.status}; {files}; rows read {self.rows_read} = accepted"
+            f" {self.rows_accepted} + rejected {self.rows_rejected} ({rr}); points read {self.points_read} = kept"
+            f" {self.points_kept} + dropped {self.points_dropped} ({pr}); trajectories {self.trajectories_out};"
+            f" {self.seconds:.1f} s"
         )
+
+    @staticmethod
+    def _names(problems: dict[str, str]) -> str:
+        return ", ".join(f"{k}: {v.split(':')[0]}" for k, v in sorted(problems.items()))
+
+    def notes(self) -> str:
+        """Runs repaired and files set aside, for the runs log's message."""
+        notes = [f"repairs interrupted run {r}" for r in self.repairs]
+        notes += [f"quarantined {k}: {v}" for k, v in sorted(self.files_quarantined.items())]
+        notes += [f"skipped {k}: {v}" for k, v in sorted(self.files_skipped.items())]
+        return "; ".join(notes)
 
 
 def _persist(df: DataFrame) -> DataFrame:
@@ -116,6 +151,7 @@ CHECKED_DDL = [
     ("stream_id", "string"),
     ("vehicle_id", "string"),
     ("ts0", "double"),
+    ("ts0_alt", "double"),
     ("poly", "array<array<double>>"),
     ("lon", "double"),
     ("lat", "double"),
@@ -127,39 +163,144 @@ def _counts(df: DataFrame) -> dict[str, int]:
     return {r[REASON]: int(r["n"]) for r in df.groupBy(REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
 
 
-def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> IngestReport:
-    """Ingest one delivery date of one city. Raises QualityGateError when the gate fails."""
-    started = datetime.now(UTC)
-    t0 = time.time()
-    report = IngestReport(city=city.name, date=date, run_id=uuid.uuid4().hex[:16])
-    part = {CITY: city.name, DATE: date}
-    files = landed_files(settings.landing / city.name / date, city)
-    report.files = len(files)
-    log.info("%s %s: %d landed file(s)", city.name, date, len(files))
+def _set_aside(s: SetAside) -> str:
+    return f"{s.reason}" + (f" (line {s.line})" if s.line else "") + f": {s.detail}"
 
-    # Bronze first: what arrived is kept for inspection whatever happens next.
-    bronze = read_landed_rows(spark, files, city=city.name, date=date, landing_root=settings.landing)
-    report.bronze_version = replace_partition(
-        bronze,
-        table_path(settings, "bronze"),
-        part,
-        partition_by=table("bronze").partition_by,
-        user_metadata=f"run {report.run_id}",
+
+def _file_rejects(spark: SparkSession, problems: list[SetAside]) -> DataFrame:
+    """One quarantine row per file that was not ingested (row_id and point_idx null)."""
+    rows = [(s.rel, None, None, s.reason, _set_aside(s)[:300]) for s in problems]
+    return spark.createDataFrame(
+        rows, f"{SOURCE_FILE} string, {ROW_ID} long, {POINT_IDX} int, {REASON} string, {DETAIL} string"
     )
+
+
+def _bronze_line_check(bronze: DataFrame, files) -> list[str]:
+    """Files whose bronze lines differ from the lines counted in the file itself (header excluded)."""
+    got = {r[SOURCE_FILE]: int(r["n"]) for r in bronze.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()}
+    problems = []
+    for f in files:
+        want = max(f.lines - 1, 0) if f.header is not None else 0
+        n = got.pop(f.rel, 0)
+        if n != want:
+            problems.append(f"{f.rel}: {want} data line(s) in the file, {n} in bronze")
+    problems += [f"{name}: in bronze but not among the landed files" for name in got]
+    return problems
+
+
+RUNNING = "running"  # a run's first row in the runs log; its outcome is a second row with the same run_id
+
+
+def interrupted_runs(spark: SparkSession, settings: Settings, city: str, date: str) -> list[str]:
+    """Runs of a city and date that recorded their start but no outcome (killed, or still running)."""
+    path = table_path(settings, "runs")
+    if not table_exists(spark, path):
+        return []
+    runs, _ = read_table(spark, path, where={CITY: city})
+    runs = runs.where((F.col(DATE) == date) & (F.col("job") == "ingest"))
+    started = runs.where(F.col("status") == RUNNING)
+    ended = runs.where(F.col("status") != RUNNING).select("run_id")
+    rows = started.join(ended, "run_id", "left_anti").orderBy("started_at").collect()
+    return [f"{r.run_id} (started {r.started_at:%Y-%m-%d %H:%M:%S})" for r in rows]
+
+
+def _close_repaired(spark: SparkSession, r: IngestReport, settings: Settings) -> None:
+    """Give each interrupted run this run repaired its outcome row: `interrupted`, repaired by this run."""
+    for repaired in r.repairs:
+        run_id = repaired.split(" ")[0]
+        closed = IngestReport(city=r.city, date=r.date, run_id=run_id, status="interrupted")
+        closed.message = f"killed before its outcome was recorded; repaired by run {r.run_id}"
+        _append_run(spark, closed, datetime.now(UTC), settings)
+
+
+def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> IngestReport:
+    """Ingest one delivery date of one city. Raises QualityGateError when the gate fails, LandingError when
+    no landed file of the date can be read (the files set aside are in rejects and the runs log).
+
+    The runs log gets a `running` row when the run starts and a second row with its outcome when it ends
+    (`failed` with the error when it raises). A run killed between its tables (bronze and rejects written,
+    silver not) leaves only the first row: the next run of the date says that it repairs it."""
+    started = datetime.now(UTC)
+    report = IngestReport(city=city.name, date=date, run_id=uuid.uuid4().hex[:16])
+    repairs = interrupted_runs(spark, settings, city.name, date)
+    if repairs:
+        report.repairs = repairs
+        log.warning("%s %s: repairs interrupted run(s) %s", city.name, date, ", ".join(repairs))
+    report.status = RUNNING
+    _append_run(spark, report, started, settings, finished=started)
+    try:
+        return _ingest_date(spark, city, date, settings, report, started)
+    except Exception as err:
+        if report.status == RUNNING:  # not recorded yet: record the failure, then raise it
+            report.status = "failed"
+            first = str(err).splitlines()[0] if str(err) else ""
+            report.message = "; ".join(m for m in (f"{type(err).__name__}: {first}"[:1000], report.notes()) if m)
+            _append_run(spark, report, started, settings)
+        raise
+
+
+def _ingest_date(
+    spark: SparkSession, city: CityConfig, date: str, settings: Settings, report: IngestReport, started: datetime
+) -> IngestReport:
+    t0 = time.time()
+    part = {CITY: city.name, DATE: date}
+    delivery = scan_delivery(settings.landing / city.name / date, city, landing_root=settings.landing)
+    # Bronze first: what arrived is kept for inspection whatever happens next.
+    with spark_readable(delivery.files, settings.landing / ".staging" / report.run_id) as paths:
+        delivery.quarantined += [
+            SetAside(f.rel, "bad_file_name", "Spark cannot open this name and no hard link could be made: rename it")
+            for f in delivery.files
+            if f.rel not in paths
+        ]
+        files = [f for f in delivery.files if f.rel in paths]
+        report.files = len(files)
+        report.files_quarantined = {s.rel: _set_aside(s) for s in delivery.quarantined}
+        report.files_skipped = {s.rel: _set_aside(s) for s in delivery.skipped}
+        report.lines_read = sum(max(f.lines - 1, 0) for f in files if f.header is not None)
+        log.info(
+            "%s %s: %d landed file(s), %d quarantined, %d skipped",
+            city.name,
+            date,
+            len(files),
+            len(delivery.quarantined),
+            len(delivery.skipped),
+        )
+        bronze = read_landed_rows(spark, files, city=city.name, date=date, paths=paths)
+        report.bronze_version = replace_partition(
+            bronze,
+            table_path(settings, "bronze"),
+            part,
+            partition_by=table("bronze").partition_by,
+            user_metadata=f"run {report.run_id}",
+        )
     bronze, _ = read_table(spark, table_path(settings, "bronze"), version=report.bronze_version, where=part)
+    lost = _bronze_line_check(bronze, files)
+    if lost:
+        raise AccountingError(f"{city.name} {date}: lines lost between the landed files and bronze: " + "; ".join(lost))
+    rows = join_quoted_lines(bronze, files)
 
     headers = sorted({f.header for f in files if f.header is not None})
     if headers:
-        verdicts = check_rows(bronze, city, headers)
+        verdicts = check_rows(rows, city, headers)
     else:
         verdicts = spark.createDataFrame([], ", ".join(f"{c} {t}" for c, t in CHECKED_DDL))
     verdicts = _persist(verdicts)  # parsed once: the verdict counts and the points both read it
     points = explode_points(verdicts)
-    row_counts = _counts(verdicts)
+    by_file = {
+        (r[SOURCE_FILE], r[REASON]): int(r["n"])
+        for r in verdicts.groupBy(SOURCE_FILE, REASON).agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    row_counts: dict[str | None, int] = {}
+    for (_, reason), n in by_file.items():
+        row_counts[reason] = row_counts.get(reason, 0) + n
     report.rows_accepted = row_counts.pop(None, 0)
     report.rows_rejected_by_reason = row_counts
     report.rows_rejected = sum(row_counts.values())
-    report.rows_read = bronze.count()
+    report.rejected_by_file = {k: n for k, n in by_file.items() if k[1] is not None}
+    # Counted apart from the verdicts; and the lines the rows span must be the lines of the files.
+    spans = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(F.split(F.col(LINE), "\n", -1))).alias("lines")).first()
+    report.rows_read = int(spans["n"])
+    lines_in_rows = int(spans["lines"] or 0)
 
     # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
     buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
@@ -185,6 +326,7 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         verdicts.where(F.col(REASON).isNotNull())
         .select(SOURCE_FILE, ROW_ID, F.lit(None).cast("int").alias(POINT_IDX), REASON, DETAIL)
         .unionByName(dropped)
+        .unionByName(_file_rejects(spark, delivery.quarantined + delivery.skipped))
         .withColumn(CITY, F.lit(city.name))
         .withColumn(DATE, F.lit(date))
     )
@@ -196,11 +338,15 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
         user_metadata=f"run {report.run_id}",
     )
 
-    _check_accounting(report)
-    failure = _quality_gate(report, city)
-    if failure:
-        report.status, report.message = "failed_quality_gate", failure
+    _check_accounting(report, lines_in_rows)
+    if not files and delivery.quarantined:
+        failure = "no landed file could be read: " + "; ".join(s.describe() for s in delivery.quarantined)
+        status = "failed_unreadable"
     else:
+        failure = _quality_gate(report, city)
+        status = "failed_quality_gate" if failure else "published"
+    report.message = "; ".join(m for m in (failure, report.notes()) if m)
+    if not failure:
         report.silver_version = replace_partition(
             trips,
             table_path(settings, "silver"),
@@ -209,17 +355,23 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
             user_metadata=f"run {report.run_id}",
         )
     report.seconds = time.time() - t0
+    report.status = status
     _append_run(spark, report, started, settings)
+    _close_repaired(spark, report, settings)  # every table of the date was replaced by this run
     for df in [verdicts, cleaned]:
         df.unpersist()
     log.info(report.summary())
+    if report.status == "failed_unreadable":
+        raise LandingError(f"{city.name} {date}: {failure}; silver not published (rejects name the files)")
     if failure:
         raise QualityGateError(f"{city.name} {date}: {failure}; silver not published (bronze and rejects kept)")
     return report
 
 
-def _check_accounting(r: IngestReport) -> None:
+def _check_accounting(r: IngestReport, lines_in_rows: int | None = None) -> None:
     problems = []
+    if lines_in_rows is not None and lines_in_rows != r.lines_read:
+        problems.append(f"lines in the files {r.lines_read} != lines in rows {lines_in_rows}")
     if r.rows_read != r.rows_accepted + r.rows_rejected:
         problems.append(f"rows read {r.rows_read} != accepted {r.rows_accepted} + rejected {r.rows_rejected}")
     if r.points_read != r.points_kept + r.points_dropped:
@@ -229,22 +381,36 @@ def _check_accounting(r: IngestReport) -> None:
 
 
 def _quality_gate(r: IngestReport, city: CityConfig) -> str | None:
+    """The share counts data rows only: blank lines, repeated headers and footers are accounted for in
+    rejects but are not data. A failure names the files and reasons that drove the share."""
     q = city.quality
-    share = r.rows_rejected / r.rows_read if r.rows_read else 0.0
+    not_data = sum(n for reason, n in r.rows_rejected_by_reason.items() if reason in NON_DATA_REASONS)
+    data_rows, rejected = r.rows_read - not_data, r.rows_rejected - not_data
+    share = rejected / data_rows if data_rows else 0.0
     if share > q.max_rejected_share:
-        top = max(r.rows_rejected_by_reason.items(), key=lambda kv: kv[1])[0]
+        per_file: dict[str, dict[str, int]] = {}
+        for (name, reason), n in r.rejected_by_file.items():
+            if reason not in NON_DATA_REASONS:
+                per_file.setdefault(name, {})[reason] = n
+        worst = sorted(per_file.items(), key=lambda kv: -sum(kv[1].values()))[:5]
+        drivers = "; ".join(
+            f"{name}: " + ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            for name, reasons in worst
+        )
         return (
-            f"rejected share {share:.1%} is above quality.max_rejected_share {q.max_rejected_share:.0%} "
-            f"(most common reason: {top})"
+            f"rejected share {share:.1%} of {data_rows} data rows is above quality.max_rejected_share "
+            f"{q.max_rejected_share:.0%} (blank lines, headers and footers not counted); driven by {drivers}"
         )
     if r.trajectories_out < q.min_trajectories:
         return f"{r.trajectories_out} trajectories out, fewer than quality.min_trajectories {q.min_trajectories}"
     return None
 
 
-def _append_run(spark: SparkSession, r: IngestReport, started: datetime, settings: Settings) -> None:
-    row = {k: v for k, v in asdict(r).items() if k in RUNS_SCHEMA.names}
-    row.update(job="ingest", started_at=started, finished_at=datetime.now(UTC))
+def _append_run(
+    spark: SparkSession, r: IngestReport, started: datetime, settings: Settings, finished: datetime | None = None
+) -> None:
+    row = {k: getattr(r, k) for k in RUNS_SCHEMA.names if hasattr(r, k)}
+    row.update(job="ingest", started_at=started, finished_at=finished or datetime.now(UTC))
     df = spark.createDataFrame([tuple(row[n] for n in RUNS_SCHEMA.names)], RUNS_SCHEMA)
     append_rows(df, table_path(settings, "runs"), partition_by=table("runs").partition_by)
 
@@ -293,23 +459,37 @@ def run(args, settings: Settings) -> int:
     else:
         raise SystemExit("give --date, or --start and --end, or --all-landed")
     spark = get_spark("ingest", settings)
-    failed = 0
+    outcomes: dict[str, str] = {}
     from tqdm import tqdm
 
+    # A backfill goes on past a failed date: every date's outcome is reported, the exit code says if any failed.
     for day in tqdm(dates, desc=f"ingest {city.name}", unit="date", disable=len(dates) < 2):
         if not (settings.landing / city.name / day).is_dir():
             log.warning("%s %s: nothing landed, skipped", city.name, day)
+            outcomes[day] = "nothing landed"
             continue
         try:
             report = ingest_date(spark, city, day, settings)
             print(report.summary())
-        except QualityGateError as err:
-            failed += 1
+            outcomes[day] = report.status
+        except (QualityGateError, LandingError, AccountingError) as err:
+            outcomes[day] = f"FAILED {type(err).__name__}: {err}"
             log.error("%s", err)
+        except Exception as err:  # noqa: BLE001 - one date's unexpected failure must not stop a backfill
+            outcomes[day] = f"FAILED {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            log.exception("%s %s: ingestion failed", city.name, day)
         if args.report:
             from transfertraj.jobs.quality_report import write_quality_report
 
-            print(f"quality report: {write_quality_report(spark, city, day, settings)}")
+            try:
+                print(f"quality report: {write_quality_report(spark, city, day, settings)}")
+            except LookupError as err:
+                log.warning("%s", err)
+    failed = [d for d, o in outcomes.items() if o.startswith("FAILED")]
+    if len(dates) > 1 or failed:
+        print(f"ingest {city.name}: {len(outcomes) - len(failed)} date(s) ok, {len(failed)} failed")
+        for day, outcome in outcomes.items():
+            print(f"  {day}  {outcome}")
     return 1 if failed else 0
 
 

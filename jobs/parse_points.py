@@ -31,9 +31,12 @@ AUTO_NAIVE_PATTERNS = (
     "yyyy-MM-dd'T'HH:mm:ss.SSS",
 )
 AUTO_ZONED_PATTERNS = ("yyyy-MM-dd'T'HH:mm:ssXXX", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "yyyy-MM-dd HH:mm:ssXXX")
+FOOTER_MAX_LINES = 3  # at most this many one-field lines after a file's last data line are its footer
+# Lines that are not data rows: rejected (accounted for) but not counted by the quality gate.
+NON_DATA_REASONS = ("blank_line", "repeated_header", "footer")
 _NULL_SENTINEL = "\u0001"  # so that an empty field is '' and a missing trailing field is null
 
-POINT_COLUMNS = [SOURCE_FILE, ROW_ID, POINT_IDX, "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state"]
+POINT_COLUMNS = [SOURCE_FILE, ROW_ID, POINT_IDX, "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state", "ts_alt"]
 # One row per bronze row: its verdict (reason null = accepted) and what the points are made from.
 CHECKED_COLUMNS = [
     SOURCE_FILE,
@@ -43,6 +46,7 @@ CHECKED_COLUMNS = [
     "stream_id",
     "vehicle_id",
     "ts0",
+    "ts0_alt",  # point logs: the later instant of an ambiguous local time (DST), else null
     "poly",
     "lon",
     "lat",
@@ -76,6 +80,44 @@ def epoch_seconds(col: Column, fmt: str, source_tz: str) -> Column:
     return F.unix_timestamp(F.to_utc_timestamp(parsed, source_tz)).cast("double")
 
 
+def _offset_s(utc_s: Column, tz: str) -> Column:
+    """The zone's UTC offset (seconds) at a Unix time."""
+    return F.unix_timestamp(F.from_utc_timestamp(F.timestamp_seconds(utc_s), tz)) - utc_s
+
+
+def local_time_candidates(col: Column, fmt: str, source_tz: str) -> tuple[Column, Column, Column]:
+    """Timestamp text -> (ts, ts_alt, nonexistent): Unix seconds (double) as epoch_seconds, except for
+    local wall-clock times without an offset that a DST change makes ambiguous or impossible.
+
+    Ambiguous (the repeated hour of an autumn change): ts is the earlier instant, ts_alt the later one;
+    which is meant is decided by the fix order of the vehicle's stream (jobs/clean_points.py), never
+    guessed here. Non-existent (the skipped hour of a spring change): ts null, nonexistent true."""
+    zero = F.lit(False)
+    if fmt in ("unix_s", "unix_ms") or source_tz.upper() in ("UTC", "Z", "GMT", "ETC/UTC"):
+        return epoch_seconds(col, fmt, source_tz), F.lit(None).cast("double"), zero
+    if fmt == "auto":
+        num = col.try_cast("double")
+        as_number = F.when(num > MS_THRESHOLD, num / 1000.0).otherwise(num)
+        naive = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_NAIVE_PATTERNS))
+        zoned = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_ZONED_PATTERNS))
+        explicit = F.coalesce(as_number, F.unix_timestamp(zoned).cast("double"))
+    else:
+        naive = F.try_to_timestamp(col, F.lit(fmt))
+        explicit = F.lit(None).cast("double")
+    # The session zone is UTC, so the naive timestamp's epoch is the wall clock read as UTC.
+    local = F.unix_timestamp(naive)
+    c1 = local - _offset_s(local - 86_400, source_tz)  # the instant under the offset of the day before
+    c2 = local - _offset_s(local + 86_400, source_tz)  # ... and of the day after
+    ok1 = (c1 + _offset_s(c1, source_tz)) == local
+    ok2 = (c2 + _offset_s(c2, source_tz)) == local
+    ambiguous = ok1 & ok2 & (c1 != c2)
+    one = F.when(ok1, c1).when(ok2, c2)
+    early = F.when(ambiguous, F.least(c1, c2)).otherwise(one).cast("double")
+    late = F.when(explicit.isNull() & ambiguous, F.greatest(c1, c2)).cast("double")
+    nonexistent = explicit.isNull() & naive.isNotNull() & ~F.coalesce(ok1 | ok2, F.lit(False))
+    return F.coalesce(explicit, early), late, nonexistent
+
+
 def _valid_coordinate(lon: Column, lat: Column) -> Column:
     return (
         lon.isNotNull()
@@ -94,14 +136,33 @@ def _csv_fields(header_columns: tuple[str, ...]) -> tuple[str, str]:
     return ", ".join(f"`{n}` STRING" for n in names + ["__extra"]), names[-1]
 
 
+def footer_rows(rows: DataFrame) -> DataFrame:
+    """(source_file, row_id, _footer) of each file's footer: up to FOOTER_MAX_LINES non-blank lines
+    without a delimiter ('EOF', 'total 1264 rows') after the file's last line that has one."""
+    nonblank = F.trim(F.col(LINE)) != ""
+    single = nonblank & ~F.col(LINE).contains(",")
+    last = rows.where(nonblank & ~single).groupBy(SOURCE_FILE).agg(F.max(ROW_ID).alias("_last"))
+    tail = (
+        rows.where(single)
+        .join(F.broadcast(last), SOURCE_FILE, "left")
+        .where(F.col(ROW_ID) > F.coalesce(F.col("_last"), F.lit(-1)))
+        .groupBy(SOURCE_FILE)
+        .agg(F.collect_list(ROW_ID).alias("_ids"))
+        .where(F.size("_ids") <= FOOTER_MAX_LINES)
+    )
+    return tail.select(SOURCE_FILE, F.explode("_ids").alias(ROW_ID), F.lit(True).alias("_footer"))
+
+
 def _generic_row_rules(rows: DataFrame, header_columns: tuple[str, ...]) -> tuple[DataFrame, list[tuple[Column, str]]]:
     schema, last = _csv_fields(header_columns)
+    rows = rows.join(F.broadcast(footer_rows(rows)), [SOURCE_FILE, ROW_ID], "left")
     parsed = rows.withColumn(
         "f", F.from_csv(F.col(LINE), schema, {"mode": "PERMISSIVE", "nullValue": _NULL_SENTINEL, "emptyValue": ""})
     )
     too_few = F.col(f"f.{last}").isNull() & ~F.col(LINE).endswith(",")
     rules = [
         (F.trim(F.col(LINE)) == "", "blank_line"),
+        (F.col("_footer").isNotNull(), "footer"),
         (F.col(LINE) == F.col(HEADER), "repeated_header"),
         (F.col(LINE).contains("\ufffd"), "bad_encoding"),
         (F.col("f.__extra").isNotNull() | too_few, "malformed_csv"),
@@ -119,17 +180,9 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFr
     f = lambda name: _field(header_columns, name)  # noqa: E731
     ts0 = epoch_seconds(f("TIMESTAMP"), "unix_s", "UTC")
     poly = F.from_json(f("POLYLINE"), "array<array<double>>")
-    # An exact copy of an earlier line (same trip delivered twice) is a duplicate row.
-    first_copy = F.min(ROW_ID).over(Window.partitionBy("line_hash"))
-    parsed = (
-        parsed.withColumn("line_hash", F.sha2(F.col(LINE), 256))
-        .withColumn("_first_copy", first_copy)
-        .withColumn("ts0", ts0)
-        .withColumn("poly", poly)
-    )
+    parsed = parsed.withColumn("ts0", ts0).withColumn("poly", poly)
     pair_ok = F.forall(F.col("poly"), lambda p: F.size(p) == 2)
-    rules += [
-        (F.col(ROW_ID) != F.col("_first_copy"), "duplicate_row"),
+    content = [
         (
             F.trim(f("TAXI_ID")).isNull()
             | (F.trim(f("TAXI_ID")) == "")
@@ -141,7 +194,27 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFr
         (F.col("poly").isNull() | ~pair_ok, "bad_polyline"),
         (F.size(F.col("poly")) == 0, "empty_polyline"),
     ]
-    checked = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
+    # An exact copy of an earlier line (same trip delivered twice) is a duplicate row. One TRIP_ID with two
+    # different valid lines is a conflict: every version is quarantined, none is guessed right. (The
+    # by-trip window runs first, so the by-line window reuses its shuffle.)
+    trip = F.trim(f("TRIP_ID"))
+    parsed = (
+        parsed.withColumn("line_hash", F.sha2(F.col(LINE), 256))
+        .withColumn("_trip", F.when(trip != "", trip))
+        .withColumn("_structure", _first_reason(*rules))
+        .withColumn("_content", _first_reason(*content))
+    )
+    valid = F.col("_structure").isNull() & F.col("_content").isNull() & F.col("_trip").isNotNull()
+    parsed = parsed.withColumn(
+        "_versions", F.size(F.collect_set(F.when(valid, F.col("line_hash"))).over(Window.partitionBy("_trip")))
+    ).withColumn("_first_copy", F.min(ROW_ID).over(Window.partitionBy("_trip", "line_hash")))
+    reason = F.coalesce(
+        F.col("_structure"),
+        F.when(F.col(ROW_ID) != F.col("_first_copy"), F.lit("duplicate_row")),
+        F.col("_content"),
+        F.when(valid & (F.col("_versions") > 1), F.lit("conflicting_duplicate")),
+    )
+    checked = parsed.withColumn(REASON, reason).withColumn(
         DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
     )
     return checked.select(
@@ -152,6 +225,7 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFr
         F.col("line_hash").alias("stream_id"),
         F.trim(f("TAXI_ID")).alias("vehicle_id"),
         F.col("ts0"),
+        F.lit(None).cast("double").alias("ts0_alt"),
         F.col("poly"),
         F.lit(None).cast("double").alias("lon"),
         F.lit(None).cast("double").alias("lat"),
@@ -167,13 +241,21 @@ def check_point_log_rows(rows: DataFrame, header_columns: tuple[str, ...], city:
     parsed = parsed.select(
         "*",
         F.trim(f("vehicle_id")).alias("vehicle_id"),
-        epoch_seconds(F.trim(f("timestamp")), city.raw.timestamp_format, city.raw.timestamp_timezone).alias("ts_s"),
+        *(
+            c.alias(n)
+            for c, n in zip(
+                local_time_candidates(F.trim(f("timestamp")), city.raw.timestamp_format, city.raw.timestamp_timezone),
+                ("ts_s", "ts_alt", "_nonexistent"),
+                strict=True,
+            )
+        ),
         F.trim(f("lon")).try_cast("double").alias("lon"),
         F.trim(f("lat")).try_cast("double").alias("lat"),
         (F.trim(f("trip_state")) if "trip_state" in cols else F.lit(None).cast("string")).alias("trip_state"),
     )
     rules += [
         (F.col("vehicle_id").isNull() | (F.col("vehicle_id") == ""), "missing_field"),
+        (F.col("_nonexistent"), "nonexistent_local_time"),
         (F.col("ts_s").isNull() | (F.col("ts_s") < MIN_EPOCH_S) | (F.col("ts_s") > MAX_EPOCH_S), "bad_timestamp"),
         (~_valid_coordinate(F.col("lon"), F.col("lat")), "invalid_coordinate"),
     ]
@@ -188,6 +270,7 @@ def check_point_log_rows(rows: DataFrame, header_columns: tuple[str, ...], city:
         F.col("vehicle_id").alias("stream_id"),
         "vehicle_id",
         F.col("ts_s").alias("ts0"),
+        F.col("ts_alt").alias("ts0_alt"),
         F.lit(None).cast("array<array<double>>").alias("poly"),
         "lon",
         "lat",
@@ -224,6 +307,7 @@ def explode_points(checked: DataFrame) -> DataFrame:
             "stream_id",
             "vehicle_id",
             "ts0",
+            "ts0_alt",
             "trip_state",
             F.posexplode(coords).alias(POINT_IDX, "p"),
         )
@@ -237,6 +321,7 @@ def explode_points(checked: DataFrame) -> DataFrame:
             F.col("p")[0].alias("lon"),
             F.col("p")[1].alias("lat"),
             "trip_state",
+            F.col("ts0_alt").cast("long").alias("ts_alt"),
         )
     )
 

@@ -29,7 +29,8 @@ MAP_SAMPLE_POINTS = 40_000
 
 def _latest_run(spark: SparkSession, city: str, date: str, settings: Settings) -> dict:
     runs, _ = read_table(spark, table_path(settings, "runs"), where={"city": city})
-    row = runs.where((F.col("date") == date) & (F.col("job") == "ingest")).orderBy(F.col("finished_at").desc()).first()
+    ended = (F.col("date") == date) & (F.col("job") == "ingest") & (F.col("status") != "running")
+    row = runs.where(ended).orderBy(F.col("finished_at").desc()).first()
     if row is None:
         raise LookupError(f"no ingest run recorded for {city} {date}")
     return row.asDict(recursive=True)

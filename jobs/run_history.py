@@ -16,6 +16,15 @@ from transfertraj.feature_store.tables import table_path
 
 def runs_lines(spark: SparkSession, settings: Settings, city: str, limit: int = 20) -> list[str]:
     runs, _ = read_table(spark, table_path(settings, "runs"), where={"city": city})
+    # A run logs a `running` row at its start and its outcome at its end: one line per run, and a run
+    # with no outcome (killed) shows as interrupted.
+    outcomes = runs.where(F.col("status") != "running")
+    interrupted = (
+        runs.where(F.col("status") == "running")
+        .join(outcomes.select("run_id"), "run_id", "left_anti")
+        .withColumn("status", F.lit("interrupted"))
+    )
+    runs = outcomes.unionByName(interrupted)
     rows = runs.orderBy(F.col("finished_at").desc()).limit(limit).collect()
     out = [
         f"{'finished (UTC)':19s}  {'date':10s}  {'status':20s} {'rows read':>10s} {'rejected':>9s} "

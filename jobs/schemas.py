@@ -78,7 +78,8 @@ RUNS_SCHEMA = StructType(
         StructField(DATE, StringType(), False),
         StructField("started_at", TimestampType(), False),
         StructField("finished_at", TimestampType(), False),
-        StructField("status", StringType(), False),  # published | failed_quality_gate
+        # running (a run's first row) | published | failed_quality_gate | failed_unreadable | failed
+        StructField("status", StringType(), False),
         StructField("message", StringType(), True),
         StructField("files", IntegerType(), False),
         StructField("rows_read", LongType(), False),
@@ -97,14 +98,29 @@ RUNS_SCHEMA = StructType(
     ]
 )
 
+# File level (row_id null in rejects): a landed entry that was not read, or not ingested.
+FILE_REASONS = {
+    "symlink": "a symbolic link: never followed",
+    "not_regular_file": "a fifo, socket or device: never opened",
+    "outside_landing": "resolves outside the landing folder: never opened",
+    "unknown_file_type": "a file name suffix ingestion does not read",
+    "wrong_compression": "compressed data under a name that does not say so (gzip named .csv, zip)",
+    "bad_file_encoding": "UTF-16 or binary data, not UTF-8 text",
+    "unreadable_file": "cannot be read to the end (truncated or corrupt gzip, I/O error)",
+    "bad_header": "the header line lacks required columns or does not parse",
+}
+
 # Reason codes. Row level: the whole input row is rejected. Point level: one fix is dropped.
 ROW_REASONS = {
     "blank_line": "empty line",
     "repeated_header": "a header line inside the data",
     "bad_encoding": "bytes that are not valid UTF-8",
     "malformed_csv": "wrong number of fields or an unclosed quote",
+    "footer": "a one-field line after the file's last data line (not a data row: the quality gate ignores it)",
     "duplicate_row": "an exact copy of an earlier row",
+    "conflicting_duplicate": "its TRIP_ID comes with other content in another row: every version is quarantined",
     "missing_field": "a required field is empty",
+    "nonexistent_local_time": "a local time without offset inside the hour a spring DST change skips",
     "bad_timestamp": "timestamp does not parse or is out of range",
     "bad_polyline": "POLYLINE is not a JSON list of [lon, lat] pairs",
     "empty_polyline": "POLYLINE is an empty list",
@@ -112,6 +128,7 @@ ROW_REASONS = {
 }
 POINT_REASONS = {
     "invalid_coordinate": "longitude/latitude NaN, out of range or 0/0",
+    "ambiguous_local_time": "a local time in the hour an autumn DST change repeats, its pass not given by fix order",
     "duplicate_fix": "same vehicle, same time, same position as an earlier fix",
     "duplicate_timestamp": "same vehicle and time as an earlier fix, another position",
     "outside_bbox": "outside the city's bounding box (the trip is split there)",
