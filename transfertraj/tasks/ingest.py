@@ -21,9 +21,11 @@ log = logging.getLogger("transfertraj.pipeline")
 
 
 def ingest_city_date(city_name: str, date: str) -> dict:
-    """landing/<city>/<date>/ -> bronze, rejects, silver, runs. Fails (QualityGateError) on the city's gate."""
+    """landing/<city>/<date>/ -> bronze, rejects, silver, runs. Fails on the city's gate (QualityGateError)
+    and when no landed file could be read (LandingError), after writing the quality report."""
     from transfertraj.core.city_config import load_city
     from transfertraj.jobs.ingest import QualityGateError, ingest_date
+    from transfertraj.jobs.landed_files import LandingError
 
     settings = Settings.load()
     city = load_city(city_name, settings)
@@ -33,7 +35,7 @@ def ingest_city_date(city_name: str, date: str) -> dict:
     spark = task_spark(settings)
     try:
         report = ingest_date(spark, city, date, settings)
-    except QualityGateError:
+    except (QualityGateError, LandingError):
         _quality_report(spark, city, date, settings)  # the report is what an operator opens first
         raise
     log.info("%s", report.summary())

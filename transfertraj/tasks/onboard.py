@@ -77,11 +77,13 @@ def build_city_context(city_name: str) -> dict:
 def land_and_ingest(city_name: str, max_dates: int) -> dict:
     """Land the city's raw file by delivery date, ingest and featurize the first `max_dates` dates.
 
-    A date failing the quality gate is reported and skipped; no date at all is an error."""
+    A date failing the quality gate, or whose files could not be read, is reported and skipped; no date
+    at all is an error."""
     from transfertraj.core.city_config import load_city
     from transfertraj.jobs.featurize import featurize_date
     from transfertraj.jobs.ingest import QualityGateError, ingest_date
     from transfertraj.jobs.land_sample import land_sample
+    from transfertraj.jobs.landed_files import LandingError
     from transfertraj.jobs.quality_report import write_quality_report
 
     settings = Settings.load()
@@ -92,7 +94,7 @@ def land_and_ingest(city_name: str, max_dates: int) -> dict:
     for day in dates:
         try:
             report = ingest_date(spark, city, day, settings)
-        except QualityGateError as err:
+        except (QualityGateError, LandingError) as err:
             failed[day] = str(err)
             continue
         finally:
