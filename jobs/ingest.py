@@ -213,6 +213,17 @@ def _close_repaired(spark: SparkSession, r: IngestReport, settings: Settings) ->
         _append_run(spark, closed, datetime.now(UTC), settings)
 
 
+def _publish(df, name: str, part: dict, settings: Settings, report) -> int:
+    """Replace this run's partition of the lake table `name`; the commit names the run. Returns the version."""
+    return replace_partition(
+        df,
+        table_path(settings, name),
+        part,
+        partition_by=table(name).partition_by,
+        user_metadata=f"run {report.run_id}",
+    )
+
+
 def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> IngestReport:
     """Ingest one delivery date of one city. Raises QualityGateError when the gate fails, LandingError when
     no landed file of the date can be read (the files set aside are in rejects and the runs log).
@@ -266,13 +277,7 @@ def _ingest_date(
             len(delivery.skipped),
         )
         bronze = read_landed_rows(spark, files, city=city.name, date=date, paths=paths)
-        report.bronze_version = replace_partition(
-            bronze,
-            table_path(settings, "bronze"),
-            part,
-            partition_by=table("bronze").partition_by,
-            user_metadata=f"run {report.run_id}",
-        )
+        report.bronze_version = _publish(bronze, "bronze", part, settings, report)
     bronze, _ = read_table(spark, table_path(settings, "bronze"), version=report.bronze_version, where=part)
     lost = _bronze_line_check(bronze, files)
     if lost:
@@ -330,13 +335,7 @@ def _ingest_date(
         .withColumn(CITY, F.lit(city.name))
         .withColumn(DATE, F.lit(date))
     )
-    report.rejects_version = replace_partition(
-        rejects.select(*REJECTS_SCHEMA.names),
-        table_path(settings, "rejects"),
-        part,
-        partition_by=table("rejects").partition_by,
-        user_metadata=f"run {report.run_id}",
-    )
+    report.rejects_version = _publish(rejects.select(*REJECTS_SCHEMA.names), "rejects", part, settings, report)
 
     _check_accounting(report, lines_in_rows)
     if not files and delivery.quarantined:
@@ -347,13 +346,7 @@ def _ingest_date(
         status = "failed_quality_gate" if failure else "published"
     report.message = "; ".join(m for m in (failure, report.notes()) if m)
     if not failure:
-        report.silver_version = replace_partition(
-            trips,
-            table_path(settings, "silver"),
-            part,
-            partition_by=table("silver").partition_by,
-            user_metadata=f"run {report.run_id}",
-        )
+        report.silver_version = _publish(trips, "silver", part, settings, report)
     report.seconds = time.time() - t0
     report.status = status
     _append_run(spark, report, started, settings)

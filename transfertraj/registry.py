@@ -206,7 +206,6 @@ def export_city_context(settings: Settings, city: str, versions: dict, out_dir: 
     pois, _ = read_table(
         settings, "context_pois", city=city, version=int(versions["context_pois"]), columns=list(POI_COLUMNS)
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     return save_city_context(city_context(pois, grid), out_dir / f"context_{city}.npz")
 
 
@@ -217,6 +216,7 @@ def serving_artifacts(cities: list, settings: Settings, context_versions: dict[s
 
     from transfertraj.core.city_config import city_to_yaml
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     artifacts, spec_cities = {}, {}
     for c in cities:
         versions = context_versions.get(c.name, {})

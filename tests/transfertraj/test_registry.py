@@ -107,3 +107,18 @@ def test_the_model_carries_its_context_and_no_spark(store):
     assert "pyspark" not in reqs and "delta-spark" not in reqs and "torch==" in reqs
     npz = next(folder.rglob("context_porto.npz"))
     assert npz.stat().st_size < 2_000_000, npz.stat().st_size  # central Porto's lattice, compressed
+
+
+def test_serving_artifacts_of_a_city_without_osm(tmp_path):
+    """No context to export: the model still carries its city config (the folder is made for it)."""
+    import json
+
+    from transfertraj.core.city_config import load_city
+    from transfertraj.core.settings import Settings
+    from transfertraj.registry import serving_artifacts
+
+    settings = Settings.load(home=tmp_path)
+    out = serving_artifacts([load_city("beijing", settings)], settings, {}, tmp_path / "fresh" / "serving")
+    assert list(out) == ["serving"]
+    spec = json.loads(open(out["serving"]).read())
+    assert spec["default_city"] == "beijing" and spec["cities"]["beijing"]["context_artifact"] is None
