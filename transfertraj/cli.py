@@ -151,6 +151,59 @@ def _cmd_models_list(args, settings: Settings) -> int:
     return 0
 
 
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return "unknown"
+
+
+def _cmd_models_register(args, settings: Settings) -> int:
+    from transfertraj.registry import BASE_MODEL, register_checkpoint
+    from transfertraj.tasks.pretrain import pretrain_cities
+
+    if args.city:
+        cities = args.city
+    elif args.name == BASE_MODEL:
+        cities = pretrain_cities()  # what the pretrain DAG trains the base model on
+    else:
+        cities = [args.name.removeprefix("transfertraj-")]
+    try:
+        reg = register_checkpoint(settings, args.checkpoint, args.name, cities, args.features_version)
+    except (FileNotFoundError, LookupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{reg.name} version {reg.version} (run {reg.run_id}), alias challenger")
+    print("\n".join(reg.decision.lines()))
+    return 0
+
+
+def _cmd_models_promote(args, settings: Settings) -> int:
+    from transfertraj.registry import promote
+
+    try:
+        left = promote(settings, args.name, args.version, by=_who(), reason=args.reason)
+    except LookupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: champion is version {args.version}" + (f" (was {left})" if left else ""))
+    return 0
+
+
+def _cmd_models_rollback(args, settings: Settings) -> int:
+    from transfertraj.registry import rollback
+
+    try:
+        left, restored = rollback(settings, args.name, by=_who(), reason=args.reason)
+    except LookupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: champion is version {restored} again (was {left})")
+    return 0
+
+
 def _cmd_predict(args, settings: Settings) -> int:
     import pandas as pd
 
@@ -271,6 +324,33 @@ def build_parser() -> argparse.ArgumentParser:
     msub.required = True
     m = msub.add_parser("list", help="every registered model version with its aliases and validation metrics")
     m.set_defaults(func=_cmd_models_list)
+    m = msub.add_parser(
+        "register",
+        help="register a checkpoint trained by hand (pretrain/finetune, torchrun's best.pt) through the DAGs' gate",
+        description=(
+            "Log the checkpoint as one MLflow run, register it as a new version with the alias challenger, "
+            "and let the gate re-score it against the champion on the cities' validation split."
+        ),
+    )
+    m.add_argument("--checkpoint", required=True, type=Path, help="best.pt (last.pt beside it gives the loss history)")
+    m.add_argument("--name", required=True, help="transfertraj-base or transfertraj-<city>")
+    m.add_argument(
+        "--city",
+        action="append",
+        help="the cities to score on (repeatable; default the city of transfertraj-<city>, or "
+        "TRANSFERTRAJ_PRETRAIN_CITIES for transfertraj-base)",
+    )
+    m.add_argument("--features-version", type=int, help="the features table's Delta version (default: latest)")
+    m.set_defaults(func=_cmd_models_register)
+    m = msub.add_parser("promote", help="move the champion alias to a version by hand (recorded on the version)")
+    m.add_argument("name")
+    m.add_argument("version")
+    m.add_argument("--reason", default="promoted by hand", help="recorded as the version's champion.reason tag")
+    m.set_defaults(func=_cmd_models_promote)
+    m = msub.add_parser("rollback", help="move the champion alias back to the version it replaced")
+    m.add_argument("name")
+    m.add_argument("--reason", default="rolled back by hand", help="recorded as the version's champion.reason tag")
+    m.set_defaults(func=_cmd_models_rollback)
 
     p = sub.add_parser(
         "predict", help="answer TP / TR / OD-TTE for raw points with a registered model (models:/<name>@champion)"

@@ -251,6 +251,33 @@ def signature():
     )
 
 
+def delta_dataset(settings: Settings, table: str, version):
+    """An MLflow dataset naming one lake table at one Delta version (`features@12`, the registry's own
+    naming), so the run's Datasets panel shows which data trained the model without reading it again.
+    The version is in the name as well as the source because MLflow's Delta source drops a version 0."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from transfertraj.feature_store.tables import table_path
+
+    numbered = str(version).lstrip("-").isdigit()  # tests train on generated data that has no Delta version
+    source = DeltaDatasetSource(
+        path=table_path(settings, table), delta_table_version=int(version) if numbered else None
+    )
+    return MetaDataset(source=source, name=f"{table}@{version}")
+
+
+def log_lineage(settings: Settings, features_version, context_versions: dict[str, dict]) -> None:
+    """Link the active run to its training data as MLflow inputs: the features table (context `training`)
+    and each city's context tables (context `context`), the versions also kept as `data.*` tags."""
+    import mlflow
+
+    mlflow.log_input(delta_dataset(settings, "features", features_version), context="training")
+    for city, versions in context_versions.items():
+        for table, version in sorted(versions.items()):
+            mlflow.log_input(delta_dataset(settings, table, version), context="context", tags={"city": city})
+
+
 def _flat(prefix: str, d: dict) -> dict:
     return {f"{prefix}{k}": (json.dumps(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in d.items()}
 
@@ -315,6 +342,7 @@ def log_and_register(
                 **(extra_tags or {}),
             }
         )
+        log_lineage(settings, features_version, context_versions)
         plot = plot_checkpoint(with_history, checkpoint.parent / "loss_curves.png")
         mlflow.log_artifact(str(plot), artifact_path="plots")
         artifacts = serving_artifacts(cities, settings, context_versions, checkpoint.parent / "serving")
@@ -381,20 +409,147 @@ def promote_if_better(
     challenger = (
         challenger_metrics
         if challenger_metrics is not None
-        else validation_metrics(load_torch(f"models:/{name}/{version}"), features, features_version)
+        else validation_metrics(load_torch(f"models:/{name}/{version}", settings), features, features_version)
     )
     champion = None
     if champ is not None and str(champ.version) != str(version):
-        champion = validation_metrics(load_torch(f"models:/{name}/{champ.version}"), features, features_version)
+        champion = validation_metrics(
+            load_torch(f"models:/{name}/{champ.version}", settings), features, features_version
+        )
     decision = compare(challenger, champion, tolerance)
     if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        move_champion(client, name, version, by="gate", reason=decision.reason)
     client.set_model_version_tag(name, version, "gate.decision", "promoted" if decision.promoted else "rejected")
     client.set_model_version_tag(name, version, "gate.reason", decision.reason)
     client.set_model_version_tag(
         name, version, "gate.numbers", json.dumps({"challenger": challenger, "champion": champion})
     )
     return decision
+
+
+def move_champion(client, name: str, version: str, *, by: str, reason: str, rollback: bool = False) -> str | None:
+    """Point `champion` at `version`; return the version it leaves (None when there was none).
+
+    Who, why and when go to the new champion's version tags (`champion.by`, `champion.reason`,
+    `champion.at`); a promotion also records `champion.previous`, the chain `rollback` walks back along
+    (a rollback keeps the target's own `champion.previous`, so a second rollback goes one further back).
+    `challenger` leaves the new champion: a challenger is a version still waiting for the gate."""
+    from datetime import UTC, datetime
+
+    current = champion_model(client, name)
+    previous = None if current is None else str(current.version)
+    version = str(version)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    tags = {
+        "champion.by": by,
+        "champion.reason": reason,
+        "champion.at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if not rollback and previous is not None and previous != version:
+        tags["champion.previous"] = previous
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(name, previous, "champion.replaced_by", f"{version} ({by}: {reason})")
+    drop_challenger_from_champion(client, name)
+    return previous
+
+
+def drop_challenger_from_champion(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        challenger = client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException:
+        return
+    champ = champion_model(client, name)
+    if champ is not None and str(champ.version) == str(challenger.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+def _model_version(client, name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise LookupError(
+            f"{name} has no version {version}: see the registered versions with `transfertraj models list`"
+        ) from None
+
+
+def promote(settings: Settings, name: str, version: str, *, by: str, reason: str) -> str | None:
+    """Move `champion` to `version` by hand (no gate: a person decided); returns the version it leaves."""
+    client = configure(settings)
+    _model_version(client, name, version)
+    return move_champion(client, name, str(version), by=by, reason=reason)
+
+
+def rollback(settings: Settings, name: str, *, by: str, reason: str) -> tuple[str, str]:
+    """Move `champion` back to the version it replaced (the champion's `champion.previous` tag);
+    returns (version left, version restored)."""
+    client = configure(settings)
+    current = champion_model(client, name)
+    if current is None:
+        raise LookupError(f"{name} has no champion to roll back: see `transfertraj models list`")
+    previous = current.tags.get("champion.previous")
+    if not previous:
+        raise LookupError(
+            f"{name} champion v{current.version} records no previous champion: promote a version by number "
+            f"with `transfertraj models promote {name} VERSION`"
+        )
+    _model_version(client, name, previous)
+    move_champion(client, name, previous, by=by, reason=reason, rollback=True)
+    return str(current.version), previous
+
+
+def training_data(settings: Settings, cities: list[str], version: int | None):
+    """(TrajectoryData, Delta version read, {city: context versions}) of these cities' features rows at
+    `version` (latest when None), read like the training DAGs read them (delta-rs, no Spark)."""
+    from transfertraj.feature_store.reader import read_table
+    from transfertraj.model.trajectory_data import load_features, with_city_facts
+    from transfertraj.tasks.training_data import context_versions
+
+    table, read = read_table(settings, "features", city=cities, version=version)
+    missing = sorted(set(cities) - set(table.column("city").to_pylist()))
+    if missing:
+        raise LookupError(
+            f"the features table (version {read}) has no rows for {missing}: run `transfertraj featurize` "
+            "for them, or pass --features-version of a version that has them"
+        )
+    return with_city_facts(load_features(table, read), settings), read, context_versions(table)
+
+
+def register_checkpoint(
+    settings: Settings, checkpoint: Path, name: str, cities: list[str], features_version: int | None = None
+) -> Registered:
+    """Register a checkpoint trained outside the DAGs (`transfertraj pretrain`, torchrun's best.pt) exactly
+    as the DAGs do: the same run, artifacts and tags (log_and_register), the same gate, scored on the
+    cities' features at `features_version` (latest when None)."""
+    from transfertraj.core.city_config import load_city
+    from transfertraj.tasks.onboard import CITY_EXPERIMENT
+    from transfertraj.tasks.pretrain import BASE_EXPERIMENT
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {checkpoint}: pass the best.pt that `transfertraj pretrain --out DIR` "
+            "(or torchrun) wrote under DIR"
+        )
+    data, version, ctx = training_data(settings, cities, features_version)
+    return log_and_register(
+        settings=settings,
+        experiment=BASE_EXPERIMENT if name == BASE_MODEL else CITY_EXPERIMENT,
+        model_name=name,
+        checkpoint=checkpoint,
+        cities=[load_city(c, settings) for c in cities],
+        data_versions={"features_version": version},
+        context_versions=ctx,
+        features=data,
+        features_version=version,
+        run_name=f"register {checkpoint}",
+        extra_tags={"registered_from": str(checkpoint.resolve())},
+    )
 
 
 # ----------------------------------------------------------------------------------------- retrieval
