@@ -77,7 +77,7 @@ def test_pretrain_registers_a_champion(dagbag):
     run = dagbag.get_dag("pretrain").test(run_conf={**TINY_MODEL, "epochs": 1, "cities": ["tinyporto"]})
     assert str(run.state) == "success"
     rows = [r for r in registry.list_models(_settings()) if r["name"] == registry.BASE_MODEL]
-    assert [(r["version"], r["aliases"]) for r in rows] == [(1, ["challenger", "champion"])]
+    assert [(r["version"], r["aliases"]) for r in rows] == [(1, ["champion"])]  # challenger leaves the winner
 
 
 def test_onboard_rejects_bad_params_at_trigger(dagbag):
@@ -135,7 +135,7 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
     assert str(run.state) == "success"
     assert (airflow_home / "config" / "cities" / "tinycity.yaml").exists()
     rows = {r["name"]: r for r in registry.list_models(_settings())}
-    assert rows["transfertraj-tinycity"]["aliases"] == ["challenger", "champion"]
+    assert rows["transfertraj-tinycity"]["aliases"] == ["champion"]
     # the same name again without replace is refused by the first task
     from transfertraj.tasks.onboard import write_city_config
     from transfertraj.tasks.onboard_params import OnboardParamsError
