@@ -161,6 +161,7 @@ def _who() -> str:
 
 
 def _cmd_models_register(args, settings: Settings) -> int:
+    from transfertraj.core.city_config import CityConfigError
     from transfertraj.registry import BASE_MODEL, register_checkpoint
     from transfertraj.tasks.pretrain import pretrain_cities
 
@@ -172,7 +173,7 @@ def _cmd_models_register(args, settings: Settings) -> int:
         cities = [args.name.removeprefix("transfertraj-")]
     try:
         reg = register_checkpoint(settings, args.checkpoint, args.name, cities, args.features_version)
-    except (FileNotFoundError, LookupError) as err:
+    except (FileNotFoundError, LookupError, CityConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{reg.name} version {reg.version} (run {reg.run_id}), alias challenger")

@@ -4,6 +4,8 @@
     model = registry.load("models:/transfertraj-porto@champion")   # a ready pyfunc
     model.predict(points_df, params={"task": "tp"})
     registry.list_models(settings)                                   # names, versions, aliases
+    transfertraj models register --checkpoint out/best.pt --name transfertraj-base   # through the gate
+    transfertraj models promote transfertraj-porto 7 --reason "..."; transfertraj models rollback transfertraj-porto
 
 Registered models, one per deployable target:
     transfertraj-base      the pretrained model (source cities); the start of every city's fine-tune
@@ -18,7 +20,10 @@ champion (if any) and the challenger are re-scored here on the same, current val
 city's features table; the challenger takes `champion` only when no metric is worse than the
 champion's by more than the relative tolerance (TRANSFERTRAJ_GATE_TOLERANCE, default 0.02 = 2 %).
 The decision and both sets of numbers go to the training run (metrics `gate/...`, tag `gate.decision`)
-and to the model version's tags.
+and to the model version's tags. Whoever moves `champion` (the gate, or a person with `models promote`
+/ `rollback`) is recorded on the version with the champion it replaced, which is what rollback follows;
+`challenger` never stays on the champion. Each run names its training data as MLflow dataset inputs
+(`features@<version>`, `context_<table>@<version>`: Delta path and version).
 
 Storage is explicit: the tracking/registry store is Settings.mlflow_tracking_uri (SQLite under the
 data root by default) and artifacts go to <data root>/mlflow/artifacts/<experiment>, never the

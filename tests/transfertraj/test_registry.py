@@ -156,6 +156,13 @@ def test_register_of_a_missing_file_says_what_to_pass(store, tmp_path, monkeypat
     assert f"no checkpoint at {missing}" in err and "transfertraj pretrain --out" in err
 
 
+def test_register_without_a_features_table_says_what_to_build(good, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert _cli(tmp_path, "register", "--checkpoint", good, "--name", "transfertraj-porto") == 1
+    err = capsys.readouterr().err
+    assert "no Delta table at" in err and "featurize" in err
+
+
 def test_promote_then_rollback_restores_the_champion(store, monkeypatch, capsys):
     settings, _, home = store
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
