@@ -342,6 +342,34 @@ def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataF
     return checked
 
 
+def detected_timestamp_formats(bronze: DataFrame, city: CityConfig, headers: list[str], sample: int = 100_000) -> dict:
+    """{format: rows} of the timestamp texts of up to `sample` rows per header group (timestamp_format_of),
+    for the run's log: which of auto's formats a delivery is written in ('unreadable' counts the others).
+    Porto rows are unix_s by definition; a configured format is reported as itself."""
+    import csv
+
+    fmt = city.raw.timestamp_format if city.raw.format == "point_log" else "unix_s"
+    if fmt != "auto":
+        return {fmt: None}
+    counts: dict[str, int] = {}
+    seps = [city.raw.delimiter] if city.raw.delimiter is not None else [",", "\t"]
+    with_sep = bronze.withColumn("_sep", file_delimiter(F.col(SOURCE_FILE), city))
+    for header in headers:
+        for sep in [s for s in seps if s in header] or seps[:1]:
+            columns = tuple(c.strip() for c in next(csv.reader([header], delimiter=sep)))
+            schema, _ = _csv_fields(columns)
+            group = with_sep.where((F.col(HEADER) == header) & (F.col("_sep") == sep) & (F.trim(F.col(LINE)) != ""))
+            text = F.trim(
+                F.from_csv(F.col(LINE), schema, {"sep": sep})[f"c{columns.index(city.raw.columns['timestamp'])}"]
+            )
+            found = group.limit(sample).select(
+                F.coalesce(timestamp_format_of(text, "auto"), F.lit("unreadable")).alias("f")
+            )
+            for r in found.groupBy("f").count().collect():
+                counts[r.f] = counts.get(r.f, 0) + int(r["count"])
+    return counts
+
+
 def explode_points(checked: DataFrame) -> DataFrame:
     """Accepted rows of check_rows -> POINT_COLUMNS, one row per GPS fix (a Porto row's POLYLINE points
     are PORTO_FIX_INTERVAL_S apart from its TIMESTAMP; a point-log row is its own single fix).
@@ -387,6 +415,8 @@ __all__ = [
     "check_porto_rows",
     "check_point_log_rows",
     "epoch_seconds",
+    "timestamp_format_of",
+    "detected_timestamp_formats",
     "PORTO_COLUMNS",
     "POINT_COLUMNS",
     "CHECKED_COLUMNS",

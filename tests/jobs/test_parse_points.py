@@ -5,7 +5,14 @@ from pyspark.sql import functions as F
 
 from tests.jobs.ingest_fixtures import point_log_city, porto_like
 from transfertraj.jobs.landed_files import inspect_file
-from transfertraj.jobs.parse_points import check_rows, epoch_seconds, explode_points, parse_rows, timestamp_format_of
+from transfertraj.jobs.parse_points import (
+    check_rows,
+    detected_timestamp_formats,
+    epoch_seconds,
+    explode_points,
+    parse_rows,
+    timestamp_format_of,
+)
 from transfertraj.jobs.schemas import BRONZE_SCHEMA
 
 PORTO_HEADER = "TRIP_ID,CALL_TYPE,ORIGIN_CALL,ORIGIN_STAND,TAXI_ID,TIMESTAMP,DAY_TYPE,MISSING_DATA,POLYLINE"
@@ -196,3 +203,21 @@ def test_a_tab_separated_point_log(spark, tmp_path):
         ("1131", 1391209215, 104.0711, 30.6719),
     ]
     checked.unpersist()
+
+
+def test_the_detected_timestamp_formats_are_counted_for_the_log(spark):
+    header = "vehicle_id,timestamp,lon,lat"
+    lines = [
+        "1131,2014-02-01 07:00:00.739166,104.07,30.67",
+        "1131,2014-02-01 07:00:01.1,104.07,30.67",
+        "1131,2014-01-31T23:00:30.739166Z,104.07,30.67",
+        "1131,yesterday,104.07,30.67",
+        "",
+    ]
+    city = point_log_city()
+    assert detected_timestamp_formats(bronze(spark, header, lines), city, [header]) == {
+        "iso_local": 2,
+        "iso_offset": 1,
+        "unreadable": 1,
+    }
+    assert detected_timestamp_formats(bronze(spark, header, lines), porto_like(), [header]) == {"unix_s": None}

@@ -63,12 +63,15 @@ def ingest_city_date(city_name: str, date: str) -> dict:
         try:
             report = ingest_date(spark, city, date, settings)
         except (QualityGateError, LandingError):
+            _timestamp_formats(spark, city, date, settings)  # a bad_timestamp flood: the first thing to look at
             _quality_report(spark, city, date, settings)  # the report is what an operator opens first
             raise
     log.info("%s", report.summary())
+    formats = _timestamp_formats(spark, city, date, settings)
     return {
         "city": city.name,
         "date": date,
+        "timestamp_formats": formats,
         "trajectories_out": report.trajectories_out,
         "silver_version": report.silver_version,
         "summary": report.summary(),
@@ -94,6 +97,29 @@ def quality_report(city_name: str, date: str) -> str:
     with no_retry():
         city = load_city(city_name, settings)
     return _quality_report(task_spark(settings), city, date, settings)
+
+
+def _timestamp_formats(spark, city, date: str, settings: Settings) -> dict:
+    """Log (and return) which timestamp format the date's bronze rows are written in; timestamp_format
+    auto reads several (jobs/parse_points.py), and the log line says which one this delivery used."""
+    from feature_store.delta_io import read_table, table_exists
+    from feature_store.tables import table_path
+    from transfertraj.jobs.parse_points import detected_timestamp_formats
+    from transfertraj.jobs.schemas import HEADER
+
+    path = table_path(settings, "bronze")
+    try:
+        if not table_exists(spark, path):
+            return {}
+        bronze, _ = read_table(spark, path, where={"city": city.name, "date": date})
+        headers = [r[HEADER] for r in bronze.select(HEADER).distinct().collect() if r[HEADER] is not None]
+        formats = detected_timestamp_formats(bronze, city, headers)
+    except Exception as err:  # a log line only: never the reason a run fails, nor what hides the real one
+        log.warning("%s %s: timestamp format not detected (%s)", city.name, date, err)
+        return {}
+    zone = city.raw.timestamp_timezone
+    log.info("%s %s: timestamp format %s (text without an offset read in %s)", city.name, date, formats, zone)
+    return formats
 
 
 def _quality_report(spark, city, date: str, settings: Settings) -> str:
