@@ -99,7 +99,7 @@ def _quotes(line):
 
 
 def _fields(line, sep):
-    """Fields of a CSV record: delimiters (a column of one character) outside quoted sections, plus one."""
+    """Fields of a CSV record: delimiters (`sep`, a one-character Column) outside quoted sections, plus one."""
     unquoted = F.regexp_replace(line, '"[^"]*"', "")
     return F.length(unquoted) - F.length(F.replace(unquoted, sep, F.lit(""))) + 1
 
