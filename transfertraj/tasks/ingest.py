@@ -102,11 +102,15 @@ def quality_report(city_name: str, date: str) -> str:
 def _timestamp_formats(spark, city, date: str, settings: Settings) -> dict:
     """Log (and return) which timestamp format the date's bronze rows are written in; timestamp_format
     auto reads several (jobs/parse_points.py), and the log line says which one this delivery used."""
-    from feature_store.delta_io import read_table, table_exists
-    from feature_store.tables import table_path
+    from transfertraj.feature_store.delta_io import read_table, table_exists
+    from transfertraj.feature_store.tables import table_path
     from transfertraj.jobs.parse_points import detected_timestamp_formats
     from transfertraj.jobs.schemas import HEADER
 
+    if city.raw.format != "point_log" or city.raw.timestamp_format != "auto":
+        fmt = city.raw.timestamp_format if city.raw.format == "point_log" else "unix_s"
+        log.info("%s %s: timestamp format %s (configured)", city.name, date, fmt)
+        return {fmt: None}
     path = table_path(settings, "bronze")
     try:
         if not table_exists(spark, path):
