@@ -98,25 +98,36 @@ def _quotes(line):
     return F.length(line) - F.length(F.regexp_replace(line, '"', ""))
 
 
-def _fields(line):
-    """Fields of a CSV record: commas outside quoted sections, plus one."""
-    return F.size(F.split(F.regexp_replace(line, '"[^"]*"', ""), ",", -1))
+def _fields(line, sep):
+    """Fields of a CSV record: delimiters (`sep`, a one-character Column) outside quoted sections, plus one."""
+    unquoted = F.regexp_replace(line, '"[^"]*"', "")
+    return F.length(unquoted) - F.length(F.replace(unquoted, sep, F.lit(""))) + 1
 
 
-def join_quoted_lines(bronze: DataFrame, files: list[LandedFile]) -> DataFrame:
+def join_quoted_lines(bronze: DataFrame, files: list[LandedFile], delimiter: str | None = None) -> DataFrame:
     """Bronze lines -> CSV records: lines joined (with \\n) where a quoted field spans them.
 
     Only files whose scan found a line with an odd number of quotes are looked at. A run of lines is
     joined when the quote it opens closes within MAX_LINES_PER_RECORD lines and the joined record has as
     many fields as the file's header; otherwise (a truncated line, a stray quote) each line stays its own
-    row. A record keeps the row id of its first line; the lines it spans are 1 + its newlines."""
-    suspects = {f.rel: len(f.columns) for f in files if f.odd_quote_lines and f.header is not None}
+    row. A record keeps the row id of its first line; the lines it spans are 1 + its newlines. Fields are
+    split by `delimiter`, or when None by each file's extension (tab for .tsv, else a comma)."""
+    suspects = {
+        f.rel: (
+            len(f.columns),
+            delimiter or ("\t" if f.path.name.lower().removesuffix(".gz").endswith(".tsv") else ","),
+        )
+        for f in files
+        if f.odd_quote_lines and f.header is not None
+    }
     if not suspects:
         return bronze
     cols = bronze.columns
     plain = bronze.where(~F.col(SOURCE_FILE).isin(list(suspects)))
     n_fields = F.col("_n_fields")
-    widths = bronze.sparkSession.createDataFrame(list(suspects.items()), f"{SOURCE_FILE} string, _n_fields int")
+    widths = bronze.sparkSession.createDataFrame(
+        [(rel, n, sep) for rel, (n, sep) in suspects.items()], f"{SOURCE_FILE} string, _n_fields int, _sep string"
+    )
     odd = bronze.join(F.broadcast(widths), SOURCE_FILE).withColumn("_q", _quotes(F.col(LINE)) % 2)
     w = Window.partitionBy(SOURCE_FILE).orderBy(ROW_ID)
     open_before = F.coalesce(F.sum("_q").over(w.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)) % 2
@@ -127,10 +138,13 @@ def join_quoted_lines(bronze: DataFrame, files: list[LandedFile]) -> DataFrame:
         F.sort_array(F.collect_list(F.struct(F.col(ROW_ID).alias("r"), F.col(LINE).alias("l")))).alias("_parts"),
         *(F.first(c).alias(c) for c in keep if c != SOURCE_FILE),
         F.first("_n_fields").alias("_n_fields"),
+        F.first("_sep").alias("_sep"),
     )
     merged = F.array_join(F.transform("_parts", lambda p: p["l"]), "\n")
     ok = (F.size("_parts") == 1) | (
-        (F.size("_parts") <= MAX_LINES_PER_RECORD) & (_quotes(merged) % 2 == 0) & (_fields(merged) == n_fields)
+        (F.size("_parts") <= MAX_LINES_PER_RECORD)
+        & (_quotes(merged) % 2 == 0)
+        & (_fields(merged, F.col("_sep")) == n_fields)
     )
     joined = grouped.select(
         *keep,

@@ -72,10 +72,11 @@ def land_sample(city: CityConfig, settings: Settings, *, source: Path | None = N
     try:
         with _open_text(source) as f:
             header_line = f.readline()
-            header = next(csv.reader([header_line]))
+            sep = city.raw.delimiter_for(source.name)  # a .tsv sample is tab-separated
+            header = next(csv.reader([header_line], delimiter=sep))
             idx = header.index(ts_col)
             for line in f:
-                fields = next(csv.reader([line]), [])
+                fields = next(csv.reader([line], delimiter=sep), [])
                 day = (_local_date(fields[idx], city) if len(fields) > idx else None) or "undated"
                 if day not in writers:
                     target = base / day / source.name

@@ -217,7 +217,7 @@ def inspect_file(path: Path, city: CityConfig, rel: str | None = None) -> Landed
     if not scan.head.startswith(b"\xef\xbb\xbf") and "\ufffd" in header:
         raise _Quarantine("bad_file_encoding", "the header line is not UTF-8: re-export the file as UTF-8", line=1)
     try:
-        columns = tuple(c.strip() for c in next(csv.reader([header])))
+        columns = tuple(c.strip() for c in next(csv.reader([header], delimiter=city.raw.delimiter_for(path.name))))
     except csv.Error as err:
         raise _Quarantine("bad_header", f"the header line does not parse as CSV ({err})", line=1) from None
     missing = [

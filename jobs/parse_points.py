@@ -24,13 +24,11 @@ PORTO_FIX_INTERVAL_S = 15  # the Porto format: one POLYLINE point every 15 s fro
 MIN_EPOCH_S = 631_152_000  # 1990-01-01: GPS logs older than this are typos
 MAX_EPOCH_S = 4_102_444_800  # 2100-01-01
 MS_THRESHOLD = 100_000_000_000  # a "seconds" value above this is in milliseconds (year 5138 otherwise)
-AUTO_NAIVE_PATTERNS = (
-    "yyyy-MM-dd HH:mm:ss",
-    "yyyy-MM-dd'T'HH:mm:ss",
-    "yyyy-MM-dd HH:mm:ss.SSS",
-    "yyyy-MM-dd'T'HH:mm:ss.SSS",
-)
-AUTO_ZONED_PATTERNS = ("yyyy-MM-dd'T'HH:mm:ssXXX", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "yyyy-MM-dd HH:mm:ssXXX")
+# auto: ISO-8601 date and time ('T' or a space), any fraction (up to nanoseconds: kept to the microsecond),
+# an optional offset ('Z', +08:00, +0800, +08). Parsed to whole seconds by a fixed pattern; the fraction is
+# added as a number, so no digit count needs its own pattern.
+ISO_RE = r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+ISO_WHOLE_PATTERN = "yyyy-MM-dd HH:mm:ss"
 FOOTER_MAX_LINES = 3  # at most this many one-field lines after a file's last data line are its footer
 # Lines that are not data rows: rejected (accounted for) but not counted by the quality gate.
 NON_DATA_REASONS = ("blank_line", "repeated_header", "footer")
@@ -62,6 +60,42 @@ def _first_reason(*rules: tuple[Column, str]) -> Column:
     return expr
 
 
+def iso_parts(col: Column) -> tuple[Column, Column, Column]:
+    """ISO-8601 text -> (naive, zoned, fraction): the whole-second timestamp of text without an offset
+    (wall clock, null otherwise), of text with one (the instant, null otherwise), and the fraction of a
+    second as a double (microseconds exact; digits past the ninth are not ISO and do not match).
+    Explicit patterns only: a pattern-free parse accepts 'yesterday' and 'now'."""
+    # One normalised text, referred to once by each parse (the caller's plan repeats these many times):
+    # 'date time[offset]' with 'Z' -> +00:00, +0800 -> +08:00, +08 -> +08:00. Text that does not match
+    # stays as it is and fails both strict patterns.
+    norm = F.regexp_replace(col, ISO_RE, "$1 $2$4")
+    norm = F.regexp_replace(norm, "[Zz]$", "+00:00")
+    norm = F.regexp_replace(norm, r"([+-]\d{2})(\d{2})$", "$1:$2")
+    norm = F.regexp_replace(norm, r"([+-]\d{2})$", "$1:00")
+    naive = F.try_to_timestamp(norm, F.lit(ISO_WHOLE_PATTERN))
+    zoned = F.try_to_timestamp(norm, F.lit(ISO_WHOLE_PATTERN + "XXX"))
+    # Microseconds as an integer first: 0.739166 as a double sum keeps the instant to well under 1 us.
+    frac = F.coalesce(
+        F.rpad(F.regexp_extract(col, ISO_RE, 3), 9, "0").substr(1, 6).try_cast("long") / 1_000_000.0, F.lit(0.0)
+    )
+    return naive, zoned, frac
+
+
+def timestamp_format_of(col: Column, fmt: str) -> Column:
+    """The format a timestamp text was read in, for the run's log: fmt itself unless it is auto, where it is
+    unix_s, unix_ms, iso_offset (an offset or Z) or iso_local (in timestamp_timezone); null when unreadable."""
+    if fmt != "auto":
+        return F.lit(fmt)
+    num = col.try_cast("double")
+    naive, zoned, _ = iso_parts(col)
+    return (
+        F.when(num > MS_THRESHOLD, F.lit("unix_ms"))
+        .when(num.isNotNull(), F.lit("unix_s"))
+        .when(zoned.isNotNull(), F.lit("iso_offset"))
+        .when(naive.isNotNull(), F.lit("iso_local"))
+    )
+
+
 def epoch_seconds(col: Column, fmt: str, source_tz: str) -> Column:
     """Timestamp text -> Unix seconds (double) or null. unix_s/auto also detect milliseconds."""
     num = col.try_cast("double")
@@ -71,11 +105,9 @@ def epoch_seconds(col: Column, fmt: str, source_tz: str) -> Column:
     if fmt == "unix_s":
         return as_number
     if fmt == "auto":
-        # Explicit ISO-8601 patterns only: a pattern-free parse accepts 'yesterday' and 'now'.
-        naive = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_NAIVE_PATTERNS))
-        zoned = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_ZONED_PATTERNS))
+        naive, zoned, frac = iso_parts(col)
         as_text = F.coalesce(F.unix_timestamp(zoned), F.unix_timestamp(F.to_utc_timestamp(naive, source_tz)))
-        return F.coalesce(as_number, as_text.cast("double"))
+        return F.coalesce(as_number, as_text + frac)
     parsed = F.try_to_timestamp(col, F.lit(fmt))
     return F.unix_timestamp(F.to_utc_timestamp(parsed, source_tz)).cast("double")
 
@@ -98,12 +130,12 @@ def local_time_candidates(col: Column, fmt: str, source_tz: str) -> tuple[Column
     if fmt == "auto":
         num = col.try_cast("double")
         as_number = F.when(num > MS_THRESHOLD, num / 1000.0).otherwise(num)
-        naive = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_NAIVE_PATTERNS))
-        zoned = F.coalesce(*(F.try_to_timestamp(col, F.lit(p)) for p in AUTO_ZONED_PATTERNS))
-        explicit = F.coalesce(as_number, F.unix_timestamp(zoned).cast("double"))
+        naive, zoned, frac = iso_parts(col)
+        explicit = F.coalesce(as_number, F.unix_timestamp(zoned) + frac)
     else:
         naive = F.try_to_timestamp(col, F.lit(fmt))
         explicit = F.lit(None).cast("double")
+        frac = F.lit(0.0)
     # The session zone is UTC, so the naive timestamp's epoch is the wall clock read as UTC.
     local = F.unix_timestamp(naive)
     c1 = local - _offset_s(local - 86_400, source_tz)  # the instant under the offset of the day before
@@ -112,8 +144,8 @@ def local_time_candidates(col: Column, fmt: str, source_tz: str) -> tuple[Column
     ok2 = (c2 + _offset_s(c2, source_tz)) == local
     ambiguous = ok1 & ok2 & (c1 != c2)
     one = F.when(ok1, c1).when(ok2, c2)
-    early = F.when(ambiguous, F.least(c1, c2)).otherwise(one).cast("double")
-    late = F.when(explicit.isNull() & ambiguous, F.greatest(c1, c2)).cast("double")
+    early = F.when(ambiguous, F.least(c1, c2)).otherwise(one) + frac
+    late = F.when(explicit.isNull() & ambiguous, F.greatest(c1, c2)) + frac
     nonexistent = explicit.isNull() & naive.isNotNull() & ~F.coalesce(ok1 | ok2, F.lit(False))
     return F.coalesce(explicit, early), late, nonexistent
 
@@ -136,11 +168,11 @@ def _csv_fields(header_columns: tuple[str, ...]) -> tuple[str, str]:
     return ", ".join(f"`{n}` STRING" for n in names + ["__extra"]), names[-1]
 
 
-def footer_rows(rows: DataFrame) -> DataFrame:
+def footer_rows(rows: DataFrame, sep: str = ",") -> DataFrame:
     """(source_file, row_id, _footer) of each file's footer: up to FOOTER_MAX_LINES non-blank lines
     without a delimiter ('EOF', 'total 1264 rows') after the file's last line that has one."""
     nonblank = F.trim(F.col(LINE)) != ""
-    single = nonblank & ~F.col(LINE).contains(",")
+    single = nonblank & ~F.col(LINE).contains(sep)
     last = rows.where(nonblank & ~single).groupBy(SOURCE_FILE).agg(F.max(ROW_ID).alias("_last"))
     tail = (
         rows.where(single)
@@ -153,13 +185,14 @@ def footer_rows(rows: DataFrame) -> DataFrame:
     return tail.select(SOURCE_FILE, F.explode("_ids").alias(ROW_ID), F.lit(True).alias("_footer"))
 
 
-def _generic_row_rules(rows: DataFrame, header_columns: tuple[str, ...]) -> tuple[DataFrame, list[tuple[Column, str]]]:
+def _generic_row_rules(
+    rows: DataFrame, header_columns: tuple[str, ...], sep: str = ","
+) -> tuple[DataFrame, list[tuple[Column, str]]]:
     schema, last = _csv_fields(header_columns)
-    rows = rows.join(F.broadcast(footer_rows(rows)), [SOURCE_FILE, ROW_ID], "left")
-    parsed = rows.withColumn(
-        "f", F.from_csv(F.col(LINE), schema, {"mode": "PERMISSIVE", "nullValue": _NULL_SENTINEL, "emptyValue": ""})
-    )
-    too_few = F.col(f"f.{last}").isNull() & ~F.col(LINE).endswith(",")
+    rows = rows.join(F.broadcast(footer_rows(rows, sep)), [SOURCE_FILE, ROW_ID], "left")
+    options = {"mode": "PERMISSIVE", "nullValue": _NULL_SENTINEL, "emptyValue": "", "sep": sep}
+    parsed = rows.withColumn("f", F.from_csv(F.col(LINE), schema, options))
+    too_few = F.col(f"f.{last}").isNull() & ~F.col(LINE).endswith(sep)
     rules = [
         (F.trim(F.col(LINE)) == "", "blank_line"),
         (F.col("_footer").isNotNull(), "footer"),
@@ -174,9 +207,9 @@ def _field(header_columns: tuple[str, ...], name: str) -> Column:
     return F.col(f"f.c{header_columns.index(name)}")
 
 
-def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFrame:
+def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...], sep: str = ",") -> DataFrame:
     """Porto rows -> CHECKED_COLUMNS: a verdict per row, and the parsed POLYLINE of accepted rows."""
-    parsed, rules = _generic_row_rules(rows, header_columns)
+    parsed, rules = _generic_row_rules(rows, header_columns, sep)
     f = lambda name: _field(header_columns, name)  # noqa: E731
     ts0 = epoch_seconds(f("TIMESTAMP"), "unix_s", "UTC")
     poly = F.from_json(f("POLYLINE"), "array<array<double>>")
@@ -233,18 +266,22 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...]) -> DataFr
     )
 
 
-def check_point_log_rows(rows: DataFrame, header_columns: tuple[str, ...], city: CityConfig) -> DataFrame:
+def check_point_log_rows(
+    rows: DataFrame, header_columns: tuple[str, ...], city: CityConfig, sep: str = ","
+) -> DataFrame:
     """Point-log rows -> CHECKED_COLUMNS: a verdict per row; an accepted row is one fix."""
-    parsed, rules = _generic_row_rules(rows, header_columns)
+    parsed, rules = _generic_row_rules(rows, header_columns, sep)
     cols = city.raw.columns
     f = lambda canon: _field(header_columns, cols[canon])  # noqa: E731
-    parsed = parsed.select(
+    # The timestamp text as its own column first: its parse refers to it many times, and each reference
+    # to the from_csv field would otherwise parse the line again.
+    parsed = parsed.withColumn("_ts_text", F.trim(f("timestamp"))).select(
         "*",
         F.trim(f("vehicle_id")).alias("vehicle_id"),
         *(
             c.alias(n)
             for c, n in zip(
-                local_time_candidates(F.trim(f("timestamp")), city.raw.timestamp_format, city.raw.timestamp_timezone),
+                local_time_candidates(F.col("_ts_text"), city.raw.timestamp_format, city.raw.timestamp_timezone),
                 ("ts_s", "ts_alt", "_nonexistent"),
                 strict=True,
             )
@@ -278,20 +315,59 @@ def check_point_log_rows(rows: DataFrame, header_columns: tuple[str, ...], city:
     )
 
 
+def file_delimiter(source_file: Column, city: CityConfig) -> Column:
+    """The delimiter of each row's file, as RawSource.delimiter_for names it (by extension unless set)."""
+    if city.raw.delimiter is not None:
+        return F.lit(city.raw.delimiter)
+    return F.when(F.lower(source_file).rlike(r"\.tsv(\.gz)?$"), F.lit("\t")).otherwise(F.lit(","))
+
+
 def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataFrame:
-    """Every header group of a delivery checked, as one frame of CHECKED_COLUMNS."""
+    """Every (header, delimiter) group of a delivery checked, as one frame of CHECKED_COLUMNS. A header
+    only passed the landing check split by its file's delimiter, so it contains that delimiter."""
     import csv
 
     checked = None
+    seps = [city.raw.delimiter] if city.raw.delimiter is not None else [",", "\t"]
+    with_sep = bronze.withColumn("_sep", file_delimiter(F.col(SOURCE_FILE), city))
     for header in headers:
-        columns = tuple(c.strip() for c in next(csv.reader([header])))
-        group = bronze.where(F.col(HEADER) == header)
-        if city.raw.format == "porto_csv":
-            c = check_porto_rows(group, columns)
-        else:
-            c = check_point_log_rows(group, columns, city)
-        checked = c if checked is None else checked.unionByName(c)
+        for sep in [s for s in seps if s in header] or seps[:1]:
+            columns = tuple(c.strip() for c in next(csv.reader([header], delimiter=sep)))
+            group = with_sep.where((F.col(HEADER) == header) & (F.col("_sep") == sep)).drop("_sep")
+            if city.raw.format == "porto_csv":
+                c = check_porto_rows(group, columns, sep)
+            else:
+                c = check_point_log_rows(group, columns, city, sep)
+            checked = c if checked is None else checked.unionByName(c)
     return checked
+
+
+def detected_timestamp_formats(bronze: DataFrame, city: CityConfig, headers: list[str], sample: int = 100_000) -> dict:
+    """{format: rows} of the timestamp texts of up to `sample` rows per header group (timestamp_format_of),
+    for the run's log: which of auto's formats a delivery is written in ('unreadable' counts the others).
+    Porto rows are unix_s by definition; a configured format is reported as itself."""
+    import csv
+
+    fmt = city.raw.timestamp_format if city.raw.format == "point_log" else "unix_s"
+    if fmt != "auto":
+        return {fmt: None}
+    counts: dict[str, int] = {}
+    seps = [city.raw.delimiter] if city.raw.delimiter is not None else [",", "\t"]
+    with_sep = bronze.withColumn("_sep", file_delimiter(F.col(SOURCE_FILE), city))
+    for header in headers:
+        for sep in [s for s in seps if s in header] or seps[:1]:
+            columns = tuple(c.strip() for c in next(csv.reader([header], delimiter=sep)))
+            schema, _ = _csv_fields(columns)
+            group = with_sep.where((F.col(HEADER) == header) & (F.col("_sep") == sep) & (F.trim(F.col(LINE)) != ""))
+            text = F.trim(
+                F.from_csv(F.col(LINE), schema, {"sep": sep})[f"c{columns.index(city.raw.columns['timestamp'])}"]
+            )
+            found = group.limit(sample).select(
+                F.coalesce(timestamp_format_of(text, "auto"), F.lit("unreadable")).alias("f")
+            )
+            for r in found.groupBy("f").count().collect():
+                counts[r.f] = counts.get(r.f, 0) + int(r["count"])
+    return counts
 
 
 def explode_points(checked: DataFrame) -> DataFrame:
@@ -339,6 +415,8 @@ __all__ = [
     "check_porto_rows",
     "check_point_log_rows",
     "epoch_seconds",
+    "timestamp_format_of",
+    "detected_timestamp_formats",
     "PORTO_COLUMNS",
     "POINT_COLUMNS",
     "CHECKED_COLUMNS",

@@ -100,3 +100,38 @@ def test_invalid_yaml_names_the_file(tmp_path):
     f.write_text("name: [unclosed")
     with pytest.raises(CityConfigError, match="broken.yaml: not valid YAML"):
         load_city_file(f)
+
+
+def _point_log_raw(**extra) -> dict:
+    cols = {"vehicle_id": "taxi", "timestamp": "time", "lon": "lng", "lat": "lat"}
+    return {"format": "point_log", "path": "x.tsv", "licence": "t", "columns": cols, **extra}
+
+
+@pytest.mark.parametrize(
+    "extra, name, expected",
+    [
+        ({}, "fleet.tsv", "\t"),
+        ({}, "fleet.TSV.gz", "\t"),
+        ({}, "fleet.csv", ","),
+        ({}, "fleet.txt", ","),
+        ({"delimiter": ";"}, "fleet.csv", ";"),
+        ({"delimiter": "\t"}, "fleet.txt", "\t"),
+    ],
+)
+def test_delimiter_by_extension_unless_set(extra, name, expected):
+    city = parse_city({**_porto_dict(), "raw": _point_log_raw(**extra)})
+    assert city.raw.delimiter_for(name) == expected
+    assert city.raw.header is True
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"delimiter": ";;"}, "must be one character"),
+        ({"delimiter": '"'}, "must be one character"),
+        ({"header": False}, "header: false is not supported yet"),
+    ],
+)
+def test_bad_reading_options_name_the_field(extra, message):
+    with pytest.raises(CityConfigError, match=f"raw: .*{message}"):
+        parse_city({**_porto_dict(), "raw": _point_log_raw(**extra)})

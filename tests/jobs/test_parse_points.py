@@ -4,7 +4,15 @@ import pytest
 from pyspark.sql import functions as F
 
 from tests.jobs.ingest_fixtures import point_log_city, porto_like
-from transfertraj.jobs.parse_points import epoch_seconds, parse_rows
+from transfertraj.jobs.landed_files import inspect_file
+from transfertraj.jobs.parse_points import (
+    check_rows,
+    detected_timestamp_formats,
+    epoch_seconds,
+    explode_points,
+    parse_rows,
+    timestamp_format_of,
+)
 from transfertraj.jobs.schemas import BRONZE_SCHEMA
 
 PORTO_HEADER = "TRIP_ID,CALL_TYPE,ORIGIN_CALL,ORIGIN_STAND,TAXI_ID,TIMESTAMP,DAY_TYPE,MISSING_DATA,POLYLINE"
@@ -31,13 +39,56 @@ def verdict_of(spark, city, header, lines):
         ("2008-10-23 13:53:05", "yyyy-MM-dd HH:mm:ss", "Asia/Shanghai", 1224741185),
         ("2013-07-01T00:00:58", "auto", "UTC", 1372636858),
         ("2013-07-01T01:00:58+01:00", "auto", "Asia/Shanghai", 1372636858),  # an offset wins over the zone
+        # A fleet log's microseconds, with and without an offset, 'T' or a space, 'Z'.
+        ("2014-01-31 23:00:00.739166", "auto", "UTC", 1391209200.739166),
+        ("2014-02-01 07:00:00.739166", "auto", "Asia/Shanghai", 1391209200.739166),
+        ("2014-02-01T07:00:00.739166+08:00", "auto", "UTC", 1391209200.739166),
+        ("2014-02-01 07:00:00.739166+0800", "auto", "UTC", 1391209200.739166),
+        ("2014-01-31T23:00:00.739166Z", "auto", "Europe/Lisbon", 1391209200.739166),
+        ("2014-01-31T23:00:00.5Z", "auto", "UTC", 1391209200.5),
+        ("2014-01-31T23:00:00.739166123Z", "auto", "UTC", 1391209200.739166),  # nanoseconds: kept to the us
+        ("2014-01-31 23:00:00.123", "auto", "UTC", 1391209200.123),
+        ("1391209200", "auto", "UTC", 1391209200),
+        ("1391209200739", "auto", "UTC", 1391209200.739),
         ("yesterday", "auto", "UTC", None),
+        ("2014-01-31 23:00:00.", "auto", "UTC", None),
+        ("2014-01-31 23:00:00.1234567890", "auto", "UTC", None),
+        ("2014-13-31 23:00:00", "auto", "UTC", None),
         ("", "unix_s", "UTC", None),
     ],
 )
 def test_epoch_seconds(spark, value, fmt, tz, expected):
     got = spark.range(1).select(epoch_seconds(F.lit(value), fmt, tz).alias("t")).first().t
-    assert got == expected
+    assert got == (None if expected is None else pytest.approx(expected, abs=1e-6))
+
+
+def test_auto_timestamps_of_a_fleet_log_with_microseconds(spark):
+    header = "vehicle_id,timestamp,lon,lat"
+    city = point_log_city(raw={**point_log_city().raw.model_dump(mode="json"), "timestamp_timezone": "Asia/Shanghai"})
+    lines = [
+        "1131,2014-02-01 07:00:00.739166,104.07,30.67",
+        "1131,2014-02-01T07:00:15.739166+08:00,104.07,30.67",
+        "1131,2014-01-31T23:00:30.739166Z,104.07,30.67",
+        "1131,1391209245,104.07,30.67",
+        "1131,1391209260000,104.07,30.67",
+        "1131,2014-02-01 07:01:75.1,104.07,30.67",
+    ]
+    checked = check_rows(bronze(spark, header, lines), city, [header]).persist()  # as jobs/ingest.py does
+    assert [r.reason for r in checked.orderBy("row_id").collect()] == [None] * 5 + ["bad_timestamp"]
+    points = explode_points(checked)
+    assert [r.ts for r in points.orderBy("row_id").collect()] == [1391209200 + 15 * i for i in range(5)]
+    formats = bronze(spark, header, [line.split(",")[1] for line in lines]).select(
+        timestamp_format_of(F.col("line"), "auto").alias("f")
+    )
+    assert [r.f for r in formats.orderBy("row_id").collect()] == [
+        "iso_local",
+        "iso_offset",
+        "iso_offset",
+        "unix_s",
+        "unix_ms",
+        None,
+    ]
+    checked.unpersist()
 
 
 def test_porto_row_verdicts(spark):
@@ -115,3 +166,58 @@ def test_point_log_columns_follow_the_mapping_not_the_order(spark):
     _, points = verdict_of(spark, city, header, ["39.98,116.31,2008-10-23 05:53:05,001"])
     p = points.first()
     assert (p.vehicle_id, p.lon, p.lat, p.ts) == ("001", 116.31, 39.98, 1224741185)
+
+
+def test_a_tab_separated_point_log(spark, tmp_path):
+    header = "taxi\ttime\tlng\tlat"
+    lines = [
+        "1131\t2014-02-01 07:00:00.739166\t104.0707\t30.6713",
+        "1131\t2014-02-01 07:00:15.112\t104.0711\t30.6719",
+        "1131\t2014-02-01 07:00:30\t104.0716",  # a field short
+        "",
+        "EOF",
+    ]
+    raw = {
+        "format": "point_log",
+        "path": "chengdu.tsv",
+        "licence": "t",
+        "columns": {"vehicle_id": "taxi", "timestamp": "time", "lon": "lng", "lat": "lat"},
+        "timestamp_timezone": "Asia/Shanghai",
+    }
+    city = point_log_city(raw=raw)
+    path = tmp_path / "chengdu 2014-02-01.tsv"
+    path.write_text("\n".join([header, *lines]) + "\n")
+    assert inspect_file(path, city).columns == ("taxi", "time", "lng", "lat")
+    rows = [(path.name, i, line, header, "c", "d") for i, line in enumerate(lines)]
+    checked = check_rows(spark.createDataFrame(rows, BRONZE_SCHEMA), city, [header]).persist()
+    assert [r.reason for r in checked.orderBy("row_id").collect()] == [
+        None,
+        None,
+        "malformed_csv",
+        "blank_line",
+        "footer",
+    ]
+    points = explode_points(checked).orderBy("row_id").collect()
+    assert [(p.vehicle_id, p.ts, p.lon, p.lat) for p in points] == [
+        ("1131", 1391209200, 104.0707, 30.6713),
+        ("1131", 1391209215, 104.0711, 30.6719),
+    ]
+    checked.unpersist()
+
+
+def test_the_detected_timestamp_formats_are_counted_for_the_log(spark):
+    header = "vehicle_id,timestamp,lon,lat"
+    lines = [
+        "1131,2014-02-01 07:00:00.739166,104.07,30.67",
+        "1131,2014-02-01 07:00:01.1,104.07,30.67",
+        "1131,2014-01-31T23:00:30.739166Z,104.07,30.67",
+        "1131,yesterday,104.07,30.67",
+        "",
+    ]
+    city = point_log_city()
+    assert detected_timestamp_formats(bronze(spark, header, lines), city, [header]) == {
+        "iso_local": 2,
+        "iso_offset": 1,
+        "unreadable": 1,
+    }
+    assert detected_timestamp_formats(bronze(spark, header, lines), porto_like(), [header]) == {"unix_s": None}

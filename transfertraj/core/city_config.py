@@ -59,7 +59,18 @@ class BBox(_Strict):
 
 
 class RawSource(_Strict):
-    """Where the city's raw GPS logs come from and how to read them."""
+    r"""Where the city's raw GPS logs come from and how to read them. A tab-separated point log:
+
+    raw:
+      format: point_log
+      path: ../data/samples/chengdu.tsv      # .tsv is read tab-separated, anything else comma-separated
+      delimiter: "\t"                        # only to override that guess: ";" or "|" for other exports
+      header: true                           # the first line names the columns (the only kind read today)
+      columns: {vehicle_id: taxi, timestamp: time, lon: lng, lat: lat}
+      timestamp_format: auto                 # 2014-01-31 23:00:00.739166, ...T...+08:00, ...Z, Unix s/ms
+      timestamp_timezone: Asia/Shanghai      # the zone of timestamps without an offset
+      licence: "..."
+    """
 
     format: RawFormat
     path: Path  # the bundled sample (or a delivery folder); relative to the city file
@@ -70,14 +81,29 @@ class RawSource(_Strict):
     timestamp_format: str = "auto"  # auto | unix_s | unix_ms | a Spark datetime pattern
     timestamp_timezone: str = "UTC"  # zone of timestamps written as text without an offset
     compression: Literal["none", "gzip", "auto"] = "auto"
+    delimiter: str | None = None  # one character; None: tab for .tsv(.gz) files, else ','
+    header: bool = True  # the first line of each file names its columns
     licence: str
     provenance: str = ""
     # Real deliveries too large for the repository: glob patterns under the datasets root
     # (Settings.datasets, TRANSFERTRAJ_DATASETS), landed by `transfertraj land --city X --datasets`.
     datasets: list[str] = Field(default_factory=list)
 
+    def delimiter_for(self, file_name: str) -> str:
+        """The field delimiter of one landed file: the configured one, else by extension."""
+        if self.delimiter is not None:
+            return self.delimiter
+        return "\t" if file_name.lower().removesuffix(".gz").endswith(".tsv") else ","
+
     @model_validator(mode="after")
     def _columns(self) -> RawSource:
+        if self.delimiter is not None and (len(self.delimiter) != 1 or self.delimiter in '"\r\n'):
+            raise ValueError(
+                f"delimiter {self.delimiter!r} must be one character other than a quote or a line break "
+                "(e.g. ',', ';', '|' or \"\\t\" for tab); leave it out to go by the file extension"
+            )
+        if not self.header:
+            raise ValueError("header: false is not supported yet: add a header line naming the columns to each file")
         if self.format == "point_log":
             missing = {"vehicle_id", "timestamp", "lon", "lat"} - set(self.columns)
             if missing:

@@ -8,7 +8,8 @@
     onboard.finetune_city("lisbon", n_shot=100, run_key="manual", zero_shot_metrics=zs["metrics"])
 
 The trigger's params are checked by onboard_params; a bad trigger raises OnboardParamsError, which the
-DAG turns into a failure without retries.
+DAG turns into a failure without retries. A bad city file, and a city none of whose dates pass the gate,
+fail without retries too (AirflowFailException, see tasks.ingest.no_retry); I/O errors are retried.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from transfertraj.core.settings import Settings
+from transfertraj.tasks.ingest import no_retry
 from transfertraj.tasks.onboard_params import OnboardParamsError, onboard_config
 from transfertraj.tasks.spark import task_spark
 from transfertraj.tasks.training_data import read_city_data
@@ -70,7 +72,8 @@ def build_city_context(city_name: str) -> dict:
     from transfertraj.jobs.context_tables import build_context_tables
 
     settings = Settings.load()
-    city = load_city(city_name, settings)
+    with no_retry():
+        city = load_city(city_name, settings)
     return build_context_tables(task_spark(settings), city, settings)
 
 
@@ -79,6 +82,8 @@ def land_and_ingest(city_name: str, max_dates: int) -> dict:
 
     A date failing the quality gate, or whose files could not be read, is reported and skipped; no date
     at all is an error."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from transfertraj.core.city_config import load_city
     from transfertraj.jobs.featurize import featurize_date
     from transfertraj.jobs.ingest import QualityGateError, ingest_date
@@ -87,7 +92,8 @@ def land_and_ingest(city_name: str, max_dates: int) -> dict:
     from transfertraj.jobs.quality_report import write_quality_report
 
     settings = Settings.load()
-    city = load_city(city_name, settings)
+    with no_retry():
+        city = load_city(city_name, settings)
     spark = task_spark(settings)
     dates = list(land_sample(city, settings))[: max(1, int(max_dates))]
     done, failed = [], {}
@@ -105,7 +111,11 @@ def land_and_ingest(city_name: str, max_dates: int) -> dict:
                 {"date": day, "trajectories": feats["trajectories"], "features_version": feats["features_version"]}
             )
     if not done:
-        raise RuntimeError(f"{city.name}: no delivery date produced features ({failed or 'no trajectories'})")
+        # Every date refused or without trajectories: the same input gives the same answer on a retry.
+        raise AirflowFailException(
+            f"{city.name}: no delivery date produced features ({failed or 'no trajectories'}); "
+            "see the quality reports, fix the city file or the data, then trigger onboard_city again"
+        )
     return {"city": city.name, "dates": done, "failed": failed}
 
 
