@@ -282,7 +282,7 @@ def _ingest_date(
     lost = _bronze_line_check(bronze, files)
     if lost:
         raise AccountingError(f"{city.name} {date}: lines lost between the landed files and bronze: " + "; ".join(lost))
-    rows = join_quoted_lines(bronze, files)
+    rows = join_quoted_lines(bronze, files, city.raw.delimiter)
 
     headers = sorted({f.header for f in files if f.header is not None})
     if headers:
