@@ -1,5 +1,9 @@
 """Weekly Delta maintenance: OPTIMIZE (compact small files) and VACUUM every lake table.
 
+Each step runs only where the Delta log (read with delta-rs, without Spark) shows it has work: OPTIMIZE
+on partitions with many small files, VACUUM where a dry run finds files to delete; on a small lake the
+task takes seconds, not minutes.
+
 VACUUM's retention is at least `min_retention_hours` (Delta's default 7 days) and is stretched, per
 table, back past the commit of the oldest table version that a registered champion or challenger
 records (its training data and context versions, as model version tags), so those versions stay

@@ -7,7 +7,11 @@ import pytest
 
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store.delta_io import replace_partition
-from transfertraj.feature_store.maintenance import optimize_and_vacuum, vacuum_retention_hours
+from transfertraj.feature_store.maintenance import (
+    optimize_and_vacuum,
+    partitions_to_compact,
+    vacuum_retention_hours,
+)
 
 
 def test_vacuum_retention_reaches_back_past_protected_versions():
@@ -16,6 +20,17 @@ def test_vacuum_retention_reaches_back_past_protected_versions():
     assert vacuum_retention_hours(168, None, now) == 168
     assert vacuum_retention_hours(168, now - 10 * hour, now) == 168  # recent: the default already keeps it
     assert vacuum_retention_hours(168, now - 500.5 * hour, now) == 502  # 20 days old: keep 502 h of history
+
+
+def test_compacts_only_partitions_with_enough_small_files():
+    mb = 1024**2
+    grid = [("city=sf", 40 * mb)] * 4  # a city's context grid: 4 files of 40 MB, nothing to gain
+    runs = [("city=porto", 10_000)] * 30  # one tiny file per run appended: worth merging
+    big = [("city=rome", 900 * mb)] * 20  # large files are left alone however many
+    assert partitions_to_compact(grid + runs + big) == ["city=porto"]
+    assert partitions_to_compact(grid, min_small_files=4) == ["city=sf"]
+    assert partitions_to_compact(grid, small_file_bytes=32 * mb, min_small_files=1) == []
+    assert partitions_to_compact([]) == []
 
 
 def test_importing_it_starts_no_spark():
@@ -37,8 +52,19 @@ def test_optimizes_and_vacuums_existing_tables_keeping_the_protected_version(spa
 
     done = optimize_and_vacuum(spark, settings, protected={"silver": v0}, tables=["silver", "features"])
     # features does not exist yet: skipped; silver's protected commit is seconds old: 7 days keep it
-    assert done == [{"table": "silver", "protected_version": v0, "retention_hours": 168.0}]
+    # one file per partition: OPTIMIZE skipped; the replaced file is seconds old: VACUUM finds nothing
+    assert done == [
+        {"table": "silver", "protected_version": v0, "retention_hours": 168.0, "optimized": [], "vacuumed": 0}
+    ]
     assert spark.read.format("delta").option("versionAsOf", v0).load(path).count() == 1
+
+    # eight small files in one partition: compacted there, rows unchanged
+    bronze = str(settings.lake / "bronze")
+    many = spark.createDataFrame([("porto", "d1", str(i)) for i in range(16)], df.schema).repartition(8)
+    replace_partition(many, bronze, {"city": "porto", "date": "d1"}, partition_by=("city", "date"))
+    [done] = optimize_and_vacuum(spark, settings, protected={}, tables=["bronze"])
+    assert done["optimized"] == ["city=porto/date=d1"]
+    assert spark.read.format("delta").load(bronze).count() == 16
 
     with pytest.raises(ValueError, match=r"unknown tables \['golden'\]; the lake has \['bronze'"):
         optimize_and_vacuum(spark, settings, protected={}, tables=["golden"])

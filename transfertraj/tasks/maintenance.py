@@ -2,7 +2,7 @@
 
     from transfertraj.tasks import maintenance
     maintenance.maintain_lake(168, ["features"])
-    # -> [{"table": "features", "protected_version": 3, "retention_hours": 502.0}]
+    # -> [{"table": "features", "protected_version": 3, "retention_hours": 502.0, "optimized": [], "vacuumed": 0}]
 
 The Delta work is the lake's own (feature_store.maintenance); this task adds what only the shell
 knows: which versions the registry's champions and challengers record.
@@ -15,7 +15,8 @@ from transfertraj.tasks.spark import task_spark
 
 
 def maintain_lake(min_retention_hours: float = 168.0, tables: list[str] | None = None) -> list[dict]:
-    """OPTIMIZE (compaction) then VACUUM `tables` (default: every lake table), keeping every file of any
+    """OPTIMIZE (compaction) then VACUUM `tables` (default: every lake table), each only where the Delta
+    log shows work to do (enough small files in a partition; files VACUUM would delete), keeping every file of any
     table version a registered champion or challenger records (the retention stretches back past that
     version's commit)."""
     from transfertraj import registry
