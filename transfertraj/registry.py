@@ -510,19 +510,13 @@ def rollback(settings: Settings, name: str, *, by: str, reason: str) -> tuple[st
 
 def training_data(settings: Settings, cities: list[str], version: int | None):
     """(TrajectoryData, Delta version read, {city: context versions}) of these cities' features rows at
-    `version` (latest when None), read like the training DAGs read them (delta-rs, no Spark)."""
-    from transfertraj.feature_store.reader import read_table
-    from transfertraj.model.trajectory_data import load_features, with_city_facts
-    from transfertraj.tasks.training_data import context_versions
+    `version` (latest when None), read exactly as the training DAGs read them (delta-rs, no Spark)."""
+    from transfertraj.tasks.training_data import read_city_data
 
-    table, read = read_table(settings, "features", city=cities, version=version)
-    missing = sorted(set(cities) - set(table.column("city").to_pylist()))
-    if missing:
-        raise LookupError(
-            f"the features table (version {read}) has no rows for {missing}: run `transfertraj featurize` "
-            "for them, or pass --features-version of a version that has them"
-        )
-    return with_city_facts(load_features(table, read), settings), read, context_versions(table)
+    try:
+        return read_city_data(settings, cities, version)
+    except ValueError as err:  # a city without rows: say what to do from the command line
+        raise LookupError(f"{err}: run `transfertraj featurize` for them, or pass --features-version") from None
 
 
 def register_checkpoint(

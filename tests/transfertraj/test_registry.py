@@ -160,7 +160,7 @@ def test_register_without_a_features_table_says_what_to_build(good, tmp_path, mo
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert _cli(tmp_path, "register", "--checkpoint", good, "--name", "transfertraj-porto") == 1
     err = capsys.readouterr().err
-    assert "no Delta table at" in err and "featurize" in err
+    assert "no features table at" in err and "featurize" in err
 
 
 def test_promote_then_rollback_restores_the_champion(store, monkeypatch, capsys):

@@ -18,7 +18,7 @@ import json
 from transfertraj.core.settings import Settings
 
 
-def read_city_features(settings: Settings, cities: list[str]):
+def read_city_features(settings: Settings, cities: list[str], version: int | None = None):
     """(pyarrow table of these cities' features rows, Delta version read, {city: context versions})."""
     from transfertraj.feature_store.reader import TableNotFound, read_table
     from transfertraj.feature_store.tables import table_path
@@ -26,7 +26,7 @@ def read_city_features(settings: Settings, cities: list[str]):
     if not cities:
         raise ValueError("read_city_features: no cities given")
     try:
-        table, version = read_table(settings, "features", city=cities)  # one snapshot for every city
+        table, version = read_table(settings, "features", city=cities, version=version)  # one snapshot
     except TableNotFound:
         raise TableNotFound(
             f"no features table at {table_path(settings, 'features')}: "
@@ -38,12 +38,12 @@ def read_city_features(settings: Settings, cities: list[str]):
     return table, version, context_versions(table)
 
 
-def read_city_data(settings: Settings, cities: list[str]):
+def read_city_data(settings: Settings, cities: list[str], version: int | None = None):
     """`read_city_features` as the model's `TrajectoryData`, with each city's phi and CRS attached so the
     checkpoint records them and a fine-tune refuses a base model built with another phi."""
     from transfertraj.model.trajectory_data import load_features, with_city_facts
 
-    table, version, ctx = read_city_features(settings, cities)
+    table, version, ctx = read_city_features(settings, cities, version)
     return with_city_facts(load_features(table, version), settings), version, ctx
 
 
