@@ -53,6 +53,8 @@ PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")  # models from c
 log = logging.getLogger("transfertraj.registry")
 
 BASE_MODEL = "transfertraj-base"
+BASE_EXPERIMENT = "transfertraj-pretrain"  # MLflow experiment of the base model's runs
+CITY_EXPERIMENT = "transfertraj-onboard"  # ... and of the city models' runs
 CHAMPION, CHALLENGER = "champion", "challenger"
 # Gate metrics on the validation split, all lower-is-better: TP and TR8 distance errors, OD travel time.
 GATE_TASKS = ("tp", "tr8", "od")
@@ -526,8 +528,6 @@ def register_checkpoint(
     as the DAGs do: the same run, artifacts and tags (log_and_register), the same gate, scored on the
     cities' features at `features_version` (latest when None)."""
     from transfertraj.core.city_config import load_city
-    from transfertraj.tasks.onboard import CITY_EXPERIMENT
-    from transfertraj.tasks.pretrain import BASE_EXPERIMENT
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

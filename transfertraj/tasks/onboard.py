@@ -28,8 +28,6 @@ from transfertraj.tasks.training_run import checkpoint_dir, finite, registered, 
 
 log = logging.getLogger("transfertraj.pipeline")
 
-CITY_EXPERIMENT = "transfertraj-onboard"
-
 
 def write_city_config(params: dict) -> str:
     """First onboarding task: validate the trigger, write <data root>/config/cities/<name>.yaml, load it back."""
@@ -171,7 +169,7 @@ def finetune_city(
     extra = {f"zero_shot/{k}": v for k, v in (zero_shot_metrics or {}).items() if v is not None}
     reg = registry.log_and_register(
         settings=settings,
-        experiment=CITY_EXPERIMENT,
+        experiment=registry.CITY_EXPERIMENT,
         model_name=registry.city_model_name(city_name),
         checkpoint=ckpt,
         cities=[load_city(city_name, settings)],

@@ -20,8 +20,6 @@ from transfertraj.tasks.training_run import checkpoint_dir, registered, train_ov
 
 log = logging.getLogger("transfertraj.pipeline")
 
-BASE_EXPERIMENT = "transfertraj-pretrain"
-
 
 def pretrain_cities() -> list[str]:
     """The source cities of the base model (TRANSFERTRAJ_PRETRAIN_CITIES, comma-separated; default porto)."""
@@ -42,7 +40,7 @@ def pretrain_base(cities: list[str], *, run_key: str, **overrides) -> dict:
     log.info("pretrained on %s (features v%s) in %.0f s: %s", cities, version, time.time() - t0, ckpt)
     reg = registry.log_and_register(
         settings=settings,
-        experiment=BASE_EXPERIMENT,
+        experiment=registry.BASE_EXPERIMENT,
         model_name=registry.BASE_MODEL,
         checkpoint=ckpt,
         cities=[load_city(c, settings) for c in cities],
