@@ -47,6 +47,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument(
+        "--epoch-size",
+        type=int,
+        help="trajectories per epoch, drawn afresh each epoch with equal shares per city (default: all)",
+    )
+    p.add_argument("--val-size", type=int, help="validation trajectories, a fixed draw per city (default: all)")
+    p.add_argument(
+        "--time-budget-min", type=float, help="stop after the epoch that reaches this many minutes of training"
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="cosine: lr down to lr/20 over --epochs",
+    )
 
 
 def read_input(args, settings=None):
@@ -74,6 +89,10 @@ def _train_kwargs(args) -> dict:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
+        epoch_size=args.epoch_size,
+        val_size=args.val_size,
+        time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
+        lr_schedule=args.lr_schedule,
     )
 
 
@@ -88,7 +107,10 @@ def cmd_pretrain(args, settings=None) -> int:
         "use_poi": not args.no_poi,
         "use_road": not args.no_road,
     }
-    path = pretrain(data, version, kwargs.pop("out_dir"), context_dropout=args.context_dropout, **ablation, **kwargs)
+    size = MODEL_SIZES[args.size]
+    path = pretrain(
+        data, version, kwargs.pop("out_dir"), context_dropout=args.context_dropout, **size, **ablation, **kwargs
+    )
     print(path)
     print(_loss_curves(path))
     return 0
@@ -132,6 +154,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain TransferTraj on a features table (masked modelling)")
     _add_common(p)
     p.add_argument("--context-dropout", type=float, default=0.1, help="share of trajectories trained without POI/road")
+    p.add_argument("--size", choices=list(MODEL_SIZES), default="paper", help="model size (core/constants.py)")
     p.add_argument(
         "--position", choices=["trie", "absolute_sincos", "none"], default="trie", help="absolute_sincos = wo TRIE"
     )

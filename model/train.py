@@ -67,10 +67,17 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA when present, else CPU
     amp: bool = True  # bf16 autocast on CUDA
     progress: bool = True  # tqdm bar on rank 0
+    # Budgets for large multi-city tables on a CPU (see `epoch_indices`): None = every trajectory, no limit.
+    epoch_size: int | None = None  # trajectories per epoch, drawn afresh each epoch, equal shares per city
+    val_size: int | None = None  # validation trajectories (a fixed draw, equal shares per city)
+    time_budget_s: float | None = None  # stop after the epoch that reaches this much training time
+    lr_schedule: str = "constant"  # constant | cosine (to lr/20 over `epochs`, from the global step)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, not {self.lr_schedule!r}")
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict]:
@@ -134,6 +141,33 @@ def start_runtime(cfg: TrainConfig) -> Runtime:
 # ----------------------------------------------------------------------------------------- the loop
 
 
+def epoch_indices(data, indices: np.ndarray, size: int | None, seed) -> np.ndarray:
+    """`size` trajectories of `indices`, equal shares per city, sorted; all of them when size is None.
+
+    Why per city: 21 days of San Francisco hold ten times the trajectories of a year of Porto, so a
+    uniform draw would train a "multi-city" model on one city. A city with fewer trajectories than its
+    share gives all it has (its share is not refilled by the others: balance over volume). A fresh draw
+    per epoch (seed = (seed, epoch)) sees more distinct trajectories than a fixed subsample.
+    """
+    indices = np.asarray(indices)
+    if size is None or size >= len(indices):
+        return indices
+    rng = np.random.default_rng(seed)
+    cities = data.city[indices]
+    names = np.unique(cities)
+    share = max(size // len(names), 1)
+    picked = [rng.choice(own, min(share, len(own)), replace=False) for own in (indices[cities == c] for c in names)]
+    return np.sort(np.concatenate(picked))
+
+
+def cosine_lr(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate at a global step: constant, or cosine from lr down to lr/20 over total_steps."""
+    if cfg.lr_schedule == "constant" or total_steps <= 0:
+        return cfg.lr
+    t = min(step / total_steps, 1.0)
+    return cfg.lr / 20 + (cfg.lr - cfg.lr / 20) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 def _epoch_batches(data, indices, cfg: TrainConfig, collator: Collator, rt: Runtime, epoch: int, shuffle: bool):
     """This rank's batches of one epoch; order and masks depend only on (seed, epoch, rank)."""
     order = np.random.default_rng([cfg.seed, epoch]).permutation(indices) if shuffle else np.asarray(indices)
@@ -189,6 +223,7 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
         train_idx = np.sort(train_idx[pick])
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"not enough trajectories for task {cfg.task}: {len(train_idx)} train, {len(val_idx)} val")
+    val_idx = epoch_indices(data, val_idx, cfg.val_size, [cfg.seed, 10**6])
 
     model.to(rt.device)
     if cfg.freeze_encoder:
@@ -225,10 +260,19 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
     collator = Collator(
         task=cfg.task, seed=cfg.seed, context_dropout=cfg.context_dropout if cfg.task == "pretrain" else 0.0
     )
+    per_epoch = len(epoch_indices(data, train_idx, cfg.epoch_size, [cfg.seed, 0]))
+    steps_per_epoch = math.ceil(per_epoch / rt.world / cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
+        spent = sum(h["seconds"] for h in history)
+        if cfg.time_budget_s is not None and history and spent >= cfg.time_budget_s:  # one epoch at least
+            if rt.main:
+                log.info("time budget of %.0f s spent after %d epoch(s): stopping", cfg.time_budget_s, epoch)
+            break
         net.train()
         t0, loss_sum, steps = time.perf_counter(), 0.0, 0
-        batches = _epoch_batches(data, train_idx, cfg, collator, rt, epoch, shuffle=True)
+        batches = _epoch_batches(
+            data, epoch_indices(data, train_idx, cfg.epoch_size, [cfg.seed, epoch]), cfg, collator, rt, epoch, True
+        )
         bar = tqdm(
             batches,
             desc=f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}",
@@ -236,6 +280,8 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
             leave=False,
         )
         for batch, targets in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(cfg, epoch * steps_per_epoch + steps, cfg.epochs * steps_per_epoch)
             with rt.autocast(cfg):
                 _, loss = net(to_device(batch, rt.device), to_device(targets, rt.device))
             optimizer.zero_grad(set_to_none=True)

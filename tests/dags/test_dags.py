@@ -167,3 +167,21 @@ def _settings():
     from transfertraj.core.settings import Settings
 
     return Settings.load()
+
+
+def test_backfill_runs_every_date_and_reports_the_failed_one(dagbag, airflow_home):
+    """One DAG run per landed date, in order; a date that fails does not stop the next; exit status says so."""
+    from transfertraj import backfill
+    from transfertraj.core.city_config import load_city
+    from transfertraj.jobs.land_sample import land_sample
+
+    settings = _settings()
+    land_sample(load_city("tinyporto"), settings)
+    (settings.landing / "tinyporto" / "2013-06-30").mkdir(parents=True, exist_ok=True)  # landed, but empty
+    dates = backfill.delivery_dates(settings, "tinyporto", None, "2013-07-01")
+    assert dates == ["2013-06-30", "2013-07-01"]
+    runs = backfill.backfill(settings, "tinyporto", dates, dags=dagbag.dags)
+    assert [r.date for r in runs] == dates
+    assert runs[0].state != "success" and runs[1].state == "success"
+    lines = backfill.table("tinyporto", runs)
+    assert lines[-1].startswith("| 2 dates | 1 success, 1 not |")

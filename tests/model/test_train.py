@@ -248,3 +248,37 @@ def test_city_facts_come_from_the_city_config(features_df):
     assert data.city_facts == {"porto": {"phi_m": 100.0, "crs": "EPSG:32629"}}
     assert data.describe()["phi_m"] == 100.0
     assert with_city_facts(load_features(features_df, 1), Settings.load()).describe()["phi_m"] is None
+
+
+def test_epoch_indices_give_each_city_an_equal_share_and_a_fresh_draw():
+    from types import SimpleNamespace
+
+    from transfertraj.model.train import epoch_indices
+
+    data = SimpleNamespace(city=np.array(["sf"] * 1000 + ["porto"] * 100 + ["beijing"] * 10))
+    indices = np.arange(len(data.city))
+    pick = epoch_indices(data, indices, 150, [0, 0])
+    counts = {c: int((data.city[pick] == c).sum()) for c in ("sf", "porto", "beijing")}
+    assert counts == {"sf": 50, "porto": 50, "beijing": 10}  # beijing gives all it has, not refilled
+    assert len(set(pick)) == len(pick) and np.all(np.diff(pick) > 0)
+    assert not np.array_equal(pick, epoch_indices(data, indices, 150, [0, 1]))  # another epoch, another draw
+    assert np.array_equal(pick, epoch_indices(data, indices, 150, [0, 0]))  # reproducible (resume)
+    assert np.array_equal(epoch_indices(data, indices, None, [0, 0]), indices)
+
+
+def test_cosine_schedule_runs_from_lr_to_a_twentieth():
+    from transfertraj.model.train import cosine_lr
+
+    cfg = TrainConfig(lr=1e-3, lr_schedule="cosine")
+    assert cosine_lr(cfg, 0, 100) == pytest.approx(1e-3)
+    assert cosine_lr(cfg, 100, 100) == pytest.approx(5e-5)
+    assert cosine_lr(cfg, 50, 100) == pytest.approx((1e-3 + 5e-5) / 2)
+    assert cosine_lr(TrainConfig(lr=1e-3), 50, 100) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+
+
+def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path, data):
+    best = fit(_tiny_model(), data, _cfg(epochs=5, time_budget_s=1e-9, epoch_size=16, val_size=8), tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert len(state["history"]) == 1 and best.exists()
