@@ -185,11 +185,12 @@ def _file_rejects(spark: SparkSession, problems: list[SetAside]) -> DataFrame:
 
 
 def _bronze_line_check(bronze: DataFrame, files) -> list[str]:
-    """Files whose bronze lines differ from the lines counted in the file itself (header excluded)."""
+    """Files whose bronze rows differ from the rows counted in the file itself: its data lines (header
+    excluded), or a Parquet file's rows."""
     got = {r[SOURCE_FILE]: int(r["n"]) for r in bronze.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()}
     problems = []
     for f in files:
-        want = f.data_lines
+        want = f.bronze_rows
         n = got.pop(f.rel, 0)
         if n != want:
             problems.append(f"{f.rel}: {want} data line(s) in the file, {n} in bronze")

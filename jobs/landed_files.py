@@ -68,6 +68,7 @@ class LandedFile:
     header_line: bool = True  # the first line is the header (not a row); False: headerless text, Parquet
     parquet: bool = False  # read as Parquet; `header` is then its column names as one delimited line
     sep: str = ","  # the field delimiter of its lines (of the text its rows are read as, for Parquet)
+    parquet_rows: int = 0  # Parquet: its rows (each one bronze row, spanning 1 + its line breaks lines)
 
     @property
     def data_lines(self) -> int:
@@ -75,6 +76,11 @@ class LandedFile:
         if self.header is None:
             return 0
         return max(self.lines - 1, 0) if self.header_line else self.lines
+
+    @property
+    def bronze_rows(self) -> int:
+        """The rows bronze must hold for this file: one per data line of text, one per Parquet row."""
+        return self.parquet_rows if self.parquet else self.data_lines
 
     @property
     def spark_safe_name(self) -> bool:
@@ -279,7 +285,18 @@ def _inspect_parquet(path: Path, city: CityConfig, rel: str) -> LandedFile:
     _check_columns(tuple(names), city, header)
     if rows == 0:
         log.warning("%s is empty: 0 rows", rel)
-    return LandedFile(path, header, tuple(names), rel, rows + breaks, False, header_line=False, parquet=True, sep=sep)
+    return LandedFile(
+        path,
+        header,
+        tuple(names),
+        rel,
+        rows + breaks,
+        False,
+        header_line=False,
+        parquet=True,
+        sep=sep,
+        parquet_rows=rows,
+    )
 
 
 def _check_columns(columns: tuple[str, ...], city: CityConfig, header: str) -> None:
@@ -290,6 +307,8 @@ def _check_columns(columns: tuple[str, ...], city: CityConfig, header: str) -> N
         if col not in columns
     ]
     if missing and not city.raw.header:
+        missing = [f"{canon} (position {col.removeprefix('_c')})" for canon, col in required_columns(city).items()
+                   if col not in columns]  # fmt: skip
         raise _Quarantine(
             "bad_header", f"the file has {len(columns)} column(s); the mapping needs {', '.join(missing)}", line=1
         )
