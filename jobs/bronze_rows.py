@@ -7,7 +7,9 @@
 Each file is read on its own with its name as a literal column (never matched back through Spark's
 file URI, which spells spaces, quotes and accents differently from Python), its path escaped so that
 Hadoop takes `[`, `{`, `*` or `?` in a name literally. Each file's own header line is not a row; every
-other line (blank, broken or repeated header included) is, so that later steps can account for all.
+other line (blank, broken or repeated header included) is, so that later steps can account for all. A
+headerless file has no header line (its header is `_c0,_c1,...`, jobs/landed_files.py); a Parquet
+file's rows become delimited text lines, so that one set of row checks reads every format.
 """
 
 from __future__ import annotations
