@@ -7,7 +7,9 @@
 Each file is read on its own with its name as a literal column (never matched back through Spark's
 file URI, which spells spaces, quotes and accents differently from Python), its path escaped so that
 Hadoop takes `[`, `{`, `*` or `?` in a name literally. Each file's own header line is not a row; every
-other line (blank, broken or repeated header included) is, so that later steps can account for all.
+other line (blank, broken or repeated header included) is, so that later steps can account for all. A
+headerless file has no header line (its header is `_c0,_c1,...`, jobs/landed_files.py); a Parquet
+file's rows become delimited text lines, so that one set of row checks reads every format.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def spark_readable(files: list[LandedFile], staging: Path):
     try:
         for i, f in enumerate(files):
             if not f.spark_safe_name:
-                link = staging / f"{i:06d}{'.csv.gz' if f.path.name.endswith('.gz') else '.csv'}"
+                suffix = ".parquet" if f.parquet else ".csv.gz" if f.path.name.endswith(".gz") else ".csv"
+                link = staging / f"{i:06d}{suffix}"
                 try:
                     staging.mkdir(parents=True, exist_ok=True)
                     os.link(f.path, link, follow_symlinks=False)
@@ -74,15 +77,22 @@ def read_landed_rows(
         return spark.createDataFrame([], BRONZE_SCHEMA)
     lines = None
     for f in with_header:
-        one = spark.read.text(spark_path((paths or {}).get(f.rel, f.path))).select(
+        path = spark_path((paths or {}).get(f.rel, f.path))
+        text = _parquet_lines(spark, path, f.sep) if f.parquet else spark.read.text(path)
+        one = text.select(
             F.lit(f.rel or str(f.path.name)).alias(SOURCE_FILE),
             F.lit(f.header).alias(HEADER),
             F.regexp_replace(F.col("value"), "^\ufeff|\r$", "").alias(LINE),
+            F.lit(f.header_line).alias("_header_line"),
         )
         lines = one if lines is None else lines.unionByName(one)
     lines = lines.withColumn(ROW_ID, F.monotonically_increasing_id())
-    # Each file's first line is its header: the smallest row id among its header-equal lines.
-    first_headers = lines.where(F.col(LINE) == F.col(HEADER)).groupBy(SOURCE_FILE).agg(F.min(ROW_ID).alias(ROW_ID))
+    # A file's first line is its header (when it has one): the smallest row id among its header-equal lines.
+    first_headers = (
+        lines.where((F.col(LINE) == F.col(HEADER)) & F.col("_header_line"))
+        .groupBy(SOURCE_FILE)
+        .agg(F.min(ROW_ID).alias(ROW_ID))
+    )
     rows = lines.join(F.broadcast(first_headers), [SOURCE_FILE, ROW_ID], "left_anti")
     return rows.select(
         F.col(SOURCE_FILE),
@@ -92,6 +102,26 @@ def read_landed_rows(
         F.lit(city).alias(CITY),
         F.lit(date).alias(DATE),
     )
+
+
+def _parquet_lines(spark: SparkSession, path: str, sep: str) -> DataFrame:
+    """A Parquet file's rows as delimited text (column `value`), so that every format is parsed by the
+    same row checks: values in column order, timestamps as ISO-8601 instants with their offset, nested
+    values as JSON, nulls as empty fields."""
+    from pyspark.sql import types as T
+
+    df = spark.read.parquet(path)
+
+    def text(field):
+        c = F.col(f"`{field.name}`")
+        if isinstance(field.dataType, T.TimestampType):
+            return F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")  # the session zone is UTC: ends in Z
+        if isinstance(field.dataType, (T.ArrayType, T.MapType, T.StructType)):
+            return F.to_json(c)
+        return c.cast("string")
+
+    fields = F.struct(*(text(f).alias(f"c{i}") for i, f in enumerate(df.schema.fields)))
+    return df.select(F.to_csv(fields, {"sep": sep}).alias("value"))
 
 
 def _quotes(line):

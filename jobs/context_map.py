@@ -114,11 +114,24 @@ def _porto_sample_trips(path: Path, n: int) -> list[tuple[np.ndarray, np.ndarray
     return [(t[:, 0], t[:, 1]) for t in trips if len(t) >= 5][:n]
 
 
-def _point_log_trips(path: Path, columns: dict[str, str], n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    df = pd.read_csv(path, usecols=[columns["vehicle_id"], columns["lon"], columns["lat"]], nrows=200_000)
+def _point_log_trips(city, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to n vehicles' first fixes of the city's sample, in WGS-84 (columns by name or by position)."""
+    from transfertraj.features.datum import to_wgs84
+
+    raw, path = city.raw, Path(city.raw.path)
+    columns = raw.columns
+    use = [columns["vehicle_id"], columns["lon"], columns["lat"]]
+    if path.name.endswith(".parquet"):
+        df = pd.read_parquet(path)
+        df = df.iloc[:200_000, use] if not raw.header else df.loc[:200_000, use]
+        df.columns = use
+    else:
+        sep = raw.delimiter_for(path.name)
+        df = pd.read_csv(path, usecols=use, header=0 if raw.header else None, sep=sep, nrows=200_000)
     out = []
     for _, g in df.groupby(columns["vehicle_id"], sort=False):
-        out.append((g[columns["lon"]].to_numpy()[:200], g[columns["lat"]].to_numpy()[:200]))
+        lon, lat = to_wgs84(g[columns["lon"]].to_numpy()[:200], g[columns["lat"]].to_numpy()[:200], city.datum)
+        out.append((lon, lat))
         if len(out) >= n:
             break
     return out
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     trips = (
         _porto_sample_trips(city.raw.path, args.trips)
         if city.raw.format == "porto_csv"
-        else _point_log_trips(city.raw.path, city.raw.columns, args.trips)
+        else _point_log_trips(city, args.trips)
     )
     from pyspark.sql import functions as F
 

@@ -64,6 +64,7 @@ from transfertraj.jobs.schemas import (
     SOURCE_FILE,
 )
 from transfertraj.jobs.vehicle_key import load_vehicle_key, vehicle_key_column
+from transfertraj.jobs.wgs84_points import wgs84_points
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class IngestReport:
     points_dropped: int = 0
     points_dropped_by_reason: dict[str, int] = field(default_factory=dict)
     trajectories_out: int = 0
+    datum: str = "wgs84"  # the datum the delivery's coordinates arrived in (the city's `datum`)
+    points_converted: int = 0  # points moved from that datum to WGS-84 before cleaning (0 for wgs84)
     repairs: list[str] = field(default_factory=list)  # interrupted earlier runs of the date this run repairs
     rejected_by_file: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)  # (file, reason) -> rows
     bronze_version: int | None = None
@@ -115,7 +118,8 @@ class IngestReport:
             f"{self.city} {self.date}: {self.status}; {files}; rows read {self.rows_read} = accepted"
             f" {self.rows_accepted} + rejected {self.rows_rejected} ({rr}); points read {self.points_read} = kept"
             f" {self.points_kept} + dropped {self.points_dropped} ({pr}); trajectories {self.trajectories_out};"
-            f" {self.seconds:.1f} s"
+            + (f" datum {self.datum} -> WGS-84 ({self.points_converted} points);" if self.datum != "wgs84" else "")
+            + f" {self.seconds:.1f} s"
         )
 
     @staticmethod
@@ -125,6 +129,11 @@ class IngestReport:
     def notes(self) -> str:
         """Runs repaired and files set aside, for the runs log's message."""
         notes = [f"repairs interrupted run {r}" for r in self.repairs]
+        if self.datum != "wgs84":
+            notes.append(
+                f"datum {self.datum}: {self.points_converted} point(s) converted to WGS-84 before cleaning "
+                "(transfertraj/features/datum.py)"
+            )
         notes += [f"quarantined {k}: {v}" for k, v in sorted(self.files_quarantined.items())]
         notes += [f"skipped {k}: {v}" for k, v in sorted(self.files_skipped.items())]
         return "; ".join(notes)
@@ -176,11 +185,12 @@ def _file_rejects(spark: SparkSession, problems: list[SetAside]) -> DataFrame:
 
 
 def _bronze_line_check(bronze: DataFrame, files) -> list[str]:
-    """Files whose bronze lines differ from the lines counted in the file itself (header excluded)."""
+    """Files whose bronze rows differ from the rows counted in the file itself: its data lines (header
+    excluded), or a Parquet file's rows."""
     got = {r[SOURCE_FILE]: int(r["n"]) for r in bronze.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()}
     problems = []
     for f in files:
-        want = max(f.lines - 1, 0) if f.header is not None else 0
+        want = f.bronze_rows
         n = got.pop(f.rel, 0)
         if n != want:
             problems.append(f"{f.rel}: {want} data line(s) in the file, {n} in bronze")
@@ -267,7 +277,7 @@ def _ingest_date(
         report.files = len(files)
         report.files_quarantined = {s.rel: _set_aside(s) for s in delivery.quarantined}
         report.files_skipped = {s.rel: _set_aside(s) for s in delivery.skipped}
-        report.lines_read = sum(max(f.lines - 1, 0) for f in files if f.header is not None)
+        report.lines_read = sum(f.data_lines for f in files)
         log.info(
             "%s %s: %d landed file(s), %d quarantined, %d skipped",
             city.name,
@@ -290,7 +300,10 @@ def _ingest_date(
     else:
         verdicts = spark.createDataFrame([], ", ".join(f"{c} {t}" for c, t in CHECKED_DDL))
     verdicts = _persist(verdicts)  # parsed once: the verdict counts and the points both read it
+    # Silver is WGS-84 whatever the delivery's datum: convert before cleaning (bbox, speeds, stays).
     points = explode_points(verdicts)
+    report.datum = city.datum
+    points = wgs84_points(points, city.datum)
     by_file = {
         (r[SOURCE_FILE], r[REASON]): int(r["n"])
         for r in verdicts.groupBy(SOURCE_FILE, REASON).agg(F.count(F.lit(1)).alias("n")).collect()
@@ -326,6 +339,7 @@ def _ingest_date(
     report.trajectories_out, report.points_kept = int(stats["n"]), int(stats["p"] or 0)
     # Counted apart from the cleaning (parse + explode only), so the accounting check below can fail.
     report.points_read = points.count()
+    report.points_converted = report.points_read if city.datum != "wgs84" else 0
 
     rejects = (
         verdicts.where(F.col(REASON).isNotNull())

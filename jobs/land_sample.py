@@ -6,7 +6,8 @@
 The nightly ingestion reads landing/<city>/<date>/ (see jobs/ingest.py). Real deliveries are dropped
 there by whatever ships the logs; this job does the same for the bundled samples so the demo and the
 tests run the real nightly path. A raw file is split by the local date of each row (a Porto trip's
-start, a point log's fix), one file per date, rows unchanged (header repeated). Landing is idempotent:
+start, a point log's fix), one file per date, rows unchanged (header repeated; a headerless file stays
+headerless, a Parquet file lands as Parquet). Epoch numbers in s, ms, us or ns are dated by magnitude. Landing is idempotent:
 an existing file of the same name is replaced with the same bytes.
 
 `per="month"` lands an archive as monthly deliveries instead (folder = the month's first day): each
@@ -27,6 +28,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from transfertraj.core.city_config import CityConfig, load_city
+from transfertraj.core.constants import EPOCH_UNITS
 from transfertraj.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,12 @@ def _local_date(value: str, city: CityConfig) -> str | None:
     """Local delivery date of one timestamp value, or None when it does not parse."""
     tz = ZoneInfo(city.timezone)
     fmt = city.raw.timestamp_format
+    explicit = {"unix_ms": 1e3, "unix_us": 1e6, "unix_ns": 1e9}
     try:
-        if fmt in ("unix_s", "unix_ms", "auto") and value.strip().lstrip("-").isdigit():
-            seconds = int(value) / (1000 if fmt == "unix_ms" or int(value) > 10**11 else 1)
-            instant = datetime.fromtimestamp(seconds, tz=UTC)
+        if (fmt in explicit or fmt in ("unix_s", "auto")) and value.strip().lstrip("-").isdigit():
+            n = int(value)
+            by_size = next((per_s for threshold, per_s in EPOCH_UNITS if n > threshold), 1)
+            instant = datetime.fromtimestamp(n / explicit.get(fmt, by_size), tz=UTC)
         else:
             naive = datetime.fromisoformat(value.strip())
             src = ZoneInfo(city.raw.timestamp_timezone)
@@ -84,15 +88,17 @@ def land_sample(
         raise ValueError(f"per must be one of {PER}, not {per!r}")
     source = Path(source or city.raw.path)
     base = settings.landing / city.name
-    ts_col = "TIMESTAMP" if city.raw.format == "porto_csv" else city.raw.columns["timestamp"]
+    ts_col = "TIMESTAMP" if city.raw.format == "porto_csv" else city.raw.file_columns["timestamp"]
+    if source.name.endswith(".parquet"):
+        return _land_parquet(city, source, base, ts_col)
     writers: dict[str, tuple] = {}
     try:
         with _open_text(source) as f:
-            header_line = f.readline()
             sep = city.raw.delimiter_for(source.name)  # a .tsv sample is tab-separated
-            header = next(csv.reader([header_line], delimiter=sep))
-            idx = header.index(ts_col)
-            for line in f:
+            header_line = f.readline() if city.raw.header else ""
+            header = next(csv.reader([header_line], delimiter=sep)) if city.raw.header else None
+            idx = header.index(ts_col) if header is not None else int(ts_col.removeprefix("_c"))
+            for line in f:  # after the header line, or every line of a headerless file
                 fields = next(csv.reader([line], delimiter=sep), [])
                 day = _delivery((_local_date(fields[idx], city) if len(fields) > idx else None) or "undated", per)
                 if day not in writers:
@@ -107,6 +113,29 @@ def land_sample(
     out = {day: target for day, (_, target) in writers.items()}
     log.info("landed %s into %d delivery date(s) under %s", source.name, len(out), base)
     return dict(sorted(out.items()))
+
+
+def _land_parquet(city: CityConfig, source: Path, base: Path, ts_col: str) -> dict[str, Path]:
+    """A Parquet source split by the local date of each row, rows unchanged (one Parquet file per date)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    ts = table.column(int(ts_col.removeprefix("_c")) if not city.raw.header else ts_col)
+    if pa.types.is_timestamp(ts.type):  # an instant: ISO text with its offset reads in any zone
+        texts = [None if v is None else v.isoformat() for v in ts.to_pylist()]
+    else:
+        texts = pc.cast(ts, pa.string()).to_pylist()
+    days = [(_local_date(t, city) if t is not None else None) or "undated" for t in texts]
+    out = {}
+    for day in sorted(set(days)):
+        target = base / day / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.filter(pa.array([d == day for d in days])), target)
+        out[day] = target
+    log.info("landed %s into %d delivery date(s) under %s", source.name, len(out), base)
+    return out
 
 
 def dataset_files(city: CityConfig, settings: Settings) -> list[Path]:

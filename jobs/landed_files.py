@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import errno
 import gzip
+import io
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfertraj.core.city_config import CityConfig
+from transfertraj.core.city_config import CityConfig, positional_column
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ PORTO_COLUMNS = (
     "POLYLINE",
 )
 PORTO_REQUIRED = ("TRIP_ID", "TAXI_ID", "TIMESTAMP", "POLYLINE")
-READABLE_SUFFIXES = (".csv", ".txt", ".gz", ".tsv")
+READABLE_SUFFIXES = (".csv", ".txt", ".gz", ".tsv", ".parquet")
 CHUNK = 1 << 20
 # A line with an odd number of double quotes: the start (or the end) of a field that spans lines.
 _ODD_QUOTES = re.compile(rb'(?:\A|(?<=[\r\n]))[^"\r\n]*+(?:"[^"\r\n]*+"[^"\r\n]*+)*+"[^"\r\n]*+(?=[\r\n]|\Z)')
@@ -64,6 +65,22 @@ class LandedFile:
     rel: str = ""  # the path relative to the landing root: bronze's source_file
     lines: int = 0  # physical lines, header included, as Spark splits them
     odd_quote_lines: bool = False  # some line has an odd number of quotes: a field may span lines
+    header_line: bool = True  # the first line is the header (not a row); False: headerless text, Parquet
+    parquet: bool = False  # read as Parquet; `header` is then its column names as one delimited line
+    sep: str = ","  # the field delimiter of its lines (of the text its rows are read as, for Parquet)
+    parquet_rows: int = 0  # Parquet: its rows (each one bronze row, spanning 1 + its line breaks lines)
+
+    @property
+    def data_lines(self) -> int:
+        """The lines bronze must hold for this file: every line but a header line."""
+        if self.header is None:
+            return 0
+        return max(self.lines - 1, 0) if self.header_line else self.lines
+
+    @property
+    def bronze_rows(self) -> int:
+        """The rows bronze must hold for this file: one per data line of text, one per Parquet row."""
+        return self.parquet_rows if self.parquet else self.data_lines
 
     @property
     def spark_safe_name(self) -> bool:
@@ -106,7 +123,19 @@ def required_columns(city: CityConfig) -> dict[str, str]:
     """Canonical name -> column name in the file."""
     if city.raw.format == "porto_csv":
         return {c: c for c in PORTO_REQUIRED}
-    return dict(city.raw.columns)
+    return city.raw.file_columns
+
+
+def header_of(columns: list[str] | tuple[str, ...], sep: str) -> str:
+    """Column names as one delimited header line (quoted where a name needs it), as csv.reader reads back."""
+    out = io.StringIO()
+    csv.writer(out, delimiter=sep, lineterminator="").writerow(columns)
+    return out.getvalue()
+
+
+def positional_header(n: int, sep: str) -> str:
+    """The header a headerless file is read under: `_c0<sep>_c1...`, one name per field of its first line."""
+    return header_of([positional_column(i) for i in range(n)], sep)
 
 
 def printable_name(path: Path | str) -> str:
@@ -199,6 +228,8 @@ def inspect_file(path: Path, city: CityConfig, rel: str | None = None) -> Landed
     rel = rel if rel is not None else path.name
     if not path.name.endswith(READABLE_SUFFIXES):
         raise _Quarantine("unknown_file_type", f"unknown file type (expected one of {', '.join(READABLE_SUFFIXES)})")
+    if path.name.endswith(".parquet"):
+        return _inspect_parquet(path, city, rel)
     compressed = path.name.endswith(".gz")
     with _open_regular(path) as f:
         if compressed:
@@ -216,15 +247,71 @@ def inspect_file(path: Path, city: CityConfig, rel: str | None = None) -> Landed
         return LandedFile(path, None, (), rel, 0, False)
     if not scan.head.startswith(b"\xef\xbb\xbf") and "\ufffd" in header:
         raise _Quarantine("bad_file_encoding", "the header line is not UTF-8: re-export the file as UTF-8", line=1)
+    sep = city.raw.delimiter_for(path.name)
     try:
-        columns = tuple(c.strip() for c in next(csv.reader([header], delimiter=city.raw.delimiter_for(path.name))))
+        columns = tuple(c.strip() for c in next(csv.reader([header], delimiter=sep)))
     except csv.Error as err:
         raise _Quarantine("bad_header", f"the header line does not parse as CSV ({err})", line=1) from None
+    if not city.raw.header:  # the first line is data: the columns are its positions
+        header = positional_header(len(columns), sep)
+        columns = tuple(positional_column(i) for i in range(len(columns)))
+    _check_columns(columns, city, header)
+    return LandedFile(path, header, columns, rel, scan.lines, scan.odd_quotes, header_line=city.raw.header, sep=sep)
+
+
+def _inspect_parquet(path: Path, city: CityConfig, rel: str) -> LandedFile:
+    """A Parquet file: its column names make the header; its rows (plus the line breaks inside its text
+    values, which the rows' CSV text will hold) are the lines bronze must account for."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with _open_regular(path) as f:
+        try:
+            pf = pq.ParquetFile(f)
+            schema = pf.schema_arrow
+            text = [n for n in schema.names if pa.types.is_string(schema.field(n).type)]
+            rows = pf.metadata.num_rows
+            breaks = sum(  # batch by batch: a large file is never held whole
+                int(pc.sum(pc.count_substring(b.column(n), "\n")).as_py() or 0)
+                for b in (pf.iter_batches(columns=text) if text else [])
+                for n in text
+            )
+        except (pa.ArrowException, OSError) as err:
+            raise _Quarantine("unreadable_file", f"not a readable Parquet file ({err}): deliver it again") from None
+    sep = city.raw.delimiter_for(path.name)
+    names = schema.names if city.raw.header else [positional_column(i) for i in range(len(schema.names))]
+    header = header_of(names, sep)
+    _check_columns(tuple(names), city, header)
+    if rows == 0:
+        log.warning("%s is empty: 0 rows", rel)
+    return LandedFile(
+        path,
+        header,
+        tuple(names),
+        rel,
+        rows + breaks,
+        False,
+        header_line=False,
+        parquet=True,
+        sep=sep,
+        parquet_rows=rows,
+    )
+
+
+def _check_columns(columns: tuple[str, ...], city: CityConfig, header: str) -> None:
+    """Quarantine a file that lacks a column the city's mapping needs."""
     missing = [
         f"{canon} (column '{col}')" if canon != col else col
         for canon, col in required_columns(city).items()
         if col not in columns
     ]
+    if missing and not city.raw.header:
+        missing = [f"{canon} (position {col.removeprefix('_c')})" for canon, col in required_columns(city).items()
+                   if col not in columns]  # fmt: skip
+        raise _Quarantine(
+            "bad_header", f"the file has {len(columns)} column(s); the mapping needs {', '.join(missing)}", line=1
+        )
     if missing:
         raise _Quarantine(
             "bad_header",
@@ -232,10 +319,6 @@ def inspect_file(path: Path, city: CityConfig, rel: str | None = None) -> Landed
             f"{city.raw.format}; header is: {header[:200]}",
             line=1,
         )
-    extra = set(columns) - set(required_columns(city).values()) - set(PORTO_COLUMNS)
-    if extra:
-        log.info("%s: ignoring extra column(s) %s", rel, sorted(extra))
-    return LandedFile(path, header, columns, rel, scan.lines, scan.odd_quotes)
 
 
 def _entries(folder: Path):

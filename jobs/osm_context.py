@@ -5,9 +5,11 @@
 
 Three kinds of source (city config `osm.kind`), one result:
 - osm_xml: a local .osm / .osm.bz2 file, read with osmnx (graph_from_xml for roads, features_from_xml for POIs).
-- overpass: the same XML downloaded once from the Overpass API (by the config's bbox, or by `osm.place`)
-  into <cache>/osm/ and then read by exactly the osm_xml code (so a download is reproducible and offline
-  afterwards; delete the cached file to refresh it).
+- overpass: downloaded from the Overpass API at the config's `osm.overpass_url` (never assumed) by the
+  config's bbox or `osm.place`, through osmnx's own client: its rate limiting (the server's /status
+  slots) and its response cache, kept under the data root (<home>/osm/overpass-cache: a download is made
+  once and is offline afterwards; delete the folder to refresh), plus bounded retries with backoff of
+  transient errors (HTTP 429 and 5xx, timeouts). Roads and POIs are then built by the osm_xml code.
 - gis_extract: zipped shapefiles / GeoPackages of OSM lines and points (GDAL's OSM layout, `other_tags`
   holding the remaining tags as `"key"=>"value"` text), read with geopandas.
 Cities with kind `none` have no context; callers mark it missing (see jobs/context_density.py).
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import logging
 import re
+import time
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -43,7 +46,6 @@ from transfertraj.jobs.context_taxonomy import POI_TAG_KEYS, poi_category, road_
 
 log = logging.getLogger(__name__)
 
-OVERPASS_URL = "https://overpass-api.de/api/interpreter"
 _OTHER_TAG = re.compile(r'"((?:[^"\\]|\\.)*)"=>"((?:[^"\\]|\\.)*)"')
 
 
@@ -86,7 +88,13 @@ def _drivable_graph_edges(path: Path, crs: str) -> gpd.GeoDataFrame:
     # continues, leaving edges whose class is a list. We drop non-drivable edges, then simplify with
     # edge_attrs_differ=["highway"] so every segment keeps one class. retain_all=True: an extract clipped
     # at a box has many disconnected pieces, and context is about what is near, not what is reachable.
-    G = ox.graph_from_xml(path, simplify=False, retain_all=True, bidirectional=False)
+    return _drivable_edges(ox.graph_from_xml(path, simplify=False, retain_all=True, bidirectional=False), path, crs)
+
+
+def _drivable_edges(G, source, crs: str) -> gpd.GeoDataFrame:
+    """An unsimplified osmnx graph (all highways) -> one row per drivable segment, in the metric CRS."""
+    import osmnx as ox
+
     drop = [
         (u, v, k)
         for u, v, k, d in G.edges(keys=True, data=True)
@@ -95,7 +103,7 @@ def _drivable_graph_edges(path: Path, crs: str) -> gpd.GeoDataFrame:
     G.remove_edges_from(drop)
     G.remove_nodes_from([n for n, deg in dict(G.degree()).items() if deg == 0])
     if G.number_of_edges() == 0:
-        raise OsmSourceError(f"{path}: no drivable roads (highway={{motorway..service}}) in this OSM file")
+        raise OsmSourceError(f"{source}: no drivable roads (highway={{motorway..service}}) in this OSM source")
     G = ox.simplify_graph(G, edge_attrs_differ=["highway"])
     # A two-way street is two directed edges; the undirected graph counts its length once.
     edges = ox.graph_to_gdfs(ox.convert.to_undirected(G), nodes=False)
@@ -146,6 +154,11 @@ def _xml_pois(path: Path, crs: str) -> gpd.GeoDataFrame:
         feats = ox.features_from_xml(path, tags={k: True for k in POI_TAG_KEYS})
     except InsufficientResponseError:
         feats = gpd.GeoDataFrame({"geometry": []}, geometry="geometry", crs="EPSG:4326")
+    return _feature_pois(feats, crs)
+
+
+def _feature_pois(feats: gpd.GeoDataFrame, crs: str) -> gpd.GeoDataFrame:
+    """osmnx features (indexed by element, id) -> one row per categorised POI."""
     if feats.empty:
         return _pois_frame(pd.DataFrame({"name": []}), gpd.GeoSeries([], crs="EPSG:4326"), [], [], crs)
     index = feats.index.to_frame(index=False)
@@ -220,26 +233,83 @@ def read_gis_extract(lines_path: Path, points_path: Path, crs: str) -> OsmContex
 
 # -------------------------------------------------------------------------------------------- overpass
 
+OVERPASS_TIMEOUT_S = 180  # per request (osmnx's requests_timeout; also the query's [timeout:...])
+OVERPASS_RETRIES = 4  # transient failures retried per request: HTTP 429 and 5xx, timeouts, dropped connections
+OVERPASS_BACKOFF_S = 5.0  # the first retry's wait, doubled for each next one; a Retry-After header wins
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
-def overpass_query(bbox: tuple[float, float, float, float], snapshot_date: date | None = None) -> str:
-    """Overpass QL for the drivable-road candidates and POI features in (min_lon, min_lat, max_lon, max_lat)."""
-    west, south, east, north = bbox
-    box = f"({south},{west},{north},{east})"
+
+def overpass_cache_folder(settings: Settings) -> Path:
+    """osmnx's response cache (one JSON file per query) under the data root: a city's download is made
+    once, and a rerun, a retry or a second machine sharing the data root reads it offline."""
+    return settings.home / "osm" / "overpass-cache"
+
+
+def _retry_transient(retries: int, backoff_s: float):
+    """A requests response hook that sends a request again while the answer is a transient HTTP error.
+    osmnx retries 429 and 504 itself, but after a fixed 55 s and without end, and not a 500/502/503;
+    this answers first, with a bounded exponential backoff, and hands osmnx the last answer."""
+
+    def hook(response, *args, **send_kwargs):
+        for attempt in range(retries):
+            if response.status_code not in TRANSIENT_STATUS:
+                break
+            after = response.headers.get("Retry-After", "")
+            wait = float(after) if after.isdigit() else backoff_s * 2**attempt
+            log.warning(
+                "Overpass answered %s %s: retry %d/%d in %.1f s", response.status_code, response.reason,
+                attempt + 1, retries, wait,
+            )  # fmt: skip
+            time.sleep(wait)
+            request, adapter = response.request, response.connection
+            response.close()
+            response = adapter.send(request, **send_kwargs)
+        return response
+
+    return hook
+
+
+@contextmanager
+def overpass_client(url: str, cache_folder: Path, *, snapshot_date: date | None = None,
+                    timeout_s: float = OVERPASS_TIMEOUT_S, retries: int = OVERPASS_RETRIES,
+                    backoff_s: float = OVERPASS_BACKOFF_S, rate_limit: bool = True):  # fmt: skip
+    """osmnx's own Overpass client (its rate limiting by the server's /status slots, its response cache)
+    pointed at `url`, with retries of transient errors; osmnx's settings are restored on exit."""
+    import osmnx as ox
+
+    names = ("overpass_url", "requests_timeout", "overpass_rate_limit", "use_cache", "cache_folder",
+             "requests_kwargs", "overpass_settings")  # fmt: skip
+    saved = {n: getattr(ox.settings, n) for n in names}
     when = f'[date:"{snapshot_date.isoformat()}T00:00:00Z"]' if snapshot_date else ""
-    parts = [f'way["highway"]{box};'] + [f'nwr["{k}"]{box};' for k in POI_TAG_KEYS]
-    return f"[out:xml][timeout:300]{when};(" + "".join(parts) + ");(._;>;);out body;"
+    try:
+        ox.settings.overpass_url = url.rstrip("/")
+        ox.settings.requests_timeout = timeout_s
+        ox.settings.overpass_rate_limit = rate_limit
+        ox.settings.use_cache = True
+        ox.settings.cache_folder = str(cache_folder)
+        ox.settings.requests_kwargs = {"hooks": {"response": [_retry_transient(retries, backoff_s)]}}
+        ox.settings.overpass_settings = "[out:json][timeout:{timeout}]{maxsize}" + when
+        yield ox
+    finally:
+        for n, v in saved.items():
+            setattr(ox.settings, n, v)
 
 
-def download_overpass_xml(query: str, dest: Path, *, place: str | None = None) -> Path:
-    """POST the query to Overpass and save the OSM XML answer to `dest` (written whole, then renamed)."""
+def _with_retries(what: str, fn, *, retries: int, backoff_s: float):
+    """fn() again after a timeout or a dropped connection (raised, so no response hook sees them); the
+    requests already answered come from osmnx's cache, so a retry repeats only the one that failed."""
     import requests
 
-    response = requests.post(OVERPASS_URL, data={"data": query}, timeout=600)
-    response.raise_for_status()
-    tmp = dest.with_suffix(".part")
-    tmp.write_bytes(response.content)
-    tmp.replace(dest)
-    return dest
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except (requests.Timeout, requests.ConnectionError) as err:
+            if attempt == retries:
+                raise
+            wait = backoff_s * 2**attempt
+            log.warning("%s: %s; retry %d/%d in %.1f s", what, err, attempt + 1, retries, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _place_bbox(place: str) -> tuple[float, float, float, float]:
@@ -249,26 +319,48 @@ def _place_bbox(place: str) -> tuple[float, float, float, float]:
     return float(west), float(south), float(east), float(north)
 
 
-def overpass_cache_file(city: CityConfig, settings: Settings) -> tuple[Path, str]:
-    """Where the city's Overpass download is cached, and the query that fills it."""
+def read_overpass(
+    city: CityConfig, settings: Settings, *, retries: int = OVERPASS_RETRIES, backoff_s: float = OVERPASS_BACKOFF_S
+) -> OsmContext:
+    """Roads and POIs of the city's bbox (or `osm.place`) from the Overpass API at `osm.overpass_url`,
+    through osmnx; answers cached under the data root (overpass_cache_folder), so this downloads once."""
+    from osmnx._errors import InsufficientResponseError, ResponseStatusCodeError
+
+    url = city.osm.overpass_url
+    if not url:
+        raise OsmSourceError(
+            f"{city.name}: osm.kind is overpass but osm.overpass_url is not set: name the endpoint in the city "
+            "file (your own instance, or the public https://overpass-api.de/api within its usage policy)"
+        )
     b = city.bbox
     bbox = _place_bbox(city.osm.place) if city.osm.place else (b.min_lon, b.min_lat, b.max_lon, b.max_lat)
-    query = overpass_query(bbox, city.osm.snapshot_date)
-    key = hashlib.sha256(query.encode()).hexdigest()[:12]
-    return settings.cache / "osm" / f"{city.name}-{key}.osm", query
+    cache = overpass_cache_folder(settings)
+    log.info("OSM for %s from Overpass at %s (cache %s)", city.name, url, cache)
+    try:
+        with overpass_client(url, cache, snapshot_date=city.osm.snapshot_date, retries=retries, backoff_s=backoff_s):
+            import osmnx as ox
 
-
-def read_overpass(city: CityConfig, settings: Settings) -> OsmContext:
-    """Download once into the cache, then read with the osm_xml code path."""
-    dest, query = overpass_cache_file(city, settings)
-    if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        log.info("downloading OSM for %s from Overpass into %s", city.name, dest)
-        try:
-            download_overpass_xml(query, dest, place=city.osm.place)
-        except Exception as err:
-            raise OsmSourceError(f"Overpass download for {city.name} failed ({err}); query: {query}") from None
-    return read_osm_xml(dest, city.crs)
+            G = _with_retries(
+                f"{city.name} roads",
+                lambda: ox.graph_from_bbox(bbox, custom_filter='["highway"]', simplify=False, retain_all=True),
+                retries=retries,
+                backoff_s=backoff_s,
+            )
+            try:
+                feats = _with_retries(
+                    f"{city.name} POIs",
+                    lambda: ox.features_from_bbox(bbox, tags={k: True for k in POI_TAG_KEYS}),
+                    retries=retries,
+                    backoff_s=backoff_s,
+                )
+            except InsufficientResponseError:
+                feats = gpd.GeoDataFrame({"geometry": []}, geometry="geometry", crs="EPSG:4326")
+    except (ResponseStatusCodeError, InsufficientResponseError, OSError) as err:
+        raise OsmSourceError(f"Overpass download for {city.name} from {url} failed ({err})") from None
+    source = f"overpass {url} bbox {bbox}"
+    roads, pois = _drivable_edges(G, source, city.crs), _feature_pois(feats, city.crs)
+    log.info("%s: %d road segments, %d POIs", source, len(roads), len(pois))
+    return OsmContext(roads=roads, pois=pois, crs=city.crs, source=source)
 
 
 def read_osm_context(city: CityConfig, settings: Settings) -> OsmContext | None:

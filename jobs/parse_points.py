@@ -17,13 +17,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from transfertraj.core.city_config import CityConfig
+from transfertraj.core.constants import EPOCH_UNITS
 from transfertraj.jobs.landed_files import PORTO_COLUMNS
 from transfertraj.jobs.schemas import DETAIL, HEADER, LINE, POINT_IDX, REASON, ROW_ID, SOURCE_FILE
 
 PORTO_FIX_INTERVAL_S = 15  # the Porto format: one POLYLINE point every 15 s from TIMESTAMP
 MIN_EPOCH_S = 631_152_000  # 1990-01-01: GPS logs older than this are typos
 MAX_EPOCH_S = 4_102_444_800  # 2100-01-01
-MS_THRESHOLD = 100_000_000_000  # a "seconds" value above this is in milliseconds (year 5138 otherwise)
 # auto: ISO-8601 date and time ('T' or a space), any fraction (up to nanoseconds: kept to the microsecond),
 # an optional offset ('Z', +08:00, +0800, +08). Parsed to whole seconds by a fixed pattern; the fraction is
 # added as a number, so no digit count needs its own pattern.
@@ -81,15 +81,32 @@ def iso_parts(col: Column) -> tuple[Column, Column, Column]:
     return naive, zoned, frac
 
 
+EXPLICIT_UNITS = {"unix_s": 1.0, "unix_ms": 1e3, "unix_us": 1e6, "unix_ns": 1e9}
+_UNIT_NAMES = {1e3: "unix_ms", 1e6: "unix_us", 1e9: "unix_ns"}
+
+
+def epoch_number_seconds(num: Column) -> Column:
+    """A Unix epoch number -> seconds, its unit told by its magnitude (core.constants.EPOCH_UNITS):
+    seconds, milliseconds, microseconds or nanoseconds. (A double keeps a nanosecond epoch to ~0.3 us.)"""
+    expr = num
+    for threshold, per_second in reversed(EPOCH_UNITS):
+        expr = F.when(num > threshold, num / per_second).otherwise(expr)
+    return expr
+
+
 def timestamp_format_of(col: Column, fmt: str) -> Column:
     """The format a timestamp text was read in, for the run's log: fmt itself unless it is auto, where it is
-    unix_s, unix_ms, iso_offset (an offset or Z) or iso_local (in timestamp_timezone); null when unreadable."""
+    unix_s, unix_ms, unix_us, unix_ns, iso_offset (an offset or Z) or iso_local (in timestamp_timezone);
+    null when unreadable."""
     if fmt != "auto":
         return F.lit(fmt)
     num = col.try_cast("double")
     naive, zoned, _ = iso_parts(col)
+    unit = F.lit(None).cast("string")
+    for threshold, per_second in reversed(EPOCH_UNITS):
+        unit = F.when(num > threshold, F.lit(_UNIT_NAMES[per_second])).otherwise(unit)
     return (
-        F.when(num > MS_THRESHOLD, F.lit("unix_ms"))
+        F.when(unit.isNotNull(), unit)
         .when(num.isNotNull(), F.lit("unix_s"))
         .when(zoned.isNotNull(), F.lit("iso_offset"))
         .when(naive.isNotNull(), F.lit("iso_local"))
@@ -97,11 +114,11 @@ def timestamp_format_of(col: Column, fmt: str) -> Column:
 
 
 def epoch_seconds(col: Column, fmt: str, source_tz: str) -> Column:
-    """Timestamp text -> Unix seconds (double) or null. unix_s/auto also detect milliseconds."""
+    """Timestamp text -> Unix seconds (double) or null. unix_s/auto also detect ms, us and ns by magnitude."""
     num = col.try_cast("double")
-    as_number = F.when(num > MS_THRESHOLD, num / 1000.0).otherwise(num)
-    if fmt == "unix_ms":
-        return num / 1000.0
+    as_number = epoch_number_seconds(num)
+    if fmt in ("unix_ms", "unix_us", "unix_ns"):
+        return num / EXPLICIT_UNITS[fmt]
     if fmt == "unix_s":
         return as_number
     if fmt == "auto":
@@ -125,11 +142,11 @@ def local_time_candidates(col: Column, fmt: str, source_tz: str) -> tuple[Column
     which is meant is decided by the fix order of the vehicle's stream (jobs/clean_points.py), never
     guessed here. Non-existent (the skipped hour of a spring change): ts null, nonexistent true."""
     zero = F.lit(False)
-    if fmt in ("unix_s", "unix_ms") or source_tz.upper() in ("UTC", "Z", "GMT", "ETC/UTC"):
+    if fmt in EXPLICIT_UNITS or source_tz.upper() in ("UTC", "Z", "GMT", "ETC/UTC"):
         return epoch_seconds(col, fmt, source_tz), F.lit(None).cast("double"), zero
     if fmt == "auto":
         num = col.try_cast("double")
-        as_number = F.when(num > MS_THRESHOLD, num / 1000.0).otherwise(num)
+        as_number = epoch_number_seconds(num)
         naive, zoned, frac = iso_parts(col)
         explicit = F.coalesce(as_number, F.unix_timestamp(zoned) + frac)
     else:
@@ -271,7 +288,7 @@ def check_point_log_rows(
 ) -> DataFrame:
     """Point-log rows -> CHECKED_COLUMNS: a verdict per row; an accepted row is one fix."""
     parsed, rules = _generic_row_rules(rows, header_columns, sep)
-    cols = city.raw.columns
+    cols = city.raw.file_columns
     f = lambda canon: _field(header_columns, cols[canon])  # noqa: E731
     # The timestamp text as its own column first: its parse refers to it many times, and each reference
     # to the from_csv field would otherwise parse the line again.
@@ -360,7 +377,7 @@ def detected_timestamp_formats(bronze: DataFrame, city: CityConfig, headers: lis
             schema, _ = _csv_fields(columns)
             group = with_sep.where((F.col(HEADER) == header) & (F.col("_sep") == sep) & (F.trim(F.col(LINE)) != ""))
             text = F.trim(
-                F.from_csv(F.col(LINE), schema, {"sep": sep})[f"c{columns.index(city.raw.columns['timestamp'])}"]
+                F.from_csv(F.col(LINE), schema, {"sep": sep})[f"c{columns.index(city.raw.file_columns['timestamp'])}"]
             )
             found = group.limit(sample).select(
                 F.coalesce(timestamp_format_of(text, "auto"), F.lit("unreadable")).alias("f")

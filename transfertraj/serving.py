@@ -4,8 +4,10 @@
     model = mlflow.pyfunc.load_model("models:/transfertraj-porto@champion")
     model.predict(points_df, params={"task": "tp"})        # or "tr" (params mu: 4|8|16) or "odtte"
 
-Input: one row per GPS point, columns `trip_id`, `ts` (Unix seconds, UTC), `lon`, `lat` (WGS-84), ordered
-or not (rows are sorted by `ts` within a trip). What the rows mean depends on the task:
+Input: one row per GPS point, columns `trip_id`, `ts` (Unix seconds, UTC), `lon`, `lat` in the city's
+datum (WGS-84; GCJ-02 for a city whose config says `datum: gcj02`, converted here as ingestion converts
+its deliveries, and the answer's points given back in GCJ-02), ordered or not (rows are sorted by `ts`
+within a trip). What the rows mean depends on the task:
 
 | task  | input per trip                               | answer per trip                                   |
 |-------|----------------------------------------------|---------------------------------------------------|
@@ -37,6 +39,7 @@ import pyarrow.compute as pc
 
 from transfertraj.core.constants import TP_FUTURE
 from transfertraj.features.context import check_context, load_city_context, poi_tree
+from transfertraj.features.datum import from_wgs84, to_wgs84
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
 from transfertraj.features.trajectory import TRAJECTORY_FIELDS, point_features, trajectory_rows
 
@@ -158,14 +161,15 @@ def features_from_points(points: pd.DataFrame, city, context, tree=None) -> pa.T
     """Expanded points (trip_id, idx, ts, lon, lat) -> features rows (the features table's layout).
 
     `context` is the city's transfertraj.features.context.CityContext (None: a city without OSM),
-    `tree` its poi_tree."""
+    `tree` its poi_tree. Points in the city's datum are moved to WGS-84 first, as ingestion moves them."""
+    lon, lat = to_wgs84(points["lon"].to_numpy(dtype=np.float64), points["lat"].to_numpy(dtype=np.float64), city.datum)
     table = pa.table(
         {
             "trip_id": pa.array(points["trip_id"].to_numpy(dtype=object), pa.string()),
             "idx": pa.array(points["idx"].to_numpy(dtype=np.int32)),
             "ts": pa.array(points["ts"].to_numpy(dtype=np.int64)),
-            "lon": pa.array(points["lon"].to_numpy(dtype=np.float64)),
-            "lat": pa.array(points["lat"].to_numpy(dtype=np.float64)),
+            "lon": pa.array(lon),
+            "lat": pa.array(lat),
         }
     )
     if context is not None and tree is None:
@@ -197,8 +201,9 @@ def features_from_points(points: pd.DataFrame, city, context, tree=None) -> pa.T
     )
 
 
-def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str) -> pd.DataFrame:
-    """transfertraj.model.predict.predict rows -> the answer rows of a serving task (only what was asked)."""
+def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str, datum: str = "wgs84") -> pd.DataFrame:
+    """transfertraj.model.predict.predict rows -> the answer rows of a serving task (only what was asked),
+    predicted points in `datum`: the city's, the one its requests come in."""
     cols = ["trip_id", "point", "ts", "pred_lon", "pred_lat", "pred_minutes"]
     merged = preds.merge(
         expanded[["trip_id", "idx", "ts", "observed"]],
@@ -210,7 +215,8 @@ def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str) -> pd.DataFra
         dest = merged[merged["masked_temporal"]].copy()
         dest["travel_time_min"] = dest["pred_minutes"]
         return dest[["trip_id", "travel_time_min"]].reset_index(drop=True)
-    hidden = merged[merged["masked_spatial"] & ~merged["observed"].astype(bool)]
+    hidden = merged[merged["masked_spatial"] & ~merged["observed"].astype(bool)].copy()
+    hidden["pred_lon"], hidden["pred_lat"] = from_wgs84(hidden["pred_lon"], hidden["pred_lat"], datum)
     return hidden[cols].rename(columns={"pred_minutes": "pred_minutes_since_start"}).reset_index(drop=True)
 
 
@@ -271,4 +277,5 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             preds = model_predict(self.torch_model, table, mask_task, device="cpu", max_points=None)
         finally:
             torch.set_num_threads(previous)
-        return answer(preds, expanded, "odtte" if mask_task == "od" else task)
+        datum = self.cities[str(params.get("city") or self.spec["default_city"])].datum
+        return answer(preds, expanded, "odtte" if mask_task == "od" else task, datum)

@@ -129,9 +129,27 @@ def test_delimiter_by_extension_unless_set(extra, name, expected):
     [
         ({"delimiter": ";;"}, "must be one character"),
         ({"delimiter": '"'}, "must be one character"),
-        ({"header": False}, "header: false is not supported yet"),
+        ({"header": False}, "with header: false every column is a 0-based position"),
+        ({"columns": {"vehicle_id": 0, "timestamp": 1, "lon": 2, "lat": 3}}, "by position .*need header: false"),
+        ({"header": False, "columns": {"vehicle_id": 0, "timestamp": 0, "lon": 2, "lat": 3}}, "must be distinct"),
+        ({"datum": "bd09"}, "Input should be 'wgs84' or 'gcj02'"),
     ],
 )
 def test_bad_reading_options_name_the_field(extra, message):
-    with pytest.raises(CityConfigError, match=f"raw: .*{message}"):
-        parse_city({**_porto_dict(), "raw": _point_log_raw(**extra)})
+    field = "datum" if "datum" in extra else "raw"
+    raw = {k: v for k, v in extra.items() if k != "datum"}
+    with pytest.raises(CityConfigError, match=f"{field}: .*{message}"):
+        parse_city(
+            {**_porto_dict(), **({"datum": extra["datum"]} if "datum" in extra else {}), "raw": _point_log_raw(**raw)}
+        )
+
+
+def test_headerless_columns_by_position_and_the_datum():
+    """The documented mapping of a headerless file: 0-based positions, read as Spark's _c0, _c1, ..."""
+    raw = _point_log_raw(header=False, columns={"vehicle_id": 0, "timestamp": 2, "lon": 3, "lat": 4})
+    city = parse_city({**_porto_dict(), "datum": "gcj02", "raw": raw})
+    assert city.raw.file_columns == {"vehicle_id": "_c0", "timestamp": "_c2", "lon": "_c3", "lat": "_c4"}
+    assert city.datum == "gcj02"
+    assert parse_city(yaml.safe_load(city_to_yaml(city))) == city
+    named = parse_city({**_porto_dict(), "raw": _point_log_raw()})
+    assert named.datum == "wgs84" and named.raw.file_columns["lon"] == "lng"

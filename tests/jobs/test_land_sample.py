@@ -85,3 +85,49 @@ def test_the_real_porto_year_lands_as_its_days(tmp_path):
     assert min(landed) == "2013-07-01" and max(landed) == "2014-05-31" and "undated" not in landed
     rows = sum(len(_rows(p)) - 1 for paths in landed.values() for p in paths)
     assert rows == len(_rows(root / "porto" / "porto_year_sample.csv.gz")) - 1 == 15_520
+
+
+def _fleet_city(**raw):
+    from tests.jobs.ingest_fixtures import point_log_city
+
+    base = {"format": "point_log", "path": "x.csv", "licence": "t", "timestamp_format": "auto"}
+    return point_log_city(timezone="Asia/Shanghai", raw={**base, **raw})
+
+
+@pytest.mark.parametrize("scale", [1, 10**3, 10**6, 10**9])
+def test_epoch_numbers_in_any_unit_land_on_their_local_day(tmp_path, scale):
+    """GENERATED rows: 15:59:59 and 16:00:00 UTC on 2016-10-01 are either side of midnight in Shanghai."""
+    city = _fleet_city(columns={"vehicle_id": "v", "timestamp": "t", "lon": "x", "lat": "y"})
+    src = tmp_path / "fleet.csv"
+    src.write_text("v,t,x,y\n" + "".join(f"d,{s * scale},104.0,30.6\n" for s in (1475337599, 1475337600)))
+    landed = land_sample(city, Settings.load(home=tmp_path / "home"), source=src)
+    assert list(landed) == ["2016-10-01", "2016-10-02"]  # never `undated`
+
+
+def test_a_headerless_file_lands_headerless(tmp_path):
+    city = _fleet_city(header=False, columns={"vehicle_id": 0, "timestamp": 2, "lon": 3, "lat": 4})
+    src = tmp_path / "gaia.tsv.gz"
+    with gzip.open(src, "wt", encoding="utf-8") as f:
+        f.write("d\to\t1475337599\t104.0\t30.6\nd\to\t1475337600\t104.0\t30.6\n")
+    landed = land_sample(city, Settings.load(home=tmp_path / "home"), source=src)
+    assert {d: _rows(p) for d, p in landed.items()} == {
+        "2016-10-01": ["d\to\t1475337599\t104.0\t30.6"],
+        "2016-10-02": ["d\to\t1475337600\t104.0\t30.6"],
+    }
+
+
+def test_a_parquet_file_lands_as_parquet_by_local_day(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    city = _fleet_city(columns={"vehicle_id": "v", "timestamp": "t", "lon": "x", "lat": "y"})
+    src = tmp_path / "fleet.parquet"
+    instants = pa.array([1475337599, 1475337600, None], pa.timestamp("s", tz="UTC"))
+    pq.write_table(pa.table({"v": ["d", "d", "d"], "t": instants, "x": [104.0] * 3, "y": [30.6] * 3}), src)
+    landed = land_sample(city, Settings.load(home=tmp_path / "home"), source=src)
+    assert {d: pq.read_table(p).num_rows for d, p in landed.items()} == {
+        "2016-10-01": 1,
+        "2016-10-02": 1,
+        "undated": 1,
+    }
+    assert landed["2016-10-02"].name == "fleet.parquet"

@@ -62,3 +62,51 @@ def test_a_name_spark_cannot_open_goes_through_a_hard_link_or_is_left_out(tmp_pa
     monkeypatch.setattr(bronze_rows.os, "link", no_link)
     with bronze_rows.spark_readable(files, staging) as paths:
         assert set(paths) == {files[1].rel}
+
+
+def _headerless_city(**raw):
+    from tests.jobs.ingest_fixtures import point_log_city
+
+    columns = {"vehicle_id": 0, "timestamp": 2, "lon": 3, "lat": 4}
+    return point_log_city(raw={"format": "point_log", "path": "x.csv", "licence": "t", "header": False,
+                               "columns": columns, **raw})  # fmt: skip
+
+
+def test_a_headerless_file_is_read_by_position_and_every_line_is_data(tmp_path):
+    city = _headerless_city()
+    p = tmp_path / "gaia.csv"
+    p.write_text("d1,o1,1475337610,104.04,30.69\nd1,o1,1475337613,104.05,30.69\n")
+    f = inspect_file(p, city)
+    assert f.columns == ("_c0", "_c1", "_c2", "_c3", "_c4") and f.header == "_c0,_c1,_c2,_c3,_c4"
+    assert (f.lines, f.data_lines, f.header_line) == (2, 2, False)  # no line is a header
+    short = tmp_path / "short.csv"
+    short.write_text("d1,o1,1475337610\n")
+    with pytest.raises(
+        landed_files._Quarantine, match="the file has 3 column\\(s\\); the mapping needs lon \\(position 3\\)"
+    ):
+        inspect_file(short, city)
+
+
+def test_a_parquet_file_names_its_columns_and_counts_its_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.jobs.ingest_fixtures import point_log_city
+
+    city = point_log_city()
+    p = tmp_path / "fleet.parquet"
+    table = pa.table({"vehicle_id": ["a", "b\nc"], "timestamp": [1, 2], "lon": [1.0, 2.0], "lat": [3.0, 4.0]})
+    pq.write_table(table, p)
+    f = inspect_file(p, city)
+    assert f.parquet and f.header == "vehicle_id,timestamp,lon,lat" and f.columns == tuple(table.column_names)
+    assert (f.lines, f.bronze_rows) == (3, 2)  # 2 rows; one text value holds a line break its CSV text will too
+    by_position = _headerless_city(columns={"vehicle_id": 0, "timestamp": 1, "lon": 2, "lat": 3})
+    assert inspect_file(p, by_position).columns == ("_c0", "_c1", "_c2", "_c3")  # header: false: by position
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(landed_files._Quarantine, match="not a readable Parquet file"):
+        inspect_file(bad, city)
+    lacking = tmp_path / "lacking.parquet"
+    pq.write_table(table.drop_columns(["lat"]), lacking)
+    with pytest.raises(landed_files._Quarantine, match="lacks required column"):
+        inspect_file(lacking, city)

@@ -1,4 +1,4 @@
-"""Reading OSM sources: GIS extract (San Francisco), Overpass (download mocked), failure modes."""
+"""Reading OSM sources: GIS extract (San Francisco), Overpass (a local test server), failure modes."""
 
 from __future__ import annotations
 
@@ -70,27 +70,101 @@ def test_osm_xml_keeps_drivable_roads_and_categorised_pois(tmp_path):
     assert sorted(ctx.pois["category"]) == ["food", "shop"]  # the bench is dropped
 
 
-def test_overpass_downloads_once_into_the_cache_and_reads_like_xml(settings, monkeypatch, tmp_path):
+# The TINY_OSM elements as an Overpass JSON answer (the test server gives it to every query).
+TINY_JSON = {
+    "version": 0.6,
+    "elements": [
+        {"type": "node", "id": 1, "lat": 41.1500, "lon": -8.6100},
+        {"type": "node", "id": 2, "lat": 41.1500, "lon": -8.6090},
+        {"type": "node", "id": 3, "lat": 41.1510, "lon": -8.6090},
+        {"type": "node", "id": 4, "lat": 41.1505, "lon": -8.6095, "tags": {"amenity": "cafe"}},
+        {"type": "node", "id": 5, "lat": 41.1506, "lon": -8.6096, "tags": {"amenity": "bench"}},
+        {"type": "node", "id": 6, "lat": 41.1507, "lon": -8.6097, "tags": {"shop": "bakery"}},
+        {"type": "way", "id": 10, "nodes": [1, 2], "tags": {"highway": "residential"}},
+        {"type": "way", "id": 11, "nodes": [2, 3], "tags": {"highway": "footway"}},
+    ],
+}
+
+
+@pytest.fixture
+def overpass_server():
+    """A local Overpass stand-in: /api/status says a slot is free; the first query gets HTTP 429, every
+    later one TINY_JSON. It records the requests it was sent."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code, body: bytes, kind: str):
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            seen.append(("GET", self.path))
+            status = "Connected as: 1\nCurrent time: 2026-01-01T00:00:00Z\nAnnounced endpoint: none\n"
+            self._send(200, (status + "Rate limit: 2\n2 slots available now.\n").encode(), "text/plain")
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            seen.append(("POST", self.path + " " + body))
+            if sum(m == "POST" for m, _ in seen) == 1:
+                self._send(429, b"rate limited", "text/plain")
+            else:
+                self._send(200, json.dumps(TINY_JSON).encode(), "application/json")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_overpass_retries_a_429_uses_the_configured_url_and_caches(settings, overpass_server, tmp_path, caplog):
+    """osmnx's client against a local server (no network): the 429 is retried, only the city's own
+    endpoint is asked, and a second read is answered from the cache under the data root."""
     from dataclasses import replace
 
-    settings = replace(settings, cache=tmp_path / "cache")
-    calls = []
-
-    def fake_download(query, dest, *, place=None):
-        calls.append(query)
-        dest.write_text(TINY_OSM)
-        return dest
-
-    monkeypatch.setattr(osm_context, "download_overpass_xml", fake_download)
+    settings = replace(settings, home=tmp_path / "home")
+    url, seen = overpass_server
     porto = load_city("porto", settings).model_dump()
-    porto["osm"] = {"kind": "overpass", "snapshot_date": "2024-06-01"}
+    porto["osm"] = {"kind": "overpass", "overpass_url": url, "snapshot_date": "2024-06-01"}
     city = parse_city(porto)
-    first = read_osm_context(city, settings)
+    import osmnx as ox
+
+    public = ox.settings.overpass_url
+    with caplog.at_level("WARNING", logger="transfertraj.jobs.osm_context"):
+        first = osm_context.read_overpass(city, settings, backoff_s=0.05)
+    posts = [p for m, p in seen if m == "POST"]
+    assert len(posts) == 3  # roads: 429, then the retry; POIs: one
+    assert "Overpass answered 429" in caplog.text  # our retry, not osmnx's fixed 55 s pause
+    assert ox.settings.overpass_url == public  # osmnx's settings are restored
+    assert all(p.startswith("/api/interpreter data=") for p in posts)  # the configured endpoint, nothing else
+    assert "date%3A%222024-06-01T00%3A00%3A00Z%22" in posts[0]  # the snapshot date is in the query
+    assert ("GET", "/api/status") in seen  # osmnx's rate limiting asked the server for a slot
+    assert first.roads["road_class"].tolist() == ["residential"]  # built like the osm_xml roads
+    assert sorted(first.pois["category"]) == ["food", "shop"]
+    assert list((tmp_path / "home" / "osm" / "overpass-cache").glob("*.json"))
+
+    before = len(seen)
     second = read_osm_context(city, settings)
-    assert len(calls) == 1  # the second read comes from the cache
-    assert '[date:"2024-06-01T00:00:00Z"]' in calls[0] and "(41.12,-8.7,41.197,-8.52)" in calls[0]
-    assert first.source == second.source and first.source.startswith(str(tmp_path / "cache" / "osm"))
-    assert first.roads["road_class"].tolist() == ["residential"]
+    assert len(seen) == before  # answered from the cache: not one request
+    assert second.roads.equals(first.roads) and second.source == first.source
+
+
+def test_overpass_needs_its_endpoint_named(settings):
+    porto = load_city("porto", settings).model_dump()
+    porto["osm"] = {"kind": "overpass"}
+    with pytest.raises(OsmSourceError, match="osm.overpass_url is not set"):
+        read_osm_context(parse_city(porto), settings)
 
 
 def test_missing_osm_file_names_the_file(settings, tmp_path):

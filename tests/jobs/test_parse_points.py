@@ -50,6 +50,11 @@ def verdict_of(spark, city, header, lines):
         ("2014-01-31 23:00:00.123", "auto", "UTC", 1391209200.123),
         ("1391209200", "auto", "UTC", 1391209200),
         ("1391209200739", "auto", "UTC", 1391209200.739),
+        ("1391209200739166", "auto", "UTC", 1391209200.739166),  # microseconds detected
+        ("1391209200739166123", "auto", "UTC", 1391209200.739166),  # nanoseconds detected (kept to ~0.3 us)
+        ("1391209200739166123", "unix_s", "Asia/Shanghai", 1391209200.739166),
+        ("1391209200739166", "unix_us", "UTC", 1391209200.739166),
+        ("1391209200000000000", "unix_ns", "UTC", 1391209200),
         ("yesterday", "auto", "UTC", None),
         ("2014-01-31 23:00:00.", "auto", "UTC", None),
         ("2014-01-31 23:00:00.1234567890", "auto", "UTC", None),
@@ -71,12 +76,14 @@ def test_auto_timestamps_of_a_fleet_log_with_microseconds(spark):
         "1131,2014-01-31T23:00:30.739166Z,104.07,30.67",
         "1131,1391209245,104.07,30.67",
         "1131,1391209260000,104.07,30.67",
+        "1131,1391209275000000,104.07,30.67",
+        "1131,1391209290000000000,104.07,30.67",
         "1131,2014-02-01 07:01:75.1,104.07,30.67",
     ]
     checked = check_rows(bronze(spark, header, lines), city, [header]).persist()  # as jobs/ingest.py does
-    assert [r.reason for r in checked.orderBy("row_id").collect()] == [None] * 5 + ["bad_timestamp"]
+    assert [r.reason for r in checked.orderBy("row_id").collect()] == [None] * 7 + ["bad_timestamp"]
     points = explode_points(checked)
-    assert [r.ts for r in points.orderBy("row_id").collect()] == [1391209200 + 15 * i for i in range(5)]
+    assert [r.ts for r in points.orderBy("row_id").collect()] == [1391209200 + 15 * i for i in range(7)]
     formats = bronze(spark, header, [line.split(",")[1] for line in lines]).select(
         timestamp_format_of(F.col("line"), "auto").alias("f")
     )
@@ -86,6 +93,8 @@ def test_auto_timestamps_of_a_fleet_log_with_microseconds(spark):
         "iso_offset",
         "unix_s",
         "unix_ms",
+        "unix_us",
+        "unix_ns",
         None,
     ]
     checked.unpersist()

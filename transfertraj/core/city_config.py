@@ -65,29 +65,46 @@ class RawSource(_Strict):
       format: point_log
       path: ../data/samples/chengdu.tsv      # .tsv is read tab-separated, anything else comma-separated
       delimiter: "\t"                        # only to override that guess: ";" or "|" for other exports
-      header: true                           # the first line names the columns (the only kind read today)
+      header: true                           # the first line names the columns
       columns: {vehicle_id: taxi, timestamp: time, lon: lng, lat: lat}
-      timestamp_format: auto                 # 2014-01-31 23:00:00.739166, ...T...+08:00, ...Z, Unix s/ms
+      timestamp_format: auto                 # 2014-01-31 23:00:00.739166, ...T...+08:00, ...Z, Unix s/ms/us/ns
       timestamp_timezone: Asia/Shanghai      # the zone of timestamps without an offset
       licence: "..."
+
+    A file without a header line (DiDi's GAIA exports: `driver,order,1475337610,104.04,30.69`) names
+    its columns by 0-based position, and every line is data:
+
+      header: false
+      columns: {vehicle_id: 0, timestamp: 2, lon: 3, lat: 4}     # column 1 (the order id) is not read
+
+    Parquet files (`.parquet`) are read as Parquet: columns by name (by position with header: false),
+    typed values (a timestamp column is an instant; numbers are read as written). Delimiter and
+    compression options apply to the text files only.
     """
 
     format: RawFormat
     path: Path  # the bundled sample (or a delivery folder); relative to the city file
     # Canonical column -> column name in the file. porto_csv needs none (its header is fixed);
     # point_log needs vehicle_id, timestamp, lon, lat and may name trip_state (e.g. SF 'occupied').
-    columns: dict[str, str] = Field(default_factory=dict)
+    # With header: false the values are 0-based positions (ints), read as the columns `_c0`, `_c1`, ...
+    columns: dict[str, str | int] = Field(default_factory=dict)
     trip_state_value: str | None = None  # with a trip_state column: the state whose runs are trips (SF: "1")
-    timestamp_format: str = "auto"  # auto | unix_s | unix_ms | a Spark datetime pattern
+    timestamp_format: str = "auto"  # auto | unix_s | unix_ms | unix_us | unix_ns | a Spark datetime pattern
     timestamp_timezone: str = "UTC"  # zone of timestamps written as text without an offset
     compression: Literal["none", "gzip", "auto"] = "auto"
     delimiter: str | None = None  # one character; None: tab for .tsv(.gz) files, else ','
-    header: bool = True  # the first line of each file names its columns
+    header: bool = True  # the first line of each file names its columns; false: columns by position
     licence: str
     provenance: str = ""
     # Real deliveries too large for the repository: glob patterns under the datasets root
     # (Settings.datasets, TRANSFERTRAJ_DATASETS), landed by `transfertraj land --city X --datasets`.
     datasets: list[str] = Field(default_factory=list)
+
+    @property
+    def file_columns(self) -> dict[str, str]:
+        """Canonical column -> the column as the files are read: its header name, or `_c<position>`
+        (Spark's own name for a column of a headerless file) with header: false."""
+        return {canon: positional_column(col) if isinstance(col, int) else col for canon, col in self.columns.items()}
 
     def delimiter_for(self, file_name: str) -> str:
         """The field delimiter of one landed file: the configured one, else by extension."""
@@ -102,8 +119,17 @@ class RawSource(_Strict):
                 f"delimiter {self.delimiter!r} must be one character other than a quote or a line break "
                 "(e.g. ',', ';', '|' or \"\\t\" for tab); leave it out to go by the file extension"
             )
-        if not self.header:
-            raise ValueError("header: false is not supported yet: add a header line naming the columns to each file")
+        positions = [c for c in self.columns.values() if isinstance(c, int)]
+        if not self.header and self.format == "porto_csv":
+            raise ValueError("header: false needs format point_log (porto_csv files have their fixed header)")
+        if not self.header and len(positions) != len(self.columns):
+            raise ValueError(
+                "with header: false every column is a 0-based position, e.g. {vehicle_id: 0, timestamp: 1, lon: 2, lat: 3}"
+            )
+        if self.header and positions:
+            raise ValueError("columns by position (numbers) need header: false; with a header name the columns")
+        if any(p < 0 for p in positions) or len(set(positions)) != len(positions):
+            raise ValueError(f"column positions {sorted(positions)} must be distinct and 0 or more")
         if self.format == "point_log":
             missing = {"vehicle_id", "timestamp", "lon", "lat"} - set(self.columns)
             if missing:
@@ -114,6 +140,11 @@ class RawSource(_Strict):
         return self
 
 
+def positional_column(position: int) -> str:
+    """The name a headerless file's column is read under (Spark's `_c0`, `_c1`, ...)."""
+    return f"_c{position}"
+
+
 class OsmSource(_Strict):
     """The city's OpenStreetMap context: a local file, Overpass, or none (spatial + temporal only)."""
 
@@ -122,6 +153,9 @@ class OsmSource(_Strict):
     points_path: Path | None = None
     place: str | None = None  # overpass by place name (else by bbox)
     snapshot_date: date | None = None
+    # overpass: the API's base URL (osmnx appends /interpreter and /status), e.g. your own instance or the
+    # public https://overpass-api.de/api; never assumed, so no job sends a city's queries anywhere unasked.
+    overpass_url: str | None = None
     # POI categories this source really covers; the others are marked missing, never zero.
     poi_categories_covered: list[str] | None = None
     licence: str = "(c) OpenStreetMap contributors, ODbL 1.0"
@@ -156,6 +190,9 @@ class CityConfig(_Strict):
     bbox: BBox
     timezone: str
     metric_crs: str = "auto"  # 'auto' = UTM zone of the bbox centre, or e.g. 'EPSG:32629'
+    # The datum of the raw coordinates: gcj02 for Chinese sources (DiDi; the paper's Chengdu and Xi'an),
+    # converted to WGS-84 at ingestion and serving (transfertraj/features/datum.py). bbox is WGS-84 either way.
+    datum: Literal["wgs84", "gcj02"] = "wgs84"
     raw: RawSource
     osm: OsmSource
     sampling_interval_s: float = Field(gt=0, le=3600)

@@ -41,3 +41,9 @@ MODEL_SIZES: dict[str, dict] = {
         "fourier_freqs": 8,
     },
 }
+
+# Unix epoch numbers by magnitude: GPS logs of 1990..2100 are 6.3e8..4.1e9 seconds, so a number above
+# 1e11 is milliseconds (1e11 s would be the year 5138), above 1e14 microseconds, above 1e17 nanoseconds.
+# (threshold, units per second), largest first; the parser (jobs/parse_points.py) and the landing's
+# dating (jobs/land_sample.py) both read this table.
+EPOCH_UNITS: tuple[tuple[float, float], ...] = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
