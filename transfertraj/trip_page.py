@@ -144,7 +144,7 @@ def _trips_svg(cv: _Canvas, fc: dict, trip_no: dict[str, int]) -> str:
         dots[kind].append(f'<circle cx="{x:g}" cy="{y:g}" r="{r}"><title>{_tooltip(p)}</title></circle>')
         if kind == "hidden":
             truth[(p["trip_id"], p.get("point"))] = (x, y)
-        if kind == "observed" and p["trip_id"] not in {t for t, _ in labels}:
+        if kind == "observed":
             labels.append((p["trip_id"], (x, y)))
     for f in fc["features"]:
         p = f["properties"]
@@ -159,11 +159,10 @@ def _trips_svg(cv: _Canvas, fc: dict, trip_no: dict[str, int]) -> str:
         out.append(f'<g class="layer {kind} paths" data-layer="{kind}">' + "".join(lines[kind]) + "</g>")
     for kind in ("hidden", "observed", "predicted"):
         out.append(f'<g class="layer {kind} points" data-layer="{kind}">' + "".join(dots[kind]) + "</g>")
-    out.append(
-        '<g class="labels">'
-        + "".join(f'<text x="{x + 7:g}" y="{y - 7:g}">{trip_no[t]}</text>' for t, (x, y) in labels if t in trip_no)
-        + "</g>"
-    )
+    # a trip's number where the task acts: TP's last observed point (the prediction starts there), else the start
+    at = dict(labels if fc["task"] == "tp" else reversed(labels))
+    text = "".join(f'<text x="{x + 7:g}" y="{y - 7:g}">{trip_no[t]}</text>' for t, (x, y) in at.items() if t in trip_no)
+    out.append(f'<g class="labels">{text}</g>')
     return "\n".join(out)
 
 
