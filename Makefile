@@ -22,6 +22,7 @@ demo: venv  ## run the pipeline end to end on the bundled real sample
 
 test: venv  ## lint and format check (ruff), then the test suite (what CI runs)
 	$(VENV_BIN)/ruff check . && $(VENV_BIN)/ruff format --check .
+	@[ -x /usr/bin/chromium ] || bash scripts/install_browser.sh  # for the page test; it skips without one
 	$(VENV_BIN)/python -m pytest -q
 
 integration: venv  ## the pipeline against real servers on localhost: Spark standalone, MLflow and Airflow on PostgreSQL

@@ -214,17 +214,59 @@ def _cmd_models_rollback(args, settings: Settings) -> int:
 def _cmd_predict(args, settings: Settings) -> int:
     import pandas as pd
 
+    from transfertraj.holdout import HoldoutError, error_column, score, split, trip_errors
     from transfertraj.registry import load
 
     model = load(args.model, settings)
     params = {"task": args.task, "mu": args.mu, **({"city": args.city} if args.city else {})}
     # ids are strings whatever they look like (Porto's TRIP_IDs are 19-digit numbers)
     points = pd.read_csv(args.input, dtype={"trip_id": str})
-    out = model.predict(points, params=params)
+    request, truth = points, None
+    if args.holdout:
+        try:
+            request, truth = split(points, args.task, args.mu)
+        except (HoldoutError, KeyError) as err:
+            print(f"error: --holdout: {err}", file=sys.stderr)
+            return 1
+    out = model.predict(request[["trip_id", "ts", "lon", "lat"]], params=params)
+    if truth is not None:
+        out = score(out, truth, args.task)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.output, index=False)
     print(f"{len(out)} rows -> {args.output}")
+    if truth is not None:
+        col = error_column(args.task)
+        _, mean = trip_errors(out, args.task)
+        print(f"mean {col} {mean:.1f} over {len(out)} answers of {out['trip_id'].nunique()} trip(s)")
+    if args.geojson is not None or args.html:
+        from transfertraj.trip_geojson import feature_collection, write_geojson
+
+        fc = feature_collection(request, out, args.task, truth=truth, mu=args.mu, model=args.model)
+        if args.geojson is not None:
+            path = write_geojson(fc, args.geojson or Path(args.output).with_suffix(".geojson"))
+            print(f"{len(fc['features'])} features -> {path}")
+        if args.html:
+            path = _write_predict_page(fc, model, args, settings)
+            print(f"page ({path.stat().st_size / 1024:.0f} kB, opens offline) -> {path}")
     return 0
+
+
+def _write_predict_page(fc: dict, model, args, settings: Settings) -> Path:
+    """The --html page: the trips on the roads of the lake's context_roads table when this data root has
+    it, else on the road lattice the model carries (transfertraj.page_roads)."""
+    from transfertraj.page_roads import MetricView, lake_roads, lattice_roads
+    from transfertraj.trip_page import render_page, write_page
+
+    served = model.unwrap_python_model()
+    name = str(args.city or served.spec["default_city"])
+    city = served.cities[name]
+    view = MetricView.around(fc, city.crs)
+    roads = lake_roads(settings, name, view)
+    ctx, _ = served.contexts.get(name, (None, None))
+    if roads is None and ctx is not None:
+        roads = lattice_roads(ctx, view, f"context_{name}.npz")
+    attribution = city.osm.licence if city.has_osm else None
+    return write_page(render_page(fc, view, roads=roads, title=name, mu=args.mu, attribution=attribution), args.html)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,7 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_models_rollback)
 
     p = sub.add_parser(
-        "predict", help="answer TP / TR / OD-TTE for raw points with a registered model (models:/<name>@champion)"
+        "predict",
+        help="answer TP / TR / OD-TTE for raw points with a registered model (models:/<name>@champion)",
+        description=(
+            "Answer a task for raw GPS points and write the answers as CSV; optionally as GeoJSON (--geojson) "
+            "and as an offline HTML map (--html). With --holdout the input is complete trips, the model is "
+            "given only what the task allows and its answers are scored against the rest."
+        ),
     )
     p.add_argument("--model", required=True, help="models:/transfertraj-<city>@champion, or any MLflow model URI")
     p.add_argument("--task", required=True, choices=["tp", "tr", "odtte"])
@@ -389,6 +437,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="CSV of the answers")
     p.add_argument("--mu", type=int, default=8, choices=[4, 8, 16], help="tr: one observed point every mu intervals")
     p.add_argument("--city", help="for a model of several cities: which city's context to use")
+    p.add_argument(
+        "--holdout",
+        action="store_true",
+        help="the input holds complete trips: hide what the task predicts (tp: the last 5 points; tr: all "
+        "but every mu-th point; odtte: the arrival time), predict it and add the truth and the error "
+        "(error_m, or error_min for odtte) to the output",
+    )
+    p.add_argument(
+        "--geojson",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also write a GeoJSON FeatureCollection: observed, hidden (with --holdout) and predicted points, "
+        "observed / true / predicted paths, with trip_id, kind, ts and error_m (default PATH: --output with "
+        ".geojson)",
+    )
+    p.add_argument(
+        "--html",
+        metavar="PAGE",
+        help="also write one self-contained HTML page (inline SVG, no network) drawing the trips on the "
+        "city's roads with a legend, the task and, with --holdout, the error per trip and mean; roads come "
+        "from this data root's context_roads table, else from the road lattice the model carries",
+    )
     p.set_defaults(func=_cmd_predict)
 
     from transfertraj.model.commands import register as register_model_commands
