@@ -5,10 +5,12 @@ Order matters within this module: ingestion feeds pretraining, whose champion fe
 
 from __future__ import annotations
 
+import gzip
+
 import pendulum
 import pytest
 
-from tests.dags.conftest import TINY_MODEL, porto_rows
+from tests.dags.conftest import PORTO_SAMPLE, TINY_MODEL, porto_rows
 
 EXPECTED = {"nightly_ingest_tinyporto", "pretrain", "onboard_city", "maintenance"}
 
@@ -177,7 +179,9 @@ def test_backfill_runs_every_date_and_reports_the_failed_one(dagbag, airflow_hom
 
     settings = _settings()
     land_sample(load_city("tinyporto"), settings)
-    (settings.landing / "tinyporto" / "2013-06-30").mkdir(parents=True, exist_ok=True)  # landed, but empty
+    broken = settings.landing / "tinyporto" / "2013-06-30" / "taxi_sample.csv.gz"  # its only file: truncated
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(gzip.compress(PORTO_SAMPLE.read_bytes())[:2000])
     dates = backfill.delivery_dates(settings, "tinyporto", None, "2013-07-01")
     assert dates == ["2013-06-30", "2013-07-01"]
     runs = backfill.backfill(settings, "tinyporto", dates, dags=dagbag.dags)
