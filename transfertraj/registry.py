@@ -413,7 +413,7 @@ def register_zero_shot(
     import mlflow
 
     client = configure(settings)
-    base_name, base_version = _name_and_version(client, base_uri)
+    base_name, base_version = resolve_version(client, base_uri)
     reason = f"zero-shot {base_name} v{base_version} kept: fine-tuned v{rejected} is {decision.reason.split(':', 1)[0]}"
     with tempfile.TemporaryDirectory(prefix="transfertraj-zero-shot-") as tmp:
         checkpoint = Path(tmp) / "best.pt"
@@ -443,7 +443,7 @@ def register_zero_shot(
     return version
 
 
-def _name_and_version(client, model_uri: str) -> tuple[str, str]:
+def resolve_version(client, model_uri: str) -> tuple[str, str]:
     """`models:/name/3` or `models:/name@alias` -> (name, version number)."""
     ref = model_uri.removeprefix("models:/")
     if "@" in ref:
