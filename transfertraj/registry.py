@@ -610,6 +610,7 @@ def register_checkpoint(
             "(or torchrun) wrote under DIR"
         )
     data, version, ctx = training_data(settings, cities, features_version)
+    base = None if name == BASE_MODEL else champion_model(configure(settings), BASE_MODEL)
     return log_and_register(
         settings=settings,
         experiment=BASE_EXPERIMENT if name == BASE_MODEL else CITY_EXPERIMENT,
@@ -622,6 +623,8 @@ def register_checkpoint(
         features_version=version,
         run_name=f"register {checkpoint}",
         extra_tags={"registered_from": str(checkpoint.resolve())},
+        # a city model's first version faces the base champion zero-shot, as in onboard_city
+        zero_shot_base=None if base is None else f"models:/{BASE_MODEL}/{base.version}",
     )
 
 
