@@ -3,7 +3,8 @@
 Each run ingests the delivery date of its data interval (a day in the city's own time zone, from a
 `CronDataIntervalTimetable`, never the wall clock): landing -> bronze, rejects, silver, runs; then
 silver -> features; then the HTML quality report (written even when the quality gate fails the run).
-The features task publishes the Asset `transfertraj_features_<city>`, on which `pretrain` is scheduled.
+The features task publishes the Asset `transfertraj_features_<city>` (event extra: the date), on which
+`pretrain` and `nightly_scoring_<city>` are scheduled.
 Backfill a range with `airflow backfill create --dag-id nightly_ingest_porto --from-date ... --to-date ...`.
 
 Task logic lives in `transfertraj.tasks.ingest`; this file is wiring only.
@@ -61,7 +62,10 @@ def nightly_ingest_dag(name: str, tz: str):
 
         @task(outlets=[features])
         def featurize(report: dict) -> dict:
-            return featurize_city_date(name, report["date"])
+            result = featurize_city_date(name, report["date"])
+            # the date the event is about, for the Asset's consumers (nightly_scoring)
+            get_current_context()["outlet_events"][features].extra = {"date": report["date"]}
+            return result
 
         @task(trigger_rule="all_done", retries=0)
         def report() -> str:

@@ -8,7 +8,8 @@ interval, phi, the OSM source, N few-shot trajectories. The first task writes
 <data root>/config/cities/<name>.yaml and refuses an existing name unless `replace` is set.
 Then: OSM context tables, landing + ingestion + features of the first `max_dates` delivery dates,
 the base champion scored zero-shot on the city's validation split, a few-shot fine-tune of it, and
-the registration of `transfertraj-<city>` through the challenger -> champion gate.
+the registration of `transfertraj-<city>` through the challenger -> champion gate (a first version must
+beat the zero-shot base model on the same features version, or the base weights become the champion).
 Task logic: `transfertraj.tasks.onboard` (trigger checks: `transfertraj.tasks.onboard_params`).
 """
 
@@ -106,7 +107,12 @@ def onboard_city():
         ctx = get_current_context()
         p = ctx["params"]
         return onboard.finetune_city(
-            city, n_shot=p["n_shot"], run_key=ctx["run_id"], zero_shot_metrics=zs["metrics"], epochs=p["epochs"]
+            city,
+            n_shot=p["n_shot"],
+            run_key=ctx["run_id"],
+            zero_shot_metrics=zs["metrics"],
+            features_version=zs["features_version"],  # the zero-shot's validation rows, pinned
+            epochs=p["epochs"],
         )
 
     city = write_config()

@@ -5,9 +5,10 @@ so it runs after their nightly ingestion, and runnable by hand with other params
 runs in the pool/queue named by TRANSFERTRAJ_TRAIN_POOL / TRANSFERTRAJ_TRAIN_QUEUE (create a `gpu`
 pool and point them at it on a GPU worker; the default pool otherwise).
 
-The new version of `transfertraj-base` gets the alias `challenger`; the gate re-scores it and the
-champion on the same current validation split and moves `champion` only if no metric is worse by more
-than `tolerance`. Decision and numbers are in the MLflow run (tag gate.decision, metrics gate/...).
+The new version of `transfertraj-base` gets the alias `challenger`; the gate scores it and the
+champion on one pinned validation set (the features version the training read, recorded as
+gate.validation_version) and moves `champion` only if no task is worse than its tolerance
+(transfertraj.gate). Decision and numbers are in the MLflow run (tag gate.decision, metrics gate/...).
 Task logic: `transfertraj.tasks.pretrain`; DAG policy: `transfertraj.tasks.policy`.
 """
 
@@ -59,9 +60,10 @@ SOURCES = pretrain_cities()
         "seed": Param(0, type="integer"),
         "tolerance": Param(
             None,
-            type=["null", "number"],
+            type=["null", "number", "string"],
             minimum=0,
-            description="gate tolerance (relative); default TRANSFERTRAJ_GATE_TOLERANCE or 0.02",
+            description="gate tolerance (relative): one number for every task, or per task 'od=0.05,tp=0.02'; "
+            "default TRANSFERTRAJ_GATE_TOLERANCE or transfertraj.gate.GATE_TOLERANCES",
         ),
     },
 )

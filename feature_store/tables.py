@@ -13,6 +13,7 @@
 | context_roads  | OSM road segment                    | city           |
 | context_pois   | OSM point of interest               | city           |
 | context_grid   | metric grid cell with densities     | city           |
+| predictions    | trip scored by one model version    | city, date     |
 
 `date` is the delivery date of the landing folder (see jobs/ingest), a string 'YYYY-MM-DD'.
 Schemas live next to the jobs that produce the tables (jobs/schemas.py); this module only names them.
@@ -44,6 +45,9 @@ TABLES: dict[str, Table] = {
         Table("context_roads", ("city",), "OSM road segments in the city's metric CRS"),
         Table("context_pois", ("city",), "OSM points of interest mapped into the POI taxonomy"),
         Table("context_grid", ("city",), "metric grid cells with POI and road densities"),
+        Table(
+            "predictions", ("city", "date"), "a registered model's answers for a day's trips (jobs.trip_predictions)"
+        ),
     )
 }
 

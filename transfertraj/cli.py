@@ -103,6 +103,20 @@ def _cmd_featurize(args, settings: Settings) -> int:
     return run(args, settings)
 
 
+def _cmd_score_batch(args, settings: Settings) -> int:
+    from transfertraj.tasks.scoring import score_city_date
+
+    try:
+        r = score_city_date(args.city, args.date, args.model, settings)
+    except (FileNotFoundError, LookupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"{r['city']} {r['date']}: {r['scored']} of {r['trips']} trips scored by {r['model']} (predictions v{r['version']})"
+    )
+    return 0
+
+
 def _cmd_context(args, settings: Settings) -> int:
     from transfertraj.core.city_config import load_city
     from transfertraj.jobs.context_tables import build_context_tables
@@ -344,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     featurize_arguments(p)
     p.set_defaults(func=_cmd_featurize)
+
+    p = sub.add_parser(
+        "score-batch",
+        help="a day's silver trips -> OD travel-time predictions of the champion (Spark), in the predictions table",
+    )
+    p.add_argument("--city", required=True)
+    p.add_argument("--date", required=True, help="delivery date, YYYY-MM-DD")
+    p.add_argument("--model", help="a model URI (models:/transfertraj-porto/3); default: the city's champion")
+    p.set_defaults(func=_cmd_score_batch)
 
     p = sub.add_parser("runs", help="the ingestion run log of a city: counts, status, silver version")
     p.add_argument("--city", required=True)

@@ -207,6 +207,8 @@ def metrics_lines(settings: Settings) -> list[str]:
                 + " ".join(f"{m.get(f'zero_shot/{k}', math.nan):11.2f}" for k in keys)
             )
         label = "few-shot fine-tuned" if r["name"] != registry.BASE_MODEL else "pretrained (Porto val)"
+        if mv.tags.get("source") == registry.ZERO_SHOT_SOURCE:
+            label = "base weights (zero-shot won)"
         out.append(f"{r['name']:30s} {r['version']:>3d} {label:26s} " + " ".join(f"{r[k]:11.2f}" for k in keys))
     out.append("tp/tr8: mean haversine error of the predicted points (m); od: mean travel-time error (min).")
     return out

@@ -16,11 +16,14 @@ for `models:/transfertraj-<city>@champion` and nothing else. City names are `[a-
 name is never ambiguous.
 
 Gate (no registry stages, they are deprecated): every new version gets the alias `challenger`. The
-champion (if any) and the challenger are re-scored here on the same, current validation split of the
-city's features table; the challenger takes `champion` only when no metric is worse than the
-champion's by more than the relative tolerance (TRANSFERTRAJ_GATE_TOLERANCE, default 0.02 = 2 %).
-The decision and both sets of numbers go to the training run (metrics `gate/...`, tag `gate.decision`)
-and to the model version's tags. Whoever moves `champion` (the gate, or a person with `models promote`
+champion (if any) and the challenger are scored here on one pinned validation set (the features table
+at the Delta version the training read, split by transfertraj.gate.VALIDATION_SPLIT); the challenger
+takes `champion` only when no task is worse than the champion's by more than that task's tolerance
+(the rule and its tolerances: transfertraj.gate). A city model's first version has no champion to
+beat: it must beat the zero-shot base model it was fine-tuned from, or the base model's weights are
+registered as a version of the city model (tag `source=base-zero-shot`) and take `champion` instead.
+The decision, the validation set (`gate.validation_version`, `gate.validation_split`) and both sets of
+numbers go to the training run (metrics `gate/...`, tags `gate.*`) and to the model version's tags. Whoever moves `champion` (the gate, or a person with `models promote`
 / `rollback`) is recorded on the version with the champion it replaced, which is what rollback follows;
 `challenger` never stays on the champion. Each run names its training data as MLflow dataset inputs
 (`features@<version>`, `context_<table>@<version>`: Delta path and version).
@@ -39,7 +42,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from importlib import metadata
 from pathlib import Path
 
 from transfertraj.core.settings import REPO_ROOT, Settings
+from transfertraj.gate import GATE_METRICS, GATE_TASKS, GateDecision, ValidationSet, compare, tolerances
 
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")  # models from code
 
@@ -56,10 +59,7 @@ BASE_MODEL = "transfertraj-base"
 BASE_EXPERIMENT = "transfertraj-pretrain"  # MLflow experiment of the base model's runs
 CITY_EXPERIMENT = "transfertraj-onboard"  # ... and of the city models' runs
 CHAMPION, CHALLENGER = "champion", "challenger"
-# Gate metrics on the validation split, all lower-is-better: TP and TR8 distance errors, OD travel time.
-GATE_TASKS = ("tp", "tr8", "od")
-GATE_METRICS = ("tp_mae_m", "tr8_mae_m", "od_mae_min")
-DEFAULT_TOLERANCE = 0.02
+ZERO_SHOT_SOURCE = "base-zero-shot"  # `source` tag of a city version that is the base model's weights
 # What a served model imports (pyproject's `serve` extra): no pyspark, no delta-spark, no Java.
 SERVING_PACKAGES = (
     "mlflow",
@@ -76,10 +76,6 @@ SERVING_PACKAGES = (
 
 def city_model_name(city: str) -> str:
     return f"transfertraj-{city}"
-
-
-def gate_tolerance() -> float:
-    return float(os.environ.get("TRANSFERTRAJ_GATE_TOLERANCE", DEFAULT_TOLERANCE))
 
 
 # ----------------------------------------------------------------------------------------- setup
@@ -153,40 +149,6 @@ def validation_metrics(model_or_checkpoint, features, data_version) -> dict[str,
         out[f"{task}_{key}"] = float(m.get(key, math.nan))
         out[f"{task}_rmse_{key.split('_')[1]}"] = float(m.get(key.replace("mae", "rmse"), math.nan))
     return out
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promoted: bool
-    reason: str
-    challenger: dict
-    champion: dict | None
-    tolerance: float
-
-    def lines(self) -> list[str]:
-        out = [f"gate: {'PROMOTED' if self.promoted else 'KEPT CHAMPION'} ({self.reason})"]
-        for k in GATE_METRICS:
-            champ = "-" if self.champion is None else f"{self.champion.get(k, math.nan):.3f}"
-            out.append(f"  {k:12s} challenger {self.challenger.get(k, math.nan):10.3f}   champion {champ:>10s}")
-        return out
-
-
-def compare(challenger: dict, champion: dict | None, tolerance: float) -> GateDecision:
-    """No metric of the challenger may be worse than the champion's by more than `tolerance` (relative)."""
-    if champion is None:
-        return GateDecision(True, "no champion yet", challenger, None, tolerance)
-    worse = []
-    for k in GATE_METRICS:
-        new, old = challenger.get(k, math.nan), champion.get(k, math.nan)
-        if math.isnan(new) and math.isnan(old):
-            continue
-        if math.isnan(new) or (not math.isnan(old) and new > old * (1 + tolerance) + 1e-12):
-            worse.append(f"{k} {new:.3f} > {old:.3f} x {1 + tolerance:g}")
-    if worse:
-        return GateDecision(False, "worse: " + "; ".join(worse), challenger, champion, tolerance)
-    return GateDecision(
-        True, f"no metric worse than the champion's by more than {tolerance:.0%}", challenger, champion, tolerance
-    )
 
 
 # ----------------------------------------------------------------------------------------- logging
@@ -296,6 +258,34 @@ class Registered:
     run_id: str
     metrics: dict
     decision: GateDecision
+    champion: str | None = None  # the version that holds `champion` after the gate (None: no champion)
+
+
+def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: list, context_versions: dict) -> str:
+    """Log the checkpoint as the pyfunc (with what it serves from) in the active run, registered under
+    `model_name`; returns the version, taken from log_model's result (never "the highest number")."""
+    import mlflow
+
+    artifacts = serving_artifacts(cities, settings, context_versions, checkpoint.parent / "serving")
+    with warnings.catch_warnings():
+        # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.
+        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
+            artifacts={"checkpoint": str(checkpoint), **artifacts},
+            pip_requirements=pip_requirements(),
+            signature=signature(),
+            registered_model_name=model_name,
+        )
+    return str(info.registered_model_version)
+
+
+def _lineage(data_versions: dict, context_versions: dict[str, dict]) -> dict[str, str]:
+    lineage = {f"data.{k}": str(v) for k, v in data_versions.items()}
+    for city, versions in context_versions.items():
+        lineage.update({f"data.{city}.{t}_version": str(v) for t, v in versions.items()})
+    return lineage
 
 
 def log_and_register(
@@ -312,9 +302,16 @@ def log_and_register(
     run_name: str,
     extra_metrics: dict | None = None,
     extra_tags: dict | None = None,
+    zero_shot_base: str | None = None,
 ) -> Registered:
     """One MLflow run for a finished training: params, metrics by epoch, validation metrics, lineage,
-    the loss plot, the pyfunc model registered under `model_name`; then the gate."""
+    the loss plot, the pyfunc model registered under `model_name`; then the gate, on `features` (read at
+    `features_version`) as the pinned validation set.
+
+    zero_shot_base: for a city model, the base model version it was fine-tuned from
+    (`models:/transfertraj-base/3`). While the city model has no champion, the new version must beat that
+    model on the city's validation set; if it does not, the base weights become the city's champion
+    (register_zero_shot) and the new version keeps the alias `challenger` only."""
     import mlflow
 
     from transfertraj.model.checkpoint import load_checkpoint
@@ -325,7 +322,9 @@ def log_and_register(
     checkpoint = Path(checkpoint)
     with_history = checkpoint.parent / "last.pt" if (checkpoint.parent / "last.pt").exists() else checkpoint
     state = load_checkpoint(with_history)
+    validation = ValidationSet(features, features_version, tuple(c.name for c in cities))
     metrics = validation_metrics(checkpoint, features, features_version)
+    lineage = _lineage(data_versions, context_versions)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         mlflow.log_params({**_flat("train.", state["train_config"]), **_flat("model.", state["model_args"])})
         for h in state["history"]:
@@ -336,9 +335,6 @@ def log_and_register(
         mlflow.log_metrics({f"val/{k}": v for k, v in metrics.items() if not math.isnan(v)})
         if extra_metrics:
             mlflow.log_metrics({k: v for k, v in extra_metrics.items() if not math.isnan(v)})
-        lineage = {f"data.{k}": str(v) for k, v in data_versions.items()}
-        for city, versions in context_versions.items():
-            lineage.update({f"data.{city}.{t}_version": str(v) for t, v in versions.items()})
         mlflow.set_tags(
             {
                 "mlflow.source.git.commit": git_commit() or "unknown",
@@ -352,19 +348,7 @@ def log_and_register(
         log_lineage(settings, features_version, context_versions)
         plot = plot_checkpoint(with_history, checkpoint.parent / "loss_curves.png")
         mlflow.log_artifact(str(plot), artifact_path="plots")
-        artifacts = serving_artifacts(cities, settings, context_versions, checkpoint.parent / "serving")
-        with warnings.catch_warnings():
-            # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.
-            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
-                artifacts={"checkpoint": str(checkpoint), **artifacts},
-                pip_requirements=pip_requirements(),
-                signature=signature(),
-                registered_model_name=model_name,
-            )
-        version = str(info.registered_model_version)  # from log_model's result, never "the highest number"
+        version = _log_pyfunc(settings, model_name, checkpoint, cities, context_versions)
         version_tags = {
             "features_version": str(features_version),
             **{k.removeprefix("data."): v for k, v in lineage.items()},
@@ -372,21 +356,101 @@ def log_and_register(
         for k, v in version_tags.items():
             client.set_model_version_tag(model_name, version, k, v)
         client.set_model_version_tag(model_name, version, "run_id", run.info.run_id)
-        decision = promote_if_better(settings, model_name, version, features, features_version, metrics)
+        decision = promote_if_better(settings, model_name, version, validation, metrics, baseline=zero_shot_base)
         mlflow.log_metrics({f"gate/challenger_{k}": v for k, v in decision.challenger.items() if not math.isnan(v)})
         if decision.champion:
             mlflow.log_metrics({f"gate/champion_{k}": v for k, v in decision.champion.items() if not math.isnan(v)})
-        mlflow.set_tags(
-            {
-                "gate.decision": "promoted" if decision.promoted else "rejected",
-                "gate.reason": decision.reason,
-                "gate.tolerance": str(decision.tolerance),
-                "registered_model": f"{model_name}/{version}",
-            }
+        mlflow.set_tags({**_decision_tags(decision, validation), "registered_model": f"{model_name}/{version}"})
+    champion = version if decision.promoted else _champion_version(client, model_name)
+    if zero_shot_base and not decision.promoted and champion is None:
+        champion = register_zero_shot(
+            settings,
+            model_name=model_name,
+            base_uri=zero_shot_base,
+            cities=cities,
+            data_versions=data_versions,
+            context_versions=context_versions,
+            validation=validation,
+            base_metrics=decision.champion,
+            decision=decision,
+            rejected=version,
         )
     for line in decision.lines():
         log.info("%s v%s %s", model_name, version, line)
-    return Registered(model_name, version, run.info.run_id, metrics, decision)
+    return Registered(model_name, version, run.info.run_id, metrics, decision, champion)
+
+
+def _decision_tags(decision: GateDecision, validation: ValidationSet) -> dict[str, str]:
+    """The gate's decision as MLflow tags (the same on the run and the model version)."""
+    return {
+        "gate.decision": "promoted" if decision.promoted else "rejected",
+        "gate.reason": decision.reason,
+        "gate.against": decision.against,
+        "gate.tolerance": json.dumps(decision.tolerance, sort_keys=True),
+        "gate.ratios": json.dumps({k: round(v, 4) for k, v in decision.ratios.items()}, sort_keys=True),
+        **validation.tags(),
+    }
+
+
+def register_zero_shot(
+    settings: Settings,
+    *,
+    model_name: str,
+    base_uri: str,
+    cities: list,
+    data_versions: dict,
+    context_versions: dict[str, dict],
+    validation: ValidationSet,
+    base_metrics: dict,
+    decision: GateDecision,
+    rejected: str,
+) -> str:
+    """The base model's weights as a version of the city model, aliased `champion`: what the city is
+    served while no fine-tune beats zero-shot. A run of its own (tag source=base-zero-shot, the zero-shot
+    metrics as `val/...`), the city's serving artifacts, the gate's numbers; returns the version."""
+    import tempfile
+
+    import mlflow
+
+    client = configure(settings)
+    base_name, base_version = resolve_version(client, base_uri)
+    reason = f"zero-shot {base_name} v{base_version} kept: fine-tuned v{rejected} is {decision.reason.split(':', 1)[0]}"
+    with tempfile.TemporaryDirectory(prefix="transfertraj-zero-shot-") as tmp:
+        checkpoint = Path(tmp) / "best.pt"
+        checkpoint.write_bytes(checkpoint_of(f"models:/{base_name}/{base_version}", settings).read_bytes())
+        lineage = _lineage(data_versions, context_versions)
+        tags = {
+            "source": ZERO_SHOT_SOURCE,
+            "base_model": f"{base_name}/{base_version}",
+            "features_version": str(validation.version),
+            **{k.removeprefix("data."): v for k, v in lineage.items()},
+        }
+        exp_id = experiment_id(settings, CITY_EXPERIMENT)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{model_name} zero-shot {base_name} v{base_version}"):
+            mlflow.log_metrics({f"val/{k}": v for k, v in base_metrics.items() if not math.isnan(v)})
+            mlflow.set_tags({"cities": ",".join(c.name for c in cities), **tags, **validation.tags()})
+            log_lineage(settings, validation.version, context_versions)
+            version = _log_pyfunc(settings, model_name, checkpoint, cities, context_versions)
+            mlflow.set_tags({"registered_model": f"{model_name}/{version}"})
+    for k, v in {**tags, **validation.tags(), "gate.decision": "promoted", "gate.reason": reason}.items():
+        client.set_model_version_tag(model_name, version, k, v)
+    client.set_model_version_tag(
+        model_name, version, "gate.numbers", json.dumps({"zero_shot": base_metrics, "fine_tuned": decision.challenger})
+    )
+    move_champion(client, model_name, version, by="gate", reason=reason)
+    client.set_model_version_tag(model_name, rejected, "gate.champion_instead", version)
+    log.info("%s v%s: %s", model_name, version, reason)
+    return version
+
+
+def resolve_version(client, model_uri: str) -> tuple[str, str]:
+    """`models:/name/3` or `models:/name@alias` -> (name, version number)."""
+    ref = model_uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, _, version = ref.partition("/")
+    return name, version
 
 
 def champion_model(client, name: str):
@@ -399,37 +463,47 @@ def champion_model(client, name: str):
         return None
 
 
+def _champion_version(client, name: str) -> str | None:
+    champ = champion_model(client, name)
+    return None if champ is None else str(champ.version)
+
+
 def promote_if_better(
     settings,
     name: str,
     version: str,
-    features,
-    features_version,
+    validation: ValidationSet,
     challenger_metrics: dict | None = None,
-    tolerance: float | None = None,
+    tolerance: dict | float | None = None,
+    baseline: str | None = None,
 ) -> GateDecision:
-    """Alias `challenger` to the new version; re-score the champion on the same data; move `champion` if no worse."""
+    """Alias `challenger` to the new version; score the champion (or, while there is none, `baseline`,
+    a model URI) on the same pinned validation set; move `champion` to the new version if no task is worse
+    beyond its tolerance. The validation set and the decision are recorded on the version's tags."""
     client = configure(settings)
-    tolerance = gate_tolerance() if tolerance is None else tolerance
+    tol = tolerances() if tolerance is None else tolerance
     client.set_registered_model_alias(name, CHALLENGER, version)
     champ = champion_model(client, name)
-    challenger = (
-        challenger_metrics
-        if challenger_metrics is not None
-        else validation_metrics(load_torch(f"models:/{name}/{version}", settings), features, features_version)
-    )
-    champion = None
+
+    def score(uri: str) -> dict:
+        return validation_metrics(load_torch(uri, settings), validation.data, validation.version)
+
+    challenger = challenger_metrics if challenger_metrics is not None else score(f"models:/{name}/{version}")
+    reference, against = None, "champion"
     if champ is not None and str(champ.version) != str(version):
-        champion = validation_metrics(
-            load_torch(f"models:/{name}/{champ.version}", settings), features, features_version
-        )
-    decision = compare(challenger, champion, tolerance)
+        reference, against = score(f"models:/{name}/{champ.version}"), f"champion v{champ.version}"
+    elif champ is None and baseline:
+        reference, against = score(baseline), f"zero-shot {baseline.removeprefix('models:/')}"
+    decision = compare(challenger, reference, tol, against=against)
     if decision.promoted:
         move_champion(client, name, version, by="gate", reason=decision.reason)
-    client.set_model_version_tag(name, version, "gate.decision", "promoted" if decision.promoted else "rejected")
-    client.set_model_version_tag(name, version, "gate.reason", decision.reason)
+    for key, value in _decision_tags(decision, validation).items():
+        client.set_model_version_tag(name, version, key, value)
     client.set_model_version_tag(
-        name, version, "gate.numbers", json.dumps({"challenger": challenger, "champion": champion})
+        name,
+        version,
+        "gate.numbers",
+        json.dumps({"challenger": challenger, "reference": reference, "against": against}),
     )
     return decision
 
@@ -536,6 +610,7 @@ def register_checkpoint(
             "(or torchrun) wrote under DIR"
         )
     data, version, ctx = training_data(settings, cities, features_version)
+    base = None if name == BASE_MODEL else champion_model(configure(settings), BASE_MODEL)
     return log_and_register(
         settings=settings,
         experiment=BASE_EXPERIMENT if name == BASE_MODEL else CITY_EXPERIMENT,
@@ -548,6 +623,8 @@ def register_checkpoint(
         features_version=version,
         run_name=f"register {checkpoint}",
         extra_tags={"registered_from": str(checkpoint.resolve())},
+        # a city model's first version faces the base champion zero-shot, as in onboard_city
+        zero_shot_base=None if base is None else f"models:/{BASE_MODEL}/{base.version}",
     )
 
 

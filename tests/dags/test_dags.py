@@ -12,7 +12,7 @@ import pytest
 
 from tests.dags.conftest import PORTO_SAMPLE, TINY_MODEL, porto_rows
 
-EXPECTED = {"nightly_ingest_tinyporto", "pretrain", "onboard_city", "maintenance"}
+EXPECTED = {"nightly_ingest_tinyporto", "nightly_scoring_tinyporto", "pretrain", "onboard_city", "maintenance"}
 
 
 def test_dagbag_has_no_import_errors(dagbag):
@@ -40,6 +40,7 @@ def test_task_ids_and_training_pool(dagbag):
     """What operators, backfills and the Airflow metadata refer to by name."""
     assert {d: sorted(t.task_id for t in dagbag.get_dag(d).tasks) for d in EXPECTED} == {
         "nightly_ingest_tinyporto": ["featurize", "ingest", "report"],
+        "nightly_scoring_tinyporto": ["score"],
         "pretrain": ["train_evaluate_register"],
         "onboard_city": ["context", "finetune_register", "ingest", "write_config", "zero_shot"],
         "maintenance": ["optimize_vacuum"],
@@ -71,6 +72,20 @@ def test_nightly_ingest_runs(dagbag, airflow_home):
     assert set(table.column("city").to_pylist()) == {"tinyporto"}
     assert table.num_rows > 50
     assert (airflow_home / "reports" / "tinyporto" / "2013-07-01" / "ingest_quality.html").exists()
+    # the features Asset event names its date, which nightly_scoring_<city> scores
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        extras = [e.extra for e in session.query(AssetEvent).filter(AssetEvent.source_dag_id == run.dag_id)]
+    assert extras == [{"date": "2013-07-01"}]
+
+
+def test_nightly_scoring_is_scheduled_on_the_features_asset(dagbag):
+    from transfertraj.tasks.ingest import features_asset_uri
+
+    dag = dagbag.get_dag("nightly_scoring_tinyporto")
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == [features_asset_uri("tinyporto")]
 
 
 def test_pretrain_registers_a_champion(dagbag):
@@ -80,6 +95,23 @@ def test_pretrain_registers_a_champion(dagbag):
     assert str(run.state) == "success"
     rows = [r for r in registry.list_models(_settings()) if r["name"] == registry.BASE_MODEL]
     assert [(r["version"], r["aliases"]) for r in rows] == [(1, ["champion"])]  # challenger leaves the winner
+
+
+def test_nightly_scoring_scores_the_day_with_the_champion(dagbag):
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.jobs.spark_session import get_spark
+
+    dag = dagbag.get_dag("nightly_scoring_tinyporto")
+    for _ in range(2):  # a rerun replaces the slice
+        run = dag.test(run_conf={"date": "2013-07-01"})
+        assert str(run.state) == "success"
+    spark = get_spark("tests", _settings())
+    silver = spark.read.format("delta").load(table_path(_settings(), "silver")).where("date = '2013-07-01'").count()
+    preds = spark.read.format("delta").load(table_path(_settings(), "predictions"))
+    rows = preds.groupBy("city", "date", "model_uri").count().collect()
+    assert [(r["city"], r["date"], r["model_uri"], r["count"]) for r in rows] == [
+        ("tinyporto", "2013-07-01", "models:/transfertraj-base/1", silver)
+    ]
 
 
 def test_onboard_rejects_bad_params_at_trigger(dagbag):
@@ -136,8 +168,15 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
     run = dagbag.get_dag("onboard_city").test(run_conf=conf)
     assert str(run.state) == "success"
     assert (airflow_home / "config" / "cities" / "tinycity.yaml").exists()
-    rows = {r["name"]: r for r in registry.list_models(_settings())}
-    assert rows["transfertraj-tinycity"]["aliases"] == ["champion"]
+    versions = {
+        r["version"]: r["aliases"] for r in registry.list_models(_settings()) if r["name"] == "transfertraj-tinycity"
+    }
+    client = registry.configure(_settings())
+    if versions[1] != ["champion"]:  # the 1-epoch fine-tune lost to zero-shot: the base weights are the champion
+        assert versions == {1: ["challenger"], 2: ["champion"]}
+        assert client.get_model_version("transfertraj-tinycity", "2").tags["source"] == "base-zero-shot"
+    tags = client.get_model_version("transfertraj-tinycity", "1").tags
+    assert tags["gate.against"] == "zero-shot transfertraj-base/1" and tags["gate.validation_version"].isdigit()
     # the same name again without replace is refused by the first task
     from transfertraj.tasks.onboard import write_city_config
     from transfertraj.tasks.onboard_params import OnboardParamsError

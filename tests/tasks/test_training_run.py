@@ -24,6 +24,7 @@ def test_the_xcom_has_no_nan():
         run_id="r",
         decision=SimpleNamespace(promoted=True, reason="no metric worse"),
         metrics={"val/tp_mae_m": 12.5, "val/od_mae_min": math.nan},
+        champion="2",
     )
     assert registered(reg) == {
         "name": "transfertraj-base",
@@ -31,6 +32,7 @@ def test_the_xcom_has_no_nan():
         "run_id": "r",
         "promoted": True,
         "reason": "no metric worse",
+        "champion": "2",
         "metrics": {"val/tp_mae_m": 12.5, "val/od_mae_min": None},
     }
     assert finite({"a": 1, "b": "x"}) == {"a": 1, "b": "x"}

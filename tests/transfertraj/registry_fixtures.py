@@ -113,3 +113,17 @@ def register(settings: Settings, checkpoint: Path, feats, name: str = "transfert
         features_version="generated",
         run_name="test",
     )
+
+
+def write_features(settings: Settings, rows: pd.DataFrame, context_versions: dict) -> int:
+    """Append GENERATED features rows to the lake's features table (delta-rs) as a delivery would; the
+    rows name the context versions they were built with. Returns the table version written."""
+    from deltalake import write_deltalake
+
+    from transfertraj.feature_store.reader import table_version
+    from transfertraj.feature_store.tables import table_path
+
+    src = json.dumps({f"{k}_version": v for k, v in context_versions.items()})
+    table = rows.assign(source_versions=src)
+    write_deltalake(table_path(settings, "features"), table, partition_by=["city", "date"], mode="append")
+    return table_version(settings, "features")

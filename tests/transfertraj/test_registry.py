@@ -4,7 +4,6 @@ worse model and promotes one that is no worse (re-scored on the same validation 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,9 @@ from tests.transfertraj.registry_fixtures import (
     register,
     settings_for,
     train,
+    write_features,
 )
 from transfertraj import registry
-
-
-def test_compare_with_tolerance():
-    champ = {"tp_mae_m": 100.0, "tr8_mae_m": 50.0, "od_mae_min": 2.0}
-    assert registry.compare(champ, None, 0.02).promoted
-    assert registry.compare({**champ, "tp_mae_m": 101.9}, champ, 0.02).promoted
-    worse = registry.compare({**champ, "tp_mae_m": 102.1}, champ, 0.02)
-    assert not worse.promoted and "tp_mae_m" in worse.reason
-    assert not registry.compare({**champ, "od_mae_min": math.nan}, champ, 0.02).promoted
-    assert registry.compare({**champ, "od_mae_min": math.nan}, {**champ, "od_mae_min": math.nan}, 0.0).promoted
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +217,109 @@ def test_serving_artifacts_of_a_city_without_osm(tmp_path):
     assert list(out) == ["serving"]
     spec = json.loads(open(out["serving"]).read())
     assert spec["default_city"] == "beijing" and spec["cities"]["beijing"]["context_artifact"] is None
+
+
+# ------------------------------------------------------------------ the gate on a real, growing lake
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """A data root whose features table has two versions: 60 generated Porto trips (v0), then a later
+    delivery of 30 more (v1), which moves the chronological validation split."""
+    home = tmp_path_factory.mktemp("gate_home")
+    settings = settings_for(home)
+    _, ctx = porto_context(settings)
+    rows = features(90)  # the first 60 rows are features(60): the generator draws trip after trip
+    assert write_features(settings, rows.iloc[:60], ctx) == 0
+    assert write_features(settings, rows.iloc[60:], ctx) == 1
+    return settings, ctx, home
+
+
+def _register_at(settings, ctx, checkpoint, version, name=registry.BASE_MODEL, zero_shot_base=None):
+    from transfertraj.tasks.training_data import read_city_data
+
+    porto, _ = porto_context(settings)
+    data, read, _ = read_city_data(settings, ["porto"], version)
+    assert read == version
+    return registry.log_and_register(
+        settings=settings,
+        experiment="tests",
+        model_name=name,
+        checkpoint=checkpoint,
+        cities=[porto],
+        data_versions={"features_version": read},
+        context_versions={"porto": ctx},
+        features=data,
+        features_version=read,
+        run_name=f"test at features v{read}",
+        zero_shot_base=zero_shot_base,
+    )
+
+
+def test_champion_and_challenger_are_scored_on_one_pinned_features_version(lake):
+    """The champion was registered on features v0; a challenger trained after the v1 delivery is gated
+    on v1: the decision records v1, and the champion's gate numbers are its scores on v1, not its own
+    (v0) validation numbers."""
+    from transfertraj.tasks.training_data import read_city_data
+
+    settings, ctx, home = lake
+    client = registry.configure(settings)
+    first = _register_at(settings, ctx, train(home / "ckpt" / "a", features(60)), 0)
+    assert first.decision.promoted
+    second = _register_at(settings, ctx, train(home / "ckpt" / "b", features(60), seed=1), 1)
+    for tags in (client.get_run(second.run_id).data.tags, client.get_model_version(registry.BASE_MODEL, "2").tags):
+        assert tags["gate.validation_version"] == "1" and tags["gate.validation_table"] == "features"
+        assert tags["gate.validation_cities"] == "porto" and "chronological" in tags["gate.validation_split"]
+        assert tags["gate.against"] == "champion v1"
+    assert client.get_model_version(registry.BASE_MODEL, "1").tags["gate.validation_version"] == "0"
+
+    v1 = read_city_data(settings, ["porto"], 1)[0]
+    champion_on_v1 = registry.validation_metrics(registry.load_torch(f"models:/{registry.BASE_MODEL}/1"), v1, 1)
+    assert second.decision.champion == pytest.approx(champion_on_v1, nan_ok=True)
+    assert second.decision.champion["tp_mae_m"] != pytest.approx(first.metrics["tp_mae_m"])  # v0's numbers differ
+    assert second.metrics == pytest.approx(  # the challenger, on the same rows
+        registry.validation_metrics(registry.load_torch(f"models:/{registry.BASE_MODEL}/2"), v1, 1), nan_ok=True
+    )
+    run = client.get_run(second.run_id)
+    assert run.data.metrics["gate/champion_tp_mae_m"] == pytest.approx(champion_on_v1["tp_mae_m"])
+    for task in ("tp", "tr8", "od"):
+        assert f"{task} x" in second.decision.reason  # every task's ratio is named
+
+
+def test_a_first_city_version_worse_than_zero_shot_leaves_the_base_weights_champion(lake):
+    """A city's first fine-tune that loses to the base model it started from on the city's validation
+    set: the base weights are registered as a version of the city model (source=base-zero-shot) and hold
+    `champion`; the fine-tune keeps only `challenger`, with the reason."""
+    settings, ctx, home = lake
+    client = registry.configure(settings)
+    base = client.get_model_version_by_alias(registry.BASE_MODEL, "champion")
+    base_uri = f"models:/{registry.BASE_MODEL}/{base.version}"
+    base_ckpt = registry.checkpoint_of(base_uri, settings)
+    city = "transfertraj-porto"
+    worse = _register_at(settings, ctx, damaged_copy(base_ckpt, home / "ckpt" / "worse"), 1, city, base_uri)
+
+    assert not worse.decision.promoted and worse.champion == "2"
+    assert worse.decision.against == f"zero-shot {registry.BASE_MODEL}/{base.version}"
+    zero = client.get_model_version(city, "2")
+    assert (
+        zero.tags["source"] == "base-zero-shot" and zero.tags["base_model"] == f"{registry.BASE_MODEL}/{base.version}"
+    )
+    assert zero.tags["gate.validation_version"] == "1"
+    assert _aliases_of(settings, city) == {1: ["challenger"], 2: ["champion"]}
+    rejected = client.get_model_version(city, "1")
+    assert rejected.tags["gate.decision"] == "rejected" and rejected.tags["gate.champion_instead"] == "2"
+    assert "worse than the zero-shot" in rejected.tags["gate.reason"]
+    # the champion is the base model's weights, scored as zero-shot on the city's validation set
+    assert registry.checkpoint_of(f"models:/{city}@champion", settings).read_bytes() == base_ckpt.read_bytes()
+    zero_metrics = client.get_run(zero.run_id).data.metrics
+    assert zero_metrics["val/tp_mae_m"] == pytest.approx(worse.decision.champion["tp_mae_m"])
+
+    # a fine-tune no worse than the base model on any task becomes the city's first champion itself
+    good = _register_at(settings, ctx, base_ckpt, 1, "transfertraj-portob", base_uri)
+    assert good.decision.promoted and good.champion == "1"
+    assert good.decision.against == f"zero-shot {registry.BASE_MODEL}/{base.version}"
+    assert [v.tags.get("source") for v in client.search_model_versions("name='transfertraj-portob'")] == [None]
+
+
+def _aliases_of(settings, name) -> dict[int, list[str]]:
+    return {r["version"]: r["aliases"] for r in registry.list_models(settings) if r["name"] == name}

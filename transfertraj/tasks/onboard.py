@@ -5,7 +5,8 @@
     onboard.build_city_context("lisbon")                 # OSM context tables
     onboard.land_and_ingest("lisbon", max_dates=3)       # landing, ingest, features of 3 delivery dates
     zs = onboard.zero_shot("lisbon")                     # the base champion, before fine-tuning
-    onboard.finetune_city("lisbon", n_shot=100, run_key="manual", zero_shot_metrics=zs["metrics"])
+    onboard.finetune_city("lisbon", n_shot=100, run_key="manual", zero_shot_metrics=zs["metrics"],
+                          features_version=zs["features_version"])
 
 The trigger's params are checked by onboard_params; a bad trigger raises OnboardParamsError, which the
 DAG turns into a failure without retries. A bad city file, and a city none of whose dates pass the gate,
@@ -139,22 +140,31 @@ def _require_champion(settings: Settings, name: str) -> None:
 
 
 def finetune_city(
-    city_name: str, *, n_shot: int, run_key: str, zero_shot_metrics: dict | None = None, **overrides
+    city_name: str,
+    *,
+    n_shot: int,
+    run_key: str,
+    zero_shot_metrics: dict | None = None,
+    features_version: int | None = None,
+    **overrides,
 ) -> dict:
     """Few-shot fine-tune the base champion on the city, log the run, register transfertraj-<city>, gate it.
 
     The fine-tune uses the pretraining mask (every modality of random points and segments hidden), so one
-    city model answers TP, TR and OD-TTE; the task masks differ only at inference (model.masking)."""
+    city model answers TP, TR and OD-TTE; the task masks differ only at inference (model.masking).
+    features_version pins the city's features (the zero-shot task's version, so both are scored on the same
+    validation rows; latest when None). The city's first version must beat the base model it started from
+    on that validation set, or the base weights become the city's champion (registry.register_zero_shot)."""
     from transfertraj import registry
     from transfertraj.core.city_config import load_city
     from transfertraj.model.train import finetune
 
     settings = Settings.load()
     _require_champion(settings, registry.BASE_MODEL)
-    base_uri = f"models:/{registry.BASE_MODEL}@{registry.CHAMPION}"
     base_version = registry.champion_model(registry.configure(settings), registry.BASE_MODEL).version
+    base_uri = f"models:/{registry.BASE_MODEL}/{base_version}"  # one version for the fine-tune and the gate
     base_ckpt = registry.checkpoint_of(base_uri, settings)
-    data, version, ctx = read_city_data(settings, [city_name])
+    data, version, ctx = read_city_data(settings, [city_name], features_version)
     out_dir = checkpoint_dir(settings, registry.city_model_name(city_name), run_key)
     ckpt = finetune(
         base_ckpt,
@@ -180,5 +190,6 @@ def finetune_city(
         run_name=f"{city_name} {n_shot}-shot {run_key}",
         extra_metrics=extra,
         extra_tags={"base_model": f"{registry.BASE_MODEL}/{base_version}", "n_shot": str(n_shot)},
+        zero_shot_base=base_uri,
     )
     return registered(reg)

@@ -42,5 +42,6 @@ def registered(reg) -> dict:
         "run_id": reg.run_id,
         "promoted": reg.decision.promoted,
         "reason": reg.decision.reason,
+        "champion": reg.champion,
         "metrics": finite(reg.metrics),
     }

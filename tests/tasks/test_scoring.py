@@ -1,0 +1,138 @@
+"""Nightly batch scoring for real: a small lake with a silver table of REAL Porto trips (the bundled
+sample), a tiny model trained on GENERATED features registered in a throwaway MLflow store, Spark
+calling the pyfunc, predictions in Delta; rows, the model version on each row, and reruns."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from tests.transfertraj.registry_fixtures import REPO, features, register, settings_for, train
+from transfertraj.jobs.trip_predictions import od_points
+from transfertraj.tasks.scoring import featured_dates
+
+
+def silver_rows(first: int, n: int, date: str) -> list[dict]:
+    """Trips [first, first + n) of the real Porto sample as silver rows (15 s sampling), on `date`."""
+    raw = pd.read_csv(
+        REPO / "data" / "porto" / "taxi_sample.csv", dtype={"TRIP_ID": str}, skiprows=range(1, 1 + first), nrows=n
+    )
+    rows = []
+    for r in raw.itertuples():
+        pts = json.loads(r.POLYLINE)
+        ts = [int(r.TIMESTAMP) + 15 * i for i in range(len(pts))]
+        rows.append(
+            {
+                "trip_id": r.TRIP_ID,
+                "vehicle_key": f"v{r.TAXI_ID}",
+                "start_ts": datetime.fromtimestamp(ts[0], UTC),
+                "end_ts": datetime.fromtimestamp(ts[-1], UTC),
+                "n_points": len(pts),
+                "duration_s": ts[-1] - ts[0],
+                "length_m": 0.0,
+                "ts": ts,
+                "lon": [p[0] for p in pts],
+                "lat": [p[1] for p in pts],
+                "source_file": "taxi_sample.csv",
+                "city": "porto",
+                "date": date,
+            }
+        )
+    return [r for r in rows if r["n_points"] >= 2]
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    from transfertraj.feature_store.delta_io import replace_partition
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.jobs.schemas import SILVER_SCHEMA
+
+    home = tmp_path_factory.mktemp("scoring_home")
+    settings = settings_for(home)
+    days = {"2013-07-01": silver_rows(0, 12, "2013-07-01"), "2013-07-02": silver_rows(12, 5, "2013-07-02")}
+    for day, rows in days.items():
+        df = spark.createDataFrame(rows, SILVER_SCHEMA)
+        replace_partition(
+            df, table_path(settings, "silver"), {"city": "porto", "date": day}, partition_by=("city", "date")
+        )
+    checkpoint = train(home / "ckpt", features(40))
+    register(settings, checkpoint, features(40))  # transfertraj-base v1, champion; knows porto
+    return settings, {d: len(r) for d, r in days.items()}, checkpoint
+
+
+def _slices(spark, settings) -> dict:
+    from transfertraj.feature_store.tables import table_path
+
+    rows = (
+        spark.read.format("delta")
+        .load(table_path(settings, "predictions"))
+        .groupBy("date", "model_version", "model_uri")
+        .count()
+        .collect()
+    )
+    return {(r["date"], r["model_version"], r["model_uri"]): r["count"] for r in rows}
+
+
+def test_scores_a_day_with_the_champion_and_a_rerun_replaces_its_slice(spark, lake, monkeypatch, capsys):
+    from transfertraj.feature_store.tables import table_path
+    from transfertraj.tasks.scoring import score_city_date
+
+    settings, trips, checkpoint = lake
+    first = score_city_date("porto", "2013-07-01", settings=settings)
+    assert first["trips"] == trips["2013-07-01"] == 12
+    assert first["scored"] == 12 and first["model"] == "models:/transfertraj-base/1"
+    v1 = "models:/transfertraj-base/1"
+    assert _slices(spark, settings) == {("2013-07-01", 1, v1): 12}
+    rows = spark.read.format("delta").load(table_path(settings, "predictions")).collect()
+    assert {r["model_name"] for r in rows} == {"transfertraj-base"} and {r["task"] for r in rows} == {"odtte"}
+    assert all(r["pred_travel_time_min"] > 0 for r in rows)  # a travel time, not a placeholder
+    actual = {r["trip_id"]: r["actual_travel_time_min"] for r in rows}
+    assert actual == {s["trip_id"]: s["duration_s"] / 60 for s in silver_rows(0, 12, "2013-07-01")}
+
+    again = score_city_date("porto", "2013-07-01", settings=settings)  # the same slice, replaced
+    assert again["version"] == first["version"] + 1
+    assert _slices(spark, settings) == {("2013-07-01", 1, v1): 12}
+
+    # a new champion: its slice of the day goes beside the old one's; the CLI scores another day
+    register(settings, checkpoint, features(40))  # the same weights: no task worse, promoted to v2
+    assert score_city_date("porto", "2013-07-01", settings=settings)["model"] == "models:/transfertraj-base/2"
+    from transfertraj.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    argv = ["--home", str(settings.home), "score-batch", "--city", "porto", "--date", "2013-07-02", "--model", v1]
+    assert main(argv) == 0
+    assert "5 of 5 trips scored by models:/transfertraj-base/1" in capsys.readouterr().out
+    v2 = "models:/transfertraj-base/2"
+    assert _slices(spark, settings) == {("2013-07-01", 1, v1): 12, ("2013-07-01", 2, v2): 12, ("2013-07-02", 1, v1): 5}
+
+
+def test_no_model_and_no_silver_say_what_to_run(tmp_path):
+    from transfertraj.tasks.scoring import model_for_city, score_city_date
+
+    settings = settings_for(tmp_path)
+    with pytest.raises(LookupError, match="no champion to score lisbon with: run onboard_city"):
+        model_for_city(settings, "lisbon")
+    with pytest.raises(LookupError, match="models:/transfertraj-lisbon/9: no such model version"):
+        score_city_date("lisbon", "2013-07-01", "models:/transfertraj-lisbon/9", settings)
+
+
+def test_od_requests_are_the_first_and_last_point_of_each_trip():
+    req = pd.DataFrame({"trip_id": ["a", "b"], "o_ts": [0, 10], "o_lon": [1.0, 2.0], "o_lat": [3.0, 4.0],
+                        "d_ts": [60, 90], "d_lon": [1.5, 2.5], "d_lat": [3.5, 4.5]})  # fmt: skip
+    points = od_points(req)
+    assert points.to_dict("list") == {
+        "trip_id": ["a", "b", "a", "b"],
+        "ts": [0, 10, 60, 90],
+        "lon": [1.0, 2.0, 1.5, 2.5],
+        "lat": [3.0, 4.0, 3.5, 4.5],
+    }
+
+
+def test_the_dates_come_from_the_triggering_asset_events():
+    events = [SimpleNamespace(extra={"date": "2013-07-02"}), SimpleNamespace(extra={"date": "2013-07-01"}),
+              SimpleNamespace(extra={"date": "2013-07-02"}), SimpleNamespace(extra={})]  # fmt: skip
+    assert featured_dates(events) == ["2013-07-01", "2013-07-02"]
