@@ -22,7 +22,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from transfertraj.core.constants import CITY_NAME_PATTERN, MODEL_SIZES
 from transfertraj.tasks.ingest import features_asset_uri
 from transfertraj.tasks.policy import DEFAULT_ARGS, train_pool, train_queue
-from transfertraj.tasks.pretrain import pretrain_base, pretrain_cities
+from transfertraj.tasks.pretrain import INITS, pretrain_base, pretrain_cities
 from transfertraj.tasks.training_run import train_overrides
 
 SOURCES = pretrain_cities()
@@ -49,6 +49,12 @@ SOURCES = pretrain_cities()
         "batch_size": Param(64, type="integer", minimum=1),
         "lr": Param(1e-3, type="number", exclusiveMinimum=0),
         "patience": Param(5, type="integer", minimum=1),
+        "init": Param(
+            "scratch",
+            enum=list(INITS),
+            description="scratch: random weights; base-weights: continue the committed multi-city base model "
+            "(weights/base/; its architecture, the size fields below are ignored)",
+        ),
         "size": Param("paper", enum=list(MODEL_SIZES), description="named model size (core.constants.MODEL_SIZES)"),
         # Each architecture field below overrides the size's value; null keeps it.
         "d_model": Param(None, type=["null", "integer"], minimum=8, description="model width (n_heads must divide it)"),
@@ -89,7 +95,10 @@ def pretrain():
         )
         size = MODEL_SIZES[p["size"]]
         return pretrain_base(
-            list(p["cities"]), run_key=ctx["run_id"], **{**size, **train_overrides({k: p[k] for k in keys})}
+            list(p["cities"]),
+            run_key=ctx["run_id"],
+            init=p["init"],
+            **{**size, **train_overrides({k: p[k] for k in keys})},
         )
 
     train_evaluate_register()

@@ -33,6 +33,9 @@ from pathlib import Path
 # package (`transfertraj.cities`, mapped to config/cities), so they are found either way.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_CITY_DIR = Path(str(resources.files("transfertraj.cities")))
+# The committed multi-city base model (weights/base/README.md says what made it): what `make demo` and a
+# pretraining with `init: base-weights` start from instead of random weights.
+BASE_WEIGHTS = REPO_ROOT / "weights" / "base" / "transfertraj-base.pt"
 
 
 def _parse_conf(text: str) -> dict[str, str]:

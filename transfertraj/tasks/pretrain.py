@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
-from transfertraj.core.settings import Settings
+from transfertraj.core.settings import BASE_WEIGHTS, Settings
 from transfertraj.tasks.training_data import read_city_data
 from transfertraj.tasks.training_run import checkpoint_dir, registered, train_overrides
 
@@ -26,17 +27,44 @@ def pretrain_cities() -> list[str]:
     return [c.strip() for c in os.environ.get("TRANSFERTRAJ_PRETRAIN_CITIES", "porto").split(",") if c.strip()]
 
 
-def pretrain_base(cities: list[str], *, run_key: str, **overrides) -> dict:
-    """Pretrain on these cities' features, log one MLflow run, register `transfertraj-base`, gate it."""
+INITS = ("scratch", "base-weights")  # where pretraining starts: random weights, or the committed base model
+
+
+def initial_weights(init: str | None) -> Path | None:
+    """The checkpoint a pretraining starts from: None (random weights), the committed base model, or a path."""
+    if init in (None, "scratch"):
+        return None
+    path = BASE_WEIGHTS if init == "base-weights" else Path(init)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no initial weights at {path}: the committed base model is weights/base/ in the repository "
+            "(scripts/train_base.sh makes it); or pretrain with init=scratch"
+        )
+    return path
+
+
+def pretrain_base(cities: list[str], *, run_key: str, init: str | None = None, **overrides) -> dict:
+    """Pretrain on these cities' features, log one MLflow run, register `transfertraj-base`, gate it.
+
+    init: "scratch" (default), "base-weights" (continue the committed multi-city model on these cities: the
+    architecture is the checkpoint's, size overrides are ignored) or a checkpoint path.
+    """
     from transfertraj import registry
     from transfertraj.core.city_config import load_city
-    from transfertraj.model.train import pretrain
+    from transfertraj.model.train import finetune, pretrain, split_overrides
 
     settings = Settings.load()
     data, version, ctx = read_city_data(settings, cities)
     out_dir = checkpoint_dir(settings, registry.BASE_MODEL, run_key)
     t0 = time.time()
-    ckpt = pretrain(data, version, out_dir, progress=False, **train_overrides(overrides))
+    start = initial_weights(init)
+    if start is None:
+        ckpt = pretrain(data, version, out_dir, progress=False, **train_overrides(overrides))
+    else:
+        training, architecture = split_overrides(train_overrides(overrides))
+        if architecture:
+            log.info("architecture from %s; ignored: %s", start, sorted(architecture))
+        ckpt = finetune(start, "pretrain", data, data_version=version, out_dir=out_dir, progress=False, **training)
     log.info("pretrained on %s (features v%s) in %.0f s: %s", cities, version, time.time() - t0, ckpt)
     reg = registry.log_and_register(
         settings=settings,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Make the committed multi-city base model (weights/base/) from the real data sets, as it was made.
+#
+#   TRANSFERTRAJ_HOME=var/base bash scripts/train_base.sh      # a data root of its own (default var/base)
+#
+# Needs the datasets root (TRANSFERTRAJ_DATASETS, default ../shared/data: README "Bundled data").
+# 1. lands the Porto year as 11 monthly deliveries and the 21 San Francisco days as 21 daily ones;
+# 2. builds both cities' OSM context tables;
+# 3. ingests every delivery through the nightly DAG (`transfertraj backfill`: one DAG run per date);
+# 4. pretrains the tiny model on both cities within a time budget: each epoch draws EPOCH_SIZE trajectories,
+#    half per city (San Francisco holds many more), cosine learning rate, best validation epoch kept;
+# 5. copies best.pt to weights/base/transfertraj-base.pt.
+# weights/base/README.md records the run that made the committed file: data versions, time, memory, metrics.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TRANSFERTRAJ_HOME="${TRANSFERTRAJ_HOME:-var/base}"
+EPOCHS="${EPOCHS:-40}"
+EPOCH_SIZE="${EPOCH_SIZE:-4096}"
+BUDGET_MIN="${BUDGET_MIN:-45}"
+tt=".venv/bin/transfertraj"
+[ -x "$tt" ] || bash scripts/bootstrap.sh
+
+if [ "${SKIP_INGEST:-0}" != 1 ]; then
+  $tt land --city porto --datasets --per month
+  $tt land --city sanfrancisco --datasets
+  $tt context --city porto --no-map
+  $tt context --city sanfrancisco --no-map
+  $tt backfill --city porto --out "$TRANSFERTRAJ_HOME/reports/backfill/porto.md"
+  $tt backfill --city sanfrancisco --out "$TRANSFERTRAJ_HOME/reports/backfill/sanfrancisco.md" || true  # a failed date is reported, training goes on
+fi
+out="$TRANSFERTRAJ_HOME/checkpoints/base-multicity"
+/usr/bin/time -v $tt pretrain --city porto --city sanfrancisco ${FEATURES_VERSION:+--version "$FEATURES_VERSION"} \
+  --size tiny --batch-size 64 --epochs "$EPOCHS" --epoch-size "$EPOCH_SIZE" --val-size 1024 \
+  --lr 2e-3 --lr-schedule cosine --patience 6 --time-budget-min "$BUDGET_MIN" --no-progress --out "$out"
+cp "$out/best.pt" weights/base/transfertraj-base.pt
+echo "weights/base/transfertraj-base.pt <- $out/best.pt"
