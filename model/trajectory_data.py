@@ -240,12 +240,20 @@ def as_data(features, data_version, *, poi_dim=None, road_dim=None) -> Trajector
 
 
 def chronological_split(data: TrajectoryData, fractions=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row indices of train / val / test, 8:1:1 by departure time (ties broken by trip_id)."""
-    order = np.lexsort((data.trip_id.astype(str), data.start_ts))
-    n = len(order)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+    """Row indices of train / val / test, 8:1:1 by departure time (ties broken by trip_id), within each city.
+
+    Per city: the cities of a multi-city table cover different years (San Francisco 2008, Porto 2013-14), so
+    one split over all rows would train on one city and validate and test on the other.
+    """
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for city in np.unique(data.city):
+        rows = np.flatnonzero(data.city == city)
+        order = rows[np.lexsort((data.trip_id[rows].astype(str), data.start_ts[rows]))]
+        n_train = int(round(fractions[0] * len(order)))
+        n_val = int(round(fractions[1] * len(order)))
+        for part, chunk in zip(parts, (order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])):
+            part.append(chunk)
+    return tuple(np.concatenate(p) if p else np.array([], dtype=np.int64) for p in parts)
 
 
 def eligible(data: TrajectoryData, indices: np.ndarray, task: str, max_points: int | None = None) -> np.ndarray:

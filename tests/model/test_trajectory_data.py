@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -40,6 +41,21 @@ def test_chronological_split_is_8_1_1_by_departure():
     assert (len(train), len(val), len(test)) == (40, 5, 5)
     assert data.start_ts[train].max() < data.start_ts[val].min()
     assert data.start_ts[val].max() < data.start_ts[test].min()
+
+
+def test_chronological_split_is_per_city():
+    """Two cities of different years: each keeps 8:1:1 of its own trips, its latest ones for val and test."""
+    old = generated_features(50, seed=3)
+    new = generated_features(30, seed=4)
+    old["city"], new["city"] = "sanfrancisco", "porto"
+    old["trip_id"] = "sf-" + old["trip_id"].astype(str)
+    old["start_ts"] = old["start_ts"] - pd.Timedelta(days=5 * 365)  # five years earlier
+    data = load_features(pd.concat([old, new], ignore_index=True), data_version=1)
+    train, val, test = chronological_split(data)
+    for city, sizes in (("sanfrancisco", (40, 5, 5)), ("porto", (24, 3, 3))):
+        own = [idx[data.city[idx] == city] for idx in (train, val, test)]
+        assert tuple(len(i) for i in own) == sizes
+        assert data.start_ts[own[0]].max() < data.start_ts[own[1]].min() <= data.start_ts[own[2]].min()
 
 
 def test_eligible_respects_task_minimum_and_max_points():
