@@ -83,7 +83,11 @@ def test_overpass_downloads_once_into_the_cache_and_reads_like_xml(settings, mon
 
     monkeypatch.setattr(osm_context, "download_overpass_xml", fake_download)
     porto = load_city("porto", settings).model_dump()
-    porto["osm"] = {"kind": "overpass", "snapshot_date": "2024-06-01"}
+    porto["osm"] = {
+        "kind": "overpass",
+        "url": "https://overpass.example.org/api/interpreter",
+        "snapshot_date": "2024-06-01",
+    }
     city = parse_city(porto)
     first = read_osm_context(city, settings)
     second = read_osm_context(city, settings)

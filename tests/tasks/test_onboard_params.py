@@ -6,7 +6,10 @@ a second. docs/onboarding.md prints the same table (class, example, message) for
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -367,3 +370,25 @@ def test_the_airflow_params_refuse_at_trigger_time():
             p[name].resolve(value)
     assert p["raw_preset"].resolve(None) is None and p["n_shot"].resolve(5) == 5
     assert p["bbox"].resolve([-9.25, 38.69, -9.09, 38.8]) == [-9.25, 38.69, -9.09, 38.8]
+
+
+# ------------------------------------------------------------------------------ docs/onboarding.md
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "onboarding.md"
+
+
+def test_the_docs_trigger_is_accepted(tmp_path):
+    conf = json.loads(re.search(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S).group(1))
+    settings = Settings.load(home=tmp_path)
+    for key in ("raw_path", "osm_path"):
+        (settings.incoming / conf[key]).parent.mkdir(parents=True, exist_ok=True)
+        (settings.incoming / conf[key]).write_text("stand-in for the example's file\n")
+    data = onboard_config(conf, settings)
+    assert data["raw"]["columns"]["trip_state"] == "status" and data["osm"]["kind"] == "osm_xml"
+
+
+def test_the_docs_table_shows_every_class():
+    rows = [ln for ln in DOC.read_text(encoding="utf-8").splitlines() if ln.startswith("| ") and "` |" in ln]
+    assert len(rows) >= 60
+    for klass in {c for c, _, _, _ in HOSTILE}:
+        assert any(r.startswith(f"| {klass} |") for r in rows), klass

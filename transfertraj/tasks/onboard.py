@@ -9,10 +9,10 @@
     zs = onboard.zero_shot("lisbon")                     # the base champion, before fine-tuning
     onboard.finetune_city("lisbon", n_shot=100, run_key="manual", zero_shot_metrics=zs["metrics"])
 
-Onboarding fine-tunes the base model's champion, so the DAG first waits for one (a sensor over
-base_champion_ready) and stops, saying to run the pretrain DAG, when none comes in time.
-The trigger's params are checked by onboard_params; a bad trigger raises OnboardParamsError, which the
-DAG turns into a failure without retries. A bad city file, and a city none of whose dates pass the gate,
+The trigger's params are checked first (onboard_params, nothing written); a bad trigger raises
+OnboardParamsError, which the DAG turns into a failure without retries. Onboarding fine-tunes the base
+model's champion, so the DAG then waits for one (a sensor over base_champion_ready) and stops, saying
+to run the pretrain DAG, when none comes in time. A bad city file, and a city none of whose dates pass the gate,
 fail without retries too (AirflowFailException, see tasks.ingest.no_retry); I/O errors are retried.
 """
 
