@@ -85,7 +85,7 @@ def test_overpass_downloads_once_into_the_cache_and_reads_like_xml(settings, mon
     porto = load_city("porto", settings).model_dump()
     porto["osm"] = {
         "kind": "overpass",
-        "url": "https://overpass.example.org/api/interpreter",
+        "overpass_url": "https://overpass.example.org/api",
         "snapshot_date": "2024-06-01",
     }
     city = parse_city(porto)

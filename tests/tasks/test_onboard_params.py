@@ -97,12 +97,12 @@ HOSTILE = [
     ("misspelt key", "n_shots", params(n_shots=100), "n_shots"),
     ("misspelt key", "sampling_intervall_s", params(sampling_intervall_s=15), "sampling_intervall_s"),
     ("misspelt key", "cleaning.max_sped_kmh", params(cleaning={"max_sped_kmh": 100}), "cleaning.max_sped_kmh"),
-    ("overpass url", "overpass-no-url", params(osm_kind="overpass"), "osm_url"),
+    ("overpass url", "overpass-no-url", params(osm_kind="overpass"), "overpass_url"),
     (
         "overpass url",
         "overpass-url-misspelt",
-        params(osm_kind="overpass", overpass_url="https://o.example/api"),
-        "overpass_url",
+        params(osm_kind="overpass", overpass_uri="https://o.example/api"),
+        "overpass_uri",
     ),
     ("NUL byte", "nul-city", params(city="lis\x00bon"), "city"),
     ("NUL byte", "nul-path", params(raw_path="lisbon/trips\x00.csv"), "raw_path"),
@@ -168,8 +168,10 @@ HOSTILE = [
     ),
     ("bad columns", "columns-for-porto", params(columns={"vehicle_id": "TAXI_ID"}), "columns"),
     ("bad columns", "a-list", point_log(columns=["taxi", "time", "lng", "lat"]), "columns"),
-    ("bad columns", "state-value-no-column", point_log(trip_state_value="1"), "columns"),
+    ("bad columns", "state-value-no-column", point_log(trip_state_value="1"), "trip_state_value"),
     ("bad format", "no-format", params(raw_preset=None), "raw_format"),
+    ("bad format", "two-character-delimiter", point_log(delimiter=";;"), "delimiter"),
+    ("bad format", "quote-delimiter", point_log(delimiter='"'), "delimiter"),
     ("bad format", "unknown-preset", params(raw_preset="gpx"), "raw_preset"),
     ("bad format", "unknown-format", params(raw_format="gpx"), "raw_format"),
     # -- wrong types and numbers out of range ----------------------------------------------------------
@@ -219,15 +221,15 @@ HOSTILE = [
     ("unknown key", "city-config-spelling", params(name="lisbon"), "name"),
     ("unknown key", "nested-quality", params(quality={"min_trajectory": 2}), "quality.min_trajectory"),
     # -- OSM sources -----------------------------------------------------------------------------------
-    ("overpass url", "http", params(osm_kind="overpass", osm_url="http://overpass.example/api"), "osm_url"),
-    ("overpass url", "not-a-url", params(osm_kind="overpass", osm_url="overpass-api.de"), "osm_url"),
+    ("overpass url", "http", params(osm_kind="overpass", overpass_url="http://overpass.example/api"), "overpass_url"),
+    ("overpass url", "not-a-url", params(osm_kind="overpass", overpass_url="overpass-api.de"), "overpass_url"),
     (
         "overpass url",
         "with-password",
-        params(osm_kind="overpass", osm_url="https://me:secret@o.example/api"),
-        "osm_url",
+        params(osm_kind="overpass", overpass_url="https://me:secret@o.example/api"),
+        "overpass_url",
     ),
-    ("overpass url", "url-for-kind-none", params(osm_url="https://o.example/api"), "osm_url"),
+    ("overpass url", "url-for-kind-none", params(overpass_url="https://o.example/api"), "overpass_url"),
     ("bad OSM source", "path-for-kind-none", params(osm_path="lisbon/map.osm"), "osm_path"),
     ("bad OSM source", "osm_xml-no-path", params(osm_kind="osm_xml"), "osm_path"),
     ("bad OSM source", "gis-no-points", params(osm_kind="gis_extract", osm_path="lisbon/map.osm"), "osm_points_path"),
@@ -294,15 +296,13 @@ def test_a_good_trigger_becomes_a_city_config(settings):
 @pytest.mark.parametrize(
     "trigger",
     [
-        point_log(description="Lisboa — São Jorge, 30 taxis", timestamp_timezone="Europe/Lisbon"),
+        point_log(description="Lisboa — São Jorge, 30 taxis", timestamp_timezone="Europe/Lisbon", delimiter="\t"),
         point_log(
             columns={"vehicle_id": "taxi", "timestamp": "time", "lon": "lng", "lat": "lat", "trip_state": "busy"},
             trip_state_value="1",
         ),
         params(raw_path="{home}/incoming/lisbon/alias.csv"),  # absolute, and a link that stays inside
-        params(
-            osm_kind="overpass", osm_url="https://overpass.example.org/api/interpreter", osm_snapshot_date="2024-06-01"
-        ),
+        params(osm_kind="overpass", overpass_url="https://overpass.example.org/api", osm_snapshot_date="2024-06-01"),
         params(osm_kind="osm_xml", osm_path="lisbon/map.osm", poi_categories_covered=["food", "shop"]),
         params(n_shot=1, epochs=1, max_dates=1, champion_wait_s=0, replace=True, cleaning={"max_speed_kmh": 120}),
     ],
@@ -314,8 +314,11 @@ def test_good_triggers_are_accepted(settings, trigger):
 
 
 def test_the_overpass_url_is_kept(settings):
-    url = "https://overpass.example.org/api/interpreter"
-    assert onboard_config(params(osm_kind="overpass", osm_url=url), settings)["osm"] == {"kind": "overpass", "url": url}
+    url = "https://overpass.example.org/api"
+    assert onboard_config(params(osm_kind="overpass", overpass_url=url), settings)["osm"] == {
+        "kind": "overpass",
+        "overpass_url": url,
+    }
 
 
 def test_given_fields_override_the_preset(settings):

@@ -64,7 +64,7 @@ def _licence(value: str) -> str:
 def _https_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} must be an https:// URL, e.g. https://overpass-api.de/api/interpreter")
+        raise ValueError(f"{value!r} must be an https:// URL, e.g. https://overpass-api.de/api")
     if parts.username or parts.password:
         raise ValueError("a URL with a user name or password would write a secret into the city file")
     return value
@@ -179,7 +179,7 @@ class RawSource(_Strict):
             unknown = set(self.columns) - set(CANONICAL_COLUMNS)
             if unknown:
                 raise ValueError(f"unknown canonical columns {sorted(unknown)}; known: {list(CANONICAL_COLUMNS)}")
-            if any(not name.strip() for name in self.columns.values()):
+            if any(isinstance(name, str) and not name.strip() for name in self.columns.values()):
                 raise ValueError("columns: every canonical column needs a file column name, not an empty one")
             by_name: dict[str, list[str]] = {}
             for canonical, name in self.columns.items():
@@ -203,8 +203,10 @@ class OsmSource(_Strict):
     path: Path | None = None  # osm_xml: one .osm/.osm.bz2; gis_extract: lines file (points in points_path)
     points_path: Path | None = None
     place: str | None = None  # overpass by place name (else by bbox)
-    url: HttpsUrl | None = None  # overpass: the endpoint queried, always named (no silent public default)
     snapshot_date: date | None = None
+    # overpass: the API's base URL (osmnx appends /interpreter and /status), e.g. your own instance or the
+    # public https://overpass-api.de/api; never assumed, so no job sends a city's queries anywhere unasked.
+    overpass_url: HttpsUrl | None = None
     # POI categories this source really covers; the others are marked missing, never zero.
     poi_categories_covered: list[str] | None = None
     licence: str = "(c) OpenStreetMap contributors, ODbL 1.0"
@@ -220,9 +222,9 @@ class OsmSource(_Strict):
 OSM_NEEDS = {
     "path": ("the OSM file", ("osm_xml", "gis_extract")),
     "points_path": ("the OSM points file for POIs", ("gis_extract",)),
-    "url": (
-        "the Overpass endpoint to query, https://... (the public https://overpass-api.de/api/interpreter "
-        "only when you mean it: it rate-limits)",
+    "overpass_url": (
+        "the Overpass API to query, https://... (the public https://overpass-api.de/api only when you "
+        "mean it: it rate-limits)",
         ("overpass",),
     ),
     "place": ("a place name to query instead of the bbox", ()),

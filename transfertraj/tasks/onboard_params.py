@@ -176,6 +176,9 @@ class OnboardTrigger(BaseModel):
     timestamp_format: Text | None = Field(None, description="auto | unix_s | unix_ms | a Spark datetime pattern")
     timestamp_timezone: _text(64, base=TimeZone) | None = Field(None, description="zone of offset-less timestamps")
     trip_state_value: Text | None = Field(None, description="with a trip_state column: the state whose runs are trips")
+    delimiter: Annotated[str, StringConstraints(min_length=1, max_length=1)] | None = Field(
+        None, description="one character; default tab for .tsv files, else a comma"
+    )
     licence: _text(2000, base=Licence) = Field(description="licence of the raw data; it travels with the data")
     provenance: LongText = ""
     sampling_interval_s: SamplingInterval = Field(description="the raw data's usual seconds between fixes")
@@ -183,7 +186,7 @@ class OnboardTrigger(BaseModel):
     osm_kind: OsmKind = Field("none", description="the OSM context: a local file, Overpass, or none")
     osm_path: IncomingFile | None = Field(None, description="osm_xml / gis_extract: the file under incoming")
     osm_points_path: IncomingFile | None = Field(None, description="gis_extract: the points file under incoming")
-    osm_url: _text(2000, base=HttpsUrl) | None = Field(None, description="overpass: the endpoint to query (https)")
+    overpass_url: _text(2000, base=HttpsUrl) | None = Field(None, description="overpass: the API to query (https)")
     osm_place: Text | None = Field(None, description="overpass: a place name instead of the bbox")
     osm_snapshot_date: date | None = Field(None, strict=False, description="the OSM data's date (YYYY-MM-DD)")
     poi_categories_covered: list[PoiCategory] | None = Field(None, description="the POI categories the source holds")
@@ -198,8 +201,26 @@ class OnboardTrigger(BaseModel):
     )
 
 
+# OsmSource field -> the trigger field that fills it.
+OSM_TRIGGER_FIELDS = {
+    "path": "osm_path",
+    "points_path": "osm_points_path",
+    "overpass_url": "overpass_url",
+    "place": "osm_place",
+    "snapshot_date": "osm_snapshot_date",
+    "poi_categories_covered": "poi_categories_covered",
+}
+
+
+def _renamed(problem: str, names: dict[str, str]) -> str:
+    """'field: message' with the field named as the trigger names it."""
+    field, _, message = problem.partition(": ")
+    return f"{names.get(field, field)}: {message}"
+
+
 # A city config field -> the trigger field that fills it, for naming a city-schema error by what was typed.
-def _trigger_field(loc: tuple) -> str:
+def _trigger_field(loc: tuple, message: str = "") -> str:
+    """The trigger field behind a city-schema error; a rule across raw fields names its field first."""
     head, rest = (loc[0], loc[1:]) if loc else ("", ())
     if head == "name":
         return "city"
@@ -207,10 +228,11 @@ def _trigger_field(loc: tuple) -> str:
         return ".".join(["bbox", *map(str, rest)])
     if head == "raw":
         if not rest:
-            return "columns"
+            first = re.split(r"[\s:]", message.removeprefix("Value error, "), maxsplit=1)[0]
+            return first if first in OnboardTrigger.model_fields else "columns"
         return {"path": "raw_path", "format": "raw_format"}.get(str(rest[0]), ".".join(map(str, rest)))
     if head == "osm":
-        return f"osm_{rest[0]}" if rest else "osm_kind"
+        return OSM_TRIGGER_FIELDS.get(str(rest[0]), f"osm_{rest[0]}") if rest else "osm_kind"
     return ".".join(map(str, loc)) or "(trigger)"
 
 
@@ -229,10 +251,10 @@ def _model_at(loc: tuple) -> type[BaseModel]:
     return model
 
 
-def _messages(err: ValidationError, name=lambda loc: ".".join(map(str, loc))) -> list[str]:
+def _messages(err: ValidationError, name=lambda loc, message: ".".join(map(str, loc))) -> list[str]:
     problems = []
     for e in err.errors():
-        field = _shown(name(e["loc"]) or "(trigger)")
+        field = _shown(name(e["loc"], e["msg"]) or "(trigger)")
         if e["type"] == "extra_forbidden":
             key = str(e["loc"][-1])
             known = list(_model_at(e["loc"]).model_fields)
@@ -264,13 +286,13 @@ def city_dict(trigger: OnboardTrigger) -> dict:
         raw["format"] = trigger.raw_format
     if trigger.columns is not None:
         raw["columns"] = dict(trigger.columns)
-    for key in ("timestamp_format", "timestamp_timezone", "trip_state_value"):
+    for key in ("timestamp_format", "timestamp_timezone", "trip_state_value", "delimiter"):
         if getattr(trigger, key) is not None:
             raw[key] = getattr(trigger, key)
     raw.update(path=trigger.raw_path, licence=trigger.licence, provenance=trigger.provenance)
     osm: dict[str, Any] = {"kind": trigger.osm_kind}
-    for key in ("path", "points_path", "url", "place", "snapshot_date", "poi_categories_covered"):
-        value = getattr(trigger, f"osm_{key}" if key != "poi_categories_covered" else key)
+    for key, field in OSM_TRIGGER_FIELDS.items():
+        value = getattr(trigger, field)
         if value is not None:
             osm[key] = value.isoformat() if isinstance(value, date) else value
     return {
@@ -291,10 +313,8 @@ def onboard_config(params: dict, settings: Settings) -> dict:
     """Trigger params -> a city config dict that CityConfig accepts. Raises OnboardParamsError naming each field."""
     trigger = parse_trigger(params, settings)
     data = city_dict(trigger)
-    given = {
-        f.removeprefix("osm_"): getattr(trigger, f) for f in ("osm_path", "osm_points_path", "osm_url", "osm_place")
-    }
-    problems = [f"osm_{p}" for p in osm_source_problems(trigger.osm_kind, given)]
+    given = {key: getattr(trigger, field) for key, field in OSM_TRIGGER_FIELDS.items()}
+    problems = [_renamed(p, OSM_TRIGGER_FIELDS) for p in osm_source_problems(trigger.osm_kind, given)]
     if "format" not in data["raw"]:
         problems.append(
             f"raw_format: give raw_format (porto_csv | point_log) or a raw_preset ({' | '.join(RAW_PRESETS)})"
