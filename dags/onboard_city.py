@@ -1,27 +1,36 @@
-"""Onboard a new city by trigger: config -> context -> ingest -> zero-shot -> few-shot fine-tune -> register.
+"""Onboard a new city by trigger: base champion? -> config -> context -> ingest -> zero-shot -> few-shot -> register.
 
-A person triggers it with the city's parameters (typed and checked here, then checked again against
-the city schema by the first task, which fails at once, without retries, naming every bad field):
-name, bbox [min_lon, min_lat, max_lon, max_lat], IANA time zone, the raw GPS file (inside the data
-root) with its format and column mapping or a preset (porto_csv, cabspotting, geolife), the sampling
-interval, phi, the OSM source, N few-shot trajectories. The first task writes
-<data root>/config/cities/<name>.yaml and refuses an existing name unless `replace` is set.
-Then: OSM context tables, landing + ingestion + features of the first `max_dates` delivery dates,
-the base champion scored zero-shot on the city's validation split, a few-shot fine-tune of it, and
-the registration of `transfertraj-<city>` through the challenger -> champion gate (a first version must
-beat the zero-shot base model on the same features version, or the base weights become the champion).
+A person triggers it with the city's parameters: name, bbox [min_lon, min_lat, max_lon, max_lat], IANA
+time zone, the raw GPS file (under <data root>/incoming) with its format and column mapping or a preset
+(porto_csv, cabspotting, geolife), the licence, the sampling interval, phi, the OSM source, N few-shot
+trajectories. The Params are generated from the trigger's pydantic model
+(`transfertraj.tasks.onboard_params.OnboardTrigger`), so the trigger form refuses a wrong type, a number
+out of range or a missing required field, and the first task refuses the rest (unknown keys, files
+outside the incoming folder, time zones, the city schema) at once, without retries, naming every bad
+field. docs/onboarding.md is the walk-through, with every error and what to do about it.
+
+0. `check_params`: the whole trigger validated (nothing written), so a bad one fails in seconds, not
+   after the wait below.
+1. `wait_for_base_champion`: onboarding fine-tunes `models:/transfertraj-base@champion`; a sensor (reschedule
+   mode, so it holds no worker slot) looks for it every TRANSFERTRAJ_POKE_INTERVAL_S and stops after
+   `champion_wait_s`, saying to run the pretrain DAG first.
+2. `write_config`: <data root>/config/cities/<name>.yaml; an existing name is refused unless `replace`.
+3. OSM context tables, landing + ingestion + features of the first `max_dates` delivery dates, the base
+   champion scored zero-shot on the city's validation split, a few-shot fine-tune of it, and the
+   registration of `transfertraj-<city>` through the challenger -> champion gate (a first version must
+   beat the zero-shot base model on the same features version, or the base weights become the champion).
 Task logic: `transfertraj.tasks.onboard` (trigger checks: `transfertraj.tasks.onboard_params`).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import PokeReturnValue, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from transfertraj.core.constants import CITY_NAME_PATTERN, PHI_DEFAULT_M
+from transfertraj.core.settings import Settings
 from transfertraj.tasks import onboard
-from transfertraj.tasks.onboard_params import RAW_PRESETS, OnboardParamsError
+from transfertraj.tasks.onboard_params import MAX_CHAMPION_WAIT_S, OnboardParamsError, airflow_params
 from transfertraj.tasks.policy import DEFAULT_ARGS, train_pool, train_queue
 
 
@@ -33,54 +42,29 @@ from transfertraj.tasks.policy import DEFAULT_ARGS, train_pool, train_queue
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["transfertraj", "onboarding", "training", "registry"],
-    params={
-        "city": Param("newcity", type="string", pattern=CITY_NAME_PATTERN, description="lower case, digits, _"),
-        "description": Param("", type="string"),
-        "bbox": Param(
-            [0.0, 0.0, 0.1, 0.1],
-            type="array",
-            items={"type": "number"},
-            minItems=4,
-            maxItems=4,
-            description="[min_lon, min_lat, max_lon, max_lat] in WGS-84 degrees",
-        ),
-        "timezone": Param("UTC", type="string", description="IANA name, e.g. Europe/Lisbon"),
-        "raw_path": Param(
-            "", type="string", description="raw GPS file, inside the data root (absolute or relative to it)"
-        ),
-        "raw_preset": Param(
-            "",
-            type="string",
-            enum=["", *sorted(RAW_PRESETS)],
-            description="a known format with its column mapping; or give raw_format + columns",
-        ),
-        "raw_format": Param("", type="string", enum=["", "porto_csv", "point_log"]),
-        "columns": Param(
-            {}, type="object", description="point_log: {vehicle_id, timestamp, lon, lat[, trip_state]} -> file columns"
-        ),
-        "timestamp_format": Param("", type="string", description="unix_s | unix_ms | a Spark datetime pattern"),
-        "timestamp_timezone": Param("", type="string"),
-        "trip_state_value": Param("", type="string"),
-        "licence": Param("", type="string", description="licence of the raw data (required)"),
-        "sampling_interval_s": Param(15, type="number", exclusiveMinimum=0, maximum=3600),
-        "phi_m": Param(PHI_DEFAULT_M, type="number", exclusiveMinimum=0, maximum=2000),
-        "osm_kind": Param("none", type="string", enum=["none", "osm_xml", "gis_extract", "overpass"]),
-        "osm_path": Param("", type="string"),
-        "osm_points_path": Param("", type="string"),
-        "poi_categories_covered": Param([], type="array", items={"type": "string"}),
-        "cleaning": Param({}, type="object", description="overrides of the cleaning rules (city config `cleaning`)"),
-        "quality": Param(
-            {}, type="object", description="quality gate overrides (max_rejected_share, min_trajectories)"
-        ),
-        "max_dates": Param(3, type="integer", minimum=1, description="delivery dates to ingest for onboarding"),
-        "n_shot": Param(100, type="integer", minimum=1, description="few-shot: fine-tune on N trajectories"),
-        "epochs": Param(10, type="integer", minimum=1),
-        "replace": Param(
-            False, type="boolean", description="replace a city of this name written by an earlier trigger"
-        ),
-    },
+    params=airflow_params(),
 )
 def onboard_city():
+    # The param champion_wait_s (at most MAX_CHAMPION_WAIT_S) ends the wait with a message; the
+    # sensor's own timeout is only the backstop behind it.
+    @task.sensor(mode="reschedule", poke_interval=Settings.load().poke_interval_s, timeout=MAX_CHAMPION_WAIT_S + 3600)
+    def wait_for_base_champion() -> PokeReturnValue:
+        ctx = get_current_context()
+        first = ctx["ti"].get_first_reschedule_date(ctx)
+        waited = (pendulum.now("UTC") - first).total_seconds() if first else 0.0
+        try:
+            ready = onboard.base_champion_ready(waited_s=waited, wait_s=ctx["params"]["champion_wait_s"])
+        except onboard.BaseChampionMissing as err:
+            raise AirflowFailException(str(err)) from None  # waiting longer is the trigger's choice, not a retry
+        return PokeReturnValue(is_done=ready)
+
+    @task(retries=0)
+    def check_params() -> None:
+        try:
+            onboard.check_params(dict(get_current_context()["params"]))
+        except OnboardParamsError as err:
+            raise AirflowFailException(str(err)) from None  # a bad trigger never improves on retry
+
     @task(retries=0)
     def write_config() -> str:
         params = dict(get_current_context()["params"])
@@ -116,6 +100,7 @@ def onboard_city():
         )
 
     city = write_config()
+    check_params() >> wait_for_base_champion() >> city
     built = context(city)
     ingested = ingest(city)
     built >> ingested

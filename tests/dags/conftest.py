@@ -62,6 +62,7 @@ def airflow_home(tmp_path_factory):
         "TRANSFERTRAJ_SPARK_MASTER": "local[2]",
         "TRANSFERTRAJ_DRIVER_MEMORY": "2g",
         "TRANSFERTRAJ_SPARK_LOG_LEVEL": "ERROR",
+        "TRANSFERTRAJ_POKE_INTERVAL_S": "1",  # onboard_city's wait for the base champion looks every second
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     }

@@ -13,6 +13,7 @@ import pytest
 from tests.dags.conftest import PORTO_SAMPLE, TINY_MODEL, porto_rows
 
 EXPECTED = {"nightly_ingest_tinyporto", "nightly_scoring_tinyporto", "pretrain", "onboard_city", "maintenance"}
+NO_RETRY = {"check_params", "write_config"}  # a bad trigger never improves on a retry
 
 
 def test_dagbag_has_no_import_errors(dagbag):
@@ -26,7 +27,7 @@ def test_policy_tags_retries_docs_alerts(dagbag):
         assert dag.doc_md and len(dag.doc_md) > 100, dag_id
         for t in dag.tasks:
             assert t.on_failure_callback, f"{dag_id}.{t.task_id} has no failure alert"
-            if not (dag_id == "onboard_city" and t.task_id == "write_config") and t.task_id != "report":
+            if not (dag_id == "onboard_city" and t.task_id in NO_RETRY) and t.task_id != "report":
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
 
 
@@ -42,7 +43,15 @@ def test_task_ids_and_training_pool(dagbag):
         "nightly_ingest_tinyporto": ["featurize", "ingest", "report"],
         "nightly_scoring_tinyporto": ["score"],
         "pretrain": ["train_evaluate_register"],
-        "onboard_city": ["context", "finetune_register", "ingest", "write_config", "zero_shot"],
+        "onboard_city": [
+            "check_params",
+            "context",
+            "finetune_register",
+            "ingest",
+            "wait_for_base_champion",
+            "write_config",
+            "zero_shot",
+        ],
         "maintenance": ["optimize_vacuum"],
     }
     for dag_id, task_id in (("pretrain", "train_evaluate_register"), ("onboard_city", "finetune_register")):
@@ -86,6 +95,46 @@ def test_nightly_scoring_is_scheduled_on_the_features_asset(dagbag):
 
     dag = dagbag.get_dag("nightly_scoring_tinyporto")
     assert [a.uri for a in dag.timetable.asset_condition.objects] == [features_asset_uri("tinyporto")]
+
+
+def test_onboard_params_are_generated_from_the_trigger_model(dagbag):
+    from transfertraj.tasks.onboard_params import OnboardTrigger, trigger_schema
+
+    params = dagbag.get_dag("onboard_city").params
+    props, required = trigger_schema()
+    assert list(params.keys()) == list(OnboardTrigger.model_fields)
+    assert "bbox" in required and not params.get_param("bbox").has_value  # no Null Island to fall back on
+    assert params.get_param("n_shot").schema["maximum"] == props["n_shot"]["maximum"]
+    sensor = dagbag.get_dag("onboard_city").get_task("wait_for_base_champion")
+    assert sensor.mode == "reschedule" and sensor.poke_interval == 1  # TRANSFERTRAJ_POKE_INTERVAL_S in conftest
+
+
+def test_onboard_waits_for_the_base_champion_then_stops(dagbag, airflow_home, caplog):
+    """Before pretraining there is no champion: the sensor looks, waits champion_wait_s, and fails the run
+    before anything is written (it used to fail in zero_shot with a LookupError and pass on a retry)."""
+    import time
+
+    raw = porto_rows(airflow_home / "incoming" / "early" / "trips.csv", 0, 20)
+    conf = {
+        "city": "early",
+        "bbox": [-8.70, 41.12, -8.52, 41.197],
+        "timezone": "Europe/Lisbon",
+        "raw_path": str(raw),
+        "raw_preset": "porto_csv",
+        "licence": "CC BY 4.0",
+        "sampling_interval_s": 15,
+        "champion_wait_s": 2,
+    }
+    t0 = time.monotonic()
+    run = dagbag.get_dag("onboard_city").test(run_conf=conf)
+    took = time.monotonic() - t0
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "failed", states
+    assert states["check_params"] == "success" and states["wait_for_base_champion"] == "failed"
+    assert states["write_config"] == "upstream_failed"
+    assert not (airflow_home / "config" / "cities" / "early.yaml").exists()
+    assert took < 120, took  # a short champion_wait_s ends the wait; dag.test() does not hang
+    assert "does not exist after" in caplog.text and "run the pretrain DAG first" in caplog.text  # the alert
 
 
 def test_pretrain_registers_a_champion(dagbag):
@@ -133,14 +182,16 @@ def test_onboard_fails_at_once_with_the_validation_message(dagbag, airflow_home,
         "raw_path": str(outside),
         "raw_preset": "porto_csv",
         "licence": "CC BY 4.0",
+        "sampling_interval_s": 15,
     }
     run = dagbag.get_dag("onboard_city").test(run_conf=conf)
     assert str(run.state) == "failed"
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    assert states["write_config"] == "failed" and states["context"] == "upstream_failed"
+    assert states["check_params"] == "failed" and states["wait_for_base_champion"] == "upstream_failed"
+    assert states["write_config"] == "upstream_failed" and states["context"] == "upstream_failed"
     with pytest.raises(OnboardParamsError) as err:
         write_city_config(conf)
-    assert "outside the data root" in str(err.value)
+    assert "outside the incoming folder" in str(err.value)
     assert not (airflow_home / "config" / "cities" / "badcity.yaml").exists()
     conf["raw_path"] = str(porto_rows(airflow_home / "incoming" / "badcity.csv", 0, 5))
     with pytest.raises(OnboardParamsError, match="min_lon -8.5 must be below max_lon -8.7"):
@@ -164,6 +215,9 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
         "n_shot": 20,
         "epochs": 1,
         "max_dates": 1,
+        # test_pretrain_registers_a_champion made the champion; run alone, stop at once rather than wait.
+        # Given explicitly: in one process dag.test() keeps an earlier run's conf in the DAG's Params.
+        "champion_wait_s": 0,
     }
     run = dagbag.get_dag("onboard_city").test(run_conf=conf)
     assert str(run.state) == "success"

@@ -187,14 +187,14 @@ def test_onboard_city_runs_on_the_airflow_scheduler_and_registers_the_city_model
     """Triggered like a person would, and run by the scheduler's executor, not in-process."""
     if not (REPO / "dags" / "onboard_city.py").exists():
         pytest.skip("dags/onboard_city.py not in this checkout yet")
-    delivery = stack.home / "deliveries" / "sf_cabspotting.csv.gz"
+    delivery = stack.home / "incoming" / NEW_CITY / "sf_cabspotting.csv.gz"  # the trigger reads only incoming/
     delivery.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "data" / "sanfrancisco" / "cabspotting_2008-05-20.csv.gz", delivery)
     conf = {
         "city": NEW_CITY,
         "bbox": [-122.45, 37.76, -122.38, 37.80],
         "timezone": "America/Los_Angeles",
-        "raw_path": str(delivery.relative_to(stack.home)),
+        "raw_path": str(delivery.relative_to(stack.home / "incoming")),
         "raw_preset": "cabspotting",
         "licence": "CC BY 4.0 (CRAWDAD epfl/mobility)",
         "sampling_interval_s": 60,
@@ -235,7 +235,9 @@ def test_onboard_city_runs_on_the_airflow_scheduler_and_registers_the_city_model
         for log in sorted((stack.run.root / "airflow" / "logs").rglob("*.log")):
             print(f"--- {log}\n{log.read_text(errors='replace')[-3000:]}")
     assert state == "success"
-    assert {"write_config", "context", "ingest", "zero_shot", "finetune_register"} <= {t[0] for t in tasks}
+    assert {"check_params", "wait_for_base_champion", "write_config", "context", "ingest", "zero_shot"} <= {
+        t[0] for t in tasks
+    }
     assert all(t[1] == "success" and t[2] is not None for t in tasks), "every task queued by the scheduler, and done"
     assert (stack.home / "config" / "cities" / f"{NEW_CITY}.yaml").exists()
     assert delta_rows(stack.home / "lake" / "features", city=NEW_CITY) > 0

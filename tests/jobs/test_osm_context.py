@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transfertraj.core.city_config import load_city, parse_city
+from transfertraj.core.city_config import CityConfigError, load_city, parse_city
 from transfertraj.jobs import osm_context
 from transfertraj.jobs.context_taxonomy import POI_CATEGORIES, covered_mask, poi_category, road_class
 from transfertraj.jobs.osm_context import OsmSourceError, parse_other_tags, read_osm_context, read_osm_xml
@@ -161,10 +161,14 @@ def test_overpass_retries_a_429_uses_the_configured_url_and_caches(settings, ove
 
 
 def test_overpass_needs_its_endpoint_named(settings):
-    porto = load_city("porto", settings).model_dump()
-    porto["osm"] = {"kind": "overpass"}
-    with pytest.raises(OsmSourceError, match="osm.overpass_url is not set"):
-        read_osm_context(parse_city(porto), settings)
+    porto = load_city("porto", settings)
+    with pytest.raises(CityConfigError, match="kind overpass needs overpass_url"):  # the city file refuses it
+        parse_city({**porto.model_dump(), "osm": {"kind": "overpass"}})
+    unchecked = porto.model_copy(
+        update={"osm": porto.osm.model_copy(update={"kind": "overpass", "overpass_url": None})}
+    )
+    with pytest.raises(OsmSourceError, match="osm.overpass_url is not set"):  # and the job never guesses one
+        read_osm_context(unchecked, settings)
 
 
 def test_missing_osm_file_names_the_file(settings, tmp_path):

@@ -19,6 +19,10 @@ directory: every default is an absolute path.
 | city_dirs          | TRANSFERTRAJ_CITY_DIRS          | <repo>/config/cities : <home>/config/cities |
 | datasets           | TRANSFERTRAJ_DATASETS           | <repo>/../shared/data when it exists, else none |
 | threads            | TRANSFERTRAJ_THREADS            | the cores this process may use (core.cores)  |
+| poke_interval_s    | TRANSFERTRAJ_POKE_INTERVAL_S    | 60 (how often a DAG's sensor looks again)    |
+
+Raw files for onboarding arrive under `<home>/incoming` (Settings.incoming); the trigger may read
+nothing else, and nothing in the lake or the landing folder the pipeline writes itself.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Settings:
     airflow_home: Path | None = None
     city_dirs: tuple[Path, ...] = ()
     datasets: Path | None = None  # root of the large real data sets (too big for the repository)
+    poke_interval_s: float = 60  # sensors (onboard_city's wait for the base champion) look again this often
 
     @classmethod
     def load(cls, **overrides) -> Settings:
@@ -94,10 +99,16 @@ class Settings:
             airflow_home=Path(env.get("AIRFLOW_HOME", home / "airflow")),
             city_dirs=city_dirs,
             datasets=_datasets_root(env.get("TRANSFERTRAJ_DATASETS")),
+            poke_interval_s=float(env.get("TRANSFERTRAJ_POKE_INTERVAL_S", "60")),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
     # Folders under the data root. The feature store names its tables under `lake`.
+    @property
+    def incoming(self) -> Path:
+        """Where raw deliveries arrive for onboarding; land_sample copies them into `landing` by date."""
+        return self.home / "incoming"
+
     @property
     def landing(self) -> Path:
         return self.home / "landing"

@@ -8,7 +8,7 @@
 |----------------|-----------------------------------------------------------------------|----------------------|
 | ingest         | bronze/silver/features of a city's delivery date, its quality report  | nightly_ingest       |
 | pretrain       | a registered, gated `transfertraj-base` version                       | pretrain             |
-| onboard_params | a city config dict from the trigger's params (every problem listed)   | onboard_city         |
+| onboard_params | the trigger model: the DAG's Params; a city config dict, or every problem | onboard_city |
 | onboard        | city file, context, features, zero-shot scores, `transfertraj-<city>` | onboard_city         |
 | maintenance    | a compacted, vacuumed lake holding every version a model records      | maintenance          |
 | training_data  | the features rows of some cities, pinned to one Delta version         | pretrain, onboard    |

@@ -1,6 +1,8 @@
 """The onboard_city tasks: a triggered city, from its config file to a gated `transfertraj-<city>` model.
 
     from transfertraj.tasks import onboard
+    onboard.check_params(params)                         # the city config dict, or OnboardParamsError
+    onboard.base_champion_ready(waited_s=0, wait_s=3600) # True, False (look again) or BaseChampionMissing
     onboard.write_city_config(params)                    # <data root>/config/cities/<name>.yaml
     onboard.build_city_context("lisbon")                 # OSM context tables
     onboard.land_and_ingest("lisbon", max_dates=3)       # landing, ingest, features of 3 delivery dates
@@ -8,8 +10,10 @@
     onboard.finetune_city("lisbon", n_shot=100, run_key="manual", zero_shot_metrics=zs["metrics"],
                           features_version=zs["features_version"])
 
-The trigger's params are checked by onboard_params; a bad trigger raises OnboardParamsError, which the
-DAG turns into a failure without retries. A bad city file, and a city none of whose dates pass the gate,
+The trigger's params are checked first (onboard_params, nothing written); a bad trigger raises
+OnboardParamsError, which the DAG turns into a failure without retries. Onboarding fine-tunes the base
+model's champion, so the DAG then waits for one (a sensor over base_champion_ready) and stops, saying
+to run the pretrain DAG, when none comes in time. A bad city file, and a city none of whose dates pass the gate,
 fail without retries too (AirflowFailException, see tasks.ingest.no_retry); I/O errors are retried.
 """
 
@@ -30,15 +34,47 @@ from transfertraj.tasks.training_run import checkpoint_dir, finite, registered, 
 log = logging.getLogger("transfertraj.pipeline")
 
 
+def check_params(params: dict) -> dict:
+    """The trigger and the city config it makes, checked without writing anything (onboard_city's first task)."""
+    return onboard_config(params, Settings.load())
+
+
+class BaseChampionMissing(LookupError):
+    """No `transfertraj-base@champion` after the trigger's champion_wait_s: nothing to fine-tune yet."""
+
+
+def base_champion_ready(*, waited_s: float, wait_s: float, settings: Settings | None = None) -> bool:
+    """True once models:/transfertraj-base@champion exists; False to look again; raises when waited long enough.
+
+    Onboarding before pretraining has finished used to fail in zero_shot with a LookupError and pass on a
+    retry; the DAG now says what it needs and waits for it, or stops with this message."""
+    from transfertraj import registry
+
+    settings = settings or Settings.load()
+    if registry.champion_model(registry.configure(settings), registry.BASE_MODEL) is not None:
+        return True
+    if waited_s >= wait_s:
+        raise BaseChampionMissing(
+            f"models:/{registry.BASE_MODEL}@{registry.CHAMPION} does not exist after {waited_s:.0f} s "
+            f"(champion_wait_s={wait_s:.0f}): onboarding fine-tunes the base model's champion, so run the "
+            "pretrain DAG first (`airflow dags trigger pretrain`, or `transfertraj demo`) and let its gate name "
+            f"a champion (`transfertraj models list`), then trigger onboard_city again or with a longer champion_wait_s"
+        )
+    log.info(
+        "no %s@%s yet after %.0f s of %.0f s; looking again", registry.BASE_MODEL, registry.CHAMPION, waited_s, wait_s
+    )
+    return False
+
+
 def write_city_config(params: dict) -> str:
     """First onboarding task: validate the trigger, write <data root>/config/cities/<name>.yaml, load it back."""
     from transfertraj.core.city_config import CityConfigError, city_to_yaml, list_cities, load_city_file, parse_city
 
     settings = Settings.load()
-    data = onboard_config(params, settings)
+    data = onboard_config(params, settings)  # the trigger, and the city config it makes, checked by field
     try:
         city = parse_city(data, f"onboard_city params for {data['name']}")
-    except CityConfigError as err:
+    except CityConfigError as err:  # onboard_config checked the same schema; kept for a config it missed
         raise OnboardParamsError(f"onboard_city: bad parameters:\n  {err}") from None
     folder = (settings.home / "config" / "cities").resolve()
     if folder not in [Path(d).resolve() for d in settings.city_dirs]:
