@@ -313,6 +313,17 @@ def test_good_triggers_are_accepted(settings, trigger):
     assert data["raw"]["path"].startswith(str(settings.incoming.resolve()))
 
 
+def test_a_headerless_gcj02_delivery_is_onboardable(settings):
+    """Columns by position with header false, and the datum, reach the city config (jobs/ reads both)."""
+    columns = {"vehicle_id": 0, "timestamp": 2, "lon": 3, "lat": 4}
+    data = onboard_config(point_log(columns=columns, header=False, datum="gcj02", timestamp_format="unix_ns"), settings)
+    assert data["raw"]["columns"] == columns and data["raw"]["header"] is False and data["datum"] == "gcj02"
+    with pytest.raises(OnboardParamsError, match="datum"):
+        onboard_config(point_log(datum="bd09"), settings)
+    with pytest.raises(OnboardParamsError, match="header: false"):
+        onboard_config(point_log(columns=columns), settings)  # positions need header false
+
+
 def test_the_overpass_url_is_kept(settings):
     url = "https://overpass.example.org/api"
     assert onboard_config(params(osm_kind="overpass", overpass_url=url), settings)["osm"] == {

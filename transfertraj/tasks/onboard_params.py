@@ -144,6 +144,8 @@ def _incoming_file(value: str, info: ValidationInfo) -> str:
 Text = _text(200)
 LongText = _text(2000)
 ColumnName = _text(200, min_length=1)
+ColumnPosition = Annotated[int, Field(ge=0, le=10_000)]
+Datum = Literal["wgs84", "gcj02"]
 IncomingFile = Annotated[_text(4096, min_length=1), AfterValidator(_incoming_file)]
 PoiCategory = Literal[POI_CATEGORIES]  # type: ignore[valid-type]
 Preset = Literal[tuple(RAW_PRESETS)]  # type: ignore[valid-type]
@@ -170,8 +172,10 @@ class OnboardTrigger(BaseModel):
     )
     raw_preset: Preset | None = Field(None, description="a known format with its column mapping")
     raw_format: RawFormat | None = Field(None, description="without a preset: porto_csv or point_log")
-    columns: dict[Literal[CANONICAL_COLUMNS], ColumnName] | None = Field(  # type: ignore[valid-type]
-        None, description="point_log: canonical column -> file column (vehicle_id, timestamp, lon, lat[, trip_state])"
+    columns: dict[Literal[CANONICAL_COLUMNS], ColumnName | ColumnPosition] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="point_log: canonical column -> file column (vehicle_id, timestamp, lon, lat[, trip_state]); "
+        "with header false, 0-based positions",
     )
     timestamp_format: Text | None = Field(None, description="auto | unix_s | unix_ms | a Spark datetime pattern")
     timestamp_timezone: _text(64, base=TimeZone) | None = Field(None, description="zone of offset-less timestamps")
@@ -179,6 +183,8 @@ class OnboardTrigger(BaseModel):
     delimiter: Annotated[str, StringConstraints(min_length=1, max_length=1)] | None = Field(
         None, description="one character; default tab for .tsv files, else a comma"
     )
+    header: bool = Field(True, description="false: the files have no header line, columns are given by position")
+    datum: Datum = Field("wgs84", description="the raw coordinates' datum: gcj02 for Chinese sources (DiDi)")
     licence: _text(2000, base=Licence) = Field(description="licence of the raw data; it travels with the data")
     provenance: LongText = ""
     sampling_interval_s: SamplingInterval = Field(description="the raw data's usual seconds between fixes")
@@ -289,6 +295,8 @@ def city_dict(trigger: OnboardTrigger) -> dict:
     for key in ("timestamp_format", "timestamp_timezone", "trip_state_value", "delimiter"):
         if getattr(trigger, key) is not None:
             raw[key] = getattr(trigger, key)
+    if not trigger.header:
+        raw["header"] = False
     raw.update(path=trigger.raw_path, licence=trigger.licence, provenance=trigger.provenance)
     osm: dict[str, Any] = {"kind": trigger.osm_kind}
     for key, field in OSM_TRIGGER_FIELDS.items():
@@ -304,6 +312,7 @@ def city_dict(trigger: OnboardTrigger) -> dict:
         "osm": osm,
         "sampling_interval_s": trigger.sampling_interval_s,
         "phi_m": trigger.phi_m,
+        "datum": trigger.datum,
         "cleaning": trigger.cleaning.model_dump(),
         "quality": trigger.quality.model_dump(),
     }
