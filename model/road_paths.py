@@ -2,7 +2,7 @@
 kept neighbours, instead of on the straight line.
 
     from transfertraj.model.road_paths import RoadGraph, road_graph, tr_road_path_interpolation
-    graph = road_graph(settings, "porto")                  # the lake's context_roads, cached per city/version
+    graph, version = road_graph(settings, "porto")         # the lake's context_roads, cached per city/version
     graph = RoadGraph.from_lines(lines)                    # or from LineStrings (metres, the city's CRS)
     recovered = tr_road_path_interpolation(data, rows, mu=8, graphs={"porto": graph})
     # DataFrame: row, point, pred_mx, pred_my, on_road (False where it fell back to the straight line)
@@ -192,9 +192,10 @@ def tr_road_path_interpolation(
 _GRAPHS: dict[tuple[str, str, int], RoadGraph] = {}
 
 
-def road_graph(settings, city: str, version: int | None = None) -> RoadGraph | None:
-    """The drive graph of a city's `context_roads` rows (latest version or `version`), built once per
-    (table, city, version) in a process; None when the city has no roads in the lake (no OSM source)."""
+def road_graph(settings, city: str, version: int | None = None) -> tuple[RoadGraph | None, int | None]:
+    """(drive graph of a city's `context_roads` rows, the table version read), latest version or
+    `version`, built once per (table, city, version) in a process; graph None when the city has no
+    roads in the lake (no OSM source)."""
     import shapely
 
     from transfertraj.feature_store.reader import TableNotFound, open_table, read_table
@@ -204,12 +205,12 @@ def road_graph(settings, city: str, version: int | None = None) -> RoadGraph | N
     try:
         read = open_table(path, version).version()
     except TableNotFound:
-        return None
+        return None, None
     key = (path, city, read)
     if key not in _GRAPHS:
         table, _ = read_table(settings, "context_roads", city=city, version=read, columns=["geometry_wkb"])
         if table.num_rows == 0:
-            return None
+            return None, read
         wkb = table.column("geometry_wkb").to_numpy(zero_copy_only=False)
         _GRAPHS[key] = RoadGraph.from_lines(shapely.from_wkb(wkb))
-    return _GRAPHS[key]
+    return _GRAPHS[key], read

@@ -5,6 +5,7 @@ training, no files but the two it is asked to write, nothing deleted.
     from transfertraj.model.scoring import score_checkpoint, write_score
     score = score_checkpoint("best.pt", data, tasks=("tp", "tr8", "tr16", "od"), road_graphs={"porto": graph})
     score.ratios          # task, method, against, metric, ratio, ci_low, ci_high, n_trajectories, verdict
+                          # (method "model"; and "road-path interpolation" against the straight line)
     score.metrics         # task, method, rmse / mae (m or min), mape_pct, n_trajectories
     write_score(score, "reports/score/porto", about={"model": "models:/transfertraj-base@champion", ...})
 
@@ -36,6 +37,7 @@ from transfertraj.model.metrics import sums_metrics, trip_sums
 from transfertraj.model.trajectory_data import TrajectoryData
 
 MODEL = "model"  # the method name of the scored model in the tables
+LINE_TR = "lin-interp (time)"  # the straight line the road path is measured against
 OD_CROSS_FIT = (("OD-LR", "linear"), ("OD-LR distance", "distance"))  # OD baselines without a train split
 
 
@@ -88,6 +90,9 @@ def score_checkpoint(
             metrics.append({"task": task, "method": method, **sums_metrics(task, frame)})
         for against in (m for m in frames if m != MODEL):
             ratios += ratio_rows("score", MODEL, task, frames[MODEL], against, frames[against], n_boot, seed=seed)
+        if ROAD_PATH_BASELINE in frames:  # what the map alone gives over the straight line
+            line, road = frames[LINE_TR], frames[ROAD_PATH_BASELINE]
+            ratios += ratio_rows("score", ROAD_PATH_BASELINE, task, road, LINE_TR, line, n_boot, seed=seed)
     ratios_df = pd.DataFrame(ratios).drop(columns=["setting"], errors="ignore")
     return Score(pd.DataFrame(metrics), ratios_df, notes, len(data))
 
@@ -105,20 +110,22 @@ def score_markdown(score: Score, about: dict) -> str:
     head += [f"- {k}: {v}" for k, v in about.items() if k not in ("model",)]
     head += [f"- trajectories read: {score.n_trajectories}", ""]
     lines = [
-        "| task | baseline | metric | model | baseline | model / baseline [95 % CI] | n trajectories |",
-        "|---|---|---|---|---|---|---|",
+        "| task | method | against | metric | method's | against's | ratio [95 % CI] | n trajectories |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     m = score.metrics.set_index(["task", "method"]) if len(score.metrics) else None
     for r in score.ratios.itertuples(index=False):
         unit = "min" if r.task == "od" else "m"
         col = "mape_pct" if r.metric == "mape" else f"{r.metric}_{unit}"
-        a, b = m.loc[(r.task, MODEL), col], m.loc[(r.task, r.against), col]
+        a, b = m.loc[(r.task, r.method), col], m.loc[(r.task, r.against), col]
         u = "%" if r.metric == "mape" else unit
         ci = f"{r.ratio:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" if np.isfinite(r.ratio) else "n/a"
         lines.append(
-            f"| {r.task} | {r.against} | {r.metric.upper()} | {_cell(a, u)} | {_cell(b, u)} | {ci} | {r.n_trajectories} |"
+            f"| {r.task} | {r.method} | {r.against} | {r.metric.upper()} | {_cell(a, u)} | {_cell(b, u)} | {ci} "
+            f"| {r.n_trajectories} |"
         )
-    foot = ["", "A ratio below 1 means the model's error is lower; a CI that excludes 1 is a real difference."]
+    foot = ["", "ratio = method's error / against's error: below 1 the method's error is lower; a 95 % CI"]
+    foot += ["(paired bootstrap over trajectories) that excludes 1 is a real difference."]
     foot += [f"- {n}" for n in score.notes]
     return "\n".join(head + lines + foot) + "\n"
 

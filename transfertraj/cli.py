@@ -260,8 +260,8 @@ def _cmd_score(args, settings: Settings) -> int:
     if args.max_trajectories and len(data) > args.max_trajectories:
         rng = np.random.default_rng(args.seed)
         data = subset(data, np.sort(rng.choice(len(data), args.max_trajectories, replace=False)), name="sample")
-    roads_version = ctx.get(args.city, {}).get("context_roads")  # the roads the features were built with
-    graph = road_graph(settings, args.city, roads_version)
+    # the roads the features were built with where they record it, else the latest
+    graph, roads_version = road_graph(settings, args.city, ctx.get(args.city, {}).get("context_roads"))
     trained = load_checkpoint(checkpoint)["data"]
     about.update(
         {

@@ -55,7 +55,7 @@ def test_scores_every_trajectory_against_every_baseline(porto, untrained, tmp_pa
     assert doc["model"] == about["model"] and doc["n_trajectories"] == len(porto)
     assert len(doc["ratios"]) == len(score.ratios)
     text = md.read_text()
-    assert "models:/transfertraj-base@champion" in text and "| tr8 | lin-interp (time) | RMSE |" in text
+    assert "models:/transfertraj-base@champion" in text and "| tr8 | model | lin-interp (time) | RMSE |" in text
 
 
 def test_the_model_and_the_baselines_score_the_same_hidden_points(porto, untrained):

@@ -95,7 +95,9 @@ def test_score_a_checkpoint_on_one_delivery_date(tmp_path, capsys):
         "road-path interpolation",
     }
     printed = capsys.readouterr().out
-    assert "| tr8 | road-path interpolation | RMSE |" in printed and str(out / "score.md") in printed
+    assert "| tr8 | model | road-path interpolation | RMSE |" in printed and str(out / "score.md") in printed
+    road = [r for r in doc["ratios"] if r["method"] == "road-path interpolation"]
+    assert {r["against"] for r in road} == {"lin-interp (time)"} and {r["metric"] for r in road} == {"rmse", "mae"}
 
 
 def test_score_says_what_is_missing(tmp_path, capsys):
