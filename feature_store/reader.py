@@ -5,6 +5,7 @@
     table, version = read_table(settings, "features", city="porto", version=7)   # exactly what v7 held
     table, version = read_table(settings, "features", city=["porto", "sanfrancisco"])  # one version, two cities
     roads, _ = read_table(settings, "context_roads", city="porto", columns=["geometry_wkb"])
+    table, _ = read_table(settings, "features", city="porto", dates=("2013-07-01", "2013-07-31"))  # deliveries
 
 Training, evaluation, serving and plots all read through here, so a model records the version it read
 and can be retrained or re-scored on exactly that version (`--version` on the commands). It is built
@@ -59,20 +60,23 @@ def read_path(
     *,
     version: int | None = None,
     city: str | Sequence[str] | None = None,
+    dates: tuple[str, str] | None = None,
     columns: list[str] | None = None,
 ) -> tuple[pa.Table, int]:
-    """(rows, version read) of the Delta table at `path`; `city` (a name or several) keeps those partitions.
+    """(rows, version read) of the Delta table at `path`; `city` (a name or several) keeps those partitions,
+    `dates` = (first, last) the delivery-date partitions between them, inclusive ('YYYY-MM-DD' sorts as text).
 
     Several cities are read in one scan of one snapshot, so they all come from the same version."""
     dt = open_table(path, version)
-    if city is None:
-        filters = None
-    elif isinstance(city, str):
-        filters = [("city", "=", city)]
-    else:
-        filters = [("city", "in", list(city))]
-    if filters and "city" not in dt.metadata().partition_columns:
-        raise ValueError(f"{path} is not partitioned by city")
+    filters = []
+    if city is not None:
+        filters.append(("city", "=", city) if isinstance(city, str) else ("city", "in", list(city)))
+    if dates is not None:
+        filters += [("date", ">=", dates[0]), ("date", "<=", dates[1])]
+    for column, _, _ in filters:
+        if column not in dt.metadata().partition_columns:
+            raise ValueError(f"{path} is not partitioned by {column}")
+    filters = filters or None
     # a filter on a partition column prunes files from the log before any Parquet file is opened
     return dt.to_pyarrow_table(filters=filters, columns=columns), dt.version()
 
@@ -83,11 +87,12 @@ def read_table(
     *,
     version: int | None = None,
     city: str | Sequence[str] | None = None,
+    dates: tuple[str, str] | None = None,
     columns: list[str] | None = None,
 ) -> tuple[pa.Table, int]:
     """(rows, version read) of the lake's table `name` (see feature_store.tables) under `settings.lake`."""
     table(name)
-    return read_path(table_path(settings, name), version=version, city=city, columns=columns)
+    return read_path(table_path(settings, name), version=version, city=city, dates=dates, columns=columns)
 
 
 def table_version(settings, name: str) -> int | None:

@@ -13,7 +13,9 @@ They see exactly what the model's masks show it (model/masking.py) and nothing m
 - TR keeps every mu-th point plus the first and last. Linear interpolation between the kept neighbours,
   by time (`by="time"`, the issue's time-aware baseline; it reads the hidden points' timestamps, which
   the model does not see) or by point index (`by="index"`, the model's information).
-- OD-TTE regresses the travel time in minutes on distance, departure hour and weekday (`od_features`).
+- OD-TTE regresses the travel time in minutes on distance, departure hour and weekday (`od_features`),
+  fitted on a train split, or cross-fitted on the scored trajectories themselves when there is none
+  (`od_cross_fitted`: scoring a given model on a new delivery).
 """
 
 from __future__ import annotations
@@ -158,3 +160,22 @@ class OdRegressor:
         if self.model is None:
             raise RuntimeError("fit the regressor first")
         return np.maximum(self.model.predict(self._x(od_features(data, rows))), 0.0)  # no negative durations
+
+
+def od_cross_fitted(data: TrajectoryData, rows, kind: str = "linear", *, folds: int = 5) -> np.ndarray:
+    """(n,) minutes for `rows`, each predicted by an `OdRegressor` fitted on the other folds only.
+
+    For scoring on trajectories that have no train split of their own (a new delivery): the folds are
+    consecutive blocks by departure time, so a trip is never predicted by a fit that saw it, and a fit
+    sees mostly other hours of the delivery, as with a chronological split. The baseline still learns
+    from the delivery it is scored on, which a trained model does not: it is a strong reference."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(data.start_ts[rows], kind="stable")
+    pred = np.empty(len(rows))
+    blocks = [b for b in np.array_split(order, min(folds, len(rows))) if b.size]
+    if len(blocks) < 2:
+        raise ValueError("OD cross-fitting needs at least 2 trajectories")
+    for block in blocks:
+        rest = np.setdiff1d(order, block, assume_unique=True)
+        pred[block] = OdRegressor(kind).fit(data, rows[rest]).predict(data, rows[block])
+    return pred

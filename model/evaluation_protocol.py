@@ -27,6 +27,7 @@ from transfertraj.core.constants import MAX_POINTS, MODEL_SIZES
 from transfertraj.model.trajectory_data import TrajectoryData, chronological_split, eligible
 
 TASKS = ("tp", "tr4", "tr8", "tr16", "od")
+SCORE_TASKS = ("tp", "tr8", "tr16", "od")  # what `transfertraj score` scores unless told (model.scoring)
 VARIANTS = ("wo-pt", "wo-ft", "full")  # in-domain: no pretraining, no fine-tuning, both
 ABLATIONS = {  # ModelArgs switches of each ablation
     "wo-TRIE": {"position": "absolute_sincos"},
@@ -41,6 +42,9 @@ BASELINE_FAMILY = {  # task family -> baselines; the strongest on val is the ref
     "tr": ("lin-interp (time)", "lin-interp (index)"),
     "od": ("OD-LR distance", "OD-LR", "OD-GB"),
 }
+# TR along the city's drive graph (model.road_paths): scored where the lake has the city's roads
+# (`transfertraj score`); the suite reads features only, so it is not in the suite's family.
+ROAD_PATH_BASELINE = "road-path interpolation"
 # The issue's targets: (task, metric, ratio of "full" to the strongest baseline) in the source city ...
 IN_DOMAIN_TARGETS = (("tr8", "rmse", 0.85), ("tp", "rmse", 0.8), ("od", "mae", 0.9))
 ZERO_SHOT_TARGET = 1.3  # ... and west-east zero-shot against the target's in-domain model
@@ -117,8 +121,12 @@ def in_domain_setting(config: SuiteConfig) -> str:
 
 
 def task_rows(data: TrajectoryData, split: str, task: str, config: SuiteConfig) -> np.ndarray:
-    """Rows a task is scored on in a split (TP: >= tp_min_points points)."""
-    rows = dict(zip(("train", "val", "test"), chronological_split(data)))[split]
+    """Rows a task is scored on in a split, or in all of `data` (split "all": scoring a given model on
+    new deliveries); TP: >= tp_min_points points."""
+    if split == "all":
+        rows = np.arange(len(data))
+    else:
+        rows = dict(zip(("train", "val", "test"), chronological_split(data)))[split]
     rows = eligible(data, rows, task, config.max_points)
     if task == "tp":
         rows = rows[data.n_points[rows] >= config.tp_min_points]

@@ -37,6 +37,7 @@ from transfertraj.model.evaluation_protocol import (
     ABLATIONS,
     BASELINE_FAMILY,
     IN_DOMAIN_TARGETS,
+    ROAD_PATH_BASELINE,
     TRANSFERS,
     ZERO_SHOT_TARGET,
     SuiteConfig,
@@ -44,6 +45,7 @@ from transfertraj.model.evaluation_protocol import (
     task_rows,
 )
 from transfertraj.model.metrics import sums_metrics, trip_sums
+from transfertraj.model.road_paths import tr_road_path_interpolation
 from transfertraj.model.trajectory_data import TrajectoryData, chronological_split
 
 log = logging.getLogger("transfertraj.evaluation")
@@ -71,22 +73,45 @@ def _distance_error(data: TrajectoryData, rows, points, pred_mxy) -> np.ndarray:
     return haversine_m(pred_ll[:, 0], pred_ll[:, 1], true_ll[:, 0], true_ll[:, 1])
 
 
+LINEAR_TR = (("lin-interp (time)", "time"), ("lin-interp (index)", "index"))  # TR baselines: (method, by)
+
+
+def tp_baseline_frames(data: TrajectoryData, rows) -> dict[str, pd.DataFrame]:
+    """{method: per-trip frame} of the TP baselines (last known point, constant velocity) on `rows`."""
+    last = data.n_points[rows] - 1
+    return {
+        name: trip_sums(data.trip_id[rows], _distance_error(data, rows, last, fn(data, rows)))
+        for name, fn in (("LKP", tp_last_known), ("CV", tp_constant_velocity))
+    }
+
+
+def tr_baseline_frames(data: TrajectoryData, rows, mu: int, *, road_graphs=None) -> dict[str, pd.DataFrame]:
+    """{method: per-trip frame} of the TR(mu) baselines on `rows`: linear interpolation by time and by
+    index, and with `road_graphs` ({city: model.road_paths.RoadGraph}) the road-path interpolation, whose
+    frame carries the share of hidden points placed on a road path in `attrs["on_road_share"]`."""
+    preds = {name: tr_linear_interpolation(data, rows, mu=mu, by=by) for name, by in LINEAR_TR}
+    if road_graphs:
+        preds[ROAD_PATH_BASELINE] = tr_road_path_interpolation(data, rows, mu=mu, graphs=road_graphs)
+    out = {}
+    for name, p in preds.items():
+        err = _distance_error(data, p["row"], p["point"], p[["pred_mx", "pred_my"]].to_numpy())
+        out[name] = trip_sums(data.trip_id[p["row"].to_numpy(np.int64)], err)
+        if "on_road" in p:
+            out[name].attrs["on_road_share"] = float(p["on_road"].mean()) if len(p) else float("nan")
+    return out
+
+
 def baseline_frames(
     data: TrajectoryData, split: str, config: SuiteConfig, tasks
 ) -> dict[tuple[str, str], pd.DataFrame]:
     """{(method, task): per-trip frame} for every baseline of the tasks, fitted on the train split."""
     out = {}
     if "tp" in tasks:
-        rows = task_rows(data, split, "tp", config)
-        last = data.n_points[rows] - 1
-        for name, fn in (("LKP", tp_last_known), ("CV", tp_constant_velocity)):
-            out[(name, "tp")] = trip_sums(data.trip_id[rows], _distance_error(data, rows, last, fn(data, rows)))
+        for name, frame in tp_baseline_frames(data, task_rows(data, split, "tp", config)).items():
+            out[(name, "tp")] = frame
     for task in (t for t in tasks if t.startswith("tr")):
-        rows = task_rows(data, split, task, config)
-        for name, by in (("lin-interp (time)", "time"), ("lin-interp (index)", "index")):
-            p = tr_linear_interpolation(data, rows, mu=int(task[2:]), by=by)
-            err = _distance_error(data, p["row"], p["point"], p[["pred_mx", "pred_my"]].to_numpy())
-            out[(name, task)] = trip_sums(data.trip_id[p["row"].to_numpy(np.int64)], err)
+        for name, frame in tr_baseline_frames(data, task_rows(data, split, task, config), int(task[2:])).items():
+            out[(name, task)] = frame
     if "od" in tasks:
         train = task_rows(data, "train", "od", config)
         rows = task_rows(data, split, "od", config)
@@ -97,13 +122,18 @@ def baseline_frames(
     return out
 
 
-def model_frame(checkpoint, data: TrajectoryData, task: str, config: SuiteConfig, device: str) -> pd.DataFrame:
-    """Per-trip frame of a checkpoint on the test split (TP only on trajectories with >= tp_min_points)."""
+def model_frame(
+    checkpoint, data: TrajectoryData, task: str, config: SuiteConfig, device: str, split: str = "test"
+) -> pd.DataFrame:
+    """Per-trip frame of a checkpoint on a split ("all": every row; TP only on trajectories with >=
+    tp_min_points)."""
     from transfertraj.model.predict import predict
 
-    preds = predict(checkpoint, data, task, split="test", device=device, max_points=config.max_points)
+    preds = predict(
+        checkpoint, data, task, split=None if split == "all" else split, device=device, max_points=config.max_points
+    )
     s = preds[preds["scored"]]
-    keep = set(data.trip_id[task_rows(data, "test", task, config)].tolist())
+    keep = set(data.trip_id[task_rows(data, split, task, config)].tolist())
     s = s[s["trip_id"].isin(keep)]
     if task == "od":
         return trip_sums(s["trip_id"], s["pred_minutes"] - s["true_minutes"], true_minutes=s["true_minutes"])
@@ -396,21 +426,23 @@ def ratio_table(suite: Suite) -> pd.DataFrame:
         ref = suite.reference.get((setting, task))
         if ref is None:
             continue
-        rows += _ratio_rows(
+        rows += ratio_rows(
             setting, method, task, _merge_seeds(recs), ref, _merge_seeds(by_key[(setting, ref, task)]), c.n_boot
         )
     return pd.DataFrame(rows)
 
 
-def _ratio_rows(
-    setting, method, task, a: pd.DataFrame, against: str, b: pd.DataFrame, n_boot: int, target=None
+def ratio_rows(
+    setting, method, task, a: pd.DataFrame, against: str, b: pd.DataFrame, n_boot: int, target=None, *, seed: int = 0
 ) -> list[dict]:
+    """Method a against b on the trajectories both scored: RMSE, MAE (and MAPE for OD) ratios, paired
+    bootstrap 95 % CIs (resampling trajectories) and a verdict."""
     m = a.merge(b, on="trip_id", suffixes=("_a", "_b"))
     metrics = [("rmse", "sse"), ("mae", "sae")] + ([("mape", "ape")] if task == "od" else [])
     out = []
     for name, col in metrics:
         kind = "rmse" if name == "rmse" else "mae"
-        r, lo, hi = paired_ratio_ci(m[f"{col}_a"], m[f"{col}_b"], m["n_a"], kind=kind, n_boot=n_boot)
+        r, lo, hi = paired_ratio_ci(m[f"{col}_a"], m[f"{col}_b"], m["n_a"], kind=kind, n_boot=n_boot, seed=seed)
         out.append(
             {
                 "setting": setting,
@@ -445,7 +477,7 @@ def target_checks(suite: Suite) -> pd.DataFrame:
         ref = suite.reference.get((home, task))
         a, b = get(home, "full", task), get(home, ref, task) if ref else None
         if a is not None and b is not None:
-            row = [x for x in _ratio_rows(home, "full", task, a, ref, b, c.n_boot, target) if x["metric"] == metric]
+            row = [x for x in ratio_rows(home, "full", task, a, ref, b, c.n_boot, target) if x["metric"] == metric]
             checks += [{**x, "target": f"<= {target:g}"} for x in row]
     for task in c.transfer_tasks:
         metric = "mae" if task == "od" else "rmse"
@@ -453,7 +485,7 @@ def target_checks(suite: Suite) -> pd.DataFrame:
         if a is not None and b is not None:
             row = [
                 x
-                for x in _ratio_rows("west-east", "zero-shot", task, a, "in-domain", b, c.n_boot, ZERO_SHOT_TARGET)
+                for x in ratio_rows("west-east", "zero-shot", task, a, "in-domain", b, c.n_boot, ZERO_SHOT_TARGET)
                 if x["metric"] == metric
             ]
             checks += [{**x, "target": f"<= {ZERO_SHOT_TARGET:g}"} for x in row]
@@ -461,7 +493,7 @@ def target_checks(suite: Suite) -> pd.DataFrame:
         if a is not None and b is not None:
             row = [
                 x
-                for x in _ratio_rows("west-east", "zero-shot wo-TRIE", task, a, "zero-shot", b, c.n_boot)
+                for x in ratio_rows("west-east", "zero-shot wo-TRIE", task, a, "zero-shot", b, c.n_boot)
                 if x["metric"] == metric
             ]
             checks += [{**x, "target": "> 1 (wo-TRIE transfers worse)"} for x in row]

@@ -283,6 +283,83 @@ def _write_predict_page(fc: dict, model, args, settings: Settings) -> Path:
     return write_page(render_page(fc, view, roads=roads, title=name, mu=args.mu, attribution=attribution), args.html)
 
 
+def _resolve_model(model: str, settings: Settings) -> tuple[Path, dict]:
+    """(checkpoint path, what the report says about the model) for a models:/ URI or a checkpoint path."""
+    if not model.startswith("models:/"):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path} (give a models:/NAME@ALIAS URI or a best.pt path)")
+        return path, {"model": str(path)}
+    from transfertraj.registry import checkpoint_of, configure
+
+    name, _, ref = model.removeprefix("models:/").partition("@")
+    if ref:
+        version = configure(settings).get_model_version_by_alias(name, ref).version
+    else:
+        name, _, version = name.partition("/")
+    return checkpoint_of(model, settings), {"model": model, "model_name": name, "model_version": str(version)}
+
+
+def _cmd_score(args, settings: Settings) -> int:
+    import numpy as np
+
+    from transfertraj.model.checkpoint import load_checkpoint
+    from transfertraj.model.road_paths import road_graph
+    from transfertraj.model.scoring import score_checkpoint, write_score
+    from transfertraj.model.transfer_data import subset
+    from transfertraj.tasks.training_data import read_city_data
+
+    if bool(args.start) != bool(args.end):
+        print("error: give both --start and --end (or neither: every delivery date)", file=sys.stderr)
+        return 2
+    dates = (args.start, args.end) if args.start else None
+    try:
+        checkpoint, about = _resolve_model(args.model, settings)
+        data, version, ctx = read_city_data(settings, [args.city], args.version, dates)
+    except (FileNotFoundError, LookupError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.max_trajectories and len(data) > args.max_trajectories:
+        rng = np.random.default_rng(args.seed)
+        data = subset(data, np.sort(rng.choice(len(data), args.max_trajectories, replace=False)), name="sample")
+    # the roads the features were built with where they record it, else the latest
+    graph, roads_version = road_graph(settings, args.city, ctx.get(args.city, {}).get("context_roads"))
+    trained = load_checkpoint(checkpoint)["data"]
+    about.update(
+        {
+            "checkpoint": str(checkpoint),
+            "model trained on": f"features version {trained.get('data_version')}, cities {trained.get('cities')}",
+            "city": args.city,
+            "features version": version,
+            "delivery dates": f"{dates[0]} .. {dates[1]}" if dates else "all",
+            "trips start (UTC)": " .. ".join(
+                str(np.datetime64(int(t), "ns").astype("datetime64[s]"))
+                for t in (data.start_ts.min(), data.start_ts.max())
+            ),
+            "context_roads version": roads_version if graph is not None else "none (no road-path baseline)",
+            "sample": f"{len(data)} trajectories drawn with seed {args.seed}" if args.max_trajectories else "all",
+            "bootstrap": f"{args.n_boot} resamples of trajectories, seed {args.seed}",
+        }
+    )
+    score = score_checkpoint(
+        checkpoint,
+        data,
+        tasks=tuple(args.tasks),
+        road_graphs={args.city: graph} if graph is not None else None,
+        device=args.device,
+        n_boot=args.n_boot,
+        seed=args.seed,
+    )
+    slug = about.get("model_name", checkpoint.parent.name) + (
+        f"-v{about['model_version']}" if "model_version" in about else ""
+    )
+    out = Path(args.out) if args.out else settings.reports / "score" / args.city / slug
+    files = write_score(score, out, about)
+    print(files[1].read_text())
+    print("\n".join(map(str, files)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transfertraj",
@@ -484,6 +561,38 @@ def build_parser() -> argparse.ArgumentParser:
         "from this data root's context_roads table, else from the road lattice the model carries",
     )
     p.set_defaults(func=_cmd_predict)
+
+    from transfertraj.model.evaluation_protocol import SCORE_TASKS, TASKS
+
+    p = sub.add_parser(
+        "score",
+        help="score a given model (registry URI or checkpoint) on a city's deliveries against the baselines",
+        description=(
+            "Score one trained model on every trajectory of a city's features for some delivery dates: each "
+            "task's mask, the same baselines as the evaluation protocol (TP: last known point, constant "
+            "velocity; TR: linear interpolation by time and by index, and the road-path interpolation along "
+            "the city's OSM drive graph where the lake has its roads; OD-TTE: linear regressions on distance, "
+            "hour and weekday, cross-fitted on the scored trajectories), and each model/baseline error ratio "
+            "with a paired bootstrap 95 % CI over trajectories. Trains nothing, deletes nothing; writes "
+            "score.json and score.md and prints the table (docs/evaluation.md, 'Scoring a given model')."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME@ALIAS, models:/NAME/VERSION (the MLflow registry) or a checkpoint path (best.pt)",
+    )
+    p.add_argument("--city", required=True, help="the city whose features to score on")
+    p.add_argument("--start", help="first delivery date YYYY-MM-DD (with --end; default every date)")
+    p.add_argument("--end", help="last delivery date YYYY-MM-DD, inclusive")
+    p.add_argument("--version", type=int, help="the features table's Delta version (default: latest)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(SCORE_TASKS), help="default %(default)s")
+    p.add_argument("--max-trajectories", type=int, help="score a random sample of this many (seeded by --seed)")
+    p.add_argument("--out", help="output folder (default <home>/reports/score/<city>/<model>)")
+    p.add_argument("--seed", type=int, default=0, help="sample and bootstrap seed")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
+    p.set_defaults(func=_cmd_score)
 
     from transfertraj.model.commands import register as register_model_commands
 

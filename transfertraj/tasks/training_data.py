@@ -3,6 +3,7 @@
     from transfertraj.tasks.training_data import read_city_features
     table, version, ctx = read_city_features(settings, ["porto", "sanfrancisco"])
     data, version, ctx = read_city_data(settings, ["porto"])   # the same, as TrajectoryData with phi and CRS
+    data, version, ctx = read_city_data(settings, ["porto"], dates=("2013-07-01", "2013-07-07"))  # deliveries
     # ctx == {"porto": {"context_roads": 2, "context_pois": 2, "context_grid": 3}, ...}
 
 The version read is recorded with the model (MLflow tags), and so are the context table versions the
@@ -18,15 +19,18 @@ import json
 from transfertraj.core.settings import Settings
 
 
-def read_city_features(settings: Settings, cities: list[str], version: int | None = None):
-    """(pyarrow table of these cities' features rows, Delta version read, {city: context versions})."""
+def read_city_features(
+    settings: Settings, cities: list[str], version: int | None = None, dates: tuple[str, str] | None = None
+):
+    """(pyarrow table of these cities' features rows, Delta version read, {city: context versions});
+    `dates` = (first, last) delivery date, inclusive, keeps those date partitions only."""
     from transfertraj.feature_store.reader import TableNotFound, read_table
     from transfertraj.feature_store.tables import table_path
 
     if not cities:
         raise ValueError("read_city_features: no cities given")
     try:
-        table, version = read_table(settings, "features", city=cities, version=version)  # one snapshot
+        table, version = read_table(settings, "features", city=cities, version=version, dates=dates)  # one snapshot
     except TableNotFound:
         raise TableNotFound(
             f"no features table at {table_path(settings, 'features')}: "
@@ -34,16 +38,19 @@ def read_city_features(settings: Settings, cities: list[str], version: int | Non
         ) from None
     missing = sorted(set(cities) - set(table.column("city").to_pylist()))
     if missing:
-        raise ValueError(f"the features table (version {version}) has no rows for {missing}")
+        when = f" delivered {dates[0]}..{dates[1]}" if dates else ""
+        raise ValueError(f"the features table (version {version}) has no rows{when} for {missing}")
     return table, version, context_versions(table)
 
 
-def read_city_data(settings: Settings, cities: list[str], version: int | None = None):
+def read_city_data(
+    settings: Settings, cities: list[str], version: int | None = None, dates: tuple[str, str] | None = None
+):
     """`read_city_features` as the model's `TrajectoryData`, with each city's phi and CRS attached so the
     checkpoint records them and a fine-tune refuses a base model built with another phi."""
     from transfertraj.model.trajectory_data import load_features, with_city_facts
 
-    table, version, ctx = read_city_features(settings, cities, version)
+    table, version, ctx = read_city_features(settings, cities, version, dates)
     return with_city_facts(load_features(table, version), settings), version, ctx
 
 
