@@ -48,9 +48,10 @@ log = logging.getLogger("transfertraj.serving")
 
 INPUT_COLUMNS = ("trip_id", "ts", "lon", "lat")
 # torch intra-op threads per predict call; default: the cores this process may use (core.cores:
-# affinity, cgroup quota, TRANSFERTRAJ_THREADS). Set it to cores / workers under `mlflow models serve
-# -w N`, and to 1 on cores shared with other heavy work: there a second thread spinning on OpenMP
-# barriers made a 64-trip request 3-5x slower (bench/README.md).
+# affinity, cgroup quota, TRANSFERTRAJ_THREADS) that are not already busy when the model loads (the
+# 1-minute load average), at least 1. More threads than idle cores spin on OpenMP barriers: on the
+# shared 2-core machine (load 8-11) 2 threads made a 64-trip request 10x slower than 1 (bench/README.md).
+# Under `mlflow models serve -w N` set it to cores / N.
 THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
 # Padded points per forward pass: a request's trips are grouped by length up to this many (B x L), so
 # short trips are not padded to the longest (transfertraj.model.predict.length_batches). 64 real
@@ -60,8 +61,12 @@ SERVING_TASKS = ("tp", "tr", "odtte")
 
 
 def serving_threads() -> int:
-    """torch threads of a serving process: TRANSFERTRAJ_SERVING_THREADS, else the cores it may use."""
-    return max(1, int(os.environ.get(THREADS_ENV) or available_cores()))
+    """torch threads of a serving process: TRANSFERTRAJ_SERVING_THREADS, else its idle cores (see above)."""
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    cores = available_cores()
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores, cores - busy))
 
 
 class ServingInputError(ValueError):

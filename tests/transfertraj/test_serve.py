@@ -103,10 +103,15 @@ def test_length_batches_answer_as_one_padded_batch(served_store, monkeypatch):
     from transfertraj.serving import THREADS_ENV, serving_threads
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
-    monkeypatch.setenv("TRANSFERTRAJ_THREADS", "2")
-    assert serving_threads() == 2  # the cores the process may use, not a fixed 1
-    monkeypatch.setenv(THREADS_ENV, "1")
-    assert serving_threads() == 1
+    monkeypatch.setenv("TRANSFERTRAJ_THREADS", "4")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert serving_threads() == 4  # idle: the cores the process may use
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    assert serving_threads() == 1  # 3 of 4 busy
+    monkeypatch.setattr(os, "getloadavg", lambda: (11.0, 0.0, 0.0))
+    assert serving_threads() == 1  # oversubscribed: never 0
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert serving_threads() == 3  # told
 
     model = registry.load(MODEL, served_store)
     py = model.unwrap_python_model()
@@ -192,6 +197,8 @@ def test_served_without_java_spark_or_lake(served_store, tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    (wheel,) = (local / "code").glob("transfertraj-*.whl")  # the model carries its code, and installs it:
+    assert f"code/{wheel.name}" in (local / "requirements.txt").read_text().split()
     child = json.loads(done.stdout.split("ANSWERS ", 1)[1])
     assert list((tmp_path / "empty_home").iterdir()) == []  # nothing read or written under the data root
 
