@@ -9,11 +9,13 @@ size (d = 128, 2 layers, 8 experts) is pretrained for one epoch on GENERATED fea
 with `registry.log_and_register`, which exports that context into the model. The model is then copied
 out of the store: every measurement loads it from a plain folder, as a serving machine would, in
 processes where pyspark, delta-spark and py4j cannot be imported and java is not on PATH. Torch uses
-one intra-op thread per call (TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py).
+the serving default of threads (the idle cores, TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py).
 
 In-process figures come from a fresh child process (this file with --child): import time, load time
 (`mlflow.pyfunc.load_model`), the first request, then repeated requests of 64 real Porto trips of the
-bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99. Server figures: `mlflow
+bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99, interleaved with the
+same request at 1 thread and at 1 thread as one padded batch (the path before length batches), whose
+answers must agree. Server figures: `mlflow
 models serve --env-manager local` on 127.0.0.1 only, one worker, time until /ping answers, then a bounded
 load test (N client threads for S seconds, each posting one request at a time; at most --max-requests
 in all): requests/s, p50 / p99 latency, errors. Results: a printed table, and a dated row appended to
