@@ -9,11 +9,13 @@ size (d = 128, 2 layers, 8 experts) is pretrained for one epoch on GENERATED fea
 with `registry.log_and_register`, which exports that context into the model. The model is then copied
 out of the store: every measurement loads it from a plain folder, as a serving machine would, in
 processes where pyspark, delta-spark and py4j cannot be imported and java is not on PATH. Torch uses
-one intra-op thread per call (TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py).
+the serving default of threads (the idle cores, TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py).
 
 In-process figures come from a fresh child process (this file with --child): import time, load time
 (`mlflow.pyfunc.load_model`), the first request, then repeated requests of 64 real Porto trips of the
-bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99. Server figures: `mlflow
+bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99, interleaved with the
+same request at 1 thread and at 1 thread as one padded batch (the path before length batches), whose
+answers must agree. Server figures: `mlflow
 models serve --env-manager local` on 127.0.0.1 only, one worker, time until /ping answers, then a bounded
 load test (N client threads for S seconds, each posting one request at a time; at most --max-requests
 in all): requests/s, p50 / p99 latency, errors. Results: a printed table, and a dated row appended to
@@ -149,12 +151,30 @@ def child(model_dir: str, batch: int, repeats: int) -> dict:
     t2 = time.perf_counter()
     first = model.predict(request, params={"task": "tp"})
     t_first = time.perf_counter() - t2
-    lat = []
+    py = model.unwrap_python_model()
+    # A/B in this process, interleaved so that the machine's load falls on each alike: the serving path
+    # as loaded, and the path before length batches (one padded batch per request), both at 1 thread.
+    paths = {
+        "": (py.threads, py.max_tokens),
+        "_1thread": (1, py.max_tokens),
+        "_unbatched_1thread": (1, None),
+    }
+    lat: dict[str, list[float]] = {k: [] for k in paths}
+    answers: dict[str, object] = {}
     for _ in range(repeats):
-        t = time.perf_counter()
-        model.predict(request, params={"task": "tp"})
-        lat.append(time.perf_counter() - t)
-    lattice = model.unwrap_python_model().contexts["porto"][0].lattice
+        for key, (threads, max_tokens) in paths.items():
+            py.threads, py.max_tokens = threads, max_tokens
+            t = time.perf_counter()
+            answers[key] = model.predict(request, params={"task": "tp"})
+            lat[key].append(time.perf_counter() - t)
+    py.threads, py.max_tokens = paths[""]
+    same = all(  # float noise of other batch shapes only: 1e-7 degrees is 1 cm
+        answers[k][["trip_id", "point"]].equals(first[["trip_id", "point"]])
+        and np.allclose(answers[k][["pred_lon", "pred_lat"]], first[["pred_lon", "pred_lat"]], rtol=0, atol=1e-7)
+        and np.allclose(answers[k]["pred_minutes_since_start"], first["pred_minutes_since_start"], rtol=0, atol=1e-4)
+        for k in paths
+    )
+    lattice = py.contexts["porto"][0].lattice
     import resource
 
     return {
@@ -164,8 +184,11 @@ def child(model_dir: str, batch: int, repeats: int) -> dict:
         "batch_trips": batch,
         "batch_points": len(request),
         "answers": len(first),
-        "p50_ms": float(np.percentile(lat, 50) * 1000),
-        "p99_ms": float(np.percentile(lat, 99) * 1000),
+        "threads": paths[""][0],
+        "max_tokens": paths[""][1],
+        **{f"p50{k}_ms": float(np.percentile(v, 50) * 1000) for k, v in lat.items()},
+        **{f"p99{k}_ms": float(np.percentile(v, 99) * 1000) for k, v in lat.items()},
+        "same_answers": same,
         "repeats": repeats,
         "lattice_nodes": int(lattice.shape[0] * lattice.shape[1]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -330,6 +353,13 @@ def report(setup: dict, inproc: dict, server: dict, load: tuple[float, float]) -
         f"| TP, {inproc['batch_trips']} trips, p50 ({inproc['repeats']} requests) | {inproc['p50_ms']:.1f} ms "
         f"| <= 50 ms: {verdict('p50_ms', inproc['p50_ms'])} |",
         f"| TP, {inproc['batch_trips']} trips, p99 | {inproc['p99_ms']:.1f} ms | |",
+        f"| same process, interleaved: {inproc['threads']} thread(s) (default) / 1 thread / 1 thread and one padded "
+        f"batch (the path before length batches): p50 | {inproc['p50_ms']:.0f} / {inproc['p50_1thread_ms']:.0f} / "
+        f"{inproc['p50_unbatched_1thread_ms']:.0f} ms | |",
+        f"| ... p99 | {inproc['p99_ms']:.0f} / {inproc['p99_1thread_ms']:.0f} / "
+        f"{inproc['p99_unbatched_1thread_ms']:.0f} ms | |",
+        f"| ... the three paths give the same answers (1 cm, 1e-4 min) | {'yes' if inproc['same_answers'] else 'NO'} "
+        "| yes |",
         f"| peak RSS of the serving process | {inproc['peak_rss_mb']:.0f} MB | |",
         f"| pyspark / delta / py4j imported (not importable, java not on PATH) "
         f"| {'yes' if inproc['spark_imported'] else 'no'} | no |",
@@ -355,12 +385,12 @@ def append_results(row: dict, table: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = row["date"]
     path = RESULTS / "serve.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    fields = list(dict.fromkeys([k for r in rows for k in r] + list(row)))  # earlier rows keep their columns
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows([*rows, row])
     (RESULTS / f"serve-{stamp}.md").write_text(table + "\n")
     return path
 
@@ -406,7 +436,8 @@ def main(argv=None) -> int:
     table = report(setup, inproc, server, load)
     print(table)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    row = {"date": stamp, "load_1min_start": round(load[0], 2), **setup, **inproc, **server}
+    server_cols = {(f"server_{k}" if k in ("p50_ms", "p99_ms") else k): v for k, v in server.items()}
+    row = {"date": stamp, "load_1min_start": round(load[0], 2), **setup, **inproc, **server_cols}
     print(f"appended to {append_results(row, table)}", file=sys.stderr)
     return 0
 

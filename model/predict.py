@@ -35,7 +35,28 @@ from transfertraj.model.trajectory_data import (
 from transfertraj.model.transfertraj import TransferTraj
 
 
-@torch.no_grad()
+def length_batches(n_points: np.ndarray, *, batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
+    """Positions 0..len(n_points)-1 grouped into batches. Without `max_tokens`: in order, `batch_size`
+    per batch. With it: by length, a batch closed when its padded size (rows x longest) would exceed
+    `max_tokens`, so short trips are not padded to the longest of the request.
+
+    Why: attention runs over the padded (B, L) grid; 64 real Porto trips (6-125 points) padded to 125
+    are 3x the real tokens. Each trajectory's outputs depend on its own points only (padded keys are
+    masked), so the grouping changes the cost, not the answers (tests/transfertraj/test_serve.py)."""
+    if max_tokens is None:
+        return [np.arange(s, min(s + batch_size, len(n_points))) for s in range(0, len(n_points), batch_size)]
+    order = np.argsort(n_points, kind="stable")
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):  # lengths ascend: the last row of a batch is its longest
+        if end - start > batch_size or (end - start) * n_points[order[end - 1]] > max_tokens:
+            if end - 1 > start:
+                batches.append(order[start : end - 1])
+                start = end - 1
+    batches.append(order[start:])
+    return [b for b in batches if len(b)]
+
+
+@torch.inference_mode()
 def predict(
     checkpoint_or_model,
     features_df,
@@ -47,6 +68,7 @@ def predict(
     device: str = "auto",
     seed: int = 0,
     max_points: int | None = MAX_POINTS,
+    max_tokens: int | None = None,
 ) -> pd.DataFrame:
     """Predictions for every hidden point of `task`'s mask: one row per (trajectory, hidden point).
 
@@ -54,7 +76,10 @@ def predict(
     task is scored on), pred_/true_ x_m, y_m (metres from the first point), pred_/true_ lon, lat (the
     first point's metric position added back, then mapped to WGS-84), error_m (haversine),
     pred_/true_ minutes (minutes since start; for OD the travel time). split: None (all rows) or
-    "train" / "val" / "test" of the chronological 8:1:1 split.
+    "train" / "val" / "test" of the chronological 8:1:1 split. max_tokens: group trajectories of
+    similar length, at most that many padded points per batch (see length_batches); the rows come
+    back in the same order either way. Only for the fixed masks (tp, tr*, od): the random
+    pretraining mask draws per trajectory in batch order.
     """
     if isinstance(checkpoint_or_model, TransferTraj):
         model, state = checkpoint_or_model, None
@@ -78,10 +103,12 @@ def predict(
         c: MetricToLonLat.fit(data.mxy[point_city == c], data.lonlat[point_city == c])
         for c in np.unique(data.city[indices])
     }
+    if max_tokens is not None and task == "pretrain":
+        raise ValueError("max_tokens regroups trajectories; the pretraining mask would then differ")
     collator = Collator(task=task, seed=seed)
     rows = []
-    for start in range(0, len(indices), batch_size):
-        ds = TrajectoryDataset(data, indices[start : start + batch_size])
+    for positions in length_batches(data.n_points[indices], batch_size=batch_size, max_tokens=max_tokens):
+        ds = TrajectoryDataset(data, indices[positions])
         batch, targets = collator([ds[i] for i in range(len(ds))])
         with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
             out, _ = model(to_device(batch, dev))
@@ -112,12 +139,15 @@ def predict(
                     "_pmx": origin[:, 0] + pred_xy[:, 0],
                     "_pmy": origin[:, 1] + pred_xy[:, 1],
                     "_flat": flat,
+                    "_order": positions[b],
                 }
             )
         )
     if not rows:
         raise ValueError(f"no trajectories qualify for task {task}")
     df = pd.concat(rows, ignore_index=True)
+    if max_tokens is not None:  # back to the order of `indices`; points stay in order within a trajectory
+        df = df.sort_values("_order", kind="stable", ignore_index=True)
     pred_ll = np.zeros((len(df), 2))
     for c, conv in converters.items():
         sel = (df["city"] == c).to_numpy()
@@ -126,7 +156,7 @@ def predict(
     df["pred_lon"], df["pred_lat"] = pred_ll[:, 0], pred_ll[:, 1]
     df["true_lon"], df["true_lat"] = true_ll[:, 0], true_ll[:, 1]
     df["error_m"] = haversine_m(df["pred_lon"], df["pred_lat"], df["true_lon"], df["true_lat"])
-    return df.drop(columns=["_pmx", "_pmy", "_flat"])
+    return df.drop(columns=["_pmx", "_pmy", "_flat", "_order"])
 
 
 def evaluate(checkpoint_or_model, features_df, task: str, **kwargs) -> dict:

@@ -42,7 +42,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import subprocess
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -119,8 +122,10 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def pip_requirements() -> list[str]:
-    """This environment's versions of what the pyfunc imports, pinned (never inferred)."""
+def pip_requirements(wheel: Path | None = None) -> list[str]:
+    """This environment's versions of what the pyfunc imports, pinned (never inferred), and transfertraj
+    itself: `wheel` (the code that logged the model, shipped in the model's code/ folder; MLflow installs
+    requirements from the model folder, so the relative path resolves there), else its installed version."""
     reqs = []
     for name in SERVING_PACKAGES:
         try:
@@ -128,7 +133,42 @@ def pip_requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
         reqs.append(f"{name}=={version}")
+    if wheel is not None:
+        reqs.append(f"code/{wheel.name}")
+    else:
+        reqs.append(f"transfertraj=={metadata.version('transfertraj')}")
     return reqs
+
+
+_WHEELS: dict[str, Path] = {}
+# What pyproject's [tool.setuptools] package-dir maps into the wheel, and the files the build reads.
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "transfertraj", "jobs", "model", "feature_store", "config")
+
+
+def code_wheel(out_dir: Path) -> Path | None:
+    """This checkout's transfertraj as a wheel (no dependencies), built once per process, so that a
+    registered model installs its own code with `pip install -r requirements.txt` in a fresh
+    environment (MLflow's virtualenv/uv env managers, or by hand). None when transfertraj is not
+    a source checkout (installed from a wheel: its version pin is enough then)."""
+    if not (REPO_ROOT / "pyproject.toml").exists():
+        return None
+    key = str(REPO_ROOT)
+    if key not in _WHEELS or not _WHEELS[key].exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="transfertraj-wheel-") as tmp:  # the build never writes in the checkout
+            src = Path(tmp)
+            for name in WHEEL_SOURCES:
+                if (REPO_ROOT / name).is_dir():
+                    shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(REPO_ROOT / name, src / name)
+            # --no-build-isolation: setuptools comes from this environment, nothing is downloaded.
+            cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out_dir)]
+            done = subprocess.run([*cmd, str(src)], capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"building the transfertraj wheel for the model failed:\n{done.stderr[-2000:]}")
+        _WHEELS[key] = next(out_dir.glob("transfertraj-*.whl"))
+    return _WHEELS[key]
 
 
 # ----------------------------------------------------------------------------------------- scoring
@@ -267,6 +307,7 @@ def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: l
     import mlflow
 
     artifacts = serving_artifacts(cities, settings, context_versions, checkpoint.parent / "serving")
+    wheel = code_wheel(checkpoint.parent / "serving" / "wheel")
     with warnings.catch_warnings():
         # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.
         warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
@@ -274,7 +315,8 @@ def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: l
             name="model",
             python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
             artifacts={"checkpoint": str(checkpoint), **artifacts},
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(wheel),
+            code_paths=[str(wheel)] if wheel else None,  # -> <model>/code/<wheel>
             signature=signature(),
             registered_model_name=model_name,
         )

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transfertraj.core.constants import TP_FUTURE
+from transfertraj.core.cores import available_cores
 from transfertraj.features.context import check_context, load_city_context, poi_tree
 from transfertraj.features.datum import from_wgs84, to_wgs84
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
@@ -46,11 +47,26 @@ from transfertraj.features.trajectory import TRAJECTORY_FIELDS, point_features, 
 log = logging.getLogger("transfertraj.serving")
 
 INPUT_COLUMNS = ("trip_id", "ts", "lon", "lat")
-# torch intra-op threads per predict call. One by default: a serving process scales with workers
-# (`mlflow models serve -w N`), and on shared cores a second thread spinning on OpenMP barriers made
-# a 64-trip request 4x slower (bench/README.md).
+# torch intra-op threads per predict call; default: the cores this process may use (core.cores:
+# affinity, cgroup quota, TRANSFERTRAJ_THREADS) that are not already busy when the model loads (the
+# 1-minute load average), at least 1. More threads than idle cores spin on OpenMP barriers: on the
+# shared 2-core machine (load 8-11) 2 threads made a 64-trip request 10x slower than 1 (bench/README.md).
+# Under `mlflow models serve -w N` set it to cores / N.
 THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
+# Padded points per forward pass: a request's trips are grouped by length up to this many (B x L), so
+# short trips are not padded to the longest (transfertraj.model.predict.length_batches). 64 real
+# Porto trips (2,556 points with the TP placeholders, padded to 64 x 125) run in 3-4 passes.
+MAX_TOKENS = 1024
 SERVING_TASKS = ("tp", "tr", "odtte")
+
+
+def serving_threads() -> int:
+    """torch threads of a serving process: TRANSFERTRAJ_SERVING_THREADS, else its idle cores (see above)."""
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    cores = available_cores()
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores, cores - busy))
 
 
 class ServingInputError(ValueError):
@@ -228,7 +244,8 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
-        self.threads = int(os.environ.get(THREADS_ENV) or 1)
+        self.threads = serving_threads()
+        self.max_tokens = MAX_TOKENS  # None: one padded batch per request (the path before length batches)
         spec = json.loads(Path(context.artifacts["serving"]).read_text())
         self.spec = spec
         self.cities = {name: parse_city(c["config"], f"model city {name}") for name, c in spec["cities"].items()}
@@ -274,7 +291,9 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # for this call only: an in-process caller keeps its setting
         try:
-            preds = model_predict(self.torch_model, table, mask_task, device="cpu", max_points=None)
+            preds = model_predict(
+                self.torch_model, table, mask_task, device="cpu", max_points=None, max_tokens=self.max_tokens
+            )
         finally:
             torch.set_num_threads(previous)
         datum = self.cities[str(params.get("city") or self.spec["default_city"])].datum

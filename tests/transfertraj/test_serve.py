@@ -82,6 +82,54 @@ def test_the_model_carries_its_context(served_store):
     assert not table.column("context_missing")[0].as_py()
 
 
+def test_length_batches_group_by_length_and_cover_every_trip():
+    from transfertraj.model.predict import length_batches
+
+    n = np.array([120, 6, 7, 60, 8, 118, 9])
+    batches = length_batches(n, batch_size=256, max_tokens=240)
+    assert sorted(np.concatenate(batches)) == list(range(len(n)))  # each trip once
+    assert all(len(b) * n[b].max() <= 240 for b in batches if len(b) > 1)  # a lone long trip may exceed
+    assert [list(b) for b in batches] == [[1, 2, 4, 6], [3, 5], [0]]
+    assert [list(b) for b in length_batches(n, batch_size=3, max_tokens=None)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert all(len(b) <= 2 for b in length_batches(n, batch_size=2, max_tokens=10_000))
+
+
+def test_length_batches_answer_as_one_padded_batch(served_store, monkeypatch):
+    """Parity: the serving path (trips grouped by length, inference mode, threads from the cores) gives
+    the answers of the path before it (one batch padded to the longest trip, torch.no_grad, 1 thread),
+    for real Porto trips of very different lengths, in every task and in the same row order."""
+    from transfertraj import registry
+    from transfertraj.model.predict import length_batches
+    from transfertraj.serving import THREADS_ENV, serving_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.setenv("TRANSFERTRAJ_THREADS", "4")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert serving_threads() == 4  # idle: the cores the process may use
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    assert serving_threads() == 1  # 3 of 4 busy
+    monkeypatch.setattr(os, "getloadavg", lambda: (11.0, 0.0, 0.0))
+    assert serving_threads() == 1  # oversubscribed: never 0
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert serving_threads() == 3  # told
+
+    model = registry.load(MODEL, served_store)
+    py = model.unwrap_python_model()
+    request = pd.concat([porto_trips(12), trips()], ignore_index=True)
+    py.max_tokens = 128  # small enough that these 14 trips take several passes
+    table, _ = py.features(request, task="tp")
+    assert len(length_batches(np.asarray(table.column("n_points")), batch_size=256, max_tokens=128)) > 3
+    for task, mu in (("tp", 8), ("tr", 4), ("odtte", 8)):
+        py.threads, py.max_tokens = 2, 128
+        grouped = model.predict(request, params={"task": task, "mu": mu})
+        py.threads, py.max_tokens = 1, None
+        one_batch = model.predict(request, params={"task": task, "mu": mu})
+        assert len(grouped) == len(one_batch) > 0
+        assert grouped["trip_id"].tolist() == one_batch["trip_id"].tolist()
+        num = grouped.select_dtypes("number").columns
+        np.testing.assert_allclose(grouped[num].to_numpy(), one_batch[num].to_numpy(), rtol=0, atol=1e-6)
+
+
 BLOCKER = """
 import sys
 
@@ -149,6 +197,8 @@ def test_served_without_java_spark_or_lake(served_store, tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    (wheel,) = (local / "code").glob("transfertraj-*.whl")  # the model carries its code, and installs it:
+    assert f"code/{wheel.name}" in (local / "requirements.txt").read_text().split()
     child = json.loads(done.stdout.split("ANSWERS ", 1)[1])
     assert list((tmp_path / "empty_home").iterdir()) == []  # nothing read or written under the data root
 
