@@ -8,7 +8,8 @@ its spatial modality (relative metres, and with it POI and road) and/or its temp
 four temporal features) is hidden. Hiding both is a fully masked point.
 
 Tasks: "pretrain", "tp" (last 5 points), "tr4" / "tr8" / "tr16" (keep every mu-th point plus first and
-last), "od" (first and last point only, last one's time hidden: the travel time).
+last), "od" (first and last point only, last one's time hidden: the travel time), and "multitask" (each
+trajectory draws one of the others: one set of weights fine-tuned for every task the served model answers).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 
 from transfertraj.core.constants import TP_FUTURE
 
-TASKS = ("pretrain", "tp", "tr4", "tr8", "tr16", "od")
-MIN_POINTS = {"pretrain": 2, "tp": TP_FUTURE + 1, "tr4": 3, "tr8": 3, "tr16": 3, "od": 2}
+TASKS = ("pretrain", "tp", "tr4", "tr8", "tr16", "od", "multitask")
+MIN_POINTS = {"pretrain": 2, "tp": TP_FUTURE + 1, "tr4": 3, "tr8": 3, "tr16": 3, "od": 2, "multitask": 2}
+MIXTURE = ("pretrain", "tp", "tr4", "tr8", "tr16", "od")  # what "multitask" draws from, equally
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,22 @@ def od_mask(n: int, rng: np.random.Generator | None = None) -> PointMask:
     return PointMask(np.array([0, n - 1]), np.array([False, False]), np.array([False, True]))
 
 
+def multitask_mask(n: int, rng: np.random.Generator) -> PointMask:
+    """One mask of MIXTURE per trajectory, drawn equally among those the trajectory is long enough for.
+
+    Why: the paper fine-tunes one model per task ("full"); the registered model answers TP, TR and OD-TTE
+    with one set of weights, so it is fine-tuned on all their masks at once. A pretrained-only model ("wo
+    ft") learned to recover random segments, and on this data it answered TP like the last known point and
+    TR like linear interpolation (weights/base/README.md). The pretraining mask stays in the mixture so the
+    representation keeps what it learned.
+    """
+    options = [t for t in MIXTURE if n >= MIN_POINTS[t]]
+    return mask_for(options[int(rng.integers(len(options)))])(n, rng)
+
+
 def mask_for(task: str) -> MaskFn:
+    if task == "multitask":
+        return multitask_mask
     if task == "pretrain":
         return pretrain_mask
     if task == "tp":
