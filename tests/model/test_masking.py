@@ -115,3 +115,21 @@ def test_context_dropout_rate_and_reproducible_masks(dataset):
     a, _ = Collator(task="pretrain", seed=5)(samples[:8])
     b, _ = Collator(task="pretrain", seed=5)(samples[:8])
     assert (a["mask_s"] == b["mask_s"]).all() and (a["mask_t"] == b["mask_t"]).all()
+
+
+def test_multitask_draws_every_task_a_trajectory_is_long_enough_for():
+    from transfertraj.model.masking import MIXTURE, mask_for, multitask_mask
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(400):
+        m = multitask_mask(40, rng)
+        for task in MIXTURE:  # which task drew it: the same mask from that task's function
+            ref = mask_for(task)(40, np.random.default_rng(1)) if task != "pretrain" else None
+            if ref is not None and np.array_equal(m.keep, ref.keep) and np.array_equal(m.spatial, ref.spatial):
+                seen.add(task)
+        if len(m.keep) == 40 and not (m.spatial == m.temporal).all():
+            seen.add("pretrain")  # only the pretraining mask hides one modality without the other
+    assert seen == set(MIXTURE)
+    for _ in range(200):  # 4 points: TP (needs 6) would raise; the draw leaves it out
+        multitask_mask(4, rng)
