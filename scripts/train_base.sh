@@ -9,12 +9,14 @@
 # 3. ingests every delivery through the nightly DAG (`transfertraj backfill`: one DAG run per date);
 # 4. pretrains the tiny model on both cities within a time budget: each epoch draws EPOCH_SIZE trajectories,
 #    half per city (San Francisco holds many more), cosine learning rate, best validation epoch kept;
-# 5. copies best.pt to weights/base/transfertraj-base.pt.
+# 5. fine-tunes it under the multitask mask (each trajectory draws TP, TR4/8/16, OD or the pretraining mask):
+#    the registered model answers every task with one set of weights;
+# 6. copies that best.pt to weights/base/transfertraj-base.pt.
 # weights/base/README.md records the run that made the committed file: data versions, time, memory, metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TRANSFERTRAJ_HOME="${TRANSFERTRAJ_HOME:-var/base}"
-EPOCHS="${EPOCHS:-40}"
+EPOCHS="${EPOCHS:-16}"
 EPOCH_SIZE="${EPOCH_SIZE:-4096}"
 BUDGET_MIN="${BUDGET_MIN:-45}"
 tt=".venv/bin/transfertraj"
@@ -29,8 +31,12 @@ if [ "${SKIP_INGEST:-0}" != 1 ]; then
   $tt backfill --city sanfrancisco --out "$TRANSFERTRAJ_HOME/reports/backfill/sanfrancisco.md" || true  # a failed date is reported, training goes on
 fi
 out="$TRANSFERTRAJ_HOME/checkpoints/base-multicity"
-/usr/bin/time -v $tt pretrain --city porto --city sanfrancisco ${FEATURES_VERSION:+--version "$FEATURES_VERSION"} \
+version=(${FEATURES_VERSION:+--version "$FEATURES_VERSION"})  # the committed weights: FEATURES_VERSION=13
+/usr/bin/time -v $tt pretrain --city porto --city sanfrancisco "${version[@]}" \
   --size tiny --batch-size 64 --epochs "$EPOCHS" --epoch-size "$EPOCH_SIZE" --val-size 1024 \
   --lr 2e-3 --lr-schedule cosine --patience 6 --time-budget-min "$BUDGET_MIN" --no-progress --out "$out"
-cp "$out/best.pt" weights/base/transfertraj-base.pt
-echo "weights/base/transfertraj-base.pt <- $out/best.pt"
+/usr/bin/time -v $tt finetune --from "$out/best.pt" --task multitask --city porto --city sanfrancisco "${version[@]}" \
+  --batch-size 64 --epochs 20 --epoch-size "$EPOCH_SIZE" --val-size 1024 \
+  --lr 1e-3 --lr-schedule cosine --patience 6 --time-budget-min 25 --no-progress --out "$out-mt"
+cp "$out-mt/best.pt" weights/base/transfertraj-base.pt
+echo "weights/base/transfertraj-base.pt <- $out-mt/best.pt"

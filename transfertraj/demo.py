@@ -3,8 +3,10 @@
     transfertraj demo                   # what `make demo` runs; data root TRANSFERTRAJ_HOME (make: ./var)
 
 1. `nightly_ingest_porto` for the sample's delivery date (land -> ingest -> features -> quality report);
-2. `pretrain` twice on Porto (a tiny model, a few epochs; then a weaker 1-epoch challenger, which the
-   gate should refuse): one MLflow run each, `transfertraj-base` versions with aliases;
+2. `pretrain` twice on Porto: the committed multi-city base model (weights/base/, trained on the Porto year
+   and San Francisco days) continued for a few epochs on the sample; then a weaker 1-epoch challenger
+   from scratch, which the gate should refuse: one MLflow run each, `transfertraj-base` versions with
+   aliases;
 3. `onboard_city` for the San Francisco sample as a new city (`sf_cabs`; the bundled config keeps its
    own name): config, context, ingestion, zero-shot score of the base champion, few-shot fine-tune,
    `transfertraj-sf_cabs` through the gate. `--onboard sanfrancisco beijing` adds the Beijing GeoLife
@@ -37,6 +39,9 @@ log = logging.getLogger("transfertraj.demo")
 DAGS_FOLDER = REPO_ROOT / "dags"
 # Tiny on purpose: the demo shows the machinery on 2 CPUs in minutes, not the paper's accuracy.
 DEMO_MODEL = {"size": "tiny", "batch_size": 32}  # the pretrain DAG's params; batch_size: a training setting
+# The champion continues the committed base weights on the sample (a few epochs, a low learning rate: the
+# sample is 1,100 trips, the base model saw 15,000 of Porto); the challenger starts from random weights.
+DEMO_CONTINUE = {"init": "base-weights", "epochs": 3, "lr": 3e-4, "batch_size": 32}
 DEFAULT_ONBOARD = ("sanfrancisco",)  # see the module docstring for Beijing
 ONBOARD = {
     "sanfrancisco": {
@@ -166,7 +171,7 @@ def run_demo(settings: Settings, *, onboard: list[str] | None = None, epochs: in
         states.append(run_dag(dags, "nightly_ingest_porto", logical_date=delivery_logical_date(day, porto.timezone)))
 
     print("\n== pretrain: transfertraj-base, then a weaker challenger for the gate ==")
-    states.append(run_dag(dags, "pretrain", conf={**DEMO_MODEL, "epochs": epochs, "cities": ["porto"]}))
+    states.append(run_dag(dags, "pretrain", conf={**DEMO_CONTINUE, "cities": ["porto"]}))
     states.append(run_dag(dags, "pretrain", conf={**DEMO_MODEL, "epochs": 1, "seed": 1, "cities": ["porto"]}))
 
     print("\n== onboard_city: " + ", ".join(onboard) + " sample(s) as new cities ==")

@@ -46,8 +46,10 @@ def initial_weights(init: str | None) -> Path | None:
 def pretrain_base(cities: list[str], *, run_key: str, init: str | None = None, **overrides) -> dict:
     """Pretrain on these cities' features, log one MLflow run, register `transfertraj-base`, gate it.
 
-    init: "scratch" (default), "base-weights" (continue the committed multi-city model on these cities: the
-    architecture is the checkpoint's, size overrides are ignored) or a checkpoint path.
+    init: "scratch" (default: masked-recovery pretraining from random weights), "base-weights" (continue the
+    committed multi-city model on these cities under the multitask mask it was fine-tuned with, so it
+    keeps answering every task; the architecture is the checkpoint's, size overrides are ignored) or a
+    checkpoint path.
     """
     from transfertraj import registry
     from transfertraj.core.city_config import load_city
@@ -64,7 +66,7 @@ def pretrain_base(cities: list[str], *, run_key: str, init: str | None = None, *
         training, architecture = split_overrides(train_overrides(overrides))
         if architecture:
             log.info("architecture from %s; ignored: %s", start, sorted(architecture))
-        ckpt = finetune(start, "pretrain", data, data_version=version, out_dir=out_dir, progress=False, **training)
+        ckpt = finetune(start, "multitask", data, data_version=version, out_dir=out_dir, progress=False, **training)
     log.info("pretrained on %s (features v%s) in %.0f s: %s", cities, version, time.time() - t0, ckpt)
     reg = registry.log_and_register(
         settings=settings,
