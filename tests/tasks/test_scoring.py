@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from tests.transfertraj.registry_fixtures import REPO, features, register, settings_for, train
-from transfertraj.jobs.trip_predictions import od_points
-from transfertraj.tasks.scoring import featured_dates
+from transfertraj.jobs.trip_predictions import ModelRef, od_points
+from transfertraj.tasks.scoring import featured_dates, shipped_name
 
 
 def silver_rows(first: int, n: int, date: str) -> list[dict]:
@@ -136,3 +136,17 @@ def test_the_dates_come_from_the_triggering_asset_events():
     events = [SimpleNamespace(extra={"date": "2013-07-02"}), SimpleNamespace(extra={"date": "2013-07-01"}),
               SimpleNamespace(extra={"date": "2013-07-02"}), SimpleNamespace(extra={})]  # fmt: skip
     assert featured_dates(events) == ["2013-07-01", "2013-07-02"]
+
+
+def test_the_shipped_model_folder_is_unique_per_registry(tmp_path):
+    """Spark's addFile refuses a second, different folder of one name in a session: two data roots each have a
+    transfertraj-base version 1 (the suite's DAG and scoring tests did, and the second failed)."""
+    from transfertraj.core.settings import Settings
+
+    model = ModelRef("transfertraj-base", "1", "models:/transfertraj-base/1")
+    a = shipped_name(Settings(home=tmp_path / "a", cache=tmp_path), model)
+    b = shipped_name(Settings(home=tmp_path / "b", cache=tmp_path), model)
+    assert a != b and a.startswith("transfertraj-base-v1-")
+    assert a == shipped_name(
+        Settings(home=tmp_path / "a", cache=tmp_path), model
+    )  # stable: downloaded once per version

@@ -50,15 +50,27 @@ def model_for_city(settings: Settings, city: str, model_uri: str | None = None):
     return ModelRef(name, version, f"models:/{name}/{version}")
 
 
+def shipped_name(settings: Settings, model) -> str:
+    """<name>-v<version>-<digest of data root, registry and URI>: unique per model version and registry."""
+    import hashlib
+
+    key = f"{settings.home.resolve()}|{settings.mlflow_tracking_uri}|{model.uri}"
+    return f"{model.name}-v{model.version}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
 def local_copy(settings: Settings, model) -> Path:
-    """The model's files under <data root>/scoring/models/<name>-v<version> (downloaded once: a version
-    never changes), the folder Spark ships to its executors."""
+    """The model's files under <data root>/scoring/models/<name>-v<version>-<registry digest> (downloaded
+    once: a version never changes), the folder Spark ships to its executors.
+
+    The digest of the registry (data root + model URI) is in the name because Spark's addFile refuses a
+    second, different folder of the same name in one session: two data roots (or registries) each have a
+    `transfertraj-base` version 1."""
     import mlflow.artifacts
 
     from transfertraj import registry
 
     registry.configure(settings)
-    target = settings.home / "scoring" / "models" / f"{model.name}-v{model.version}"
+    target = settings.home / "scoring" / "models" / shipped_name(settings, model)
     if not (target / "MLmodel").exists():
         target.mkdir(parents=True, exist_ok=True)
         mlflow.artifacts.download_artifacts(artifact_uri=model.uri, dst_path=str(target))
