@@ -14,12 +14,11 @@ Task logic: `transfertraj.tasks.pretrain`; DAG policy: `transfertraj.tasks.polic
 
 from __future__ import annotations
 
-import os
-
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from transfertraj.core.constants import CITY_NAME_PATTERN, MODEL_SIZES
+from transfertraj.gate import tolerance_override
 from transfertraj.tasks.ingest import features_asset_uri
 from transfertraj.tasks.policy import DEFAULT_ARGS, train_pool, train_queue
 from transfertraj.tasks.pretrain import INITS, pretrain_base, pretrain_cities
@@ -78,8 +77,6 @@ def pretrain():
     def train_evaluate_register() -> dict:
         ctx = get_current_context()
         p = dict(ctx["params"])
-        if p.get("tolerance") is not None:
-            os.environ["TRANSFERTRAJ_GATE_TOLERANCE"] = str(p["tolerance"])
         keys = (
             "epochs",
             "batch_size",
@@ -94,12 +91,13 @@ def pretrain():
             "seed",
         )
         size = MODEL_SIZES[p["size"]]
-        return pretrain_base(
-            list(p["cities"]),
-            run_key=ctx["run_id"],
-            init=p["init"],
-            **{**size, **train_overrides({k: p[k] for k in keys})},
-        )
+        with tolerance_override(p.get("tolerance")):  # this run's gate only
+            return pretrain_base(
+                list(p["cities"]),
+                run_key=ctx["run_id"],
+                init=p["init"],
+                **{**size, **train_overrides({k: p[k] for k in keys})},
+            )
 
     train_evaluate_register()
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 # Gate metrics on the validation split, one per task, all lower-is-better: TP and TR8 distance errors,
@@ -50,6 +52,28 @@ def tolerances(spec: str | float | None = None) -> dict[str, float]:
             raise ValueError(f"{TOLERANCE_ENV}: unknown task {task.strip()!r} in {text!r}; tasks: {', '.join(out)}")
         out[task.strip()] = _tolerance(value, f"{TOLERANCE_ENV} {task.strip()}")
     return out
+
+
+@contextmanager
+def tolerance_override(spec: str | float | None) -> Iterator[None]:
+    """TRANSFERTRAJ_GATE_TOLERANCE = spec inside the block (a DAG run's `tolerance` param), restored after.
+
+    Why restored: tasks share a process (dag.test runs every task in the caller's; a Celery worker runs
+    many), and one run's tolerance must not become the next run's gate. None changes nothing.
+    """
+    if spec is None:
+        yield
+        return
+    tolerances(spec)  # refused here, before any training, when it does not parse
+    saved = os.environ.get(TOLERANCE_ENV)
+    os.environ[TOLERANCE_ENV] = str(spec)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(TOLERANCE_ENV, None)
+        else:
+            os.environ[TOLERANCE_ENV] = saved
 
 
 def _tolerance(value: str, where: str) -> float:

@@ -4,6 +4,7 @@ every ratio named in the decision, tolerances configured in one place."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -69,3 +70,21 @@ def test_the_validation_set_names_its_version_and_split():
     tags = ValidationSet(None, 12, ("porto",)).tags()
     assert tags["gate.validation_version"] == "12" and tags["gate.validation_cities"] == "porto"
     assert tags["gate.validation_table"] == "features" and "chronological" in tags["gate.validation_split"]
+
+
+def test_a_runs_tolerance_does_not_outlive_the_run(monkeypatch):
+    """The pretrain DAG's `tolerance` param holds for its own gate only: tasks share a process (dag.test)."""
+    import pytest
+
+    from transfertraj.gate import TOLERANCE_ENV, tolerance_override, tolerances
+
+    monkeypatch.delenv(TOLERANCE_ENV, raising=False)
+    with tolerance_override(0.0):
+        assert tolerances() == {"tp": 0.0, "tr8": 0.0, "od": 0.0}
+    assert TOLERANCE_ENV not in os.environ and tolerances()["od"] == 0.02
+    monkeypatch.setenv(TOLERANCE_ENV, "od=0.05")
+    with tolerance_override("tp=0.1"):
+        assert tolerances()["tp"] == 0.1
+    assert os.environ[TOLERANCE_ENV] == "od=0.05"
+    with pytest.raises(ValueError, match="not a number"), tolerance_override("lots"):
+        pass
