@@ -306,20 +306,26 @@ def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: l
     `model_name`; returns the version, taken from log_model's result (never "the highest number")."""
     import mlflow
 
-    artifacts = serving_artifacts(cities, settings, context_versions, checkpoint.parent / "serving")
-    wheel = code_wheel(checkpoint.parent / "serving" / "wheel")
-    with warnings.catch_warnings():
-        # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.
-        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
-            artifacts={"checkpoint": str(checkpoint), **artifacts},
-            pip_requirements=pip_requirements(wheel),
-            code_paths=[str(wheel)] if wheel else None,  # -> <model>/code/<wheel>
-            signature=signature(),
-            registered_model_name=model_name,
-        )
+    # Staged in a scratch folder: the checkpoint is logged as best.pt whatever its file is called (checkpoint_of
+    # finds it by that name; the committed weights are transfertraj-base.pt), and nothing is written beside
+    # the given file (a checkpoint in the repository stays untouched).
+    with tempfile.TemporaryDirectory(prefix="transfertraj-register-") as tmp:
+        staged = Path(tmp) / "best.pt"
+        shutil.copyfile(checkpoint, staged)
+        artifacts = serving_artifacts(cities, settings, context_versions, Path(tmp) / "serving")
+        wheel = code_wheel(Path(tmp) / "serving" / "wheel")
+        with warnings.catch_warnings():
+            # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.
+            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
+                artifacts={"checkpoint": str(staged), **artifacts},
+                pip_requirements=pip_requirements(wheel),
+                code_paths=[str(wheel)] if wheel else None,  # -> <model>/code/<wheel>
+                signature=signature(),
+                registered_model_name=model_name,
+            )
     return str(info.registered_model_version)
 
 
@@ -388,8 +394,10 @@ def log_and_register(
             }
         )
         log_lineage(settings, features_version, context_versions)
-        plot = plot_checkpoint(with_history, checkpoint.parent / "loss_curves.png")
-        mlflow.log_artifact(str(plot), artifact_path="plots")
+        with tempfile.TemporaryDirectory(prefix="transfertraj-plot-") as tmp:  # never beside the checkpoint
+            mlflow.log_artifact(
+                str(plot_checkpoint(with_history, Path(tmp) / "loss_curves.png")), artifact_path="plots"
+            )
         version = _log_pyfunc(settings, model_name, checkpoint, cities, context_versions)
         version_tags = {
             "features_version": str(features_version),

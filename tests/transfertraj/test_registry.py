@@ -106,10 +106,15 @@ def _aliases(settings) -> dict[int, list[str]]:
     return {r["version"]: r["aliases"] for r in registry.list_models(settings)}
 
 
-def test_register_command_gates_a_checkpoint_and_links_its_data(store, good, monkeypatch, capsys):
-    """A best.pt trained outside the DAGs goes through log_and_register and the gate; its run names the
-    features table and context tables, with their Delta versions, as MLflow dataset inputs."""
+def test_register_command_gates_a_checkpoint_and_links_its_data(store, good, monkeypatch, capsys, tmp_path):
+    """A checkpoint trained outside the DAGs goes through log_and_register and the gate; its run names the
+    features table and context tables, with their Delta versions, as MLflow dataset inputs. Whatever the
+    file is called (the committed weights are transfertraj-base.pt), the registered model holds it as its
+    checkpoint, and nothing is written beside it."""
     settings, feats, home = store
+    named = tmp_path / "weights" / "transfertraj-base.pt"
+    named.parent.mkdir()
+    named.write_bytes(Path(good).read_bytes())
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     _, ctx = porto_context(settings)
     read = []
@@ -119,7 +124,7 @@ def test_register_command_gates_a_checkpoint_and_links_its_data(store, good, mon
         return feats, 7, {"porto": ctx}
 
     monkeypatch.setattr(registry, "training_data", features_at)
-    assert _cli(home, "register", "--checkpoint", good, "--name", registry.BASE_MODEL, "--city", "porto",
+    assert _cli(home, "register", "--checkpoint", named, "--name", registry.BASE_MODEL, "--city", "porto",
                 "--features-version", 7) == 0  # fmt: skip
     assert read == [(["porto"], 7)]
     out = capsys.readouterr().out
@@ -129,7 +134,9 @@ def test_register_command_gates_a_checkpoint_and_links_its_data(store, good, mon
     assert mv.tags["features_version"] == "7" and mv.tags["gate.decision"] == "promoted"
     assert _aliases(settings)[4] == ["champion"]
     run = client.get_run(mv.run_id)
-    assert run.data.tags["registered_from"] == str(good.resolve())
+    assert run.data.tags["registered_from"] == str(named.resolve())
+    assert registry.checkpoint_of(f"models:/{registry.BASE_MODEL}/4", settings).read_bytes() == named.read_bytes()
+    assert [p.name for p in named.parent.iterdir()] == ["transfertraj-base.pt"]
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"features@7", "context_pois@0", "context_grid@0"}
     source = json.loads(inputs["features@7"].dataset.source)
