@@ -290,14 +290,10 @@ def _resolve_model(model: str, settings: Settings) -> tuple[Path, dict]:
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path} (give a models:/NAME@ALIAS URI or a best.pt path)")
         return path, {"model": str(path)}
-    from transfertraj.registry import checkpoint_of, configure
+    from transfertraj.registry import checkpoint_of, configure, resolve_version
 
-    name, _, ref = model.removeprefix("models:/").partition("@")
-    if ref:
-        version = configure(settings).get_model_version_by_alias(name, ref).version
-    else:
-        name, _, version = name.partition("/")
-    return checkpoint_of(model, settings), {"model": model, "model_name": name, "model_version": str(version)}
+    name, version = resolve_version(configure(settings), model)
+    return checkpoint_of(model, settings), {"model": model, "model_name": name, "model_version": version}
 
 
 def _cmd_score(args, settings: Settings) -> int:
