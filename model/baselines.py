@@ -7,12 +7,12 @@
     minutes = od.predict(data, test_rows)
 
 They see exactly what the model's masks show it (model/masking.py) and nothing more, except where noted:
-- TP hides the last 5 points (positions and times). Last known point predicts the last observed position;
-  constant velocity extrapolates the last observed step (metres per step) over the 5 hidden steps. Steps,
-  not seconds: the hidden times are hidden from the model too.
+- TP hides the last 5 points' positions; their times are the question (model/masking.py). Last known point
+  predicts the last observed position; constant velocity extrapolates the last observed step's velocity
+  (metres per minute) to the destination's time (per step where times do not increase).
 - TR keeps every mu-th point plus the first and last. Linear interpolation between the kept neighbours,
-  by time (`by="time"`, the issue's time-aware baseline; it reads the hidden points' timestamps, which
-  the model does not see) or by point index (`by="index"`, the model's information).
+  by time (`by="time"`: the hidden points' timestamps, which the model sees too) or by point index
+  (`by="index"`).
 - OD-TTE regresses the travel time in minutes on distance, departure hour and weekday (`od_features`),
   fitted on a train split, or cross-fitted on the scored trajectories themselves when there is none
   (`od_cross_fitted`: scoring a given model on a new delivery).
@@ -42,15 +42,22 @@ def tp_last_known(data: TrajectoryData, rows) -> np.ndarray:
 
 
 def tp_constant_velocity(data: TrajectoryData, rows, *, window: int = 1) -> np.ndarray:
-    """(n, 2) metric destination: the last observed point plus TP_FUTURE times the mean step of the
-    last `window` observed steps. With a single observed point it is the last known point."""
+    """(n, 2) metric destination: the last observed point plus the mean velocity of the last `window`
+    observed steps times the time from the last observed point to the destination. Where those times do
+    not increase, steps instead: TP_FUTURE times the mean step. With one observed point: the last known one."""
     out = np.empty((len(rows), 2))
     for i, row in enumerate(rows):
-        xy, _ = _points(data, int(row))
+        xy, minutes = _points(data, int(row))
         last = len(xy) - TP_FUTURE - 1
         w = min(window, last)
-        step = (xy[last] - xy[last - w]) / w if w > 0 else np.zeros(2)
-        out[i] = xy[last] + TP_FUTURE * step
+        if w == 0:
+            out[i] = xy[last]
+            continue
+        elapsed, ahead = float(minutes[last] - minutes[last - w]), float(minutes[-1] - minutes[last])
+        if elapsed > 0 and ahead >= 0:
+            out[i] = xy[last] + (xy[last] - xy[last - w]) * (ahead / elapsed)
+        else:
+            out[i] = xy[last] + TP_FUTURE * (xy[last] - xy[last - w]) / w
     return out
 
 

@@ -65,6 +65,7 @@ def load_checkpoint(path_or_state, map_location="cpu") -> dict:
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path_or_state} is not a TransferTraj checkpoint")
     state["model_args"].setdefault("spatial_residual", False)  # written before the residual head existed
+    state["model_args"].setdefault("curve_input", False)  # written before the curve offset input existed
     return state
 
 

@@ -10,6 +10,12 @@ four temporal features) is hidden. Hiding both is a fully masked point.
 Tasks: "pretrain", "tp" (last 5 points), "tr4" / "tr8" / "tr16" (keep every mu-th point plus first and
 last), "od" (first and last point only, last one's time hidden: the travel time), and "multitask" (each
 trajectory draws one of the others: one set of weights fine-tuned for every task the served model answers).
+
+TP and TR hide positions, not times: "where is the vehicle at 12:03:15?" names the time it asks about. A
+served request knows it (the TP horizon, the TR gap's timestamps), the time-aware baselines read it
+(interpolation by time, constant velocity per second), and without it the five hidden TP points were
+identical tokens: the model (weights/base/README.md, first version) answered TP like the last known point.
+The paper says "mask the last 5 points" without naming the kind; pretraining keeps its full masks.
 """
 
 from __future__ import annotations
@@ -68,18 +74,19 @@ def pretrain_mask(
 
 
 def tp_mask(n: int, rng: np.random.Generator | None = None) -> PointMask:
-    """Trajectory prediction: the last 5 points fully hidden; needs at least 6 points."""
+    """Trajectory prediction: the last 5 points' positions hidden, their times given; needs at least 6 points."""
     if n < MIN_POINTS["tp"]:
         raise ValueError(f"TP needs at least {MIN_POINTS['tp']} points, got {n}")
     hidden = np.arange(n) >= n - TP_FUTURE
-    return PointMask(_all(n), hidden, hidden.copy())
+    return PointMask(_all(n), hidden, np.zeros(n, bool))
 
 
 def tr_mask(n: int, rng: np.random.Generator | None = None, *, mu: int = 8) -> PointMask:
-    """Trajectory recovery: keep every mu-th point plus the first and the last, hide the rest fully."""
+    """Trajectory recovery: keep every mu-th point plus the first and the last; the others' positions are
+    hidden, their times given."""
     kept = np.arange(n) % mu == 0
     kept[[0, n - 1]] = True
-    return PointMask(_all(n), ~kept, ~kept)
+    return PointMask(_all(n), ~kept, np.zeros(n, bool))
 
 
 def od_mask(n: int, rng: np.random.Generator | None = None) -> PointMask:

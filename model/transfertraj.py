@@ -9,9 +9,12 @@ four temporal numbers, POI density, road density). Masked values arrive zeroed f
 function and are replaced here by learned mask embeddings, so a masked value can never leak.
 Shapes: B trajectories, L points (padded), d = args.d_model, H heads, C experts, k active experts.
 
-One deviation from the paper (docs/evaluation.md measures it): the spatial head predicts an offset from
-each point's position proxy (its coordinates when observed, else the index interpolation between the
-observed neighbours) and starts at zero; `spatial_residual=False` is the paper's plain linear head.
+Two deviations from the paper (docs/evaluation.md measures them): the spatial head predicts an offset from
+each point's position proxy (its coordinates when observed, else the interpolation by time between the
+observed neighbours: model/position_proxy.py) and starts at zero; `spatial_residual=False` is the paper's
+plain linear head. And a hidden point's spatial token carries the curve offset (the step from that straight
+line to a smooth curve through the observed neighbours, or constant velocity past the last one), which the
+head may add with a weight it learns per point (`curve_input`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from transfertraj.model.position_proxy import curve_offset, position_proxy
 
 POSITIONS = ("trie", "absolute_sincos", "none")
 
@@ -52,6 +57,9 @@ class ModelArgs:
     # when observed, else the index interpolation between observed neighbours), zero at init. A
     # deviation from the paper's plain linear head, measured in docs/evaluation.md.
     spatial_residual: bool = True
+    # True: hidden points see the curve offset of model/position_proxy.py as an input, and the spatial head
+    # adds it with a learned per-point weight (zero at init). Checkpoints written before it load with False.
+    curve_input: bool = True
     # Loss/head scale per temporal feature: weekday (days), hour, minute of hour, minutes since start.
     # Minute of hour wraps at 60, so its error is weighed in units of 10 minutes.
     temporal_scale: tuple[float, float, float, float] = (1.0, 1.0, 10.0, 1.0)
@@ -76,28 +84,6 @@ class ModelArgs:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def position_proxy(xy: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Coordinates for attention: observed points keep theirs, hidden ones are interpolated by index.
-
-    A spatially masked point has no coordinates, so it takes the linear interpolation between the
-    nearest observed points before and after it (the nearest one at either end). The weights sum to
-    one, so translating all observed points translates every proxy: TRIE stays translation-invariant.
-    xy (B, L, 2) metres, observed (B, L) bool -> (B, L, 2).
-    """
-    B, L, _ = xy.shape
-    idx = torch.arange(L, device=xy.device).expand(B, L)
-    prev = torch.where(observed, idx, -1).cummax(dim=1).values  # (B, L), -1: none before
-    nxt = torch.where(observed, idx, L).flip(1).cummin(dim=1).values.flip(1)  # (B, L), L: none after
-    has_prev, has_next = prev >= 0, nxt < L
-    p_xy = xy.gather(1, prev.clamp(min=0).unsqueeze(-1).expand(B, L, 2))
-    n_xy = xy.gather(1, nxt.clamp(max=L - 1).unsqueeze(-1).expand(B, L, 2))
-    span = (nxt - prev).clamp(min=1).to(xy.dtype)
-    w = ((idx - prev).to(xy.dtype) / span).unsqueeze(-1)  # (B, L, 1)
-    both = p_xy + w * (n_xy - p_xy)
-    out = torch.where((has_prev & has_next).unsqueeze(-1), both, torch.where(has_prev.unsqueeze(-1), p_xy, n_xy))
-    return torch.where((has_prev | has_next).unsqueeze(-1), out, torch.zeros_like(xy))
 
 
 class LearnableFourierTime(nn.Module):
@@ -128,6 +114,8 @@ class ModalityEmbedding(nn.Module):
         self.spatial = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
         self.temporal = LearnableFourierTime(dim=d, n_freqs=args.fourier_freqs)
         self.mask_spatial = nn.Parameter(torch.randn(d) * 0.02)
+        if args.curve_input:  # what a hidden point knows of where it is: the curve offset (position_proxy.py)
+            self.curve = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
         self.mask_temporal = nn.Parameter(torch.randn(d) * 0.02)
         if args.has_poi:
             self.poi = nn.Linear(args.poi_dim, d)
@@ -139,14 +127,18 @@ class ModalityEmbedding(nn.Module):
             self.mask_road = nn.Parameter(torch.randn(d) * 0.02)
             self.missing_road = nn.Parameter(torch.randn(d) * 0.02)
 
-    def forward(self, batch: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """-> modality vectors, each (B, L, d), and the context vector for routing (B, L, d)."""
+    def forward(self, batch: dict, bend: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """bend: the curve offset (B, L, 2) metres, with curve_input.
+        -> modality vectors, each (B, L, d), and the context vector for routing (B, L, d)."""
         hide_s = batch["mask_s"].unsqueeze(-1)  # (B, L, 1)
         hide_t = batch["mask_t"].unsqueeze(-1)
         s = self.spatial(batch["xy"] / self.args.spatial_scale_m)  # (B, L, d)
         t = self.temporal(batch["time"])  # (B, L, d)
+        masked = self.mask_spatial.to(s.dtype)
+        if self.args.curve_input and bend is not None:
+            masked = masked + self.curve(bend.to(s.dtype) / self.args.spatial_scale_m)  # (B, L, d)
         mods = [
-            torch.where(hide_s, self.mask_spatial.to(s.dtype), s),
+            torch.where(hide_s, masked, s),
             torch.where(hide_t, self.mask_temporal.to(t.dtype), t),
         ]
         no_ctx = batch["context_missing"].view(-1, 1, 1)  # (B, 1, 1)
@@ -378,12 +370,17 @@ class TransferTraj(nn.Module):
         if args.spatial_residual:  # start exactly at the position proxy
             nn.init.zeros_(self.head_spatial.weight)
             nn.init.zeros_(self.head_spatial.bias)
+        if args.curve_input:  # per-point weight of the curve offset in the answer, zero at init
+            self.head_curve = nn.Linear(d, 1)
+            nn.init.zeros_(self.head_curve.weight)
+            nn.init.zeros_(self.head_curve.bias)
         self.head_temporal = nn.Linear(d, 4)  # Softplus: weekday, hour, minute, minutes since start
         self.register_buffer("temporal_scale", torch.tensor(args.temporal_scale), persistent=False)
 
     def encoder_parameters(self):
         """Everything but the two heads: what `freeze_encoder` freezes."""
-        heads = {id(p) for p in (*self.head_spatial.parameters(), *self.head_temporal.parameters())}
+        head_modules = [self.head_spatial, self.head_temporal, *([self.head_curve] if self.args.curve_input else [])]
+        heads = {id(p) for m in head_modules for p in m.parameters()}
         return [p for p in self.parameters() if id(p) not in heads]
 
     def forward(self, batch: dict, targets: dict | None = None, *, return_attention: bool = False):
@@ -395,9 +392,12 @@ class TransferTraj(nn.Module):
         (per layer (B, H, L, L)) when return_attention.
         """
         valid = batch["valid"]  # (B, L)
-        mods, context = self.embed(batch)  # M x (B, L, d), (B, L, d)
+        seen = valid & ~batch["mask_s"]
+        minutes, timed = batch["time"][..., 3], valid & ~batch["mask_t"]  # minutes since start, where known
+        coords = position_proxy(batch["xy"], seen, minutes, timed)  # (B, L, 2) metres
+        bend = curve_offset(batch["xy"], seen, minutes, timed) if self.args.curve_input else None  # (B, L, 2)
+        mods, context = self.embed(batch, bend)  # M x (B, L, d), (B, L, d)
         h = self.mixer(mods, valid)  # (B, L, d)
-        coords = position_proxy(batch["xy"], valid & ~batch["mask_s"])  # (B, L, 2) metres
         if self.args.position == "absolute_sincos":
             absolute = batch["origin"].double().unsqueeze(1) + coords.double()  # (B, L, 2) city CRS metres
             h = h + absolute_sincos(absolute, self.args.d_model).to(h.dtype)
@@ -413,6 +413,8 @@ class TransferTraj(nn.Module):
         xy = self.head_spatial(h).float() * self.args.spatial_scale_m  # (B, L, 2) metres
         if self.args.spatial_residual:
             xy = xy + coords.float()  # offset from the position proxy
+        if self.args.curve_input:
+            xy = xy + self.head_curve(h).float() * bend  # the curve offset, as much as the model trusts it
         time = F.softplus(self.head_temporal(h).float()) * self.temporal_scale  # (B, L, 4)
         aux = aux / max(len(self.layers), 1)
         outputs = {"xy": xy, "time": time, "routing": routing, "aux_loss": aux}

@@ -85,6 +85,17 @@ def test_constant_velocity_window_averages_the_last_steps():
     assert last == 4
 
 
+def test_constant_velocity_follows_the_clock_when_sampling_is_irregular():
+    minutes = np.array([0.0, 1.0, 2.0, 2.5, 4.0, 4.2, 5.0, 9.0, 9.5, 12.0])  # the destination 9.5 min after LKP
+    xy = np.array([100.0, -50.0]) + minutes[:, None] * np.array([40.0, 10.0])  # 40 m/min east, 10 north
+    data = make_data([(xy, minutes)])
+    np.testing.assert_allclose(tp_constant_velocity(data, [0])[0], xy[-1], atol=1e-9)
+    steps = np.array([[0.0, 0.0]] * 10)
+    steps[:, 0] = np.arange(10) * 7.0
+    same_time = make_data([(steps, np.zeros(10))])  # no clock to follow: 5 steps of the last one
+    assert tp_constant_velocity(same_time, [0])[0, 0] == pytest.approx(4 * 7.0 + 5 * 7.0)
+
+
 def test_linear_interpolation_by_time_is_exact_on_linear_motion_with_irregular_sampling():
     rng = np.random.default_rng(3)
     minutes = np.cumsum(np.r_[0, rng.uniform(0.1, 1.0, 40)])  # irregular sampling

