@@ -109,7 +109,14 @@ def cmd_pretrain(args, settings=None) -> int:
     }
     size = MODEL_SIZES[args.size]
     path = pretrain(
-        data, version, kwargs.pop("out_dir"), context_dropout=args.context_dropout, **size, **ablation, **kwargs
+        data,
+        version,
+        kwargs.pop("out_dir"),
+        task=args.task,
+        context_dropout=args.context_dropout,
+        **size,
+        **ablation,
+        **kwargs,
     )
     print(path)
     print(_loss_curves(path))
@@ -154,6 +161,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain TransferTraj on a features table (masked modelling)")
     _add_common(p)
     p.add_argument("--context-dropout", type=float, default=0.1, help="share of trajectories trained without POI/road")
+    p.add_argument(
+        "--task",
+        default="pretrain",
+        choices=["pretrain", "multitask"],
+        help="the mask trained from scratch: pretrain (masked recovery, the paper's) or multitask (each trajectory "
+        "draws TP, TR4/8/16, OD or the pretraining mask: one stage for a model that answers every task)",
+    )
     p.add_argument("--size", choices=list(MODEL_SIZES), default="paper", help="model size (core/constants.py)")
     p.add_argument(
         "--position", choices=["trie", "absolute_sincos", "none"], default="trie", help="absolute_sincos = wo TRIE"

@@ -359,13 +359,15 @@ def pretrain(
     *,
     model_args: ModelArgs | None = None,
     config: TrainConfig | None = None,
+    task: str = "pretrain",
     **overrides,
 ) -> Path:
-    """Pretrain on the pretraining mask; returns the path of best.pt. Overrides name TrainConfig or
-    ModelArgs fields (epochs=3, d_model=64, position="absolute_sincos", use_moe=False, ...)."""
+    """Train from scratch on the pretraining mask (or `task`'s: "multitask" trains every served task at
+    once); returns the path of best.pt. Overrides name TrainConfig or ModelArgs fields (epochs=3,
+    d_model=64, position="absolute_sincos", use_moe=False, ...)."""
     t_over, m_over = split_overrides(overrides)
     data = as_data(features_df, data_version)
-    cfg = replace(config or TrainConfig(), **{**t_over, "task": "pretrain"})
+    cfg = replace(config or TrainConfig(), **{**t_over, "task": task})
     args = replace(model_args or ModelArgs(), **m_over, poi_dim=data.poi_dim, road_dim=data.road_dim)
     torch.manual_seed(cfg.seed)
     model = TransferTraj(args=args)

@@ -286,3 +286,10 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path, data):
     best = fit(_tiny_model(), data, _cfg(epochs=5, time_budget_s=1e-9, epoch_size=16, val_size=8), tmp_path)
     state = load_checkpoint(tmp_path / "last.pt")
     assert len(state["history"]) == 1 and best.exists()
+
+
+def test_pretrain_from_scratch_under_the_multitask_mask(tmp_path, features_df):
+    best = pretrain(features_df, 5, tmp_path, epochs=1, task="multitask", **TINY_TRAIN)
+    model, state = load_model(best)
+    assert state["train_config"]["task"] == "multitask" and state["parent"] is None
+    assert model.args.curve_input  # a model built now sees the curve offset (model/position_proxy.py)
