@@ -255,7 +255,7 @@ def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, i
     context_grid under <home>/cache/context/ and loaded in about a second by every later job. The name
     holds each table's id (a lake rebuilt from scratch restarts its versions at 0) and version, and the
     taxonomy version; the file is written under a temporary name and renamed, so a reader never sees half
-    of one. Read with delta-rs, without the JVM."""
+    of one, and the city's files of earlier versions are then removed. Read with delta-rs, without the JVM."""
     from transfertraj.feature_store.reader import TableNotFound, open_table, read_table
     from transfertraj.features.context import GRID_COLUMNS, POI_COLUMNS, city_context, save_city_context
 
@@ -291,6 +291,9 @@ def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, i
     partial = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.partial.npz")
     save_city_context(city_context(pois, grid), partial)
     partial.replace(path)
+    for stale in path.parent.glob(f"{city.name}-*.npz"):  # earlier versions' files: no job reads them again
+        if stale != path and ".partial." not in stale.name:
+            stale.unlink(missing_ok=True)
     log.info("%s: context cached as %s (tables at %s)", city.name, path, versions)
     return path, versions
 
