@@ -9,24 +9,35 @@ OSM extract, replicated and jittered (Gaussian, 25 m) and kept only where the ji
 inside the extract's road and POI coverage, written once per size to Parquet (point_id, mx, my).
 
 Measured, each Spark size in a child process of its own (JVM and Python workers are its descendants):
-  join s     read Parquet -> add_loaded_context -> Spark's `noop` sink, the context already collected
-  load s     collecting the city's context (grid + POIs) to the driver: a fixed cost per job, not per point
+  join s     read Parquet -> add_loaded_context -> Spark's `noop` sink, the context already loaded
+  load s     what a job spends getting the city's context (jobs.context_tables.context_npz: the cached
+             NPZ of the tables' current versions): a fixed cost per job, not per point
   peak MB    the largest sum of PSS over the child and all its descendants, sampled every 0.2 s
-Brute force: the geopandas/shapely computation the tests compare against (per point: distances to all
-POIs, disc buffer intersected with the roads), on a subsample, single process; the ratio is
-Spark points/s over brute-force points/s. Also printed: the share of the real Porto sample points with
-non-empty road and POI context.
+Also measured once: `cache miss s`, building that NPZ from the Delta tables (the first job after the
+context tables change pays it), and the same per-point functions in this one Python process over all
+the points (`numpy 1 proc`, the single-process peer: no Spark, one core).
+Ratios printed: Spark points/s over the 1 M points/s target, over the numpy single process, and over
+brute force: the geopandas/shapely computation the tests compare against (per point: distances to all
+POIs, disc buffer intersected with the roads), on a subsample, single process. Also printed: the share
+of the real Porto sample points with non-empty road and POI context, and the machine's load average
+(2 shared cores: above 2, other work inflates every time).
+
+Results: a table on stdout, appended as rows to bench/results/context-history.csv (one row per size,
+dated, with the load), and the table as bench/results/context-<timestamp>.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 JITTER_M = 25.0
+TARGET_POINTS_S = 1_000_000  # issue #18: at 10 M points on 2 cores
+RESULTS = REPO / "bench" / "results"
 
 
 def _real_porto_xy(crs: str) -> np.ndarray:
@@ -117,13 +130,13 @@ def run_child(args: list[str]) -> tuple[dict, float]:
 
 
 def child(points: str, home: str) -> None:
-    """One measured Spark run: load the context, then time the join over all points into a noop sink."""
+    """One measured Spark run: get the context (cached NPZ), then time the join over all points into a noop sink."""
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
     from transfertraj.core.city_config import load_city
     from transfertraj.core.settings import Settings
-    from transfertraj.jobs.context_density import add_loaded_context, load_context
-    from transfertraj.jobs.context_tables import read_context
+    from transfertraj.jobs.context_density import add_loaded_context
+    from transfertraj.jobs.context_tables import context_npz
     from transfertraj.jobs.spark_session import get_spark
 
     settings = Settings.load(home=home)
@@ -132,14 +145,44 @@ def child(points: str, home: str) -> None:
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(16 * 1024 * 1024))  # >= 2 tasks per core
     city = load_city("porto", settings)
     t0 = time.perf_counter()
-    pois_df, grid_df, _ = read_context(spark, city, settings)
-    ctx = load_context(pois_df, grid_df)
+    npz, _ = context_npz(settings, city)
     load_s = time.perf_counter() - t0
     df = spark.read.parquet(points)
     t0 = time.perf_counter()
-    df.transform(add_loaded_context, ctx, phi_m=city.phi_m).write.format("noop").mode("overwrite").save()
+    df.transform(add_loaded_context, npz, phi_m=city.phi_m).write.format("noop").mode("overwrite").save()
     join_s = time.perf_counter() - t0
     print(json.dumps({"load_s": load_s, "join_s": join_s}))
+
+
+def numpy_rate(ctx, path: Path, phi: float, batch: int = 100_000) -> float:
+    """Points/s of the per-point functions in this process alone (one core, no Spark): the peer."""
+    import pyarrow.parquet as pq
+
+    from transfertraj.features.context import context_vectors, poi_index
+    from transfertraj.features.taxonomy import N_POI
+
+    t = pq.read_table(path, columns=["mx", "my"])
+    xy = np.column_stack([t.column("mx").to_numpy(), t.column("my").to_numpy()])
+    t0 = time.perf_counter()
+    index = poi_index(ctx)
+    for lo in range(0, len(xy), batch):
+        context_vectors(xy[lo : lo + batch], ctx.lattice, index, phi_m=phi, category_missing=[False] * N_POI)
+    return len(xy) / (time.perf_counter() - t0)
+
+
+def append_results(rows: list[dict], table: str, stamp: str) -> Path:
+    """Append the rows to bench/results/context-history.csv (earlier rows keep their columns); the table
+    goes to context-<stamp>.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "context-history.csv"
+    old = list(csv.DictReader(path.open())) if path.exists() else []
+    fields = list(dict.fromkeys([k for r in old for k in r] + [k for r in rows for k in r]))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows([*old, *rows])
+    (RESULTS / f"context-{stamp}.md").write_text(table + "\n")
+    return path
 
 
 def brute_force_rate(ctx_osm, xy: np.ndarray, phi: float) -> float:
@@ -173,40 +216,40 @@ def main() -> int:
 
     from transfertraj.core.city_config import load_city
     from transfertraj.core.settings import Settings
-    from transfertraj.jobs.context_density import load_context
-    from transfertraj.jobs.context_tables import build_context_tables, read_context
+    from transfertraj.features.context import load_city_context
+    from transfertraj.jobs.context_tables import ContextNotBuiltError, build_context_tables, context_npz
     from transfertraj.jobs.osm_context import read_osm_context
     from transfertraj.jobs.spark_session import get_spark
 
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    load_start = os.getloadavg()[0]
     settings = Settings.load(home=args.home)
     city = load_city("porto", settings)
-    spark = get_spark("bench-context-setup", settings)
     try:
-        pois_df, grid_df, _ = read_context(spark, city, settings)
-        ctx = load_context(pois_df, grid_df)
-    except Exception:
+        context_npz(settings, city)[0].unlink()  # so that the cache miss below is measured
+    except ContextNotBuiltError:
         print("building Porto's context tables (once) ...", flush=True)
         t0 = time.perf_counter()
+        spark = get_spark("bench-context-setup", settings)
         build_context_tables(spark, city, settings)
+        spark.stop()
         print(f"  built in {time.perf_counter() - t0:.0f} s", flush=True)
-        pois_df, grid_df, _ = read_context(spark, city, settings)
-        ctx = load_context(pois_df, grid_df)
-    spark.stop()
+    t0 = time.perf_counter()
+    npz, _ = context_npz(settings, city)  # a cache miss: what the first job after a context change pays
+    miss_s = time.perf_counter() - t0
+    ctx = load_city_context(npz)
 
     # the share of real sample points with non-empty context (all 60 k points, numpy path)
-    from scipy.spatial import cKDTree
-
-    from transfertraj.jobs.context_density import context_vectors
+    from transfertraj.jobs.context_density import context_vectors, poi_index
     from transfertraj.jobs.context_taxonomy import N_POI, ROAD_CLASSES
 
     real = _real_porto_xy(city.crs)
     poi, poi_missing, road, road_missing = context_vectors(
         real,
         ctx.lattice,
-        cKDTree(ctx.poi_xy),
-        ctx.poi_category,
+        poi_index(ctx),
         phi_m=city.phi_m,
         category_missing=[False] * N_POI,
     )
@@ -235,16 +278,50 @@ def main() -> int:
         path = generate_points(ctx, city.crs, n, work / f"generated_porto_{n}.parquet")
         result, peak = run_child([str(path), str(settings.home)])
         rate = n / result["join_s"]
-        rows.append((n, result["join_s"], result["load_s"], rate, peak, rate / brute))
-    print()
-    print(
+        one = numpy_rate(ctx, path, city.phi_m)
+        rows.append(
+            {
+                "date": stamp,
+                "host": platform.node(),
+                "cores": os.cpu_count(),
+                "load_1min_start": round(load_start, 2),
+                "load_1min_end": round(os.getloadavg()[0], 2),
+                "points": n,
+                "join_s": round(result["join_s"], 2),
+                "load_s": round(result["load_s"], 2),
+                "cache_miss_s": round(miss_s, 2),
+                "points_per_s": round(rate),
+                "peak_mb": round(peak),
+                "numpy_1proc_points_per_s": round(one),
+                "vs_target": round(rate / TARGET_POINTS_S, 2),
+                "vs_numpy_1proc": round(rate / one, 2),
+                "vs_brute": round(rate / brute),
+                "brute_points_per_s": round(brute),
+            }
+        )
+    lines = [
         f"context join, GENERATED Porto points (real points replicated + {JITTER_M:g} m jitter, inside the "
-        f"extract), phi {city.phi_m:g} m, {os.cpu_count()} cores"
-    )
-    print(f"{'points':>12} {'join s':>8} {'load s':>8} {'points/s':>12} {'peak MB':>9} {'x brute':>9}")
-    for n, join_s, load_s, rate, peak, ratio in rows:
-        print(f"{n:>12,} {join_s:>8.2f} {load_s:>8.2f} {rate:>12,.0f} {peak:>9,.0f} {ratio:>9,.0f}")
-    print(f"brute force (geopandas/shapely, 1 process, {len(sub):,} real points): {brute:,.0f} points/s")
+        f"extract), phi {city.phi_m:g} m, {os.cpu_count()} cores, load average {load_start:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at end ({stamp})",
+        "",
+        "| points | join s | load s | points/s | peak MB | numpy 1 proc points/s | x target (1 M/s) | x numpy 1 proc | x brute |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['points']:,} | {r['join_s']:.2f} | {r['load_s']:.2f} | {r['points_per_s']:,} | {r['peak_mb']:,} | "
+            f"{r['numpy_1proc_points_per_s']:,} | {r['vs_target']:.2f} | {r['vs_numpy_1proc']:.2f} | {r['vs_brute']:,} |"
+        )
+    lines += [
+        "",
+        f"context load per job (cached NPZ): {rows[-1]['load_s']:.2f} s; building the NPZ from the Delta tables "
+        f"(first job after a context change): {miss_s:.1f} s",
+        f"brute force (geopandas/shapely, 1 process, {len(sub):,} real points): {brute:,.0f} points/s",
+    ]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    print(f"\nappended to {append_results(rows, table, stamp)}")
     return 0
 
 

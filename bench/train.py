@@ -19,15 +19,20 @@ Variants:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
 
 REFERENCE = [  # s/step at batch 64 x 120 on the same 2 cores (from the project's issue), peak GB or None
     ("UniTraj (published, 2.38 M params, no context)", 0.77, None),
@@ -107,9 +112,11 @@ def child(spec: dict) -> dict:
     import psutil
     import torch
 
+    from transfertraj.model.device import limit_threads
     from transfertraj.model.trajectory_data import Collator, to_device
     from transfertraj.model.transfertraj import ModelArgs, TransferTraj, count_parameters
 
+    limit_threads()  # as training does (model.train.start_runtime): the idle cores, see core.cores
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     L, variant = spec["points"], spec["variant"]
@@ -269,6 +276,11 @@ def report(results: list[dict]) -> str:
         ratio = by[("dense", device, L)]["s_per_step"] / r["s_per_step"]
         ok = "met" if ratio >= 20 else "NOT met"
         lines.append(f"step-rate ratio ours / dense, {device}, 64 x {L}: {ratio:.1f}x (target >= 20x: {ok})")
+        cpu = by[("dense", device, L)]["cpu_s_per_step"] / r["cpu_s_per_step"]
+        lines.append(
+            f"  the same by process CPU time per step: {cpu:.1f}x (steadier than wall time when other work "
+            "shares the cores; it leaves out time spent waiting for a core)"
+        )
     ours = by.get(("ours", "cpu", 120))
     if ours:
         lines.append(
@@ -303,6 +315,8 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    load_start = os.getloadavg()[0]
     results = []
     for spec in plan(args.quick, torch.cuda.is_available() and not args.cpu_only):
         t0 = time.perf_counter()
@@ -311,10 +325,55 @@ def main(argv=None) -> int:
             f"  measured {spec['variant']} {spec['device']} 64x{spec['points']} in {time.perf_counter() - t0:.1f}s",
             file=sys.stderr,
         )
-    print(report(results))
+    text = (
+        report(results)
+        + f"\nmachine: {platform.node()}, {os.cpu_count()} CPU(s), load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end ({stamp})"
+    )
+    print(text)
+    print(f"appended to {append_results(results, text, stamp, load_start)}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def append_results(results: list[dict], text: str, stamp: str, load_start: float) -> Path:
+    """One dated row per measurement appended to bench/results/train-history.csv (with the ratio to the
+    dense variant of the same run and the machine's load); the printed report to train-<stamp>.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dense = {(r["device"], r["points"]): r["s_per_step"] for r in results if r["variant"] == "dense"}
+    rows = []
+    for r in results:
+        d = dense.get((r["device"], r["points"]))
+        rows.append(
+            {
+                "date": stamp,
+                "host": platform.node(),
+                "cores": os.cpu_count(),
+                "load_1min_start": round(load_start, 2),
+                "load_1min_child": round(r["load_avg_1min"], 2),
+                "variant": r["variant"] + ("+trim" if r.get("malloc_trim") else ""),
+                "device": r["device"],
+                "batch": BATCH,
+                "points": r["points"],
+                "steps": r["steps"],
+                "s_per_step": round(r["s_per_step"], 4),
+                "cpu_s_per_step": round(r["cpu_s_per_step"], 3),
+                "peak_rss_mb": round(r["peak_rss_mb"]),
+                "infer_ms_per_traj": round(r["infer_ms_per_traj"], 3),
+                "threads": r["threads"],
+                "allocator": r.get("allocator", ""),
+                "dense_over_this": round(d / r["s_per_step"], 2) if d and r["variant"] != "dense" else "",
+            }
+        )
+    path = RESULTS / "train-history.csv"
+    old = list(csv.DictReader(path.open())) if path.exists() else []
+    fields = list(dict.fromkeys([k for r in old for k in r] + [k for r in rows for k in r]))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows([*old, *rows])
+    (RESULTS / f"train-{stamp}.md").write_text("```\n" + text + "\n```\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ Both steps run only where they can do something (issue #18: on a lake of a few M
 needed no compaction, and 20-54 s per table of VACUUM that had nothing to delete). The decision is
 read from the Delta log with delta-rs, without Spark: OPTIMIZE runs when a partition holds at least
 `min_small_files` files under `small_file_bytes` (`partitions_to_compact`), VACUUM when a dry run at
-the same retention finds files to delete. Each skip is logged with its reason.
+the same retention finds files to delete. Each skip is logged with its reason. The protected version's
+commit time comes from the same log, so Spark is started only when a table has work to do (`spark` may
+be a function that starts it): a lake with nothing to compact or delete is checked in a few seconds
+with no JVM at all.
 
 delta-spark is imported when the maintenance runs, so `transfertraj.feature_store` imports without
 pyspark (the delta-rs reader and the DAG files need only the table names).
@@ -26,10 +29,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store.tables import TABLES, table_path
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +101,19 @@ def vacuum_retention_hours(min_hours: float, protected_commit_ms: float | None, 
     return float(max(min_hours, math.ceil(age_h) + 1))
 
 
-def commit_ms(delta_table, version: int) -> float | None:
-    """Commit time (ms since the epoch) of `version` of a delta-spark DeltaTable; None if its history lost it."""
-    row = delta_table.history().where(f"version = {int(version)}").select("timestamp").first()
-    return row[0].timestamp() * 1000 if row is not None else None
+def commit_ms(path: str, version: int) -> float | None:
+    """Commit time (ms since the epoch) of `version` of the table at `path` (delta-rs, from its log); None if
+    its history lost it."""
+    from deltalake import DeltaTable as RsTable
+
+    for entry in RsTable(path).history():
+        if entry.get("version") == int(version):
+            return float(entry["timestamp"])
+    return None
 
 
 def optimize_and_vacuum(
-    spark,
+    spark: SparkSession | Callable[[], SparkSession],
     settings: Settings,
     *,
     protected: Mapping[str, int],
@@ -112,10 +124,18 @@ def optimize_and_vacuum(
 
     `protected` maps a table to the oldest version a registered model records; its files are kept.
     OPTIMIZE runs only on partitions `partitions_to_compact` picks, VACUUM only where a dry run finds
-    files to delete; the dict says which ran ("optimized": partitions compacted, "vacuumed": files)."""
-    from delta.tables import DeltaTable
+    files to delete; the dict says which ran ("optimized": partitions compacted, "vacuumed": files).
+    `spark` is a session, or a function returning one, called only when a table has work to do."""
+    from deltalake import DeltaTable as RsTable
 
-    from transfertraj.feature_store.delta_io import table_exists
+    session: list = []
+
+    def delta_table(path: str):
+        from delta.tables import DeltaTable
+
+        if not session:
+            session.append(spark() if callable(spark) else spark)
+        return DeltaTable.forPath(session[0], path)
 
     unknown = sorted(set(tables or ()) - set(TABLES))
     if unknown:
@@ -126,11 +146,11 @@ def optimize_and_vacuum(
     out = []
     for name in tables or TABLES:
         path = table_path(settings, name)
-        if not table_exists(spark, path):
+        if not RsTable.is_deltatable(str(path)):
             continue
-        dt = DeltaTable.forPath(spark, path)
         compact = partitions_to_compact(live_files(path))
         if compact:
+            dt = delta_table(path)
             for partition in compact:
                 where = " AND ".join(
                     f"`{k}` = '{v}'" for k, v in (kv.split("=", 1) for kv in partition.split("/") if kv)
@@ -146,13 +166,13 @@ def optimize_and_vacuum(
             )
         keep = protected.get(name)
         retention = vacuum_retention_hours(
-            min_retention_hours, commit_ms(dt, keep) if keep is not None else None, now_ms
+            min_retention_hours, commit_ms(path, keep) if keep is not None else None, now_ms
         )
         doomed = vacuumable_files(path, retention)
         if doomed == 0:
             log.info("%s: VACUUM skipped, no file is removed and older than %.0f h", name, retention)
         else:
-            dt.vacuum(retention)
+            delta_table(path).vacuum(retention)
             log.info("%s: vacuumed with %.0f h retention (protects version %s)", name, retention, keep)
         out.append(
             {

@@ -20,11 +20,11 @@ column is passed through and four are added (P, R from transfertraj.features.tax
 | road_missing | boolean         | no road data here (the road vector is NaN) |
 
 How (measured in bench/context.py, chosen for >= 1 M points/s on 2 cores):
-- POI counts are exact: every POI at Euclidean distance <= phi. Per Arrow batch, a KD-tree of the batch's
-  points is paired with a KD-tree of the city's POIs (scipy `sparse_distance_matrix`: all pairs within
-  phi, in C), and the pairs are counted per point and category with one `bincount`. Querying one tree
-  per category instead was 6x slower (one tree walk per category), and a Spark grid-bucket join moves
-  ~20-100 pairs per point through a shuffle.
+- POI counts are exact: every POI at Euclidean distance <= phi. A cell index over the lattice
+  (features.context.PoiIndex, 10 m cells) holds per cell the counts of the POIs within phi of the whole
+  cell, and lists the POIs near the disc's edge, which are measured per point (about 0.15 s per million
+  points, one core). It replaced a KD-tree of each batch paired with one of the POIs (scipy
+  `sparse_distance_matrix`), 3-4x slower, with the same counts (tests/features/test_context.py).
 - Road lengths come from a precomputed lattice (the `context_grid` table, `lattice_m` = 5 m): at every
   lattice node the exact length of each road class inside the disc of radius phi (segments clipped to
   the circle analytically), and the distance to the nearest road (from road samples every 2 m). A point
@@ -37,15 +37,18 @@ How (measured in bench/context.py, chosen for >= 1 M points/s on 2 cores):
 - Coverage: a lattice node is POI- (road-) covered when a POI (road) lies within ~coverage_m of it.
   Points elsewhere (outside the extract, e.g. across a river the extract stops at) get missing context,
   not zeros. A city without OSM gets missing context everywhere: `add_missing_context`.
-- Python runs once per Arrow batch (mapInArrow), never per row; the lattice and POIs are broadcast once
-  and their KD-tree is built once per Python worker.
+- Python runs once per Arrow batch (mapInArrow), never per row; the context is broadcast once (the
+  bytes of its cached NPZ, jobs.context_tables.context_npz) and unpacked, and the POI index built,
+  once per Python worker (about 2 s).
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -66,8 +69,9 @@ from transfertraj.features.context import (  # noqa: F401 (CityContext, RoadLatt
     context_vectors,
     lattice_from_arrow,
     lattice_to_arrow,
+    load_city_context,
     poi_counts,
-    poi_tree,
+    poi_index,
 )
 from transfertraj.features.taxonomy import N_POI, N_ROAD, ROAD_CLASSES, TAXONOMY_VERSION, covered_mask
 
@@ -214,24 +218,26 @@ _WORKER_CACHE: dict[str, tuple] = {}
 
 
 def _worker_context(bc, token: str):
-    """Unpack the broadcast once per Python worker and build the POI tree there."""
+    """Unpack the broadcast once per Python worker (an NPZ's bytes or a CityContext) and build the POI
+    index there."""
     cached = _WORKER_CACHE.get(token)
     if cached is None:
-        ctx = bc.value
-        cached = (ctx.lattice, poi_tree(ctx), ctx.poi_category)
+        value = bc.value
+        ctx = load_city_context(io.BytesIO(value)) if isinstance(value, bytes) else value
+        cached = (ctx.lattice, poi_index(ctx), ctx.poi_category)
         _WORKER_CACHE.clear()  # one context per worker at a time: keep memory flat across cities
         _WORKER_CACHE[token] = cached
     return cached
 
 
 def _context_batches(batches, *, bc, token, phi_m, category_missing, x_col, y_col):
-    lattice, tree, poi_cat = _worker_context(bc, token)
+    lattice, index, poi_cat = _worker_context(bc, token)
     for batch in batches:
         xy = np.column_stack(
             [batch.column(x_col).to_numpy(zero_copy_only=False), batch.column(y_col).to_numpy(zero_copy_only=False)]
         ).astype(np.float64)
         poi, poi_missing, road, road_missing = context_vectors(
-            xy, lattice, tree, poi_cat, phi_m=phi_m, category_missing=category_missing
+            xy, lattice, index, poi_cat, phi_m=phi_m, category_missing=category_missing
         )
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *context_arrays(poi, poi_missing, road, road_missing)],
@@ -304,17 +310,24 @@ def add_context(
 
 def add_loaded_context(
     points_df: DataFrame,
-    context: CityContext,
+    context: CityContext | Path,
     *,
     phi_m: float,
     categories_covered: list[str] | None = None,
     x_col: str = "mx",
     y_col: str = "my",
 ) -> DataFrame:
-    """add_context with the context already collected (load_context): reuse it across many DataFrames."""
-    check_context(context, phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
+    """add_context with the context already collected: a CityContext (load_context), or the path of its
+    NPZ (jobs.context_tables.context_npz), whose compressed bytes are broadcast instead of the arrays
+    (25 MB instead of 130 MB for Porto; each Python worker unpacks them once, in about a second)."""
+    if isinstance(context, CityContext):
+        check_context(context, phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
+        value = context
+    else:
+        check_context(load_city_context(context), phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
+        value = Path(context).read_bytes()
     schema = _output_schema(points_df)
-    bc = points_df.sparkSession.sparkContext.broadcast(context)
+    bc = points_df.sparkSession.sparkContext.broadcast(value)
     fn = functools.partial(
         _context_batches,
         bc=bc,

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,7 @@ from transfertraj.features.context import lattice_to_arrow
 from transfertraj.jobs.context_density import (
     LATTICE_M,
     ROAD_TOLERANCE_M,
-    add_context,
+    add_loaded_context,
     add_missing_context,
     build_road_lattice,
 )
@@ -245,13 +246,68 @@ def read_context(spark: SparkSession, city: CityConfig, settings: Settings) -> t
     return pois_df, grid_df, versions
 
 
-def with_context(points_df: DataFrame, city: CityConfig, settings: Settings) -> DataFrame:
-    """Add poi, poi_missing, road, road_missing to points (point_id, mx, my) of one city."""
+def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, int]]:
+    """(the city's context as the NPZ a model carries, the table versions it holds), built once per version.
+
+    A job needs the city's whole lattice on the driver; collecting Porto's 5.5 M grid rows through Spark
+    took 22-32 s per job (issue #18). The compact form (features.context.save_city_context, 25 MB for
+    Porto, exact at the precision the join uses) is written once per version of context_pois and
+    context_grid under <home>/cache/context/ and loaded in about a second by every later job. The name
+    holds each table's id (a lake rebuilt from scratch restarts its versions at 0) and version, and the
+    taxonomy version; the file is written under a temporary name and renamed, so a reader never sees half
+    of one, and the city's files of earlier versions are then removed. Read with delta-rs, without the JVM."""
+    from transfertraj.feature_store.reader import TableNotFound, open_table, read_table
+    from transfertraj.features.context import GRID_COLUMNS, POI_COLUMNS, city_context, save_city_context
+
+    keys, versions = [], {}
+    for name in ("context_pois", "context_grid"):
+        try:
+            dt = open_table(table_path(settings, name))
+        except TableNotFound as exc:
+            raise ContextNotBuiltError(
+                f"no {name} table at {table_path(settings, name)}: run "
+                f"`python -m jobs.context_tables --city {city.name}` first"
+            ) from exc
+        versions[name] = dt.version()
+        keys.append(f"{dt.metadata().id[:8]}v{versions[name]}")
+    path = settings.home / "cache" / "context" / f"{city.name}-{TAXONOMY_VERSION}-{'-'.join(keys)}.npz"
+    if path.exists():
+        return path, versions
+    grid, _ = read_table(
+        settings,
+        "context_grid",
+        city=city.name,
+        version=versions["context_grid"],
+        columns=[*GRID_COLUMNS, "taxonomy_version"],
+    )
+    if grid.num_rows == 0:
+        raise ContextNotBuiltError(
+            f"the context tables have no rows for {city.name}: run `python -m jobs.context_tables --city {city.name}` first"
+        )
+    pois, _ = read_table(
+        settings, "context_pois", city=city.name, version=versions["context_pois"], columns=list(POI_COLUMNS)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.partial.npz")
+    save_city_context(city_context(pois, grid), partial)
+    partial.replace(path)
+    for stale in path.parent.glob(f"{city.name}-*.npz"):  # earlier versions' files: no job reads them again
+        if stale != path and ".partial." not in stale.name:
+            stale.unlink(missing_ok=True)
+    log.info("%s: context cached as %s (tables at %s)", city.name, path, versions)
+    return path, versions
+
+
+def with_context(points_df: DataFrame, city: CityConfig, settings: Settings, context: Path | None = None) -> DataFrame:
+    """Add poi, poi_missing, road, road_missing to points (point_id, mx, my) of one city.
+
+    `context`: the city's context_npz (looked up here when None)."""
     if not city.has_osm:
         return points_df.transform(add_missing_context)
-    pois_df, grid_df, _ = read_context(points_df.sparkSession, city, settings)
+    if context is None:
+        context, _ = context_npz(settings, city)
     return points_df.transform(
-        add_context, pois_df, grid_df, phi_m=city.phi_m, categories_covered=city.osm.poi_categories_covered
+        add_loaded_context, context, phi_m=city.phi_m, categories_covered=city.osm.poi_categories_covered
     )
 
 

@@ -30,7 +30,7 @@ from pyspark.sql import types as T
 
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
-from transfertraj.feature_store.delta_io import read_table, replace_partition, table_exists
+from transfertraj.feature_store.delta_io import read_table, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
 from transfertraj.features.temporal import TEMPORAL_FIELDS, temporal_fields
@@ -87,33 +87,36 @@ def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> 
     )
 
 
-def silver_to_features(silver: DataFrame, city: CityConfig, settings: Settings) -> DataFrame:
-    """Silver rows of one city -> features rows (the context tables must exist for a city with OSM)."""
+def silver_to_features(silver: DataFrame, city: CityConfig, settings: Settings, context=None) -> DataFrame:
+    """Silver rows of one city -> features rows (the context tables must exist for a city with OSM).
+
+    `context`: the city's cached context NPZ (jobs.context_tables.context_npz; looked up when None)."""
     from transfertraj.jobs.context_tables import with_context
 
     points = (
         trajectory_points(silver).transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
     )
-    points = with_context(points, city, settings)
+    points = with_context(points, city, settings, context)
     return assemble(points, silver, context_missing=not city.has_osm)
 
 
 def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> dict:
     """Build the features partition of one city and date from silver. Returns what it read and wrote."""
-    from transfertraj.jobs.context_tables import build_context_tables, read_context
+    from transfertraj.jobs.context_tables import ContextNotBuiltError, build_context_tables, context_npz
 
     t0 = time.time()
     part = {"city": city.name, "date": date}
     silver, silver_version = read_table(spark, table_path(settings, "silver"), where=part)
     context_versions: dict = {}
+    context = None
     if city.has_osm:
-        if not table_exists(spark, table_path(settings, "context_grid")) or (
-            read_table(spark, table_path(settings, "context_grid"), where={"city": city.name})[0].limit(1).count() == 0
-        ):
+        try:
+            context, context_versions = context_npz(settings, city)
+        except ContextNotBuiltError:
             log.info("%s: context tables not built yet, building them now (once per city)", city.name)
             build_context_tables(spark, city, settings)
-        _, _, context_versions = read_context(spark, city, settings)
-    features = silver_to_features(silver, city, settings)
+            context, context_versions = context_npz(settings, city)
+    features = silver_to_features(silver, city, settings, context)
     lineage = {"silver_version": silver_version, **{f"{k}_version": v for k, v in context_versions.items()}}
     features = features.withColumn("source_versions", F.lit(json.dumps(lineage, sort_keys=True)))
     version = replace_partition(

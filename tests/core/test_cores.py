@@ -18,3 +18,16 @@ def test_a_cgroup_quota_caps_the_affinity(tmp_path, monkeypatch):
 def test_the_environment_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("TRANSFERTRAJ_THREADS", "1")
     assert available_cores(tmp_path / "absent") == 1
+
+
+def test_idle_cores_leave_out_the_busy_ones(monkeypatch, tmp_path):
+    from transfertraj.core.cores import idle_cores
+
+    monkeypatch.delenv("TRANSFERTRAJ_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    absent = tmp_path / "absent"
+    assert idle_cores(absent, load=0.3) == 2  # a quiet 2-core machine: both
+    assert idle_cores(absent, load=0.8) == 1  # one core's worth of other work
+    assert idle_cores(absent, load=17.0) == 1  # never fewer than one
+    monkeypatch.setenv("TRANSFERTRAJ_THREADS", "2")
+    assert idle_cores(absent, load=17.0) == 2  # the operator's choice wins

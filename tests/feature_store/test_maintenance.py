@@ -58,11 +58,18 @@ def test_optimizes_and_vacuums_existing_tables_keeping_the_protected_version(spa
     ]
     assert spark.read.format("delta").option("versionAsOf", v0).load(path).count() == 1
 
+    def no_spark():
+        raise AssertionError("nothing to compact or delete, yet Spark was started")
+
+    # the same decision from the Delta log alone: the session factory is never called
+    again = optimize_and_vacuum(no_spark, settings, protected={"silver": v0}, tables=["silver", "features"])
+    assert again == done
+
     # eight small files in one partition: compacted there, rows unchanged
     bronze = str(settings.lake / "bronze")
     many = spark.createDataFrame([("porto", "d1", str(i)) for i in range(16)], df.schema).repartition(8)
     replace_partition(many, bronze, {"city": "porto", "date": "d1"}, partition_by=("city", "date"))
-    [done] = optimize_and_vacuum(spark, settings, protected={}, tables=["bronze"])
+    [done] = optimize_and_vacuum(lambda: spark, settings, protected={}, tables=["bronze"])
     assert done["optimized"] == ["city=porto/date=d1"]
     assert spark.read.format("delta").load(bronze).count() == 16
 

@@ -1,7 +1,8 @@
 """How many CPU cores this process may really use: the affinity mask, capped by a cgroup CPU quota.
 
-    from transfertraj.core.cores import available_cores
-    torch.set_num_threads(available_cores())      # and Spark's local[N]
+    from transfertraj.core.cores import available_cores, idle_cores
+    spark_master = f"local[{available_cores()}]"   # Spark's tasks share cores without waiting on each other
+    torch.set_num_threads(idle_cores())           # torch's threads wait on each other at every operation
 
 `os.cpu_count()` counts the machine's cores, not the process's: in a container limited to 2 CPUs on a
 64-core host, torch and Spark would start 64 threads each and spend their time switching. One pretraining
@@ -40,3 +41,19 @@ def available_cores(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
     if limit is not None:
         cores = min(cores, math.ceil(limit))
     return max(1, cores)
+
+
+def idle_cores(cgroup_cpu_max: Path = CGROUP_CPU_MAX, load: float | None = None) -> int:
+    """available_cores() less the cores other work keeps busy now (the 1-minute load average, rounded);
+    at least 1. TRANSFERTRAJ_THREADS, when set, wins.
+
+    For thread pools whose threads meet at a barrier after every operation (torch, OpenMP): on a busy
+    machine one descheduled thread stalls the others, so fewer threads than cores finish sooner (issue
+    #18: one tiny pretraining epoch, 334 s with 2 threads on a busy 2-core machine, 31 s with 1). Read
+    once, when the pool is sized: a run started on a busy machine keeps its smaller pool."""
+    if os.environ.get("TRANSFERTRAJ_THREADS"):
+        return max(1, int(os.environ["TRANSFERTRAJ_THREADS"]))
+    cores = available_cores(cgroup_cpu_max)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, cores - round(load)))

@@ -18,14 +18,13 @@ def maintain_lake(min_retention_hours: float = 168.0, tables: list[str] | None =
     """OPTIMIZE (compaction) then VACUUM `tables` (default: every lake table), each only where the Delta
     log shows work to do (enough small files in a partition; files VACUUM would delete), keeping every file of any
     table version a registered champion or challenger records (the retention stretches back past that
-    version's commit)."""
+    version's commit). Spark starts only when some table has work to do."""
     from transfertraj import registry
     from transfertraj.feature_store.maintenance import optimize_and_vacuum
 
     settings = Settings.load()
-    spark = task_spark(settings)
     return optimize_and_vacuum(
-        spark,
+        lambda: task_spark(settings),  # started only if a table has files to compact or delete
         settings,
         protected=registry.protected_versions(settings),
         min_retention_hours=min_retention_hours,
