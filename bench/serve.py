@@ -13,9 +13,11 @@ the serving default of threads (the idle cores, TRANSFERTRAJ_SERVING_THREADS, se
 
 In-process figures come from a fresh child process (this file with --child): import time, load time
 (`mlflow.pyfunc.load_model`), the first request, then repeated requests of 64 real Porto trips of the
-bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99, interleaved with the
-same request at 1 thread and at 1 thread as one padded batch (the path before length batches), whose
-answers must agree. Server figures: `mlflow
+bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99, wall and CPU time
+(time.process_time: on a shared machine, what the request costs on idle cores), interleaved with the
+same request at 1 thread and at 1 thread with the lon/lat map fitted per request (the path before the
+exact inverse projection). `--checkpoint weights/base/transfertraj-base.pt` registers the committed
+tiny base instead of the generated real-size model. Server figures: `mlflow
 models serve --env-manager local` on 127.0.0.1 only, one worker, time until /ping answers, then a bounded
 load test (N client threads for S seconds, each posting one request at a time; at most --max-requests
 in all): requests/s, p50 / p99 latency, errors. Results: a printed table, and a dated row appended to
