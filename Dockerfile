@@ -3,6 +3,7 @@
 # one-shot init all run it (docker-compose.yml), so drivers and executors share Python, Java and code.
 #
 #   docker build -t transfertraj:latest .
+#   docker build --build-arg WITH_BROWSER=1 -t transfertraj:test .   # + Chromium, for the page test
 #
 # Dependencies come from the lock (requirements.txt) exactly as scripts/bootstrap.sh installs them; torch
 # from PyPI brings its CUDA libraries, so the same image serves the CPU and the GPU Celery workers.
@@ -24,8 +25,14 @@ ENV DEBIAN_FRONTEND=noninteractive \
     AIRFLOW_HOME=/opt/transfertraj/airflow
 
 # procps: Spark's launch scripts call ps; tini reaps the JVM's and Celery's children.
+# Chromium (Debian package) only with --build-arg WITH_BROWSER=1: no service of this image serves the
+# trip page (`transfertraj predict --html` writes one self-contained file, no browser involved); a
+# browser is needed only to run tests/transfertraj/test_trip_page.py's rendering checks inside the
+# image, and would add ~300 MB to every Spark, Airflow and MLflow container.
+ARG WITH_BROWSER=0
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini curl \
+ && if [ "${WITH_BROWSER}" = "1" ]; then apt-get install -y --no-install-recommends chromium; fi \
  && rm -rf /var/lib/apt/lists/* \
  && ln -s "/usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)" /usr/lib/jvm/java-17
 

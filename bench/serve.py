@@ -13,9 +13,11 @@ the serving default of threads (the idle cores, TRANSFERTRAJ_SERVING_THREADS, se
 
 In-process figures come from a fresh child process (this file with --child): import time, load time
 (`mlflow.pyfunc.load_model`), the first request, then repeated requests of 64 real Porto trips of the
-bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99, interleaved with the
-same request at 1 thread and at 1 thread as one padded batch (the path before length batches), whose
-answers must agree. Server figures: `mlflow
+bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99, wall and CPU time
+(time.process_time: on a shared machine, what the request costs on idle cores), interleaved with the
+same request at 1 thread and at 1 thread with the lon/lat map fitted per request (the path before the
+exact inverse projection). `--checkpoint weights/base/transfertraj-base.pt` registers the committed
+tiny base instead of the generated real-size model. Server figures: `mlflow
 models serve --env-manager local` on 127.0.0.1 only, one worker, time until /ping answers, then a bounded
 load test (N client threads for S seconds, each posting one request at a time; at most --max-requests
 in all): requests/s, p50 / p99 latency, errors. Results: a printed table, and a dated row appended to
@@ -69,8 +71,10 @@ def porto_request(n_trips: int, skip: int = 0):
     return pd.concat(rows, ignore_index=True)
 
 
-def build_model(home: Path) -> tuple[Path, dict]:
-    """Register a real-size model with Porto's full context in a store under `home`; copy it out."""
+def build_model(home: Path, checkpoint: Path | None = None) -> tuple[Path, dict]:
+    """Register a model with Porto's full context in a store under `home`; copy it out. The model: a
+    real-size one pretrained one epoch on GENERATED features, or `checkpoint` (for example the committed
+    tiny base weights/base/transfertraj-base.pt). Context tables already in `home` are reused."""
     import mlflow.artifacts
     import torch
     from deltalake import write_deltalake
@@ -88,17 +92,21 @@ def build_model(home: Path) -> tuple[Path, dict]:
 
     settings = Settings.load(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
     porto = load_city_file(BUNDLED_CITY_DIR / "porto.yaml")
-    t0 = time.perf_counter()
-    ctx = read_osm_xml(porto.osm.path, porto.crs)
-    for name, data in (("context_pois", pois_table(ctx, porto)), ("context_grid", grid_table(ctx, porto))):
-        write_deltalake(table_path(settings, name), data, partition_by=["city"], mode="overwrite")
-    t_context = time.perf_counter() - t0
+    t0, t_context = time.perf_counter(), None
+    if table_version(settings, "context_grid") is None:
+        ctx = read_osm_xml(porto.osm.path, porto.crs)
+        for name, data in (("context_pois", pois_table(ctx, porto)), ("context_grid", grid_table(ctx, porto))):
+            write_deltalake(table_path(settings, name), data, partition_by=["city"], mode="overwrite")
+        t_context = round(time.perf_counter() - t0, 1)
     feats = generated_features(64, city="porto", poi_dim=N_POI, road_dim=N_ROAD, taxonomy_version=TAXONOMY_VERSION)
     torch.set_num_threads(2)
-    ckpt = pretrain(feats, "generated", home / "ckpt", epochs=1, seed=0, progress=False)
+    if checkpoint is None:
+        ckpt = pretrain(feats, "generated", home / "ckpt", epochs=1, seed=0, progress=False)
+    else:
+        ckpt = checkpoint
     versions = {name: table_version(settings, name) for name in ("context_pois", "context_grid")}
     t1 = time.perf_counter()
-    registry.log_and_register(
+    registered = registry.log_and_register(
         settings=settings,
         experiment="bench",
         model_name=MODEL_NAME,
@@ -112,11 +120,11 @@ def build_model(home: Path) -> tuple[Path, dict]:
     )
     t_register = time.perf_counter() - t1
     registry.configure(settings)
-    folder = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL_NAME}@champion", dst_path=str(home / "model"))
-    )
+    out = home / f"model-v{registered.version}"
+    uri = f"models:/{MODEL_NAME}/{registered.version}"
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(out)))
     return folder, {
-        "context_tables_s": round(t_context, 1),
+        "context_tables_s": t_context,
         "register_s": round(t_register, 1),
         **artifact_sizes(folder),
     }
@@ -153,27 +161,34 @@ def child(model_dir: str, batch: int, repeats: int) -> dict:
     t_first = time.perf_counter() - t2
     py = model.unwrap_python_model()
     # A/B in this process, interleaved so that the machine's load falls on each alike: the serving path
-    # as loaded, and the path before length batches (one padded batch per request), both at 1 thread.
-    paths = {
-        "": (py.threads, py.max_tokens),
-        "_1thread": (1, py.max_tokens),
-        "_unbatched_1thread": (1, None),
-    }
+    # as loaded, the same at 1 thread, and at 1 thread with the lon/lat map fitted on each request's
+    # points (the path before serving held one pyproj inverse per city). CPU time (time.process_time,
+    # all threads) beside wall time: on a machine shared with other work, CPU time per request is close
+    # to what the request costs on idle cores, wall time is not.
+    exact = py.to_lonlat
+    paths = {"": (py.threads, exact), "_1thread": (1, exact), "_fitted_1thread": (1, {})}
     lat: dict[str, list[float]] = {k: [] for k in paths}
+    cpu: dict[str, list[float]] = {k: [] for k in paths}
     answers: dict[str, object] = {}
     for _ in range(repeats):
-        for key, (threads, max_tokens) in paths.items():
-            py.threads, py.max_tokens = threads, max_tokens
-            t = time.perf_counter()
+        for key, (threads, to_lonlat) in paths.items():
+            py.threads, py.to_lonlat = threads, to_lonlat
+            t, c = time.perf_counter(), time.process_time()
             answers[key] = model.predict(request, params={"task": "tp"})
             lat[key].append(time.perf_counter() - t)
-    py.threads, py.max_tokens = paths[""]
-    same = all(  # float noise of other batch shapes only: 1e-7 degrees is 1 cm
+            cpu[key].append(time.process_time() - c)
+    py.threads, py.to_lonlat = paths[""]
+    same = all(  # float noise of other thread counts only: 1e-7 degrees is 1 cm
         answers[k][["trip_id", "point"]].equals(first[["trip_id", "point"]])
         and np.allclose(answers[k][["pred_lon", "pred_lat"]], first[["pred_lon", "pred_lat"]], rtol=0, atol=1e-7)
         and np.allclose(answers[k]["pred_minutes_since_start"], first["pred_minutes_since_start"], rtol=0, atol=1e-4)
-        for k in paths
+        for k in ("", "_1thread")
     )
+    from transfertraj.core.geo import haversine_m
+
+    a, b = answers[""], answers["_fitted_1thread"]
+    fitted_m = haversine_m(a["pred_lon"], a["pred_lat"], b["pred_lon"], b["pred_lat"])
+    args = py.torch_model.args
     lattice = py.contexts["porto"][0].lattice
     import resource
 
@@ -185,10 +200,14 @@ def child(model_dir: str, batch: int, repeats: int) -> dict:
         "batch_points": len(request),
         "answers": len(first),
         "threads": paths[""][0],
-        "max_tokens": paths[""][1],
+        "max_tokens": py.max_tokens,
+        "model": f"d={args.d_model}, {args.n_layers} layer(s), {args.n_experts} experts (top {args.top_k}), "
+        f"{sum(p.numel() for p in py.torch_model.parameters()) / 1e6:.2f} M parameters",
         **{f"p50{k}_ms": float(np.percentile(v, 50) * 1000) for k, v in lat.items()},
         **{f"p99{k}_ms": float(np.percentile(v, 99) * 1000) for k, v in lat.items()},
+        **{f"cpu_p50{k}_ms": float(np.percentile(v, 50) * 1000) for k, v in cpu.items()},
         "same_answers": same,
+        "fitted_vs_exact_max_m": float(fitted_m.max()),
         "repeats": repeats,
         "lattice_nodes": int(lattice.shape[0] * lattice.shape[1]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -335,12 +354,13 @@ def _post(base: str, body: bytes) -> None:
 # ---------------------------------------------------------------------------------------- report
 
 
-def report(setup: dict, inproc: dict, server: dict, load: tuple[float, float]) -> str:
+def report(setup: dict, inproc: dict, server: dict, load: tuple[float, float], before: dict | None) -> str:
     def verdict(key, value):
         return "met" if value <= TARGETS[key] else "NOT met"
 
+    weights = setup.get("weights", "GENERATED training")
     lines = [
-        "TransferTraj serving benchmark (model weights: GENERATED training; requests: real Porto trips;"
+        f"TransferTraj serving benchmark (model: {inproc['model']}, weights: {weights}; requests: real Porto trips;"
         " context: Porto's full OSM extract)",
         "",
         "| figure | value | target |",
@@ -350,16 +370,19 @@ def report(setup: dict, inproc: dict, server: dict, load: tuple[float, float]) -
         f"| {inproc['load_s']:.2f} s | <= 5 s: {verdict('load_s', inproc['load_s'])} |",
         f"| first request, TP, {inproc['batch_trips']} trips ({inproc['batch_points']} points) "
         f"| {inproc['first_request_s']:.3f} s | <= 2 s: {verdict('first_request_s', inproc['first_request_s'])} |",
-        f"| TP, {inproc['batch_trips']} trips, p50 ({inproc['repeats']} requests) | {inproc['p50_ms']:.1f} ms "
-        f"| <= 50 ms: {verdict('p50_ms', inproc['p50_ms'])} |",
+        f"| TP, {inproc['batch_trips']} trips, p50 ({inproc['repeats']} requests, {inproc['threads']} thread(s)) "
+        f"| {inproc['p50_ms']:.1f} ms | <= 50 ms: {verdict('p50_ms', inproc['p50_ms'])} |",
         f"| TP, {inproc['batch_trips']} trips, p99 | {inproc['p99_ms']:.1f} ms | |",
-        f"| same process, interleaved: {inproc['threads']} thread(s) (default) / 1 thread / 1 thread and one padded "
-        f"batch (the path before length batches): p50 | {inproc['p50_ms']:.0f} / {inproc['p50_1thread_ms']:.0f} / "
-        f"{inproc['p50_unbatched_1thread_ms']:.0f} ms | |",
-        f"| ... p99 | {inproc['p99_ms']:.0f} / {inproc['p99_1thread_ms']:.0f} / "
-        f"{inproc['p99_unbatched_1thread_ms']:.0f} ms | |",
-        f"| ... the three paths give the same answers (1 cm, 1e-4 min) | {'yes' if inproc['same_answers'] else 'NO'} "
+        f"| ... CPU time per request, p50 (all threads; what it costs on idle cores) | {inproc['cpu_p50_ms']:.1f} ms "
+        f"| <= 50 ms: {verdict('p50_ms', inproc['cpu_p50_ms'])} |",
+        f"| same process, interleaved: default / 1 thread / 1 thread with the lon/lat map fitted per request "
+        f"(the path before): wall p50 | {inproc['p50_ms']:.0f} / {inproc['p50_1thread_ms']:.0f} / "
+        f"{inproc['p50_fitted_1thread_ms']:.0f} ms | |",
+        f"| ... CPU p50 | {inproc['cpu_p50_ms']:.0f} / {inproc['cpu_p50_1thread_ms']:.0f} / "
+        f"{inproc['cpu_p50_fitted_1thread_ms']:.0f} ms | |",
+        f"| ... default and 1 thread give the same answers (1 cm, 1e-4 min) | {'yes' if inproc['same_answers'] else 'NO'} "
         "| yes |",
+        f"| ... fitted map vs exact inverse projection: largest difference | {inproc['fitted_vs_exact_max_m']:.2g} m | |",
         f"| peak RSS of the serving process | {inproc['peak_rss_mb']:.0f} MB | |",
         f"| pyspark / delta / py4j imported (not importable, java not on PATH) "
         f"| {'yes' if inproc['spark_imported'] else 'no'} | no |",
@@ -373,12 +396,53 @@ def report(setup: dict, inproc: dict, server: dict, load: tuple[float, float]) -
         "",
         f"load average (1, 5 min) at start {load[0]:.2f}, {load[1]:.2f}; at end {os.getloadavg()[0]:.2f}, "
         f"{os.getloadavg()[1]:.2f} on {os.cpu_count()} CPUs (shared: above {os.cpu_count()} other work ran beside)",
-        f"setup (not timed above): context tables {setup.get('context_tables_s', '-')} s, "
+        f"setup (not timed above): context tables {setup.get('context_tables_s') or '-'} s, "
         f"register {setup.get('register_s', '-')} s",
     ]
+    if before:
+        lines += ["", *ratios(before, {**inproc, **server_columns(server)}, load[0])]
     if server["first_error"]:
         lines.append(f"first server error: {server['first_error']}")
     return "\n".join(lines)
+
+
+def server_columns(server: dict) -> dict:
+    """Server figures under their serve.csv names (p50/p99 prefixed: the in-process ones own the plain names)."""
+    return {(f"server_{k}" if k in ("p50_ms", "p99_ms") else k): v for k, v in server.items()}
+
+
+RATIO_KEYS = (  # (csv column, what it is); lower is better for all but requests/s
+    ("load_s", "model load"),
+    ("first_request_s", "first request"),
+    ("p50_ms", "TP p50 (wall)"),
+    ("cpu_p50_ms", "TP p50 (CPU time)"),
+    ("rps", "server requests/s"),
+    ("server_p50_ms", "server p50"),
+)
+
+
+def previous_row(checkpoint_mb: float) -> dict | None:
+    """The latest row of results/serve.csv for a checkpoint of the same size (the same kind of model)."""
+    path = RESULTS / "serve.csv"
+    if not path.exists():
+        return None
+    rows = [
+        r for r in csv.DictReader(path.open()) if r.get("checkpoint_mb") and float(r["checkpoint_mb"]) == checkpoint_mb
+    ]
+    return rows[-1] if rows else None
+
+
+def ratios(before: dict, now: dict, load_now: float) -> list[str]:
+    """This run / the previous run of the same model, each with the 1-minute load it ran at."""
+    lines = [
+        f"ratio to the previous run of this model ({before['date']}, 1-minute load at start "
+        f"{float(before['load_1min_start']):.1f}; this run {load_now:.1f}): now / before"
+    ]
+    for key, name in RATIO_KEYS:
+        b, n = before.get(key) or "", now.get(key)
+        if b and n is not None:
+            lines.append(f"- {name}: {float(n):.4g} / {float(b):.4g} = {float(n) / float(b):.2f}")
+    return lines
 
 
 def append_results(row: dict, table: str) -> Path:
@@ -405,6 +469,11 @@ def main(argv=None) -> int:
     p.add_argument("--max-requests", type=int, default=20_000, help="bound on the load test's requests")
     p.add_argument("--home", type=Path, help="data root for the throwaway store (default: a temporary folder)")
     p.add_argument("--model", type=Path, help="a model folder from an earlier run (<home>/model): skip the setup")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="register this checkpoint instead of a generated real-size one (e.g. weights/base/transfertraj-base.pt)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -418,7 +487,7 @@ def main(argv=None) -> int:
             model_dir, setup = args.model, artifact_sizes(args.model)
         else:
             t0 = time.perf_counter()
-            model_dir, setup = build_model(home)
+            model_dir, setup = build_model(home, args.checkpoint)
             print(f"  setup {time.perf_counter() - t0:.0f} s: {setup}", file=sys.stderr)
         env = serving_env(Path(tmp))
         inproc = run_child(model_dir, args.batch, args.repeats, env)
@@ -433,11 +502,15 @@ def main(argv=None) -> int:
             env=env,
         )
         print(f"  server: {server}", file=sys.stderr)
-    table = report(setup, inproc, server, load)
+    if args.checkpoint:
+        setup["weights"] = f"{args.checkpoint}"
+    elif args.model:
+        setup["weights"] = f"those in {args.model}"
+    before = previous_row(setup["checkpoint_mb"])
+    table = report(setup, inproc, server, load, before)
     print(table)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    server_cols = {(f"server_{k}" if k in ("p50_ms", "p99_ms") else k): v for k, v in server.items()}
-    row = {"date": stamp, "load_1min_start": round(load[0], 2), **setup, **inproc, **server_cols}
+    row = {"date": stamp, "load_1min_start": round(load[0], 2), **setup, **inproc, **server_columns(server)}
     print(f"appended to {append_results(row, table)}", file=sys.stderr)
     return 0
 

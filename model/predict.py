@@ -69,6 +69,7 @@ def predict(
     seed: int = 0,
     max_points: int | None = MAX_POINTS,
     max_tokens: int | None = None,
+    to_lonlat: dict | None = None,
 ) -> pd.DataFrame:
     """Predictions for every hidden point of `task`'s mask: one row per (trajectory, hidden point).
 
@@ -79,7 +80,10 @@ def predict(
     "train" / "val" / "test" of the chronological 8:1:1 split. max_tokens: group trajectories of
     similar length, at most that many padded points per batch (see length_batches); the rows come
     back in the same order either way. Only for the fixed masks (tp, tr*, od): the random
-    pretraining mask draws per trajectory in batch order.
+    pretraining mask draws per trajectory in batch order. to_lonlat: city -> callable((n, 2) metres)
+    -> (n, 2) lon/lat, the inverse of the city's projection known exactly (serving holds one per city,
+    built once at load); a city without one gets MetricToLonLat fitted on the input's own points, a
+    least-squares fit that costs more than the forward pass of a small request.
     """
     if isinstance(checkpoint_or_model, TransferTraj):
         model, state = checkpoint_or_model, None
@@ -97,16 +101,19 @@ def predict(
     indices = eligible(data, indices, task, max_points)
     dev = resolve_device(device)
     limit_threads()
-    model = model.to(dev).eval()
+    if next(model.parameters()).device != dev:  # .to() walks every module: a cost per call when serving
+        model = model.to(dev)
+    model.eval()
     point_city = np.repeat(data.city, data.n_points)  # (T,)
+    known = to_lonlat or {}
     converters = {  # one inverse projection per city, fitted on its points (a CRS fact, not a label)
-        c: MetricToLonLat.fit(data.mxy[point_city == c], data.lonlat[point_city == c])
+        c: known[c] if c in known else MetricToLonLat.fit(data.mxy[point_city == c], data.lonlat[point_city == c])
         for c in np.unique(data.city[indices])
     }
     if max_tokens is not None and task == "pretrain":
         raise ValueError("max_tokens regroups trajectories; the pretraining mask would then differ")
     collator = Collator(task=task, seed=seed)
-    rows = []
+    parts = []  # per batch: a dict of numpy columns, one DataFrame at the end (a frame per batch cost more)
     for positions in length_batches(data.n_points[indices], batch_size=batch_size, max_tokens=max_tokens):
         ds = TrajectoryDataset(data, indices[positions])
         batch, targets = collator([ds[i] for i in range(len(ds))])
@@ -119,44 +126,54 @@ def predict(
         point = batch["point_index"].numpy()[b, pos]
         flat = data.offsets[row] + point  # index into the per-point arrays
         pred_xy = out["xy"].float().cpu().numpy()[b, pos]
-        pred_min = out["time"].float().cpu().numpy()[b, pos, 3]
         origin = batch["origin"].numpy()[b]
-        rows.append(
-            pd.DataFrame(
-                {
-                    "trip_id": data.trip_id[row],
-                    "city": data.city[row],
-                    "point": point,
-                    "masked_spatial": ms[b, pos],
-                    "masked_temporal": mt[b, pos],
-                    "scored": score_s[b, pos] | score_t[b, pos],
-                    "pred_x_m": pred_xy[:, 0],
-                    "pred_y_m": pred_xy[:, 1],
-                    "true_x_m": data.xy[flat, 0],
-                    "true_y_m": data.xy[flat, 1],
-                    "pred_minutes": pred_min,
-                    "true_minutes": data.time[flat, 3],
-                    "_pmx": origin[:, 0] + pred_xy[:, 0],
-                    "_pmy": origin[:, 1] + pred_xy[:, 1],
-                    "_flat": flat,
-                    "_order": positions[b],
-                }
-            )
+        parts.append(
+            {
+                "row": row,
+                "point": point,
+                "masked_spatial": ms[b, pos],
+                "masked_temporal": mt[b, pos],
+                "scored": score_s[b, pos] | score_t[b, pos],
+                "pred_xy": pred_xy,
+                "pred_minutes": out["time"].float().cpu().numpy()[b, pos, 3],
+                "pmxy": origin + pred_xy,
+                "flat": flat,
+                "order": positions[b],
+            }
         )
-    if not rows:
+    if not parts:
         raise ValueError(f"no trajectories qualify for task {task}")
-    df = pd.concat(rows, ignore_index=True)
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if max_tokens is not None:  # back to the order of `indices`; points stay in order within a trajectory
-        df = df.sort_values("_order", kind="stable", ignore_index=True)
+        keep = np.argsort(cols["order"], kind="stable")
+        cols = {k: v[keep] for k, v in cols.items()}
+    row, flat, pred_xy = cols["row"], cols["flat"], cols["pred_xy"]
+    df = pd.DataFrame(
+        {
+            "trip_id": data.trip_id[row],
+            "city": data.city[row],
+            "point": cols["point"],
+            "masked_spatial": cols["masked_spatial"],
+            "masked_temporal": cols["masked_temporal"],
+            "scored": cols["scored"],
+            "pred_x_m": pred_xy[:, 0],
+            "pred_y_m": pred_xy[:, 1],
+            "true_x_m": data.xy[flat, 0],
+            "true_y_m": data.xy[flat, 1],
+            "pred_minutes": cols["pred_minutes"],
+            "true_minutes": data.time[flat, 3],
+        }
+    )
     pred_ll = np.zeros((len(df), 2))
+    city = data.city[row]
     for c, conv in converters.items():
-        sel = (df["city"] == c).to_numpy()
-        pred_ll[sel] = conv(df.loc[sel, ["_pmx", "_pmy"]].to_numpy())
-    true_ll = data.lonlat[df["_flat"].to_numpy()]
+        sel = city == c
+        pred_ll[sel] = conv(cols["pmxy"][sel])
+    true_ll = data.lonlat[flat]
     df["pred_lon"], df["pred_lat"] = pred_ll[:, 0], pred_ll[:, 1]
     df["true_lon"], df["true_lat"] = true_ll[:, 0], true_ll[:, 1]
-    df["error_m"] = haversine_m(df["pred_lon"], df["pred_lat"], df["true_lon"], df["true_lat"])
-    return df.drop(columns=["_pmx", "_pmy", "_flat", "_order"])
+    df["error_m"] = haversine_m(pred_ll[:, 0], pred_ll[:, 1], true_ll[:, 0], true_ll[:, 1])
+    return df
 
 
 def evaluate(checkpoint_or_model, features_df, task: str, **kwargs) -> dict:

@@ -291,6 +291,17 @@ class ScMoE(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(n_experts, dim))
         self.drop = nn.Dropout(dropout)
 
+    def experts(self, xs: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Rows grouped by expert (counts[e] rows for expert e, in expert order) -> each row through its
+        expert's 2-layer MLP, (n, d) in the same order."""
+        outs = []
+        for e, xe in enumerate(xs.split(counts)):
+            if xe.shape[0] == 0:
+                continue
+            h = F.gelu(torch.addmm(self.b1[e].to(xe.dtype), xe, self.w1[e].to(xe.dtype)))  # (n_e, hidden)
+            outs.append(torch.addmm(self.b2[e].to(xe.dtype), h, self.w2[e].to(xe.dtype)))  # (n_e, d)
+        return torch.cat(outs) if outs else xs.new_zeros(0, xs.shape[-1])
+
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, dict]:
         N, d = x.shape
         route_in = torch.cat([x, context.to(x.dtype)], dim=-1)  # (N, 2d)
@@ -300,22 +311,19 @@ class ScMoE(nn.Module):
         top_logits, top_idx = logits.topk(self.top_k, dim=-1)  # (N, k)
         top_w = top_logits.softmax(dim=-1)  # (N, k)
 
-        y = x.new_zeros(N, d)
+        # Each (token, expert) assignment sorted by expert once (stable: a token's experts keep their
+        # top-k order), so each expert reads one contiguous slice: one gather, one matmul pair per
+        # expert, one scatter. The per-expert boolean search this replaces cost a scan of all N*k
+        # assignments and a gather/scatter per expert.
         flat_idx = top_idx.reshape(-1)  # (N*k,)
-        flat_tok = torch.arange(N, device=x.device).repeat_interleave(self.top_k)  # (N*k,)
-        flat_w = top_w.reshape(-1)
-        for e in range(self.n_experts):
-            sel = (flat_idx == e).nonzero(as_tuple=True)[0]
-            if sel.numel() == 0:
-                continue
-            tok = flat_tok[sel]
-            h = F.gelu(x[tok] @ self.w1[e].to(x.dtype) + self.b1[e].to(x.dtype))  # (n_e, hidden)
-            out = h @ self.w2[e].to(x.dtype) + self.b2[e].to(x.dtype)  # (n_e, d)
-            y.index_add_(0, tok, (out * flat_w[sel].unsqueeze(-1)).to(y.dtype))
+        order = flat_idx.argsort(stable=True)  # (N*k,) assignments grouped by expert
+        tok = torch.div(order, self.top_k, rounding_mode="floor")  # (N*k,) token of each assignment
+        counts = torch.bincount(flat_idx, minlength=self.n_experts)  # (C,)
+        out = self.experts(x[tok], counts.tolist())  # (N*k, d), sorted order
+        y = x.new_zeros(N, d).index_add_(0, tok, (out * top_w.reshape(-1)[order].unsqueeze(-1)).to(x.dtype))
 
         probs = logits.softmax(dim=-1)  # (N, C)
-        load = torch.zeros(self.n_experts, device=x.device).index_add_(0, flat_idx, torch.ones_like(flat_w))
-        frac = load / max(flat_idx.numel(), 1)
+        frac = counts.float() / max(flat_idx.numel(), 1)
         aux = self.n_experts * (frac * probs.mean(dim=0)).sum()
         return self.drop(y), {"indices": top_idx, "weights": top_w, "aux_loss": aux}
 

@@ -266,19 +266,16 @@ def _cmd_predict(args, settings: Settings) -> int:
 
 
 def _write_predict_page(fc: dict, model, args, settings: Settings) -> Path:
-    """The --html page: the trips on the roads of the lake's context_roads table when this data root has
-    it, else on the road lattice the model carries (transfertraj.page_roads)."""
-    from transfertraj.page_roads import MetricView, lake_roads, lattice_roads
+    """The --html page: the trips on the roads of the lake's context_roads table at the version the model
+    pinned, else on the road lattice the model carries (transfertraj.page_roads.model_roads)."""
+    from transfertraj.page_roads import MetricView, model_roads
     from transfertraj.trip_page import render_page, write_page
 
     served = model.unwrap_python_model()
     name = str(args.city or served.spec["default_city"])
     city = served.cities[name]
     view = MetricView.around(fc, city.crs)
-    roads = lake_roads(settings, name, view)
-    ctx, _ = served.contexts.get(name, (None, None))
-    if roads is None and ctx is not None:
-        roads = lattice_roads(ctx, view, f"context_{name}.npz")
+    roads = model_roads(settings, served, name, view)
     attribution = city.osm.licence if city.has_osm else None
     return write_page(render_page(fc, view, roads=roads, title=name, mu=args.mu, attribution=attribution), args.html)
 
@@ -554,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PAGE",
         help="also write one self-contained HTML page (inline SVG, no network) drawing the trips on the "
         "city's roads with a legend, the task and, with --holdout, the error per trip and mean; roads come "
-        "from this data root's context_roads table, else from the road lattice the model carries",
+        "from this data root's context_roads table at the version the model pinned, else from the road lattice "
+        "the model carries",
     )
     p.set_defaults(func=_cmd_predict)
 

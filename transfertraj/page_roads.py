@@ -1,15 +1,18 @@
 """The roads a trip page draws: the city's road geometry cut to the trips' box, small enough to inline.
 
     view = MetricView.around(fc, city.crs, margin_m=300)          # the page's extent, in the city's CRS
-    roads = lake_roads(settings, city.name, view)                # lines of context_roads (the lake), or None
-    roads = roads or lattice_roads(ctx, view, "context_porto.npz")  # the road lattice a model carries
+    roads = model_roads(settings, served, "porto", view)         # what a loaded pyfunc saw (see below)
+    roads = lake_roads(settings, "porto", view, version=4)       # lines of context_roads v4, or None
+    roads = lattice_roads(ctx, view, "context_porto.npz")         # the road lattice a model carries
 
-Two sources, the best available first:
+Two sources, the best available first (`model_roads` picks):
 
 - `lake_roads`: the LineStrings of the `context_roads` table (OSM roads in the city's metric CRS, what
   the context job built the densities from), read with feature_store.reader (delta-rs, no JVM), clipped
   to the view and simplified to half a pixel (Douglas-Peucker, shapely), so the page's size follows the
-  view, not the city (central Porto, 4.7 km wide: ~100 kB of roads).
+  view, not the city (central Porto, 4.7 km wide: ~100 kB of roads). For a model's page, at the version
+  the model's features were built from (the registered model records it), never the latest: an OSM
+  refresh after training would draw roads the model never saw.
 - `lattice_roads`: a registered model carries no road lines, only the road lattice its features read
   (transfertraj.features.context: per 5 m node, the distance to the nearest road). Nodes with a road
   within one lattice step are the roads, drawn as a small transparent PNG (Pillow) over the view:
@@ -108,14 +111,17 @@ def clip_simplify(geoms, view: MetricView, classes) -> list[tuple[str, np.ndarra
     return out
 
 
-def lake_roads(settings, city: str, view: MetricView) -> PageRoads | None:
-    """The city's road lines from the lake's context_roads table (latest version); None when absent."""
+def lake_roads(settings, city: str, view: MetricView, version: int | None = None) -> PageRoads | None:
+    """The city's road lines from the lake's context_roads table at `version` (None: the latest); None
+    when the table, the city or that version (vacuumed, another data root) is absent."""
     import shapely
 
     from transfertraj.feature_store.reader import TableNotFound, read_table
 
     try:
-        table, version = read_table(settings, "context_roads", city=city, columns=["road_class", "geometry_wkb"])
+        table, version = read_table(
+            settings, "context_roads", city=city, version=version, columns=["road_class", "geometry_wkb"]
+        )
     except (TableNotFound, ValueError):
         return None
     if table.num_rows == 0:
@@ -123,6 +129,25 @@ def lake_roads(settings, city: str, view: MetricView) -> PageRoads | None:
     geoms = shapely.from_wkb(table.column("geometry_wkb").to_numpy(zero_copy_only=False))
     lines = clip_simplify(geoms, view, table.column("road_class").to_pylist())
     return PageRoads(source=f"OpenStreetMap roads of the lake's context_roads table (version {version})", lines=lines)
+
+
+def pinned_roads_version(spec: dict, city: str) -> int | None:
+    """The context_roads version a registered model's features were built from (its serving.json), or None
+    for a model that does not record one."""
+    version = spec.get("cities", {}).get(city, {}).get("context_versions", {}).get("context_roads")
+    return None if version is None else int(version)
+
+
+def model_roads(settings, served, city: str, view: MetricView) -> PageRoads | None:
+    """The roads for a page of a loaded model's answers (`served`: serving.TransferTrajModel): the lake's
+    context_roads at the version the model pinned, else the road lattice the model carries; never the
+    latest roads of the lake, which may postdate the model."""
+    pinned = pinned_roads_version(served.spec, city)
+    roads = None if pinned is None else lake_roads(settings, city, view, version=pinned)
+    ctx, _ = served.contexts.get(city, (None, None))
+    if roads is None and ctx is not None:
+        roads = lattice_roads(ctx, view, f"context_{city}.npz")
+    return roads
 
 
 def lattice_roads(ctx, view: MetricView, name: str = "the model's context") -> PageRoads | None:

@@ -56,7 +56,7 @@ THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
 # Padded points per forward pass: a request's trips are grouped by length up to this many (B x L), so
 # short trips are not padded to the longest (transfertraj.model.predict.length_batches). 64 real
 # Porto trips (2,556 points with the TP placeholders, padded to 64 x 125) run in 3-4 passes.
-MAX_TOKENS = 1024
+MAX_TOKENS = 2048
 SERVING_TASKS = ("tp", "tr", "odtte")
 
 
@@ -67,6 +67,24 @@ def serving_threads() -> int:
     cores = available_cores()
     busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
     return max(1, min(cores, cores - busy))
+
+
+class CityToLonLat:
+    """City CRS metres -> WGS-84 lon/lat: the exact inverse of the projection the features use
+    (transfertraj.features.metric_coordinates), one pyproj Transformer per city built when the model
+    loads. Without it, model.predict fits a cubic map on each request's own points (least squares,
+    about 50 ms of a 64-trip request on one core) and extrapolates it to the predicted points."""
+
+    def __init__(self, crs: str):
+        from pyproj import Transformer
+
+        self.crs = crs
+        self.transformer = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+
+    def __call__(self, mxy: np.ndarray) -> np.ndarray:
+        mxy = np.asarray(mxy, dtype=np.float64)
+        lon, lat = self.transformer.transform(mxy[:, 0], mxy[:, 1])
+        return np.stack([np.asarray(lon), np.asarray(lat)], axis=1)  # (n, 2)
 
 
 class ServingInputError(ValueError):
@@ -249,6 +267,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         spec = json.loads(Path(context.artifacts["serving"]).read_text())
         self.spec = spec
         self.cities = {name: parse_city(c["config"], f"model city {name}") for name, c in spec["cities"].items()}
+        self.to_lonlat = {name: CityToLonLat(city.crs) for name, city in self.cities.items()}
         self.contexts: dict = {}
         for name, city in self.cities.items():
             artifact = spec["cities"][name].get("context_artifact")
@@ -292,7 +311,13 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         torch.set_num_threads(self.threads)  # for this call only: an in-process caller keeps its setting
         try:
             preds = model_predict(
-                self.torch_model, table, mask_task, device="cpu", max_points=None, max_tokens=self.max_tokens
+                self.torch_model,
+                table,
+                mask_task,
+                device="cpu",
+                max_points=None,
+                max_tokens=self.max_tokens,
+                to_lonlat=self.to_lonlat,
             )
         finally:
             torch.set_num_threads(previous)

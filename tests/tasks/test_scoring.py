@@ -1,6 +1,7 @@
 """Nightly batch scoring for real: a small lake with a silver table of REAL Porto trips (the bundled
 sample), a tiny model trained on GENERATED features registered in a throwaway MLflow store, Spark
-calling the pyfunc, predictions in Delta; rows, the model version on each row, and reruns."""
+calling the pyfunc, predictions in Delta; OD, TP and TR rows, the model version on each row, reruns,
+and a table written before TP/TR rows existed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tests.transfertraj.registry_fixtures import REPO, features, register, settings_for, train
+from transfertraj.core.geo import haversine_m
 from transfertraj.jobs.trip_predictions import ModelRef, od_points
 from transfertraj.tasks.scoring import featured_dates, shipped_name
 
@@ -65,11 +68,13 @@ def lake(spark, tmp_path_factory):
 
 
 def _slices(spark, settings) -> dict:
+    """(date, model version, uri) -> OD rows (one per trip)."""
     from transfertraj.feature_store.tables import table_path
 
     rows = (
         spark.read.format("delta")
         .load(table_path(settings, "predictions"))
+        .filter("task = 'odtte'")
         .groupBy("date", "model_version", "model_uri")
         .count()
         .collect()
@@ -77,25 +82,62 @@ def _slices(spark, settings) -> dict:
     return {(r["date"], r["model_version"], r["model_uri"]): r["count"] for r in rows}
 
 
+def write_old_prediction(spark, settings, uri: str) -> None:
+    """One OD row of a predictions table as it was before TP/TR rows (its schema then), another date."""
+    from transfertraj.feature_store.tables import table_path
+
+    schema = (
+        "trip_id string, start_ts timestamp, task string, pred_travel_time_min double, actual_travel_time_min double,"
+        " error_min double, model_name string, model_version int, model_uri string, scored_at timestamp,"
+        " city string, date string"
+    )
+    when = datetime(2013, 6, 30, 8, tzinfo=UTC)
+    row = ("old", when, "odtte", 9.5, 10.0, -0.5, "transfertraj-base", 0, uri, when, "porto", "2013-06-30")
+    df = spark.createDataFrame([row], schema)
+    df.write.format("delta").partitionBy("city", "date").save(table_path(settings, "predictions"))
+
+
 def test_scores_a_day_with_the_champion_and_a_rerun_replaces_its_slice(spark, lake, monkeypatch, capsys):
     from transfertraj.feature_store.tables import table_path
     from transfertraj.tasks.scoring import score_city_date
 
     settings, trips, checkpoint = lake
+    old = "models:/transfertraj-base/0"
+    write_old_prediction(spark, settings, old)  # a table from before TP/TR rows: it gains their columns
     first = score_city_date("porto", "2013-07-01", settings=settings)
     assert first["trips"] == trips["2013-07-01"] == 12
     assert first["scored"] == 12 and first["model"] == "models:/transfertraj-base/1"
+    silver = {s["trip_id"]: s for s in silver_rows(0, 12, "2013-07-01")}
+    n = {t: s["n_points"] for t, s in silver.items()}
+    assert first["rows"] == {"odtte": 12, "tp": sum(k >= 6 for k in n.values()), "tr": sum(k >= 9 for k in n.values())}
     v1 = "models:/transfertraj-base/1"
-    assert _slices(spark, settings) == {("2013-07-01", 1, v1): 12}
-    rows = spark.read.format("delta").load(table_path(settings, "predictions")).collect()
-    assert {r["model_name"] for r in rows} == {"transfertraj-base"} and {r["task"] for r in rows} == {"odtte"}
-    assert all(r["pred_travel_time_min"] > 0 for r in rows)  # a travel time, not a placeholder
-    actual = {r["trip_id"]: r["actual_travel_time_min"] for r in rows}
-    assert actual == {s["trip_id"]: s["duration_s"] / 60 for s in silver_rows(0, 12, "2013-07-01")}
+    assert _slices(spark, settings) == {("2013-06-30", 0, old): 1, ("2013-07-01", 1, v1): 12}
+    table = spark.read.format("delta").load(table_path(settings, "predictions")).filter("date = '2013-07-01'")
+    rows = table.collect()
+    assert {r["model_name"] for r in rows} == {"transfertraj-base"} and {r["task"] for r in rows} == {
+        "odtte",
+        "tp",
+        "tr",
+    }
+    od = [r for r in rows if r["task"] == "odtte"]
+    assert all(r["pred_travel_time_min"] > 0 and r["n_predicted"] is None for r in od)  # a time, not a placeholder
+    actual = {r["trip_id"]: r["actual_travel_time_min"] for r in od}
+    assert actual == {t: s["duration_s"] / 60 for t, s in silver.items()}
+    for r in (r for r in rows if r["task"] == "tp"):  # the last 5 points, held out and predicted
+        s = silver[r["trip_id"]]
+        assert r["n_predicted"] == len(r["pred_lon"]) == 5 and r["pred_ts"] == s["ts"][-5:]
+        err = haversine_m(
+            np.array(r["pred_lon"]), np.array(r["pred_lat"]), np.array(s["lon"][-5:]), np.array(s["lat"][-5:])
+        )
+        assert r["mean_error_m"] == pytest.approx(err.mean(), rel=1e-9) and r["pred_travel_time_min"] is None
+    for r in (r for r in rows if r["task"] == "tr"):  # every 8th point kept: 7 predicted per closed gap
+        assert r["mu"] == 8 and r["n_predicted"] == (n[r["trip_id"]] - 1) // 8 * 7 and r["mean_error_m"] > 0
+    kept = spark.read.format("delta").load(table_path(settings, "predictions")).filter("date = '2013-06-30'").first()
+    assert kept["pred_travel_time_min"] == 9.5 and kept["n_predicted"] is None
 
     again = score_city_date("porto", "2013-07-01", settings=settings)  # the same slice, replaced
     assert again["version"] == first["version"] + 1
-    assert _slices(spark, settings) == {("2013-07-01", 1, v1): 12}
+    assert _slices(spark, settings) == {("2013-06-30", 0, old): 1, ("2013-07-01", 1, v1): 12}
 
     # a new champion: its slice of the day goes beside the old one's; the CLI scores another day
     register(settings, checkpoint, features(40))  # the same weights: no task worse, promoted to v2
@@ -107,7 +149,12 @@ def test_scores_a_day_with_the_champion_and_a_rerun_replaces_its_slice(spark, la
     assert main(argv) == 0
     assert "5 of 5 trips scored by models:/transfertraj-base/1" in capsys.readouterr().out
     v2 = "models:/transfertraj-base/2"
-    assert _slices(spark, settings) == {("2013-07-01", 1, v1): 12, ("2013-07-01", 2, v2): 12, ("2013-07-02", 1, v1): 5}
+    assert _slices(spark, settings) == {
+        ("2013-06-30", 0, old): 1,
+        ("2013-07-01", 1, v1): 12,
+        ("2013-07-01", 2, v2): 12,
+        ("2013-07-02", 1, v1): 5,
+    }
 
 
 def test_no_model_and_no_silver_say_what_to_run(tmp_path):
@@ -150,3 +197,30 @@ def test_the_shipped_model_folder_is_unique_per_registry(tmp_path):
     assert a == shipped_name(
         Settings(home=tmp_path / "a", cache=tmp_path), model
     )  # stable: downloaded once per version
+
+
+@pytest.mark.parametrize("task", ["tp", "tr"])
+def test_the_job_holds_out_what_transfertraj_holdout_holds_out(task):
+    """jobs sit below the shell, so the job has its own held_out: on real trips (6-200 points, some too
+    short for TR) it keeps and hides exactly the rows transfertraj.holdout.split does."""
+    from transfertraj.holdout import split
+    from transfertraj.jobs.trip_predictions import held_out, trip_points
+
+    frame = pd.DataFrame(silver_rows(0, 30, "2013-07-01"))
+    points = trip_points(frame)
+    request, truth = held_out(points, task, 8)
+    need = 6 if task == "tp" else 9
+    long_enough = points.groupby("trip_id")["point"].transform("size") >= need
+    if task == "tr":
+        assert (~long_enough).any()  # some trips are too short and are left out, not an error
+    want_request, want_truth = split(points.loc[long_enough, ["trip_id", "ts", "lon", "lat"]], task, 8)
+    key = ["trip_id", "ts"]
+    assert (
+        request.sort_values(key)
+        .reset_index(drop=True)
+        .equals(want_request[list(request.columns)].sort_values(key).reset_index(drop=True))
+    )
+    assert (
+        truth[["trip_id", "point"]].sort_values(["trip_id", "point"]).values.tolist()
+        == want_truth[["trip_id", "point"]].sort_values(["trip_id", "point"]).values.tolist()
+    )

@@ -2,8 +2,9 @@
 
 The model is the registry tests' tiny one, trained on GENERATED features (its answers are poor on
 purpose of size, not meant to be good); the trips are REAL Porto trips of the bundled sample and the
-roads the REAL OSM roads of a central Porto box: from the road lattice the model carries when the data
-root has no context_roads table, from that table (delta-rs) when it has one. Headless Chromium (Debian
+roads the REAL OSM roads of a central Porto box: from the context_roads table (delta-rs) at the version
+the model pinned, else from the road lattice the model carries (a later version of the table is never
+drawn). Headless Chromium (Debian
 package `chromium`, scripts/install_browser.sh) draws the page from file:// and the test reads the
 screenshot's pixels and the DOM the page's script left; without Chromium those tests skip.
 """
@@ -30,8 +31,9 @@ needs_chromium = pytest.mark.skipif(
 MODEL = "models:/transfertraj-base@champion"
 
 
-def write_lake_roads(settings) -> None:
-    """The context_roads table of the same cut extract (the registry fixture writes POIs and grid only)."""
+def write_lake_roads(settings, keep: int | None = None) -> int:
+    """The context_roads table of the same cut extract (the registry fixture writes POIs and grid only), or
+    its first `keep` segments only (a later, different version); returns the version written."""
     from deltalake import write_deltalake
 
     from transfertraj.feature_store.tables import table_path
@@ -39,8 +41,12 @@ def write_lake_roads(settings) -> None:
     from transfertraj.jobs.osm_context import read_osm_xml
 
     city, _ = porto_context(settings)
+    from transfertraj.feature_store.reader import table_version
+
     roads = roads_table(read_osm_xml(city.osm.path, city.crs), city)
+    roads = roads if keep is None else roads.slice(0, keep)
     write_deltalake(table_path(settings, "context_roads"), roads, partition_by=["city"], mode="overwrite")
+    return table_version(settings, "context_roads")
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +54,14 @@ def predicted(tmp_path_factory):
     home = tmp_path_factory.mktemp("page_home")
     settings = settings_for(home)
     feats = features(40)
-    register(settings, train(home / "ckpt", feats), feats)
+    checkpoint = train(home / "ckpt", feats)
+    register(settings, checkpoint, feats)
     trips = home / "trips.csv"
     porto_trips(3).to_csv(trips, index=False)
 
-    def predict(task: str, name: str, *extra: str) -> dict:
+    def predict(task: str, name: str, *extra: str, model: str = MODEL) -> dict:
         out = home / name
-        argv = ["--home", str(home), "predict", "--model", MODEL, "--task", task, "--input", str(trips)]
+        argv = ["--home", str(home), "predict", "--model", model, "--task", task, "--input", str(trips)]
         argv += ["--output", str(out / "answers.csv"), "--geojson", "--html", str(out / "page.html"), *extra]
         assert cli.main(argv) == 0
         return {
@@ -64,9 +71,31 @@ def predicted(tmp_path_factory):
         }
 
     runs = {"lattice": predict("tp", "lattice", "--holdout"), "plain": predict("tr", "plain")}
-    write_lake_roads(settings)
-    runs["lake"] = predict("tp", "lake", "--holdout")
+    # a model whose features were built with context_roads v0, then the roads refreshed (v1, a few only)
+    pinned = register_pinned(settings, checkpoint, feats, write_lake_roads(settings))
+    assert write_lake_roads(settings, keep=5) == 1
+    runs["lake"] = predict("tp", "lake", "--holdout", model=f"models:/{pinned.name}/{pinned.version}")
+    runs["unpinned"] = predict("tp", "unpinned", "--holdout")  # records no roads version: its lattice
     return runs
+
+
+def register_pinned(settings, checkpoint, feats, roads_version: int):
+    """The same weights registered as a model that records the context_roads version of its features."""
+    from transfertraj import registry
+
+    porto, versions = porto_context(settings)
+    return registry.log_and_register(
+        settings=settings,
+        experiment="tests",
+        model_name="transfertraj-porto",
+        checkpoint=checkpoint,
+        cities=[porto],
+        data_versions={"features_version": "generated"},
+        context_versions={"porto": {**versions, "context_roads": roads_version}},
+        features=feats,
+        features_version="generated",
+        run_name="test pinned roads",
+    )
 
 
 def test_holdout_scores_real_trips_and_the_geojson_agrees(predicted):
@@ -87,15 +116,17 @@ def test_without_holdout_nothing_is_scored(predicted):
     assert "Truth unknown" in run["page"].read_text()
 
 
-@pytest.mark.parametrize("source", ["lattice", "lake"])
+@pytest.mark.parametrize("source", ["lattice", "lake", "unpinned"])
 def test_the_page_is_self_contained_and_small(predicted, source):
     text = predicted[source]["page"].read_text()
     assert re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I) is None  # nothing fetched from a server
     assert re.search(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", text) is None  # only inline data
     assert "@import" not in text and "url(" not in text
     assert len(text.encode()) < 300_000
-    expected = "road lattice carried by the model" if source == "lattice" else "context_roads table (version 0)"
+    # the roads the model pinned (v0), not the lake's latest (v1); a model that pins none: its own lattice
+    expected = "context_roads table (version 0)" if source == "lake" else "road lattice carried by the model"
     assert expected in text
+    assert "context_roads table (version 1)" not in text
 
 
 def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:

@@ -3,6 +3,7 @@
     from transfertraj.tasks import scoring
     scoring.score_city_date("porto", "2013-07-01")                                   # the champion
     scoring.score_city_date("porto", "2013-07-01", "models:/transfertraj-porto/3")  # a given version
+    scoring.score_city_date("porto", "2013-07-01", tasks=("odtte",))                 # OD-TTE only
     transfertraj score-batch --city porto --date 2013-07-01 [--model URI]           # the same, by hand
 
 The model: `models:/transfertraj-<city>@champion`, or for a city without a city model (a source city
@@ -77,13 +78,17 @@ def local_copy(settings: Settings, model) -> Path:
     return target
 
 
-def score_city_date(city: str, date: str, model_uri: str | None = None, settings: Settings | None = None) -> dict:
-    """Score the city's silver trips of `date` with the champion (or `model_uri`) into `predictions`."""
-    from transfertraj.jobs.trip_predictions import score_date
+def score_city_date(
+    city: str, date: str, model_uri: str | None = None, settings: Settings | None = None, tasks=None
+) -> dict:
+    """Score the city's silver trips of `date` with the champion (or `model_uri`) into `predictions`:
+    OD-TTE, TP and TR (mu 8) per trip, or only `tasks` (see jobs.trip_predictions.TASKS)."""
+    from transfertraj.jobs.trip_predictions import TASKS, score_date
 
     settings = settings or Settings.load()
     model = model_for_city(settings, city, model_uri)
-    result = score_date(task_spark(settings), city, date, str(local_copy(settings, model)), model, settings)
+    local = str(local_copy(settings, model))
+    result = score_date(task_spark(settings), city, date, local, model, settings, tuple(tasks or TASKS))
     if not result["trips"]:
         log.warning("%s %s: no silver trips to score (was the date ingested?)", city, date)
     return result
