@@ -150,7 +150,8 @@ def test_nightly_scoring_scores_the_day_with_the_champion(dagbag):
     from transfertraj.feature_store.tables import table_path
     from transfertraj.jobs.spark_session import get_spark
 
-    # one run: that a rerun replaces the slice is tests/tasks/test_scoring.py's check, on the same task code
+    # one run: that a rerun replaces the slice is tests/tasks/test_scoring.py's check (slow tier), on the same
+    # task code
     run = dagbag.get_dag("nightly_scoring_tinyporto").test(run_conf={"date": "2013-07-01"})
     assert str(run.state) == "success"
     spark = get_spark("tests", _settings())

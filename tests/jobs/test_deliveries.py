@@ -248,6 +248,7 @@ def test_blank_lines_and_a_footer_do_not_fail_the_gate(spark, settings):
     assert r.rows_rejected_by_reason == {"blank_line": 4, "footer": 2}
 
 
+@pytest.mark.slow
 def test_the_gate_names_the_files_and_reasons_that_drove_it(spark, settings):
     city = porto_like("gatefiles", quality={"max_rejected_share": 0.2, "min_trajectories": 1})
     folder = settings.landing / city.name / DATE
