@@ -9,7 +9,7 @@ export TRANSFERTRAJ_HOME ?= $(CURDIR)/var
 
 VENV_BIN = $(CURDIR)/.venv/bin
 
-.PHONY: help venv demo test integration bench lock clean
+.PHONY: help venv demo test test-slow integration bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,10 +20,13 @@ venv:  ## create or reuse the pinned environment (./.venv, on a cached base)
 demo: venv  ## run the pipeline end to end on the bundled real sample
 	$(VENV_BIN)/transfertraj demo
 
-test: venv  ## lint and format check (ruff), then the test suite (what CI runs)
+test: venv  ## lint and format check (ruff), then the fast tier of the tests (all but the `slow` ones)
 	$(VENV_BIN)/ruff check . && $(VENV_BIN)/ruff format --check .
+	$(VENV_BIN)/python -m pytest -q -m "not slow"
+
+test-slow: venv  ## the slow tier: the tests marked `slow` (CI runs it after `make test`)
 	@[ -x /usr/bin/chromium ] || bash scripts/install_browser.sh  # for the page test; it skips without one
-	$(VENV_BIN)/python -m pytest -q
+	$(VENV_BIN)/python -m pytest -q -m slow
 
 integration: venv  ## the pipeline against real servers on localhost: Spark standalone, MLflow and Airflow on PostgreSQL
 	bash scripts/integration.sh

@@ -14,7 +14,11 @@ REPO = Path(__file__).resolve().parent.parent
 def pytest_configure(config):
     """Airflow reads its home and database once, on first import, and any test module may import it
     while pytest collects (transfertraj.tasks.policy does): point it at a scratch home for the whole run
-    before that happens, so no test touches ~/airflow and the DAG tests migrate the database Airflow uses."""
+    before that happens, so no test touches ~/airflow and the DAG tests migrate the database Airflow uses.
+
+    The one Spark session of the run is started by whichever test needs it first, often a DAG task that
+    reads the environment rather than the `spark` fixture: its UI is switched off here, for every starter."""
+    os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
     if os.environ.get("TRANSFERTRAJ_TEST_AIRFLOW_HOME"):
         return
     home = Path(tempfile.mkdtemp(prefix="transfertraj-tests-airflow-"))

@@ -123,7 +123,10 @@ def assert_same_features(job: pd.DataFrame, served: pd.DataFrame):
             np.testing.assert_array_equal(b, a, err_msg=col)
 
 
-@pytest.mark.parametrize(("make_city", "make_points"), [(porto_city, porto_trips), (sf_city, sf_trips)])
+@pytest.mark.parametrize(
+    ("make_city", "make_points"),
+    [(porto_city, porto_trips), pytest.param(sf_city, sf_trips, marks=pytest.mark.slow)],  # SF: a 10 m lattice
+)
 def test_spark_job_and_serving_build_the_same_features(spark, parity_settings, tmp_path, make_city, make_points):
     city, build_kwargs = make_city(parity_settings)
     points = make_points()

@@ -47,6 +47,7 @@ ODD_NAMES = [
 ]
 
 
+@pytest.mark.slow
 def test_odd_file_names_reach_bronze_and_silver(spark, settings):
     city = porto_like("oddnames")
     folder = settings.landing / city.name / DATE
@@ -80,6 +81,7 @@ def test_rows_lost_before_bronze_fail_the_run(spark, settings, monkeypatch):
 # ---------------------------------------------------------------------- 2. nothing outside is ever read
 
 
+@pytest.mark.slow
 def test_links_fifos_and_outside_files_are_skipped_never_read(spark, settings, tmp_path):
     city = porto_like("linked")
     folder = settings.landing / city.name / DATE
@@ -149,6 +151,7 @@ def _bad_files(folder):
     }
 
 
+@pytest.mark.slow
 def test_one_bad_file_is_quarantined_and_the_others_publish(spark, settings):
     city = porto_like("onebad")
     expected = _bad_files(settings.landing / city.name / DATE)
@@ -172,6 +175,7 @@ def test_one_bad_file_is_quarantined_and_the_others_publish(spark, settings):
     }
 
 
+@pytest.mark.slow
 def test_a_date_of_only_unreadable_files_fails_naming_them(spark, settings):
     city = porto_like("allbad")
     folder = settings.landing / city.name / DATE
@@ -183,6 +187,7 @@ def test_a_date_of_only_unreadable_files_fails_naming_them(spark, settings):
     assert sorted(row.status for row in runs.collect()) == ["failed_unreadable", "running"]
 
 
+@pytest.mark.slow
 def test_backfill_reports_every_date_and_fails_at_the_end(spark, settings, monkeypatch, capsys):
     city = porto_like("backfill")
     base = settings.landing / city.name
@@ -209,6 +214,7 @@ def test_backfill_reports_every_date_and_fails_at_the_end(spark, settings, monke
 # ------------------------------------------------------------------ 4. quoted newlines inside a field
 
 
+@pytest.mark.slow
 def test_a_quoted_field_may_span_lines(spark, settings):
     city = porto_like("multiline")
     folder = settings.landing / city.name / DATE
@@ -231,6 +237,7 @@ def test_a_quoted_field_may_span_lines(spark, settings):
 # ------------------------------------------------------------- 5. the quality gate counts data rows
 
 
+@pytest.mark.slow
 def test_blank_lines_and_a_footer_do_not_fail_the_gate(spark, settings):
     city = porto_like("footer", quality={"max_rejected_share": 0.2, "min_trajectories": 1})
     folder = settings.landing / city.name / DATE
@@ -241,6 +248,7 @@ def test_blank_lines_and_a_footer_do_not_fail_the_gate(spark, settings):
     assert r.rows_rejected_by_reason == {"blank_line": 4, "footer": 2}
 
 
+@pytest.mark.slow
 def test_the_gate_names_the_files_and_reasons_that_drove_it(spark, settings):
     city = porto_like("gatefiles", quality={"max_rejected_share": 0.2, "min_trajectories": 1})
     folder = settings.landing / city.name / DATE
@@ -277,6 +285,7 @@ class Killed(BaseException):
     """What a SIGKILL between two tables looks like from inside: nothing after it runs."""
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_tables_is_visible_and_the_next_run_repairs_it(spark, settings, monkeypatch):
     from transfertraj.jobs.run_history import runs_lines
 
@@ -318,6 +327,7 @@ def _local_fixes(vehicle: str, start: str, n: int, lat: float) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_dst_hours_are_resolved_by_fix_order_or_quarantined(spark, settings):
     from tests.jobs.ingest_fixtures import point_log_city
 

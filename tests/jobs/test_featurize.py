@@ -33,6 +33,7 @@ def test_temporal_fields_are_local_time(spark):
     assert (la.weekday, la.hour) == (6, 17)  # still Sunday in California
 
 
+@pytest.mark.slow
 def test_featurize_a_city_without_osm(spark, settings):
     city = point_log_city("noosm", osm={"kind": "none"})
     land(settings, city.name, "2013-07-01", BAD_INPUTS / "pointlog_bad_values.csv")

@@ -13,6 +13,7 @@ import gzip
 
 import numpy as np
 import pandas as pd
+import pytest
 from pyspark.sql import functions as F
 
 from tests.jobs.ingest_fixtures import write_city
@@ -41,6 +42,7 @@ def _real_day() -> pd.DataFrame:
     return df.drop_duplicates("ts").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_a_gcj02_headerless_nanosecond_delivery_ingests_to_the_original_wgs84(spark, settings, tmp_path):
     real = _real_day()
     g_lon, g_lat = wgs84_to_gcj02(real["lng"].to_numpy(), real["lat"].to_numpy())

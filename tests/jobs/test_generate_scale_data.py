@@ -86,6 +86,7 @@ def test_cli_help_and_run(tmp_path, capsys):
     assert sum(len(json.loads(r["POLYLINE"])) for r in _rows(tmp_path)) == 500
 
 
+@pytest.mark.slow
 def test_real_ingestion_accounts_for_every_row_and_point(tmp_path, spark, settings, porto):
     from transfertraj.jobs.ingest import ingest_date
 

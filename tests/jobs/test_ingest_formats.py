@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from pyspark.sql import functions as F
 
 from tests.jobs.ingest_fixtures import point_log_city
@@ -16,6 +17,7 @@ DATE = "2013-07-01"
 START = 1372669200  # 10:00 in Lisbon
 
 
+@pytest.mark.slow
 def test_a_parquet_delivery_with_typed_columns_ingests(spark, settings, tmp_path):
     """GENERATED: one vehicle driving east through Porto, ~100 m per 15 s fix, timestamps as a Parquet
     timestamp column; plus a row with a null position and one whose vehicle id holds a line break."""

@@ -97,6 +97,9 @@ def write_old_prediction(spark, settings, uri: str) -> None:
     df.write.format("delta").partitionBy("city", "date").save(table_path(settings, "predictions"))
 
 
+# The slow tier: four scoring runs (Spark's Python workers load the model each time); `make test` scores a
+# day with the champion through the nightly_scoring DAG (tests/dags/test_dags.py).
+@pytest.mark.slow
 def test_scores_a_day_with_the_champion_and_a_rerun_replaces_its_slice(spark, lake, monkeypatch, capsys):
     from transfertraj.feature_store.tables import table_path
     from transfertraj.tasks.scoring import score_city_date

@@ -147,6 +147,7 @@ def map_interior(img: np.ndarray) -> np.ndarray:
     return img[ys.min() + 2 : ys.max() - 1, xs.min() + 2 : xs.max() - 1]
 
 
+@pytest.mark.slow
 @needs_chromium
 @pytest.mark.parametrize("source", ["lattice", "lake"])
 def test_chromium_draws_the_trips_on_the_roads(predicted, source, tmp_path):
@@ -169,6 +170,7 @@ def test_chromium_draws_the_trips_on_the_roads(predicted, source, tmp_path):
     assert grey > 3000, f"roads hardly drawn ({grey} grey pixels; the page without roads has ~150)"
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_chromium_runs_the_pages_script_and_keeps_every_point(predicted, tmp_path):
     run = predicted["lake"]
