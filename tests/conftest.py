@@ -62,3 +62,17 @@ def home(tmp_path, monkeypatch):
     """A fresh data root for one test, also exported so code that loads Settings sees it."""
     monkeypatch.setenv("TRANSFERTRAJ_HOME", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_stays_with_its_test():
+    """`mlflow.set_tracking_uri` (registry.configure) also exports MLFLOW_TRACKING_URI, for subprocesses; left
+    set, the next test's `Settings.load(home=...)` would read that store instead of its own (an onboarding
+    test found a champion in an empty store when run after the registry tests)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
