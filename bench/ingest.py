@@ -103,16 +103,32 @@ def _mem_kb(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
+        return 0
+
+
 class TreeMemory(threading.Thread):
+    """Samples a process tree: peak memory, and the CPU time each process was last seen with (a process
+    that ends between two samples loses at most `interval` of CPU)."""
+
     def __init__(self, pid: int, interval: float = 0.2):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak_pss_kb = self.peak_rss_kb = self.max_procs = 0
+        self.cpu_ticks: dict[int, int] = {}
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
             pids = _tree(self.pid)
+            for p in pids:
+                self.cpu_ticks[p] = max(self.cpu_ticks.get(p, 0), _cpu_ticks(p))
             mems = [_mem_kb(p) for p in pids]
             self.peak_pss_kb = max(self.peak_pss_kb, sum(m[0] for m in mems))
             self.peak_rss_kb = max(self.peak_rss_kb, sum(m[1] for m in mems))
@@ -126,7 +142,10 @@ class TreeMemory(threading.Thread):
 
 def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Path) -> dict:
     """Run cmd as a child, sample its tree's memory; the child's last stdout line is its JSON result."""
+    import resource
+
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "w") as err:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO, start_new_session=True
@@ -142,12 +161,19 @@ def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Pa
         finally:
             mon.stop()
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)  # the waited-for tree
+    sampled = sum(mon.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
     lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
     result = json.loads(lines[-1]) if lines else {"error": f"no result (exit {proc.returncode}); see {log_path}"}
     if proc.returncode and "error" not in result:
         result["error"] = f"exit {proc.returncode}; see {log_path}"
     result.update(
-        seconds=wall, peak_mb=mon.peak_pss_kb / 1024, peak_rss_sum_mb=mon.peak_rss_kb / 1024, processes=mon.max_procs
+        seconds=wall,
+        cpu_s=max(reaped, sampled),
+        peak_mb=mon.peak_pss_kb / 1024,
+        peak_rss_sum_mb=mon.peak_rss_kb / 1024,
+        processes=mon.max_procs,
     )
     return result
 
@@ -350,6 +376,52 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict] = []
     startup: dict[str, dict] = {}
+
+    def write(final: bool) -> None:
+        """The results so far, rewritten after each input (a run stopped early keeps what it measured)."""
+        nonlocal load_end
+        load_end = os.getloadavg()
+        end_note = f" Load average at the end: {_loads(load_end)}." if final else " (partial: still running)"
+        table = build_table(results, startup)
+        md = render_markdown(table, startup, conditions + end_note, sizes)
+        check = agreement(results) + ratio_lines(table)
+        if final:
+            print()
+            print(md)
+            for line in check:
+                print(line)
+        args.results.mkdir(parents=True, exist_ok=True)
+        with open(base.with_suffix(".csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(table[0].keys()) if table else ["engine"])
+            w.writeheader()
+            w.writerows(table)
+        extra = [""] + check
+        if args.profile:
+            prof = summarise_event_log(work / "eventlog")
+            if final:
+                print("\n".join(prof))
+            extra += ["", "Spark jobs by call site (--profile):", "```", *prof, "```"]
+        spark_marks = [r for r in results if r["engine"] == "spark" and r.get("marks")]
+        for r in spark_marks:
+            extra += [
+                "",
+                f"Spark {human(r['size'])}: log marks (s after the session was up):",
+                "```",
+                *(f"{t:8.1f}  {m}" for t, m in r["marks"]),
+                "```",
+            ]
+        base.with_suffix(".md").write_text(md + "\n".join(extra) + "\n")
+
+    base = args.results / f"ingest-{stamp}"
+    load_end = load_start
+    # Throughput first (the sizes), then the fixed costs, then real data: each input's rows are written
+    # as soon as its engines are done.
+    for i, points in enumerate(sizes):
+        folder, day = delivery_for(points, i)
+        print(f"{human(points)} points:", flush=True)
+        for e in engines:
+            results.append(one(e, points, folder, day, human(points).replace(" ", "")))
+        write(final=False)
     if not args.no_startup:
         print("fixed costs:", flush=True)
         folder, day = delivery_for(TINY_POINTS, 99)
@@ -357,11 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             startup["spark-start"] = one("spark", 0, folder, day, "start", startup_only=True)
         for e in engines:
             startup[e] = one(e, TINY_POINTS, folder, day, "tiny")
-    for i, points in enumerate(sizes):
-        folder, day = delivery_for(points, i)
-        print(f"{human(points)} points:", flush=True)
-        for e in engines:
-            results.append(one(e, points, folder, day, human(points).replace(" ", "")))
+        write(final=False)
     for name in args.real:
         found = real_delivery(name, settings, work)
         if found is None:
@@ -371,37 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         for e in engines:
             r = one(e, points, folder, day, f"real-{name}", city=real_city)
             results.append(r | {"label": f"REAL {name}"})
-
-    load_end = os.getloadavg()
-    conditions += f" Load average at the end: {_loads(load_end)}."
+        write(final=False)
+    write(final=True)
     table = build_table(results, startup)
-    md = render_markdown(table, startup, conditions, sizes)
-    print()
-    print(md)
-    check = agreement(results) + ratio_lines(table)
-    for line in check:
-        print(line)
-    args.results.mkdir(parents=True, exist_ok=True)
-    base = args.results / f"ingest-{stamp}"
-    with open(base.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0].keys()) if table else ["engine"])
-        w.writeheader()
-        w.writerows(table)
-    extra = [""] + check
-    if args.profile:
-        prof = summarise_event_log(work / "eventlog")
-        print("\n".join(prof))
-        extra += ["", "Spark jobs by call site (--profile):", "```", *prof, "```"]
-    spark_marks = [r for r in results if r["engine"] == "spark" and r.get("marks")]
-    for r in spark_marks:
-        extra += [
-            "",
-            f"Spark {human(r['size'])}: log marks (s after the session was up):",
-            "```",
-            *(f"{t:8.1f}  {m}" for t, m in r["marks"]),
-            "```",
-        ]
-    base.with_suffix(".md").write_text(md + "\n".join(extra) + "\n")
+
     append_history(args.results / "ingest.csv", stamp, load_start, load_end, table, args.note)
     print(f"\nresults: {base.with_suffix('.csv')} and {base.with_suffix('.md')}")
     return 1 if any(r.get("error") for r in results) else 0
@@ -490,6 +531,7 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
             "input": r.get("label", "GENERATED Porto"),
             "engine": r["engine"],
             "seconds": round(r["seconds"], 2),
+            "cpu_s": round(r["cpu_s"], 1),
             "work_s": round(work, 2) if work else None,
             "points_per_s": round(pps) if pps else None,
             "points_per_s_work": round(r["size"] / work) if work else None,
@@ -500,6 +542,7 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
         for peer in ("pandas", "duckdb"):
             p = peers.get(peer)
             row[f"vs_{peer}"] = round(p["seconds"] / r["seconds"], 2) if p and pps else None
+            row[f"cpu_vs_{peer}"] = round(p["cpu_s"] / r["cpu_s"], 2) if p and pps and r["cpu_s"] else None
         row.update(points_kept=r.get("points_kept"), trajectories=r.get("trajectories_out"), error=r.get("error", ""))
         rows.append(row)
     for key, r in startup.items():
@@ -509,6 +552,7 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
                 "input": "GENERATED Porto",
                 "engine": key if key.endswith("start") else f"{key} (tiny)",
                 "seconds": round(r["seconds"], 2),
+                "cpu_s": round(r["cpu_s"], 1),
                 "work_s": round(r["work_s"], 2) if r.get("work_s") else None,
                 "points_per_s": None,
                 "points_per_s_work": None,
@@ -517,6 +561,8 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
                 "processes": r["processes"],
                 "vs_pandas": None,
                 "vs_duckdb": None,
+                "cpu_vs_pandas": None,
+                "cpu_vs_duckdb": None,
                 "points_kept": r.get("points_kept"),
                 "trajectories": r.get("trajectories_out"),
                 "error": r.get("error", ""),
@@ -532,25 +578,29 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
         "",
         conditions,
         "",
-        "| size | engine | seconds | work s | points/s | points/s (work) | peak MB | vs pandas | vs DuckDB | kept points | trajectories |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | engine | seconds | CPU s | work s | points/s | peak MB | vs pandas | vs DuckDB | CPU vs pandas "
+        "| CPU vs DuckDB | kept points | trajectories |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
         size = human(r["size"]) if r["size"] else "-"
         size = f"{r['input']} {size}" if r["input"].startswith("REAL") else size
         if r["error"]:
-            out.append(f"| {size} | {r['engine']} | {r['seconds']:.1f} | FAILED: {r['error']} |||||||||")
+            out.append(f"| {size} | {r['engine']} | {r['seconds']:.1f} | FAILED: {r['error']} |||||||||||")
             continue
         out.append(
-            f"| {size} | {r['engine']} | {r['seconds']:.1f} | {fmt(r['work_s'], '.1f')} | {fmt(r['points_per_s'], ',')} "
-            f"| {fmt(r['points_per_s_work'], ',')} | {r['peak_mb']:,} | {fmt(r['vs_pandas'], '.2f')} "
-            f"| {fmt(r['vs_duckdb'], '.2f')} | {fmt(r['points_kept'], ',')} | {fmt(r['trajectories'], ',')} |"
+            f"| {size} | {r['engine']} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {fmt(r['work_s'], '.1f')} "
+            f"| {fmt(r['points_per_s'], ',')} | {r['peak_mb']:,} | {fmt(r['vs_pandas'], '.2f')} "
+            f"| {fmt(r['vs_duckdb'], '.2f')} | {fmt(r['cpu_vs_pandas'], '.2f')} | {fmt(r['cpu_vs_duckdb'], '.2f')} "
+            f"| {fmt(r['points_kept'], ',')} | {fmt(r['trajectories'], ',')} |"
         )
     out += [
         "",
-        "seconds: child process wall time, start-up included; work s: the child's timer around the work only "
-        "(Spark: after the session is up). vs pandas / vs DuckDB: throughput ratio on seconds (above 1 = "
-        "faster than the peer). peak MB: peak of the summed PSS of the child process tree (JVM and Python "
+        "seconds: child process wall time, start-up included; CPU s: the CPU time of the child's process tree "
+        "(user + system; on a machine shared with other work, the figure that load changes least); work s: "
+        "the child's timer around the work only (Spark: after the session is up). vs pandas / vs DuckDB: "
+        "throughput ratio on seconds (above 1 = faster than the peer); CPU vs: the peer's CPU s / this "
+        "engine's (above 1 = less CPU than the peer; pandas uses one core, Spark and DuckDB both). peak MB: peak of the summed PSS of the child process tree (JVM and Python "
         "workers included), sampled every 0.2 s.",
     ]
     if "spark-start" in startup:
@@ -565,7 +615,8 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
 def ratio_lines(table: list[dict]) -> list[str]:
     """Spark's throughput against each peer, per input (wall seconds of the child processes)."""
     return [
-        f"{r['input']} {human(r['size'])}: Spark is {r['vs_pandas']}x pandas, {r['vs_duckdb']}x DuckDB"
+        f"{r['input']} {human(r['size'])}: Spark is {r['vs_pandas']}x pandas, {r['vs_duckdb']}x DuckDB on wall "
+        f"time; {r['cpu_vs_pandas']}x pandas, {r['cpu_vs_duckdb']}x DuckDB on CPU time"
         for r in table
         if r["engine"] == "spark" and r["vs_pandas"] is not None
     ]

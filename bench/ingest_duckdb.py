@@ -188,7 +188,7 @@ WITH t AS (
            list(lat ORDER BY ts) AS lat, sum(step_m) AS length_m, first(vehicle_id) AS vehicle_id,
            min(source_file) AS source_file
     FROM s5 WHERE reason IS NULL GROUP BY {skey}, seg, sub, chunk)
-SELECT substr(sha256('{city.name}|' || row_id || '|' || ts[1]), 1, 24) AS trip_id,
+SELECT substr(sha256('{city.name}|' || stream || '|' || ts[1]), 1, 24) AS trip_id,
        substr(sha256('{key}:' || sha256('{key}:' || vehicle_id)), 1, 32) AS vehicle_key,
        to_timestamp(ts[1]) AS start_ts, to_timestamp(ts[-1]) AS end_ts, CAST(len(ts) AS INTEGER) AS n_points,
        ts[-1] - ts[1] AS duration_s, length_m, ts, lon, lat, source_file,
