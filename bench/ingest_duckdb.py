@@ -252,6 +252,11 @@ def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "benc
     con = duckdb.connect()
     con.execute(f"SET temp_directory = {_q(out / 'duckdb_tmp')}")
     con.execute("SET preserve_insertion_order = true")
+    # Half the memory available at start (DuckDB's default, 80 % of RAM, gets it killed on a shared machine);
+    # it spills to temp_directory beyond that.
+    with open("/proc/meminfo") as f:
+        avail_kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    con.execute(f"SET memory_limit = '{avail_kb // 2 // 1024}MB'")
     stage_s: dict[str, float] = {}
     for stage, sql in statements(files, out, city, date, key):
         t = time.perf_counter()

@@ -156,10 +156,11 @@ def _suspects(files: list[LandedFile], delimiter: str | None) -> dict[str, tuple
 
 
 def record_spans(records: DataFrame, files: list[LandedFile]) -> tuple[int, int]:
-    """(records, physical lines they span) of join_quoted_lines(bronze, files). A file without a line of
-    odd quotes was not joined, so its records are its bronze lines, counted without reading their text;
-    only the joined files' records are split at their line breaks."""
-    suspects = list(_suspects(files, None))
+    """(records, physical lines they span) of join_quoted_lines(bronze, files). A text file without a
+    line of odd quotes was not joined, so its records are its bronze lines, counted without reading their
+    text; only the other files' records are split at their line breaks."""
+    # A Parquet row's text (to_csv) may hold a line break inside a quoted value: counted from its text too.
+    suspects = list(_suspects(files, None)) + [f.rel for f in files if f.parquet]
     if not suspects:
         n = records.count()
         return n, n

@@ -267,7 +267,8 @@ def parse_polylines(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray
         read_options=pcsv.ReadOptions(column_names=["lon", "lat"], use_threads=False),
         parse_options=pcsv.ParseOptions(quote_char=False),
         convert_options=pcsv.ConvertOptions(
-            column_types={"lon": pa.float64(), "lat": pa.float64()}, null_values=[""]  # 'NaN' is a number
+            column_types={"lon": pa.float64(), "lat": pa.float64()},
+            null_values=[""],  # 'NaN' is a number
         ),
     )
     pairs = pairs.filter(pc.is_valid(pairs.column("lon")))

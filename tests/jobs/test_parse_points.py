@@ -10,8 +10,8 @@ from transfertraj.jobs.parse_points import (
     detected_timestamp_formats,
     epoch_seconds,
     explode_points,
-    parse_rows,
     parse_polylines,
+    parse_rows,
     row_verdicts,
     timestamp_format_of,
 )
