@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         """The results so far, rewritten after each input (a run stopped early keeps what it measured)."""
         nonlocal load_end
         load_end = os.getloadavg()
-        end_note = f" Load average at the end: {_loads(load_end)}." if final else " (partial: still running)"
+        end_note = f"; load average at the end: {_loads(load_end)}." if final else " (partial: still running)"
         table = build_table(results, startup)
         md = render_markdown(table, startup, conditions + end_note, sizes)
         check = agreement(results) + ratio_lines(table)
@@ -615,8 +615,11 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
 def ratio_lines(table: list[dict]) -> list[str]:
     """Spark's throughput against each peer, per input (wall seconds of the child processes)."""
     return [
-        f"{r['input']} {human(r['size'])}: Spark is {r['vs_pandas']}x pandas, {r['vs_duckdb']}x DuckDB on wall "
-        f"time; {r['cpu_vs_pandas']}x pandas, {r['cpu_vs_duckdb']}x DuckDB on CPU time"
+        f"{r['input']} {human(r['size'])}: Spark is {r['vs_pandas']}x pandas"
+        + (f", {r['vs_duckdb']}x DuckDB" if r["vs_duckdb"] is not None else "")
+        + f" on wall time; {r['cpu_vs_pandas']}x pandas"
+        + (f", {r['cpu_vs_duckdb']}x DuckDB" if r["cpu_vs_duckdb"] is not None else "")
+        + " on CPU time"
         for r in table
         if r["engine"] == "spark" and r["vs_pandas"] is not None
     ]
