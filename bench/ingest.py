@@ -4,9 +4,13 @@
     .venv/bin/python bench/ingest.py --quick                  # smoke run: 200 k points
     .venv/bin/python bench/ingest.py                          # 1 M, 10 M and 30 M points
     .venv/bin/python bench/ingest.py --sizes 1M,10M --engines spark,duckdb --profile
+    .venv/bin/python bench/ingest.py --real sf               # REAL: San Francisco's 21 cabspotting days
 
 Input: GENERATED Porto points (jobs/generate_scale_data.py, real trips shifted in time and space, all
 inside the bbox), one delivery date per size, under a work folder (default <home>/bench/ingest).
+--real sf adds REAL data: the city's datasets (San Francisco: 21 cabspotting days, about 11 M fixes of a
+point log, under the datasets root, TRANSFERTRAJ_DATASETS) hard-linked into one delivery; skipped with
+a message when the datasets root or the files are absent. Alone, it runs no generated size.
 Engines, each on the same files, each measured in a child process of its own:
   spark   jobs.ingest.ingest_date end to end: landing -> bronze, rejects, silver and a runs row in Delta
   pandas  bench/ingest_pandas.py: the same rules as one single-process pandas/numpy script -> Parquet
@@ -25,7 +29,9 @@ The fixed start-up cost is measured on its own: a child that only starts Spark (
 the Ivy cache) and stops, and a run of each engine on a tiny delivery (2,000 points). Throughput is
 judged on 10 M and 30 M; the 1 M run still carries the fixed costs. Ratios are throughput ratios:
 engine points/s / pandas points/s (above 1 = faster than pandas), and the same against DuckDB.
-Results: a table on stdout and bench/results/ingest-<timestamp>.{csv,md}. --profile also writes Spark's
+Results: a table on stdout with the ratios and the machine's load average (1, 5, 15 min) at start and
+end, bench/results/ingest-<timestamp>.{csv,md}, and one dated row per engine and input appended to
+bench/results/ingest.csv (so that a regression shows). --profile also writes Spark's
 event log and prints the Spark jobs that took longest, by the line of code that started them.
 """
 
@@ -51,6 +57,7 @@ sys.path.insert(0, str(REPO))
 ENGINES = ("spark", "pandas", "duckdb")
 FIRST_DATE = Date(2013, 7, 1)
 TINY_POINTS = 2_000
+REAL = {"sf": ("sanfrancisco", "2008-05-17")}  # --real NAME: (city, the delivery date its days land under)
 
 
 def parse_size(text: str) -> int:
@@ -96,16 +103,32 @@ def _mem_kb(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
+        return 0
+
+
 class TreeMemory(threading.Thread):
+    """Samples a process tree: peak memory, and the CPU time each process was last seen with (a process
+    that ends between two samples loses at most `interval` of CPU)."""
+
     def __init__(self, pid: int, interval: float = 0.2):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak_pss_kb = self.peak_rss_kb = self.max_procs = 0
+        self.cpu_ticks: dict[int, int] = {}
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
             pids = _tree(self.pid)
+            for p in pids:
+                self.cpu_ticks[p] = max(self.cpu_ticks.get(p, 0), _cpu_ticks(p))
             mems = [_mem_kb(p) for p in pids]
             self.peak_pss_kb = max(self.peak_pss_kb, sum(m[0] for m in mems))
             self.peak_rss_kb = max(self.peak_rss_kb, sum(m[1] for m in mems))
@@ -119,7 +142,10 @@ class TreeMemory(threading.Thread):
 
 def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Path) -> dict:
     """Run cmd as a child, sample its tree's memory; the child's last stdout line is its JSON result."""
+    import resource
+
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "w") as err:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO, start_new_session=True
@@ -135,12 +161,19 @@ def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Pa
         finally:
             mon.stop()
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)  # the waited-for tree
+    sampled = sum(mon.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
     lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
     result = json.loads(lines[-1]) if lines else {"error": f"no result (exit {proc.returncode}); see {log_path}"}
     if proc.returncode and "error" not in result:
         result["error"] = f"exit {proc.returncode}; see {log_path}"
     result.update(
-        seconds=wall, peak_mb=mon.peak_pss_kb / 1024, peak_rss_sum_mb=mon.peak_rss_kb / 1024, processes=mon.max_procs
+        seconds=wall,
+        cpu_s=max(reaped, sampled),
+        peak_mb=mon.peak_pss_kb / 1024,
+        peak_rss_sum_mb=mon.peak_rss_kb / 1024,
+        processes=mon.max_procs,
     )
     return result
 
@@ -245,7 +278,8 @@ def summarise_event_log(folder: Path, top: int = 12) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1M,10M,30M", help="comma-separated point counts (default 1M,10M,30M)")
+    parser.add_argument("--sizes", help="comma-separated point counts (default 1M,10M,30M; none with --real)")
+    parser.add_argument("--real", choices=sorted(REAL), action="append", default=[], help="also real data (sf)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200k points only")
     parser.add_argument("--engines", default=",".join(ENGINES), help="subset of spark,pandas,duckdb")
     parser.add_argument("--work", type=Path, help="work folder for data and outputs (default <home>/bench/ingest)")
@@ -283,15 +317,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(
                 "DuckDB is missing: .venv/bin/uv pip install --python .venv/bin/python -r requirements-bench.txt"
             )
-    sizes = [200_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
+    sizes_text = args.sizes if args.sizes is not None else ("" if args.real else "1M,10M,30M")
+    sizes = [200_000] if args.quick else [parse_size(s) for s in sizes_text.split(",") if s.strip()]
     porto = load_city("porto", settings)
     city_file = generated_city_config(porto, work / "cities")
     env = dict(os.environ, TRANSFERTRAJ_SPARK_UI="false", TRANSFERTRAJ_SPARK_LOG_LEVEL="ERROR", PYTHONUNBUFFERED="1")
     (work / "logs").mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     cores = os.cpu_count()
+    load_start = os.getloadavg()
     conditions = (
-        f"{platform.node()}: {cores} CPU(s), load average {os.getloadavg()[0]:.1f} at start, "
+        f"{platform.node()}: {cores} CPU(s), load average {_loads(load_start)} (1, 5, 15 min) at start, "
         f"Python {platform.python_version()}, driver memory {settings.driver_memory}, "
         f"shuffle partitions {settings.shuffle_partitions}. {args.note}"
     ).strip()
@@ -312,10 +348,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generated {human(points)} points in {time.perf_counter() - t:.1f} s -> {folder}", flush=True)
         return folder, day
 
-    def one(engine: str, points: int, folder: Path, day: str, tag: str, startup_only: bool = False) -> dict:
+    def one(
+        engine: str, points: int, folder: Path, day: str, tag: str, startup_only: bool = False, city: Path | None = None
+    ) -> dict:
         out = work / "out" / engine / tag
         cmd = child_cmd(
-            engine, delivery=folder, out=out, city_file=city_file, date=day, work=work, startup_only=startup_only
+            engine,
+            delivery=folder,
+            out=out,
+            city_file=city or city_file,
+            date=day,
+            work=work,
+            startup_only=startup_only,
         )
         run_env = dict(env)
         if args.profile and engine == "spark":
@@ -332,6 +376,52 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict] = []
     startup: dict[str, dict] = {}
+
+    def write(final: bool) -> None:
+        """The results so far, rewritten after each input (a run stopped early keeps what it measured)."""
+        nonlocal load_end
+        load_end = os.getloadavg()
+        end_note = f"; load average at the end: {_loads(load_end)}." if final else " (partial: still running)"
+        table = build_table(results, startup)
+        md = render_markdown(table, startup, conditions + end_note, sizes)
+        check = agreement(results) + ratio_lines(table)
+        if final:
+            print()
+            print(md)
+            for line in check:
+                print(line)
+        args.results.mkdir(parents=True, exist_ok=True)
+        with open(base.with_suffix(".csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(table[0].keys()) if table else ["engine"])
+            w.writeheader()
+            w.writerows(table)
+        extra = [""] + check
+        if args.profile:
+            prof = summarise_event_log(work / "eventlog")
+            if final:
+                print("\n".join(prof))
+            extra += ["", "Spark jobs by call site (--profile):", "```", *prof, "```"]
+        spark_marks = [r for r in results if r["engine"] == "spark" and r.get("marks")]
+        for r in spark_marks:
+            extra += [
+                "",
+                f"Spark {human(r['size'])}: log marks (s after the session was up):",
+                "```",
+                *(f"{t:8.1f}  {m}" for t, m in r["marks"]),
+                "```",
+            ]
+        base.with_suffix(".md").write_text(md + "\n".join(extra) + "\n")
+
+    base = args.results / f"ingest-{stamp}"
+    load_end = load_start
+    # Throughput first (the sizes), then the fixed costs, then real data: each input's rows are written
+    # as soon as its engines are done.
+    for i, points in enumerate(sizes):
+        folder, day = delivery_for(points, i)
+        print(f"{human(points)} points:", flush=True)
+        for e in engines:
+            results.append(one(e, points, folder, day, human(points).replace(" ", "")))
+        write(final=False)
     if not args.no_startup:
         print("fixed costs:", flush=True)
         folder, day = delivery_for(TINY_POINTS, 99)
@@ -339,54 +429,109 @@ def main(argv: list[str] | None = None) -> int:
             startup["spark-start"] = one("spark", 0, folder, day, "start", startup_only=True)
         for e in engines:
             startup[e] = one(e, TINY_POINTS, folder, day, "tiny")
-    for i, points in enumerate(sizes):
-        folder, day = delivery_for(points, i)
-        print(f"{human(points)} points:", flush=True)
+        write(final=False)
+    for name in args.real:
+        found = real_delivery(name, settings, work)
+        if found is None:
+            continue
+        folder, day, real_city, points = found
+        print(f"REAL {name}: {human(points)} points ({folder}):", flush=True)
         for e in engines:
-            results.append(one(e, points, folder, day, human(points).replace(" ", "")))
-
+            r = one(e, points, folder, day, f"real-{name}", city=real_city)
+            results.append(r | {"label": f"REAL {name}"})
+        write(final=False)
+    write(final=True)
     table = build_table(results, startup)
-    md = render_markdown(table, startup, conditions, sizes)
-    print()
-    print(md)
-    check = agreement(results)
-    for line in check:
-        print(line)
-    args.results.mkdir(parents=True, exist_ok=True)
-    base = args.results / f"ingest-{stamp}"
-    with open(base.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0].keys()) if table else ["engine"])
-        w.writeheader()
-        w.writerows(table)
-    extra = [""] + check
-    if args.profile:
-        prof = summarise_event_log(work / "eventlog")
-        print("\n".join(prof))
-        extra += ["", "Spark jobs by call site (--profile):", "```", *prof, "```"]
-    spark_marks = [r for r in results if r["engine"] == "spark" and r.get("marks")]
-    for r in spark_marks:
-        extra += [
-            "",
-            f"Spark {human(r['size'])}: log marks (s after the session was up):",
-            "```",
-            *(f"{t:8.1f}  {m}" for t, m in r["marks"]),
-            "```",
-        ]
-    base.with_suffix(".md").write_text(md + "\n".join(extra) + "\n")
+
+    append_history(args.results / "ingest.csv", stamp, load_start, load_end, table, args.note)
     print(f"\nresults: {base.with_suffix('.csv')} and {base.with_suffix('.md')}")
     return 1 if any(r.get("error") for r in results) else 0
+
+
+def _loads(loads: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.1f}" for x in loads)
+
+
+def real_delivery(name: str, settings, work: Path) -> tuple[Path, str, Path, int] | None:
+    """(delivery folder, date, city file, points) of --real NAME: the city's dataset files (city.raw.datasets
+    under the datasets root) hard-linked into one delivery folder. None, with a message, when absent."""
+    import glob
+
+    from transfertraj.core.city_config import city_to_yaml, load_city, load_city_file
+
+    city_name, day = REAL[name]
+    city = load_city(city_name, settings)
+    root = settings.datasets
+    patterns = city.raw.datasets or []
+    files = sorted(p for pat in patterns for p in glob.glob(str(root / pat))) if root else []
+    if not files:
+        where = f"{root}/{' '.join(patterns)}" if root else "no datasets root (set TRANSFERTRAJ_DATASETS)"
+        print(f"REAL {name}: skipped, no dataset files found ({where})", flush=True)
+        return None
+    folder = work / "home" / "landing" / city.name / day
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        target = folder / Path(f).name
+        if not target.exists():
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copy2(f, target)
+    cities = work / "cities-real"
+    cities.mkdir(parents=True, exist_ok=True)
+    city_file = cities / f"{city.name}.yaml"
+    city_file.write_text(
+        f"# REAL data: {city.name} as configured (bench/ingest.py --real {name}).\n" + city_to_yaml(city)
+    )
+    load_city_file(city_file)
+    count = folder / "_points.txt"  # data lines of the files (a point log: one fix a line), counted once
+    if not count.exists():
+        import gzip
+
+        n = 0
+        for f in sorted(folder.glob("*.csv*")):
+            with gzip.open(f, "rb") if f.name.endswith(".gz") else open(f, "rb") as fh:
+                n += sum(chunk.count(b"\n") for chunk in iter(lambda fh=fh: fh.read(1 << 24), b"")) - 1
+        count.write_text(str(n))
+    return folder, day, city_file, int(count.read_text())
+
+
+HISTORY_FIELDS = ["date", "load_start", "load_end", "note"]
+
+
+def append_history(path: Path, stamp: str, load_start, load_end, table: list[dict], note: str) -> None:
+    """One dated row per engine and input appended to bench/results/ingest.csv."""
+    rows = [
+        {"date": stamp, "load_start": _loads(load_start), "load_end": _loads(load_end), "note": note, **r}
+        for r in table
+    ]
+    if not rows:
+        return
+    fields = HISTORY_FIELDS + [k for k in rows[0] if k not in HISTORY_FIELDS]
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerows(rows)
 
 
 def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
     rows = []
     for r in results:
-        peers = {x["engine"]: x for x in results if x["size"] == r["size"] and not x.get("error")}
+        peers = {
+            x["engine"]: x
+            for x in results
+            if x["size"] == r["size"] and x.get("label") == r.get("label") and not x.get("error")
+        }
         pps = r["size"] / r["seconds"] if not r.get("error") else None
         work = r.get("work_s")
         row = {
             "size": r["size"],
+            "input": r.get("label", "GENERATED Porto"),
             "engine": r["engine"],
             "seconds": round(r["seconds"], 2),
+            "cpu_s": round(r["cpu_s"], 1),
             "work_s": round(work, 2) if work else None,
             "points_per_s": round(pps) if pps else None,
             "points_per_s_work": round(r["size"] / work) if work else None,
@@ -397,14 +542,17 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
         for peer in ("pandas", "duckdb"):
             p = peers.get(peer)
             row[f"vs_{peer}"] = round(p["seconds"] / r["seconds"], 2) if p and pps else None
+            row[f"cpu_vs_{peer}"] = round(p["cpu_s"] / r["cpu_s"], 2) if p and pps and r["cpu_s"] else None
         row.update(points_kept=r.get("points_kept"), trajectories=r.get("trajectories_out"), error=r.get("error", ""))
         rows.append(row)
     for key, r in startup.items():
         rows.append(
             {
                 "size": r["size"],
+                "input": "GENERATED Porto",
                 "engine": key if key.endswith("start") else f"{key} (tiny)",
                 "seconds": round(r["seconds"], 2),
+                "cpu_s": round(r["cpu_s"], 1),
                 "work_s": round(r["work_s"], 2) if r.get("work_s") else None,
                 "points_per_s": None,
                 "points_per_s_work": None,
@@ -413,6 +561,8 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
                 "processes": r["processes"],
                 "vs_pandas": None,
                 "vs_duckdb": None,
+                "cpu_vs_pandas": None,
+                "cpu_vs_duckdb": None,
                 "points_kept": r.get("points_kept"),
                 "trajectories": r.get("trajectories_out"),
                 "error": r.get("error", ""),
@@ -424,28 +574,33 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
 def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str, sizes: list[int]) -> str:
     fmt = lambda v, spec="": "" if v is None else format(v, spec)  # noqa: E731
     out = [
-        "## Ingestion benchmark (GENERATED Porto data)",
+        "## Ingestion benchmark (GENERATED Porto data; REAL rows say so)",
         "",
         conditions,
         "",
-        "| size | engine | seconds | work s | points/s | points/s (work) | peak MB | vs pandas | vs DuckDB | kept points | trajectories |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | engine | seconds | CPU s | work s | points/s | peak MB | vs pandas | vs DuckDB | CPU vs pandas "
+        "| CPU vs DuckDB | kept points | trajectories |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
         size = human(r["size"]) if r["size"] else "-"
+        size = f"{r['input']} {size}" if r["input"].startswith("REAL") else size
         if r["error"]:
-            out.append(f"| {size} | {r['engine']} | {r['seconds']:.1f} | FAILED: {r['error']} |||||||||")
+            out.append(f"| {size} | {r['engine']} | {r['seconds']:.1f} | FAILED: {r['error']} |||||||||||")
             continue
         out.append(
-            f"| {size} | {r['engine']} | {r['seconds']:.1f} | {fmt(r['work_s'], '.1f')} | {fmt(r['points_per_s'], ',')} "
-            f"| {fmt(r['points_per_s_work'], ',')} | {r['peak_mb']:,} | {fmt(r['vs_pandas'], '.2f')} "
-            f"| {fmt(r['vs_duckdb'], '.2f')} | {fmt(r['points_kept'], ',')} | {fmt(r['trajectories'], ',')} |"
+            f"| {size} | {r['engine']} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {fmt(r['work_s'], '.1f')} "
+            f"| {fmt(r['points_per_s'], ',')} | {r['peak_mb']:,} | {fmt(r['vs_pandas'], '.2f')} "
+            f"| {fmt(r['vs_duckdb'], '.2f')} | {fmt(r['cpu_vs_pandas'], '.2f')} | {fmt(r['cpu_vs_duckdb'], '.2f')} "
+            f"| {fmt(r['points_kept'], ',')} | {fmt(r['trajectories'], ',')} |"
         )
     out += [
         "",
-        "seconds: child process wall time, start-up included; work s: the child's timer around the work only "
-        "(Spark: after the session is up). vs pandas / vs DuckDB: throughput ratio on seconds (above 1 = "
-        "faster than the peer). peak MB: peak of the summed PSS of the child process tree (JVM and Python "
+        "seconds: child process wall time, start-up included; CPU s: the CPU time of the child's process tree "
+        "(user + system; on a machine shared with other work, the figure that load changes least); work s: "
+        "the child's timer around the work only (Spark: after the session is up). vs pandas / vs DuckDB: "
+        "throughput ratio on seconds (above 1 = faster than the peer); CPU vs: the peer's CPU s / this "
+        "engine's (above 1 = less CPU than the peer; pandas uses one core, Spark and DuckDB both). peak MB: peak of the summed PSS of the child process tree (JVM and Python "
         "workers included), sampled every 0.2 s.",
     ]
     if "spark-start" in startup:
@@ -455,6 +610,19 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
             f"(JVM + Delta jars from the Ivy cache: {s.get('startup_s', 0):.1f} s inside it) and stops."
         )
     return "\n".join(out) + "\n"
+
+
+def ratio_lines(table: list[dict]) -> list[str]:
+    """Spark's throughput against each peer, per input (wall seconds of the child processes)."""
+    return [
+        f"{r['input']} {human(r['size'])}: Spark is {r['vs_pandas']}x pandas"
+        + (f", {r['vs_duckdb']}x DuckDB" if r["vs_duckdb"] is not None else "")
+        + f" on wall time; {r['cpu_vs_pandas']}x pandas"
+        + (f", {r['cpu_vs_duckdb']}x DuckDB" if r["cpu_vs_duckdb"] is not None else "")
+        + " on CPU time"
+        for r in table
+        if r["engine"] == "spark" and r["vs_pandas"] is not None
+    ]
 
 
 def agreement(results: list[dict]) -> list[str]:

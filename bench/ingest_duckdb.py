@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.peer_cli import peer_main  # noqa: E402
 from transfertraj.core.city_config import load_city_file  # noqa: E402
+from transfertraj.core.constants import EPOCH_UNITS  # noqa: E402
 from transfertraj.core.geo import EARTH_RADIUS_M  # the same sphere as the pipeline
 
 FIX_INTERVAL_S = 15
 MIN_EPOCH_S, MAX_EPOCH_S = 631_152_000, 4_102_444_800
-STREAM = "(PARTITION BY row_id ORDER BY ts, point_idx)"  # stream = row (one Porto trip as recorded)
 
 
 def _q(path: Path) -> str:
@@ -34,11 +34,16 @@ def _q(path: Path) -> str:
 def statements(files: list[Path], out: Path, city, date: str, key: str) -> list[tuple[str, str]]:
     """(stage, SQL) in order."""
     c, b = city.cleaning, city.bbox
+    # A stream: a Porto row (one trip as recorded), or a point log's vehicle; its fixes in (ts, row) order.
+    skey, tie = ("row_id", "point_idx") if city.raw.format == "porto_csv" else ("vehicle_id", "row_id")
+    STREAM = f"(PARTITION BY {skey} ORDER BY ts, {tie})"  # noqa: N806
+    state_value = city.raw.trip_state_value if city.raw.format == "point_log" else None
+    off_trip = "false" if state_value is None else f"state IS DISTINCT FROM '{state_value}'"
     vmax = c.max_speed_kmh / 3.6
     file_list = "[" + ", ".join(_q(f) for f in files) + "]"
     hav = "hav({0}, {1}, {2}, {3})".format
     cols = "TRIP_ID, CALL_TYPE, ORIGIN_CALL, ORIGIN_STAND, TAXI_ID, TIMESTAMP, DAY_TYPE, MISSING_DATA, POLYLINE"
-    return [
+    stages = [
         (
             "setup",
             f"""
@@ -60,11 +65,11 @@ COPY raw TO {_q(out / "bronze.parquet")} (FORMAT parquet);""",
             "parse+explode",
             f"""
 CREATE TEMP TABLE verdict AS
-WITH v AS (
-    SELECT row_id, source_file, TAXI_ID, POLYLINE,
-           row_id <> min(row_id) OVER (PARTITION BY {cols}) AS dup,
+WITH firsts AS (SELECT min(row_id) AS row_id FROM raw GROUP BY {cols}),  -- a hash aggregate, not a window
+v AS (
+    SELECT row_id, source_file, TAXI_ID, POLYLINE, f.row_id IS NULL AS dup,
            try_cast(TIMESTAMP AS DOUBLE) AS t, try_cast(POLYLINE AS DOUBLE[][]) AS poly
-    FROM raw)
+    FROM raw LEFT JOIN (SELECT row_id, true AS first FROM firsts) f USING (row_id))
 SELECT row_id, source_file, trim(TAXI_ID) AS vehicle_id, poly,
        CAST(floor(CASE WHEN t > 1e11 THEN t / 1000 ELSE t END) AS BIGINT) AS ts0,
        CASE WHEN dup THEN 'duplicate_row'
@@ -78,7 +83,7 @@ FROM v;
 INSERT INTO rejects SELECT source_file, row_id, NULL, reason, NULL, NULL, NULL FROM verdict WHERE reason IS NOT NULL;
 CREATE TEMP TABLE p0 AS
 SELECT row_id, source_file, vehicle_id, CAST(idx AS INTEGER) AS point_idx, ts0 + idx * {FIX_INTERVAL_S} AS ts,
-       p[1] AS lon, p[2] AS lat
+       p[1] AS lon, p[2] AS lat, NULL::VARCHAR AS state
 FROM (SELECT row_id, source_file, vehicle_id, ts0, unnest(poly) AS p, unnest(range(len(poly))) AS idx
       FROM verdict WHERE reason IS NULL);""",
         ),
@@ -86,16 +91,24 @@ FROM (SELECT row_id, source_file, vehicle_id, ts0, unnest(poly) AS p, unnest(ran
             "clean",
             f"""
 CREATE TEMP TABLE s1 AS
-SELECT *, CASE
-    WHEN lon IS NULL OR lat IS NULL OR isnan(lon) OR isnan(lat) OR abs(lon) > 180 OR abs(lat) > 90
-         OR (lon = 0 AND lat = 0) THEN 'invalid_coordinate'
-    WHEN lag(ts) OVER s = ts AND lag(lon) OVER s = lon AND lag(lat) OVER s = lat THEN 'duplicate_fix'
-    WHEN lag(ts) OVER s = ts THEN 'duplicate_timestamp'
-    WHEN NOT (lon BETWEEN {b.min_lon} AND {b.max_lon} AND lat BETWEEN {b.min_lat} AND {b.max_lat}) THEN 'outside_bbox'
-    END AS reason,
-    coalesce(lag(NOT (lon BETWEEN {b.min_lon} AND {b.max_lon} AND lat BETWEEN {b.min_lat} AND {b.max_lat})) OVER s,
-             false) AS brk
-FROM p0 WINDOW s AS {STREAM};
+WITH a AS (
+    SELECT *, CASE
+        WHEN lon IS NULL OR lat IS NULL OR isnan(lon) OR isnan(lat) OR abs(lon) > 180 OR abs(lat) > 90
+             OR (lon = 0 AND lat = 0) THEN 'invalid_coordinate'
+        WHEN lag(ts) OVER s = ts AND lag(lon) OVER s = lon AND lag(lat) OVER s = lat THEN 'duplicate_fix'
+        WHEN lag(ts) OVER s = ts THEN 'duplicate_timestamp' END AS r0,
+        NOT coalesce(lon BETWEEN {b.min_lon} AND {b.max_lon} AND lat BETWEEN {b.min_lat} AND {b.max_lat}, false) AS outside
+    FROM p0 WINDOW s AS {STREAM}),
+-- 'the last earlier fix still kept' (clean_points.prev_where): a running last value that skips nulls
+e AS (
+    SELECT *,
+        coalesce(last_value(CASE WHEN r0 IS NULL THEN outside END IGNORE NULLS) OVER before, false) AS brk0,
+        last_value(CASE WHEN r0 IS NULL AND NOT outside THEN state END IGNORE NULLS) OVER before AS prev_state
+    FROM a WINDOW before AS ({STREAM[1:-1]} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))
+SELECT * EXCLUDE (r0, outside, brk0, prev_state),
+    CASE WHEN r0 IS NOT NULL THEN r0 WHEN outside THEN 'outside_bbox' WHEN {off_trip} THEN 'off_trip' END AS reason,
+    brk0 OR coalesce({"prev_state <> state" if state_value is not None else "false"}, false) AS brk
+FROM e;
 INSERT INTO rejects SELECT source_file, row_id, point_idx, reason, ts, lon, lat FROM s1 WHERE reason IS NOT NULL;
 CREATE TEMP TABLE s2 AS
 WITH w AS (
@@ -115,17 +128,17 @@ WITH a AS (
            {hav("lag(lon) OVER s", "lag(lat) OVER s", "lon", "lat")} AS d_in
     FROM s2 WHERE reason IS NULL WINDOW s AS {STREAM}),
 b AS (SELECT *, coalesce(d_in / dt * 3.6 >= {c.stay_max_speed_kmh}, true) AS moving FROM a),
-r AS (SELECT *, sum(moving::INT) OVER (PARTITION BY row_id ORDER BY ts, point_idx
+r AS (SELECT *, sum(moving::INT) OVER (PARTITION BY {skey} ORDER BY ts, {tie}
                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run FROM b),
 st AS (SELECT *, NOT moving AND max(ts) OVER g - min(ts) OVER g >= {c.stay_split_s}
                  AND {hav("min(lon) OVER g", "min(lat) OVER g", "max(lon) OVER g", "max(lat) OVER g")} <= {c.stay_radius_m}
                  AS stay
-       FROM r WINDOW g AS (PARTITION BY row_id, run)),
+       FROM r WINDOW g AS (PARTITION BY {skey}, run)),
 k AS (SELECT *, (brk OR coalesce(lag(stay) OVER s, false)
                  OR coalesce(dt > {c.gap_split_s} OR d_in / dt > {vmax}, false))::INT AS brk_all
       FROM st WINDOW s AS {STREAM})
 SELECT source_file, row_id, vehicle_id, point_idx, ts, lon, lat,
-       sum(brk_all) OVER (PARTITION BY row_id ORDER BY ts, point_idx
+       sum(brk_all) OVER (PARTITION BY {skey} ORDER BY ts, {tie}
                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS seg,
        CASE WHEN stay THEN 'stay' END AS reason
 FROM k;
@@ -133,31 +146,31 @@ INSERT INTO rejects SELECT source_file, row_id, point_idx, reason, ts, lon, lat 
 CREATE TEMP TABLE s4 AS
 WITH t AS (
     SELECT * EXCLUDE (reason),
-           CAST(round((ts - min(ts) OVER (PARTITION BY row_id, seg)) / {city.sampling_interval_s}) AS BIGINT) AS tick,
-           min(ts) OVER (PARTITION BY row_id, seg) AS t0
+           CAST(round((ts - min(ts) OVER (PARTITION BY {skey}, seg)) / {city.sampling_interval_s}) AS BIGINT) AS tick,
+           min(ts) OVER (PARTITION BY {skey}, seg) AS t0
     FROM s3 WHERE reason IS NULL)
 SELECT * EXCLUDE (t0),
-       CASE WHEN row_number() OVER (PARTITION BY row_id, seg, tick
-                                    ORDER BY abs(ts - (t0 + tick * {city.sampling_interval_s})), ts, point_idx) > 1
+       CASE WHEN row_number() OVER (PARTITION BY {skey}, seg, tick
+                                    ORDER BY abs(ts - (t0 + tick * {city.sampling_interval_s})), ts, {tie}) > 1
             THEN 'resampled_out' END AS reason
 FROM t;
 INSERT INTO rejects SELECT source_file, row_id, point_idx, reason, ts, lon, lat FROM s4 WHERE reason IS NOT NULL;
 CREATE TEMP TABLE s5 AS
 WITH g AS (
     SELECT * EXCLUDE (reason),
-           coalesce(tick - lag(tick) OVER (PARTITION BY row_id, seg ORDER BY tick) > 1, false)::INT AS gap
+           coalesce(tick - lag(tick) OVER (PARTITION BY {skey}, seg ORDER BY tick) > 1, false)::INT AS gap
     FROM s4 WHERE reason IS NULL),
-u AS (SELECT *, sum(gap) OVER (PARTITION BY row_id, seg ORDER BY tick
+u AS (SELECT *, sum(gap) OVER (PARTITION BY {skey}, seg ORDER BY tick
                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sub FROM g),
-p AS (SELECT *, count(*) OVER (PARTITION BY row_id, seg, sub) AS n,
-             (row_number() OVER (PARTITION BY row_id, seg, sub ORDER BY ts) - 1) AS pos FROM u),
+p AS (SELECT *, count(*) OVER (PARTITION BY {skey}, seg, sub) AS n,
+             (row_number() OVER (PARTITION BY {skey}, seg, sub ORDER BY ts) - 1) AS pos FROM u),
 q AS (SELECT *, {"0" if c.long_trips == "drop" else f"pos // {city.max_points}"} AS chunk FROM p),
 x AS (SELECT *, count(*) OVER ch AS cn,
              coalesce({hav("lag(lon) OVER cho", "lag(lat) OVER cho", "lon", "lat")}, 0.0) AS step_m
-      FROM q WINDOW ch AS (PARTITION BY row_id, seg, sub, chunk),
-                    cho AS (PARTITION BY row_id, seg, sub, chunk ORDER BY ts)),
+      FROM q WINDOW ch AS (PARTITION BY {skey}, seg, sub, chunk),
+                    cho AS (PARTITION BY {skey}, seg, sub, chunk ORDER BY ts)),
 y AS (SELECT *, sum(step_m) OVER ch / greatest(max(ts) OVER ch - min(ts) OVER ch, 1) * 3.6 AS speed_kmh
-      FROM x WINDOW ch AS (PARTITION BY row_id, seg, sub, chunk))
+      FROM x WINDOW ch AS (PARTITION BY {skey}, seg, sub, chunk))
 SELECT source_file, row_id, vehicle_id, point_idx, ts, lon, lat, seg, sub, chunk, step_m,
        CASE WHEN {"n > " + str(city.max_points) if c.long_trips == "drop" else "false"} THEN 'too_long'
             WHEN cn < {city.min_points} THEN 'short_trajectory'
@@ -171,11 +184,11 @@ INSERT INTO rejects SELECT source_file, row_id, point_idx, reason, ts, lon, lat 
             f"""
 CREATE TEMP TABLE silver AS
 WITH t AS (
-    SELECT row_id, seg, sub, chunk, list(ts ORDER BY ts) AS ts, list(lon ORDER BY ts) AS lon,
+    SELECT {skey} AS stream, seg, sub, chunk, list(ts ORDER BY ts) AS ts, list(lon ORDER BY ts) AS lon,
            list(lat ORDER BY ts) AS lat, sum(step_m) AS length_m, first(vehicle_id) AS vehicle_id,
            min(source_file) AS source_file
-    FROM s5 WHERE reason IS NULL GROUP BY row_id, seg, sub, chunk)
-SELECT substr(sha256('{city.name}|' || row_id || '|' || ts[1]), 1, 24) AS trip_id,
+    FROM s5 WHERE reason IS NULL GROUP BY {skey}, seg, sub, chunk)
+SELECT substr(sha256('{city.name}|' || stream || '|' || ts[1]), 1, 24) AS trip_id,
        substr(sha256('{key}:' || sha256('{key}:' || vehicle_id)), 1, 32) AS vehicle_key,
        to_timestamp(ts[1]) AS start_ts, to_timestamp(ts[-1]) AS end_ts, CAST(len(ts) AS INTEGER) AS n_points,
        ts[-1] - ts[1] AS duration_s, length_m, ts, lon, lat, source_file,
@@ -183,6 +196,48 @@ SELECT substr(sha256('{city.name}|' || row_id || '|' || ts[1]), 1, 24) AS trip_i
 FROM t;
 COPY silver TO {_q(out / "silver.parquet")} (FORMAT parquet);
 COPY rejects TO {_q(out / "rejects.parquet")} (FORMAT parquet);""",
+        ),
+    ]
+    if city.raw.format == "point_log":
+        stages[1:3] = _point_log_input(file_list, out, city)
+    return stages
+
+
+def _point_log_input(file_list: str, out: Path, city) -> list[tuple[str, str]]:
+    """A point log's read and row rules (missing_field, bad_timestamp, invalid_coordinate): accepted
+    rows are the points (p0), one fix each. Unix timestamps, the unit told by magnitude."""
+    col = city.raw.file_columns
+    t = f"try_cast(trim({col['timestamp']}) AS DOUBLE)"
+    units = " ".join(f"WHEN t0 > {th} THEN t0 / {ps}" for th, ps in EPOCH_UNITS)
+    state = f"trim({col['trip_state']})" if "trip_state" in col else "NULL::VARCHAR"
+    return [
+        (
+            "read+bronze",
+            f"""
+CREATE TEMP TABLE raw AS
+SELECT row_number() OVER () - 1 AS row_id, parse_filename(filename) AS source_file, * EXCLUDE (filename)
+FROM read_csv({file_list}, header = true, all_varchar = true, filename = true);
+COPY raw TO {_q(out / "bronze.parquet")} (FORMAT parquet);""",
+        ),
+        (
+            "parse+explode",
+            f"""
+CREATE TEMP TABLE verdict AS
+WITH v AS (
+    SELECT row_id, source_file, trim({col["vehicle_id"]}) AS vehicle_id, {t} AS t0,
+           try_cast(trim({col["lon"]}) AS DOUBLE) AS lon, try_cast(trim({col["lat"]}) AS DOUBLE) AS lat,
+           {state} AS state
+    FROM raw),
+w AS (SELECT *, CASE {units} ELSE t0 END AS t FROM v)
+SELECT row_id, source_file, vehicle_id, CAST(trunc(t) AS BIGINT) AS ts, lon, lat, state,
+       CASE WHEN coalesce(vehicle_id, '') = '' THEN 'missing_field'
+            WHEN t IS NULL OR NOT (t BETWEEN {MIN_EPOCH_S} AND {MAX_EPOCH_S}) THEN 'bad_timestamp'
+            WHEN lon IS NULL OR lat IS NULL OR isnan(lon) OR isnan(lat) OR abs(lon) > 180 OR abs(lat) > 90
+                 OR (lon = 0 AND lat = 0) THEN 'invalid_coordinate' END AS reason
+FROM w;
+INSERT INTO rejects SELECT source_file, row_id, NULL, reason, NULL, NULL, NULL FROM verdict WHERE reason IS NOT NULL;
+CREATE TEMP TABLE p0 AS
+SELECT row_id, source_file, vehicle_id, 0 AS point_idx, ts, lon, lat, state FROM verdict WHERE reason IS NULL;""",
         ),
     ]
 
@@ -197,6 +252,11 @@ def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "benc
     con = duckdb.connect()
     con.execute(f"SET temp_directory = {_q(out / 'duckdb_tmp')}")
     con.execute("SET preserve_insertion_order = true")
+    # Half the memory available at start (DuckDB's default, 80 % of RAM, gets it killed on a shared machine);
+    # it spills to temp_directory beyond that.
+    with open("/proc/meminfo") as f:
+        avail_kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    con.execute(f"SET memory_limit = '{avail_kb // 2 // 1024}MB'")
     stage_s: dict[str, float] = {}
     for stage, sql in statements(files, out, city, date, key):
         t = time.perf_counter()

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.peer_cli import peer_main  # noqa: E402
 from transfertraj.core.city_config import load_city_file  # noqa: E402
+from transfertraj.core.constants import EPOCH_UNITS  # noqa: E402
 from transfertraj.jobs.clean_points import REASONS, CleaningRules, clean_sorted, starts  # noqa: E402
 
 FIX_INTERVAL_S = 15
@@ -150,8 +151,10 @@ def build_trajectories(p: dict[str, np.ndarray], rows: pd.DataFrame, city_name: 
 
 def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "bench-key") -> dict:
     city = load_city_file(city_file)
-    t0 = time.perf_counter()
     files = sorted(f for f in input_dir.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+    if city.raw.format == "point_log":
+        return run_point_log(files, out, city, date, key)
+    t0 = time.perf_counter()
     rows = read_rows(files)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), out / "bronze.parquet")
@@ -207,6 +210,130 @@ def run(input_dir: Path, out: Path, city_file: Path, date: str, key: str = "benc
         "stage_s": {
             "read+bronze": t_read - t0,
             "parse+explode": t_parse - t_read,
+            "clean": t_clean - t_parse,
+            "build+write": t_write - t_clean,
+        },
+        "work_s": t_write - t0,
+    }
+    assert stats["points_read"] == stats["points_kept"] + stats["points_dropped"], stats
+    return stats
+
+
+# ---- point logs (a row per fix, e.g. San Francisco's cabspotting days) -----------------------------
+
+
+def epoch_s(num: np.ndarray) -> np.ndarray:
+    """Unix seconds of epoch numbers, the unit told by magnitude (core.constants.EPOCH_UNITS)."""
+    out = num
+    for threshold, per_second in reversed(EPOCH_UNITS):
+        out = np.where(num > threshold, num / per_second, out)
+    return out
+
+
+def run_point_log(files: list[Path], out: Path, city, date: str, key: str) -> dict:
+    """A point log with unix timestamps (as San Francisco's): the row rules missing_field, bad_timestamp
+    and invalid_coordinate, then the pipeline's point rules over every vehicle's fixes sorted by
+    (vehicle, ts, row), with the trip-state rule. Rows of a file that pandas cannot split are not
+    handled (real cabspotting files have none)."""
+    if city.raw.timestamp_format not in ("unix_s", "auto"):
+        raise SystemExit(f"{city.name}: the pandas peer reads unix timestamps only")
+    cols = city.raw.file_columns
+    t0 = time.perf_counter()
+    parts = []
+    for f in files:
+        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        df.insert(0, "source_file", f.name)
+        parts.append(df)
+    rows = pd.concat(parts, ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), out / "bronze.parquet")
+    t_read = time.perf_counter()
+    n = len(rows)
+    reason = np.full(n, "", dtype=object)
+
+    def fire(mask, name):
+        reason[(reason == "") & mask] = name
+
+    vehicle = rows[cols["vehicle_id"]].str.strip().to_numpy()
+    ts_s = epoch_s(pd.to_numeric(rows[cols["timestamp"]].str.strip(), errors="coerce").to_numpy(np.float64))
+    lon = pd.to_numeric(rows[cols["lon"]].str.strip(), errors="coerce").to_numpy(np.float64)
+    lat = pd.to_numeric(rows[cols["lat"]].str.strip(), errors="coerce").to_numpy(np.float64)
+    fire(vehicle == "", "missing_field")
+    fire(~((ts_s >= MIN_EPOCH_S) & (ts_s <= MAX_EPOCH_S)), "bad_timestamp")
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
+    fire(~(valid & ~((lon == 0) & (lat == 0))), "invalid_coordinate")
+    ok = np.flatnonzero(reason == "")
+    state = rows[cols["trip_state"]].str.strip().to_numpy()[ok] if "trip_state" in cols else None
+    codes, uniques = pd.factorize(vehicle[ok], sort=True)
+    ts = np.trunc(ts_s[ok]).astype(np.int64)
+    order = np.lexsort((ok, ts, codes))  # (vehicle, ts, row): the pipeline's sort
+    p = {"row": ok[order], "vehicle": codes[order], "ts": ts[order], "lon": lon[ok][order], "lat": lat[ok][order]}
+    t_parse = time.perf_counter()
+    v = clean_sorted(
+        p["vehicle"], p["ts"], p["lon"], p["lat"], None if state is None else state[order], CleaningRules.for_city(city)
+    )
+    t_clean = time.perf_counter()
+    keep = v["reason"] == 0
+    k = np.flatnonzero(keep)
+    seg, chunk = v["seg"][k], v["chunk"][k]
+    first = np.ones(len(k), bool)
+    first[1:] = (seg[1:] != seg[:-1]) | (chunk[1:] != chunk[:-1])
+    cs = np.flatnonzero(first)
+    sizes = np.diff(np.append(cs, len(k)))
+    offsets = pa.array(np.append(cs, len(k)).astype(np.int32))
+    start, end = p["ts"][k][cs], p["ts"][k][cs + sizes - 1]
+    veh = np.asarray(uniques, dtype=object)[p["vehicle"][k][cs]]
+    kb = (key + ":").encode()
+    trips = pa.table(
+        {
+            "trip_id": [
+                hashlib.sha256(f"{city.name}|{a}|{b}".encode()).hexdigest()[:24] for a, b in zip(veh, start.tolist())
+            ],
+            "vehicle_key": [
+                hashlib.sha256(kb + hashlib.sha256(kb + x.encode()).hexdigest().encode()).hexdigest()[:32] for x in veh
+            ],
+            "start_ts": pa.array(start * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "end_ts": pa.array(end * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "n_points": sizes.astype(np.int32),
+            "duration_s": end - start,
+            "length_m": np.add.reduceat(v["step_m"][k], cs) if len(cs) else np.zeros(0),
+            "ts": pa.ListArray.from_arrays(offsets, pa.array(p["ts"][k])),
+            "lon": pa.ListArray.from_arrays(offsets, pa.array(p["lon"][k])),
+            "lat": pa.ListArray.from_arrays(offsets, pa.array(p["lat"][k])),
+            "source_file": rows["source_file"].to_numpy()[p["row"][k][cs]],
+            "city": pa.array([city.name] * len(cs)),
+            "date": pa.array([date] * len(cs)),
+        }
+    )
+    pq.write_table(trips, out / "silver.parquet")
+    d = np.flatnonzero(~keep)
+    bad = np.flatnonzero(reason != "")
+    rejects = pa.table(
+        {
+            "row": np.concatenate([bad, p["row"][d]]),
+            "reason": pa.array(
+                np.concatenate([reason[bad], np.asarray(REASONS, dtype=object)[v["reason"][d]]]).astype(str)
+            ),
+            "ts": pa.array(np.concatenate([np.zeros(len(bad), np.int64), p["ts"][d]])),
+            "lon": np.concatenate([lon[bad], p["lon"][d]]),
+            "lat": np.concatenate([lat[bad], p["lat"][d]]),
+        }
+    )
+    pq.write_table(rejects, out / "rejects.parquet")
+    t_write = time.perf_counter()
+    by_reason = {REASONS[r]: int(c) for r, c in zip(*np.unique(v["reason"][d], return_counts=True))}
+    stats = {
+        "rows_read": n,
+        "rows_rejected": len(bad),
+        "points_read": len(ok),
+        "points_kept": len(k),
+        "points_dropped": len(d),
+        "points_dropped_by_reason": by_reason,
+        "trajectories_out": len(cs),
+        "stage_s": {
+            "read+bronze": t_read - t0,
+            "parse": t_parse - t_read,
             "clean": t_clean - t_parse,
             "build+write": t_write - t_clean,
         },

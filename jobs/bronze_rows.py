@@ -79,21 +79,19 @@ def read_landed_rows(
     for f in with_header:
         path = spark_path((paths or {}).get(f.rel, f.path))
         text = _parquet_lines(spark, path, f.sep) if f.parquet else spark.read.text(path)
+        # A file's header is its first line: the first record of the split that starts the file (a file
+        # scanned on its own never shares a partition between splits). Checked by the caller, which counts
+        # each file's lines in bronze against the file (jobs/ingest.py).
         one = text.select(
             F.lit(f.rel or str(f.path.name)).alias(SOURCE_FILE),
             F.lit(f.header).alias(HEADER),
-            F.regexp_replace(F.col("value"), "^\ufeff|\r$", "").alias(LINE),
-            F.lit(f.header_line).alias("_header_line"),
+            _strip_bom_and_cr(F.make_valid_utf8(F.col("value"))).alias(LINE),
+            (F.lit(f.header_line) & (F.input_file_block_start() == 0)).alias("_first_split"),
         )
         lines = one if lines is None else lines.unionByName(one)
     lines = lines.withColumn(ROW_ID, F.monotonically_increasing_id())
-    # A file's first line is its header (when it has one): the smallest row id among its header-equal lines.
-    first_headers = (
-        lines.where((F.col(LINE) == F.col(HEADER)) & F.col("_header_line"))
-        .groupBy(SOURCE_FILE)
-        .agg(F.min(ROW_ID).alias(ROW_ID))
-    )
-    rows = lines.join(F.broadcast(first_headers), [SOURCE_FILE, ROW_ID], "left_anti")
+    first_record = (F.col(ROW_ID).bitwiseAND(F.lit(_RECORD_MASK)) == 0) & F.col("_first_split")
+    rows = lines.where(~(first_record & (F.col(LINE) == F.col(HEADER))))
     return rows.select(
         F.col(SOURCE_FILE),
         F.col(ROW_ID),
@@ -102,6 +100,17 @@ def read_landed_rows(
         F.lit(city).alias(CITY),
         F.lit(date).alias(DATE),
     )
+
+
+_RECORD_MASK = (1 << 33) - 1  # monotonically_increasing_id: partition index << 33 | record number in it
+
+
+def _strip_bom_and_cr(value):
+    """A line (made valid UTF-8 first: a byte that is not becomes U+FFFD, which the row check names
+    bad_encoding) without a leading byte-order mark or a trailing carriage return (a prefix and a suffix
+    test, not a regex run over every character of every line)."""
+    value = F.when(value.startswith("\ufeff"), value.substr(F.lit(2), F.length(value))).otherwise(value)
+    return F.when(value.endswith("\r"), value.substr(F.lit(1), F.length(value) - 1)).otherwise(value)
 
 
 def _parquet_lines(spark: SparkSession, path: str, sep: str) -> DataFrame:
@@ -134,6 +143,36 @@ def _fields(line, sep):
     return F.length(unquoted) - F.length(F.replace(unquoted, sep, F.lit(""))) + 1
 
 
+def _suspects(files: list[LandedFile], delimiter: str | None) -> dict[str, tuple[int, str]]:
+    """{file: (header fields, delimiter)} of the files whose scan found a line with an odd number of quotes."""
+    return {
+        f.rel: (
+            len(f.columns),
+            delimiter or ("\t" if f.path.name.lower().removesuffix(".gz").endswith(".tsv") else ","),
+        )
+        for f in files
+        if f.odd_quote_lines and f.header is not None
+    }
+
+
+def record_spans(records: DataFrame, files: list[LandedFile]) -> tuple[int, int]:
+    """(records, physical lines they span) of join_quoted_lines(bronze, files). A text file without a
+    line of odd quotes was not joined, so its records are its bronze lines, counted without reading their
+    text; only the other files' records are split at their line breaks."""
+    # A Parquet row's text (to_csv) may hold a line break inside a quoted value: counted from its text too.
+    suspects = list(_suspects(files, None)) + [f.rel for f in files if f.parquet]
+    if not suspects:
+        n = records.count()
+        return n, n
+    plain = records.where(~F.col(SOURCE_FILE).isin(suspects)).count()
+    joined = (
+        records.where(F.col(SOURCE_FILE).isin(suspects))
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(F.split(F.col(LINE), "\n", -1))).alias("lines"))
+        .first()
+    )
+    return plain + int(joined["n"]), plain + int(joined["lines"] or 0)
+
+
 def join_quoted_lines(bronze: DataFrame, files: list[LandedFile], delimiter: str | None = None) -> DataFrame:
     """Bronze lines -> CSV records: lines joined (with \\n) where a quoted field spans them.
 
@@ -142,14 +181,7 @@ def join_quoted_lines(bronze: DataFrame, files: list[LandedFile], delimiter: str
     many fields as the file's header; otherwise (a truncated line, a stray quote) each line stays its own
     row. A record keeps the row id of its first line; the lines it spans are 1 + its newlines. Fields are
     split by `delimiter`, or when None by each file's extension (tab for .tsv, else a comma)."""
-    suspects = {
-        f.rel: (
-            len(f.columns),
-            delimiter or ("\t" if f.path.name.lower().removesuffix(".gz").endswith(".tsv") else ","),
-        )
-        for f in files
-        if f.odd_quote_lines and f.header is not None
-    }
+    suspects = _suspects(files, delimiter)
     if not suspects:
         return bronze
     cols = bronze.columns

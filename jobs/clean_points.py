@@ -2,6 +2,7 @@
 
     verdicts = clean_sorted(sorted_points, CleaningRules.for_city(city))       # pure numpy, one process
     cleaned = clean_points_spark(points_df, city)                              # the same, spread by Spark
+    cleaned = clean_porto_rows_spark(accepted_rows, city)                      # Porto: a row is a stream
 
 The rules run in this order; rules that look at neighbours only see the points still kept:
   1. invalid_coordinate   NaN/null, out of range, or (0, 0)
@@ -25,7 +26,9 @@ kept fix of the stream". With windows that is one sort per rule over a persisted
 of whole streams reach one Python worker together (`mapInArrow`; Porto rows are whole streams already,
 point logs take one shuffle by stream), are sorted once, and each rule is a shifted-array comparison.
 On 10 M generated Porto points this took the ingestion from window-bound (~15 k points/s) to the
-figures in bench/README.md.
+figures in bench/README.md. A Porto row is a whole stream already, its fixes in time order: its points
+reach the worker as two arrays on the row (parsed from the POLYLINE in jobs/parse_points.py) and are
+cleaned there, so no Spark row per point is ever made (porto_trips_and_drops).
 
 Shapes: every array is (n,), n = points of the batch, sorted by (stream, ts, row_id, point_idx).
 """
@@ -428,16 +431,12 @@ def clean_points_spark(points, city: CityConfig, *, buckets: int, streams_contig
 def trip_pieces_table(kept: pa.Table) -> pa.Table:
     """Kept points of whole streams, sorted by (stream, ts) as clean_table leaves them -> one row per
     trajectory (stream, seg, chunk) with its fixes as arrays in time order."""
-    key = pc.binary_join_element_wise(
-        kept.column("stream_id"),
-        pc.cast(kept.column("seg"), pa.string()),
-        pc.cast(kept.column("chunk"), pa.string()),
-        "|",
-    )
-    key = pc.dictionary_encode(key).combine_chunks().indices.to_numpy(zero_copy_only=False)
-    first = starts(key)
+    # A piece's id (seg) is unique in the batch (a new stream starts a new one): no text key is needed.
+    seg, chunk = kept.column("seg").to_numpy(), kept.column("chunk").to_numpy()
+    first = np.ones(len(seg), bool)
+    first[1:] = (seg[1:] != seg[:-1]) | (chunk[1:] != chunk[:-1])
     s = np.flatnonzero(first)
-    offsets = pa.array(np.append(s, len(key)).astype(np.int32))
+    offsets = pa.array(np.append(s, len(seg)).astype(np.int32))
     step = kept.column("step_m").to_numpy()
     return pa.table(
         {
@@ -472,32 +471,24 @@ def trips_and_drops_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
     is_kept = pc.is_null(cleaned.column("reason"))
     pieces = trip_pieces_table(cleaned.filter(is_kept))
     drops = cleaned.filter(pc.invert(is_kept))
-    n_t, n_d = pieces.num_rows, drops.num_rows
-    schema = _cleaned_schema()
-
-    def col(name, source, n):
-        return source.column(name) if name in source.column_names else pa.nulls(n, schema.field(name).type)
-
     trip_part = {
-        "kind": pa.array([TRIP] * n_t, pa.string()),
-        **{
-            n: col(n, pieces, n_t)
-            for n in ("source_file", "stream_id", "seg", "chunk", "vehicle_id", "n_points", "length_m")
-        },
+        **{n: pieces.column(n) for n in ("source_file", "stream_id", "seg", "chunk", "vehicle_id")},
+        **{n: pieces.column(n) for n in ("n_points", "length_m")},
         "fix_ts": pieces.column("ts"),
         "fix_lon": pieces.column("lon"),
         "fix_lat": pieces.column("lat"),
     }
-    drop_part = {
-        "kind": pa.array([DROP] * n_d, pa.string()),
-        **{
-            n: col(n, drops, n_d)
-            for n in ("source_file", "row_id", "point_idx", "reason", "ts", "lon", "lat", "stream_id", "vehicle_id")
-        },
-    }
+    names = ("source_file", "row_id", "point_idx", "reason", "ts", "lon", "lat", "stream_id", "vehicle_id")
+    return _cleaned_rows(trip_part, pieces.num_rows, {n: drops.column(n) for n in names}, drops.num_rows)
+
+
+def _cleaned_rows(trip_part: dict, n_t: int, drop_part: dict, n_d: int) -> pa.Table:
+    """CLEANED_DDL rows from the columns of the trips and of the drops (absent columns are null)."""
+    schema = _cleaned_schema()
     parts = []
-    for part, n in ((trip_part, n_t), (drop_part, n_d)):
+    for kind, part, n in ((TRIP, trip_part, n_t), (DROP, drop_part, n_d)):
         if n:
+            part = {**part, "kind": pa.array([kind] * n, pa.string())}
             parts.append(
                 pa.table(
                     {f.name: (part[f.name] if f.name in part else pa.nulls(n, f.type)).cast(f.type) for f in schema},
@@ -505,6 +496,80 @@ def trips_and_drops_table(table: pa.Table, rules: CleaningRules) -> pa.Table:
                 )
             )
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+# ---- Porto rows: a stream is a row, its points two arrays ------------------------------------------
+
+
+def porto_trips_and_drops(rows: pa.Table, rules: CleaningRules, datum: str = "wgs84") -> pa.Table:
+    """Accepted Porto rows (source_file, row_id, stream_id, vehicle_id, ts0, lons, lats) -> CLEANED_DDL
+    rows, as trips_and_drops_table would give for their exploded points, without a row per point
+    anywhere: each row is one stream whose fixes are PORTO_FIX_INTERVAL_S apart from ts0 (already in
+    time order), so the points are numpy arrays indexed by row, and the texts of a trip or a dropped
+    point are taken from its row. `datum`: the city's; its points are moved to WGS-84 first."""
+    from transfertraj.jobs.parse_points import PORTO_FIX_INTERVAL_S
+
+    lons, lats = rows.column("lons").combine_chunks(), rows.column("lats").combine_chunks()
+    counts = pc.fill_null(pc.list_value_length(lons), 0).to_numpy().astype(np.int64)
+    lon = pc.list_flatten(lons).to_numpy(zero_copy_only=False).astype(np.float64)
+    lat = pc.list_flatten(lats).to_numpy(zero_copy_only=False).astype(np.float64)
+    if datum != "wgs84":
+        from transfertraj.features.datum import to_wgs84
+
+        lon, lat = to_wgs84(lon, lat, datum)
+    row = np.repeat(np.arange(rows.num_rows), counts)
+    first_of_row = np.cumsum(counts) - counts
+    point_idx = np.arange(len(row)) - np.repeat(first_of_row, counts)
+    ts0 = np.trunc(rows.column("ts0").to_numpy(zero_copy_only=False)).astype(np.int64)  # as Spark's cast
+    ts = ts0[row] + point_idx * PORTO_FIX_INTERVAL_S
+    v = clean_sorted(row, ts, lon, lat, None, rules)
+    kept = v["reason"] == KEPT
+    k = np.flatnonzero(kept)
+    seg, chunk = v["seg"][k], v["chunk"][k]
+    first = np.ones(len(k), bool)
+    first[1:] = (seg[1:] != seg[:-1]) | (chunk[1:] != chunk[:-1])  # a piece's id is unique in the batch
+    s = np.flatnonzero(first)
+    offsets = pa.array(np.append(s, len(k)).astype(np.int32))
+    trip_row = pa.array(row[k[s]])
+    text = {n: rows.column(n) for n in ("source_file", "stream_id", "vehicle_id")}
+    trip_part = {
+        **{n: col.take(trip_row) for n, col in text.items()},
+        "seg": pa.array(seg[s]),
+        "chunk": pa.array(chunk[s]),
+        "n_points": pa.array(np.diff(np.append(s, len(k))).astype(np.int32)),
+        "length_m": pa.array(np.add.reduceat(v["step_m"][k], s) if len(s) else np.zeros(0)),
+        "fix_ts": pa.ListArray.from_arrays(offsets, pa.array(ts[k])),
+        "fix_lon": pa.ListArray.from_arrays(offsets, pa.array(lon[k])),
+        "fix_lat": pa.ListArray.from_arrays(offsets, pa.array(lat[k])),
+    }
+    d = np.flatnonzero(~kept)
+    drop_row = pa.array(row[d])
+    drop_part = {
+        **{n: col.take(drop_row) for n, col in text.items()},
+        "row_id": rows.column("row_id").take(drop_row),
+        "point_idx": pa.array(point_idx[d].astype(np.int32)),
+        "reason": pa.array(np.asarray(REASONS, dtype=object)[v["reason"][d]], pa.string()),
+        "ts": pa.array(ts[d]),
+        "lon": pa.array(lon[d]),
+        "lat": pa.array(lat[d]),
+    }
+    return _cleaned_rows(trip_part, len(s), drop_part, len(d))
+
+
+PORTO_ROW_COLUMNS = ("source_file", "row_id", "stream_id", "vehicle_id", "ts0", "lons", "lats")
+
+
+def clean_porto_rows_spark(rows, city: CityConfig):
+    """Spark: accepted Porto rows (jobs/parse_points.py, PORTO_ROW_COLUMNS) -> CLEANED_DDL rows, per Arrow
+    batch of rows (a row is a whole stream: no shuffle, no carry between batches)."""
+    rules, datum = CleaningRules.for_city(city), city.datum
+
+    def batches(it):
+        for batch in it:
+            if batch.num_rows:
+                yield from porto_trips_and_drops(pa.Table.from_batches([batch]), rules, datum).to_batches()
+
+    return rows.select(*PORTO_ROW_COLUMNS).mapInArrow(batches, CLEANED_DDL)
 
 
 def _cleaned_schema() -> pa.Schema:

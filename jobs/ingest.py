@@ -47,15 +47,20 @@ from transfertraj.core.settings import Settings
 from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition, table_exists
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
-from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, spark_readable
-from transfertraj.jobs.clean_points import DROP, TRIP, clean_trips_spark
+from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, record_spans, spark_readable
+from transfertraj.jobs.clean_points import DROP, TRIP, clean_porto_rows_spark, clean_trips_spark
 from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
-from transfertraj.jobs.parse_points import NON_DATA_REASONS, check_rows, explode_points
+from transfertraj.jobs.parse_points import (
+    NON_DATA_REASONS,
+    check_rows,
+    explode_points,
+    points_of_rows,
+    row_verdicts,
+)
 from transfertraj.jobs.schemas import (
     CITY,
     DATE,
     DETAIL,
-    LINE,
     POINT_IDX,
     REASON,
     REJECTS_SCHEMA,
@@ -150,26 +155,6 @@ def cleaning_buckets(points_estimate: int, shuffle_partitions: int) -> int:
     """Partitions for the by-stream shuffle of point logs: at least the shuffle partitions, enough to keep
     each near POINTS_PER_BUCKET. A point log has one point per accepted row. (Porto rows need no shuffle.)"""
     return max(shuffle_partitions, -(-points_estimate // POINTS_PER_BUCKET))
-
-
-CHECKED_DDL = [
-    (SOURCE_FILE, "string"),
-    (ROW_ID, "long"),
-    (REASON, "string"),
-    (DETAIL, "string"),
-    ("stream_id", "string"),
-    ("vehicle_id", "string"),
-    ("ts0", "double"),
-    ("ts0_alt", "double"),
-    ("poly", "array<array<double>>"),
-    ("lon", "double"),
-    ("lat", "double"),
-    ("trip_state", "string"),
-]  # an empty delivery's checked rows
-
-
-def _counts(df: DataFrame) -> dict[str, int]:
-    return {r[REASON]: int(r["n"]) for r in df.groupBy(REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
 
 
 def _set_aside(s: SetAside) -> str:
@@ -295,19 +280,21 @@ def _ingest_date(
     rows = join_quoted_lines(bronze, files, city.raw.delimiter)
 
     headers = sorted({f.header for f in files if f.header is not None})
-    if headers:
-        verdicts = check_rows(rows, city, headers)
-    else:
-        verdicts = spark.createDataFrame([], ", ".join(f"{c} {t}" for c, t in CHECKED_DDL))
-    verdicts = _persist(verdicts)  # parsed once: the verdict counts and the points both read it
-    # Silver is WGS-84 whatever the delivery's datum: convert before cleaning (bbox, speeds, stays).
-    points = explode_points(verdicts)
+    # Parsed once (a Porto POLYLINE in the Arrow worker): the verdicts, their counts and the points read it.
+    checked = _persist(check_rows(rows, city, headers))
+    verdicts = row_verdicts(checked, city)
     report.datum = city.datum
-    points = wgs84_points(points, city.datum)
-    by_file = {
-        (r[SOURCE_FILE], r[REASON]): int(r["n"])
-        for r in verdicts.groupBy(SOURCE_FILE, REASON).agg(F.count(F.lit(1)).alias("n")).collect()
-    }
+    # One pass over the verdicts: rows by file and reason, and the points of the accepted rows.
+    by_file: dict[tuple[str, str | None], int] = {}
+    report.points_read = 0
+    for r in (
+        verdicts.groupBy(SOURCE_FILE, REASON)
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(points_of_rows()).alias("p"))
+        .collect()
+    ):
+        by_file[(r[SOURCE_FILE], r[REASON])] = int(r["n"])
+        if r[REASON] is None:
+            report.points_read += int(r["p"] or 0)
     row_counts: dict[str | None, int] = {}
     for (_, reason), n in by_file.items():
         row_counts[reason] = row_counts.get(reason, 0) + n
@@ -315,16 +302,21 @@ def _ingest_date(
     report.rows_rejected_by_reason = row_counts
     report.rows_rejected = sum(row_counts.values())
     report.rejected_by_file = {k: n for k, n in by_file.items() if k[1] is not None}
+    report.points_converted = report.points_read if city.datum != "wgs84" else 0
     # Counted apart from the verdicts; and the lines the rows span must be the lines of the files.
-    spans = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(F.split(F.col(LINE), "\n", -1))).alias("lines")).first()
-    report.rows_read = int(spans["n"])
-    lines_in_rows = int(spans["lines"] or 0)
+    report.rows_read, lines_in_rows = record_spans(rows, files)
 
     # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
-    buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    cleaned = _persist(
-        clean_trips_spark(points, city, buckets=buckets, streams_contiguous=city.raw.format == "porto_csv")
-    )
+    # A Porto row is a stream: its points stay two arrays on the row. A point log's rows are its points,
+    # converted to WGS-84 before cleaning (bbox, speeds, stays), then shuffled by vehicle.
+    accepted = verdicts.where(F.col(REASON).isNull())
+    if city.raw.format == "porto_csv":
+        cleaned = clean_porto_rows_spark(accepted, city)
+    else:
+        points = wgs84_points(explode_points(verdicts), city.datum)
+        buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
+        cleaned = clean_trips_spark(points, city, buckets=buckets)
+    cleaned = _persist(cleaned)
     key = load_vehicle_key(settings)
     trips = ct.build_trajectories(
         cleaned.where(F.col("kind") == TRIP),
@@ -333,13 +325,15 @@ def _ingest_date(
         vehicle_key=vehicle_key_column(F.col("vehicle_id"), key),
     )
     dropped = ct.point_rejects(cleaned.where(F.col("kind") == DROP))
-    report.points_dropped_by_reason = _counts(dropped)
+    outcome = cleaned.groupBy("kind", REASON).agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p"))
+    report.points_dropped_by_reason = {}
+    for r in outcome.collect():
+        if r["kind"] == TRIP:
+            report.trajectories_out += int(r["n"])
+            report.points_kept += int(r["p"] or 0)
+        else:
+            report.points_dropped_by_reason[r[REASON]] = int(r["n"])
     report.points_dropped = sum(report.points_dropped_by_reason.values())
-    stats = cleaned.where(F.col("kind") == TRIP).agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p")).first()
-    report.trajectories_out, report.points_kept = int(stats["n"]), int(stats["p"] or 0)
-    # Counted apart from the cleaning (parse + explode only), so the accounting check below can fail.
-    report.points_read = points.count()
-    report.points_converted = report.points_read if city.datum != "wgs84" else 0
 
     rejects = (
         verdicts.where(F.col(REASON).isNotNull())
@@ -365,7 +359,7 @@ def _ingest_date(
     report.status = status
     _append_run(spark, report, started, settings)
     _close_repaired(spark, report, settings)  # every table of the date was replaced by this run
-    for df in [verdicts, cleaned]:
+    for df in [checked, cleaned]:
         df.unpersist()
     log.info(report.summary())
     if report.status == "failed_unreadable":

@@ -1,17 +1,27 @@
 """Bronze rows -> row verdicts and GPS points, for each raw format.
 
-    checked = check_rows(bronze, city, headers).persist()   # a verdict per row, parsed once
-    points = explode_points(checked)                         # reads the persisted rows
+    checked = check_rows(bronze, city, headers).persist()   # each row parsed once (Porto: POLYLINE in Arrow)
+    verdicts = row_verdicts(checked, city)                   # + the rules that look at other rows
+    points = explode_points(verdicts)                        # point logs (Porto: jobs/clean_points.py)
 
-`checked` has one row per bronze row with `reason` (null = accepted) and `detail`; `points` has one
-row per point of an accepted row: source_file, row_id, point_idx, stream_id, vehicle_id, ts (Unix s,
-UTC), lon, lat, trip_state. A stream is what trips are cut from: one Porto row (a trip as recorded),
-or one vehicle of a point log. Built-in Spark functions only (Spark 4 runs in ANSI mode: every parse
-uses a try_ function so bad values become verdicts, not crashes).
+`checked` has one row per bronze row with the verdicts of the row alone; `row_verdicts` adds a file's
+footer and (Porto) duplicate rows and conflicting versions of a trip, each found on a slim projection of
+the persisted rows and joined back by row id (the parsed rows are never shuffled). `verdicts` has
+`reason` (null = accepted) and `detail`; `points` has one row per point of an accepted row:
+source_file, row_id, point_idx, stream_id, vehicle_id, ts (Unix s, UTC), lon, lat, trip_state. A stream
+is what trips are cut from: one Porto row (a trip as recorded), or one vehicle of a point log.
+
+Built-in Spark functions for the fields (Spark 4 runs in ANSI mode: every parse uses a try_ function so
+bad values become verdicts, not crashes); a Porto POLYLINE is parsed once, per batch of rows, in an Arrow
+worker (parse_polylines: a RE2 grammar check and Arrow's CSV number parser), so that its points become
+two arrays on the trip's row, never a Spark row each.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -35,7 +45,8 @@ NON_DATA_REASONS = ("blank_line", "repeated_header", "footer")
 _NULL_SENTINEL = "\u0001"  # so that an empty field is '' and a missing trailing field is null
 
 POINT_COLUMNS = [SOURCE_FILE, ROW_ID, POINT_IDX, "stream_id", "vehicle_id", "ts", "lon", "lat", "trip_state", "ts_alt"]
-# One row per bronze row: its verdict (reason null = accepted) and what the points are made from.
+# One row per bronze row: its verdict (reason null = accepted) and what the points are made from: a Porto
+# row's POLYLINE as two arrays (lons, lats), a point log's fix as lon, lat.
 CHECKED_COLUMNS = [
     SOURCE_FILE,
     ROW_ID,
@@ -45,11 +56,20 @@ CHECKED_COLUMNS = [
     "vehicle_id",
     "ts0",
     "ts0_alt",  # point logs: the later instant of an ambiguous local time (DST), else null
-    "poly",
+    "lons",
+    "lats",
     "lon",
     "lat",
     "trip_state",
 ]
+# check_rows' rows, before the rules that look at other rows (row_verdicts): the reason of the row's
+# structure and of its content apart, whether it has no delimiter (a footer candidate), its trip id.
+ROW_CHECK_DDL = (
+    "source_file string, row_id long, _structure string, _content string, _single boolean, _trip string, "
+    "detail string, stream_id string, vehicle_id string, ts0 double, ts0_alt double, lons array<double>, "
+    "lats array<double>, lon double, lat double, trip_state string"
+)
+ROW_CHECK_COLUMNS = [f.strip().split(" ")[0] for f in ROW_CHECK_DDL.split(",")]
 
 
 def _first_reason(*rules: tuple[Column, str]) -> Column:
@@ -185,34 +205,19 @@ def _csv_fields(header_columns: tuple[str, ...]) -> tuple[str, str]:
     return ", ".join(f"`{n}` STRING" for n in names + ["__extra"]), names[-1]
 
 
-def footer_rows(rows: DataFrame, sep: str = ",") -> DataFrame:
-    """(source_file, row_id, _footer) of each file's footer: up to FOOTER_MAX_LINES non-blank lines
-    without a delimiter ('EOF', 'total 1264 rows') after the file's last line that has one."""
-    nonblank = F.trim(F.col(LINE)) != ""
-    single = nonblank & ~F.col(LINE).contains(sep)
-    last = rows.where(nonblank & ~single).groupBy(SOURCE_FILE).agg(F.max(ROW_ID).alias("_last"))
-    tail = (
-        rows.where(single)
-        .join(F.broadcast(last), SOURCE_FILE, "left")
-        .where(F.col(ROW_ID) > F.coalesce(F.col("_last"), F.lit(-1)))
-        .groupBy(SOURCE_FILE)
-        .agg(F.collect_list(ROW_ID).alias("_ids"))
-        .where(F.size("_ids") <= FOOTER_MAX_LINES)
-    )
-    return tail.select(SOURCE_FILE, F.explode("_ids").alias(ROW_ID), F.lit(True).alias("_footer"))
-
-
 def _generic_row_rules(
     rows: DataFrame, header_columns: tuple[str, ...], sep: str = ","
 ) -> tuple[DataFrame, list[tuple[Column, str]]]:
+    """(rows with the parsed fields `f` and `_single`, the structure rules of the row alone). The footer
+    rule looks at the file's other lines: row_verdicts applies it to the persisted rows."""
     schema, last = _csv_fields(header_columns)
-    rows = rows.join(F.broadcast(footer_rows(rows, sep)), [SOURCE_FILE, ROW_ID], "left")
     options = {"mode": "PERMISSIVE", "nullValue": _NULL_SENTINEL, "emptyValue": "", "sep": sep}
-    parsed = rows.withColumn("f", F.from_csv(F.col(LINE), schema, options))
+    parsed = rows.withColumn("f", F.from_csv(F.col(LINE), schema, options)).withColumn(
+        "_single", (F.trim(F.col(LINE)) != "") & ~F.col(LINE).contains(sep)
+    )
     too_few = F.col(f"f.{last}").isNull() & ~F.col(LINE).endswith(sep)
     rules = [
         (F.trim(F.col(LINE)) == "", "blank_line"),
-        (F.col("_footer").isNotNull(), "footer"),
         (F.col(LINE) == F.col(HEADER), "repeated_header"),
         (F.col(LINE).contains("\ufffd"), "bad_encoding"),
         (F.col("f.__extra").isNotNull() | too_few, "malformed_csv"),
@@ -224,14 +229,84 @@ def _field(header_columns: tuple[str, ...], name: str) -> Column:
     return F.col(f"f.c{header_columns.index(name)}")
 
 
+# ---- the Porto POLYLINE, parsed in the Arrow worker -------------------------------------------------
+
+# A POLYLINE is a JSON array of [lon, lat] pairs of numbers, whitespace allowed between tokens. A number
+# is a JSON number or, as Spark's JSON reader allows, NaN, Infinity or INF with a sign: such a point is
+# read, then dropped as invalid_coordinate by the cleaning, like (0, 0) or a longitude of 200.
+_NUM = r"(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|NaN|[+-]?(?:Infinity|INF))"
+_WS = r"[ \t\n\r]*"
+_PAIR = rf"\[{_WS}{_NUM}{_WS},{_WS}{_NUM}{_WS}\]"
+POLYLINE_RE = rf"^{_WS}\[{_WS}(?:{_PAIR}(?:{_WS},{_WS}{_PAIR})*)?{_WS}\]{_WS}$"
+_TO_LINES = bytes.maketrans(b"[]", b"\n\n")  # '[[a,b],[c,d]]' -> lines '', '', 'a,b', ',', 'c,d', '', ''
+
+
+def parse_polylines(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """POLYLINE texts -> (ok, counts, lon, lat): ok (n,) bool where the text is a POLYLINE (an empty one
+    included), counts (n,) int64 its points (0 where not ok), lon and lat (sum(counts),) float64 in order.
+
+    Checked by one RE2 match (linear time), then read by Arrow's CSV number parser: every bracket becomes
+    a line break, so each pair is a line 'lon,lat' and the ',' between pairs a line of two empty fields
+    (null, dropped). Whitespace between tokens (rare) is removed first, on the rows that have it."""
+    texts = texts.cast(pa.string()) if texts.type != pa.string() else texts
+    ok = pc.fill_null(pc.match_substring_regex(texts, POLYLINE_RE), False)
+    good = texts.filter(ok)
+    if pc.any(pc.match_substring_regex(good, "[ \t\n\r]")).as_py():
+        good = pc.replace_substring_regex(good, "[ \t\n\r]", "")
+    counts = np.zeros(len(texts), np.int64)
+    counts[ok.to_numpy(zero_copy_only=False)] = pc.subtract(pc.count_substring(good, "["), 1).to_numpy()
+    if not counts.sum():
+        return ok.to_numpy(zero_copy_only=False), counts, np.zeros(0), np.zeros(0)
+    good = good.combine_chunks() if isinstance(good, pa.ChunkedArray) else good
+    offsets = np.frombuffer(good.buffers()[1], np.int32)[good.offset : good.offset + len(good) + 1]
+    text = good.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]].translate(_TO_LINES)
+    import pyarrow.csv as pcsv
+
+    pairs = pcsv.read_csv(
+        pa.py_buffer(text),
+        read_options=pcsv.ReadOptions(column_names=["lon", "lat"], use_threads=False),
+        parse_options=pcsv.ParseOptions(quote_char=False),
+        convert_options=pcsv.ConvertOptions(
+            column_types={"lon": pa.float64(), "lat": pa.float64()},
+            null_values=[""],  # 'NaN' is a number
+        ),
+    )
+    pairs = pairs.filter(pc.is_valid(pairs.column("lon")))
+    if pairs.num_rows != counts.sum():  # the grammar admits nothing else: a bug, never a data problem
+        raise ValueError(f"POLYLINE parse: {pairs.num_rows} pairs read, {counts.sum()} counted")
+    return ok.to_numpy(zero_copy_only=False), counts, pairs.column("lon").to_numpy(), pairs.column("lat").to_numpy()
+
+
+def _polyline_verdicts(batches):
+    """Arrow worker: the `_polyline` text of each row -> `lons`, `lats` and the polyline's verdict
+    (bad_polyline, empty_polyline) in `_content`, where the row has no earlier reason."""
+    for batch in batches:
+        cols = {name: batch.column(name) for name in batch.schema.names}
+        ok, counts, lon, lat = parse_polylines(cols.pop("_polyline"))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        content = cols["_content"]
+        earlier = pc.is_valid(content).to_numpy(zero_copy_only=False)
+        verdict = np.where(ok, np.where(counts == 0, "empty_polyline", None), "bad_polyline")
+        content = pa.array(np.where(earlier, content.to_numpy(zero_copy_only=False), verdict), pa.string())
+        cols["_content"] = content
+        cols["lons"] = pa.ListArray.from_arrays(offsets, pa.array(lon, pa.float64()))
+        cols["lats"] = pa.ListArray.from_arrays(offsets, pa.array(lat, pa.float64()))
+        yield pa.RecordBatch.from_arrays([cols[c] for c in ROW_CHECK_COLUMNS], names=ROW_CHECK_COLUMNS)
+
+
+def _null(kind: str) -> Column:
+    return F.lit(None).cast(kind)
+
+
 def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...], sep: str = ",") -> DataFrame:
-    """Porto rows -> CHECKED_COLUMNS: a verdict per row, and the parsed POLYLINE of accepted rows."""
+    """Porto rows -> ROW_CHECK_DDL: the verdicts of each row alone, and the POLYLINE of each row as
+    arrays of lon and lat (parsed in an Arrow worker, per batch of rows). `detail` holds the line's start
+    for every row: whether a row is a duplicate is only known later (row_verdicts)."""
     parsed, rules = _generic_row_rules(rows, header_columns, sep)
     f = lambda name: _field(header_columns, name)  # noqa: E731
     ts0 = epoch_seconds(f("TIMESTAMP"), "unix_s", "UTC")
-    poly = F.from_json(f("POLYLINE"), "array<array<double>>")
-    parsed = parsed.withColumn("ts0", ts0).withColumn("poly", poly)
-    pair_ok = F.forall(F.col("poly"), lambda p: F.size(p) == 2)
+    # The content rules Spark can tell; the POLYLINE's own (bad_polyline, empty_polyline) follow in Arrow.
+    parsed = parsed.withColumn("ts0", ts0)
     content = [
         (
             F.trim(f("TAXI_ID")).isNull()
@@ -241,52 +316,34 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...], sep: str 
             "missing_field",
         ),
         (F.col("ts0").isNull() | (F.col("ts0") < MIN_EPOCH_S) | (F.col("ts0") > MAX_EPOCH_S), "bad_timestamp"),
-        (F.col("poly").isNull() | ~pair_ok, "bad_polyline"),
-        (F.size(F.col("poly")) == 0, "empty_polyline"),
     ]
-    # An exact copy of an earlier line (same trip delivered twice) is a duplicate row. One TRIP_ID with two
-    # different valid lines is a conflict: every version is quarantined, none is guessed right. (The
-    # by-trip window runs first, so the by-line window reuses its shuffle.)
     trip = F.trim(f("TRIP_ID"))
-    parsed = (
-        parsed.withColumn("line_hash", F.sha2(F.col(LINE), 256))
-        .withColumn("_trip", F.when(trip != "", trip))
-        .withColumn("_structure", _first_reason(*rules))
-        .withColumn("_content", _first_reason(*content))
-    )
-    valid = F.col("_structure").isNull() & F.col("_content").isNull() & F.col("_trip").isNotNull()
-    parsed = parsed.withColumn(
-        "_versions", F.size(F.collect_set(F.when(valid, F.col("line_hash"))).over(Window.partitionBy("_trip")))
-    ).withColumn("_first_copy", F.min(ROW_ID).over(Window.partitionBy("_trip", "line_hash")))
-    reason = F.coalesce(
-        F.col("_structure"),
-        F.when(F.col(ROW_ID) != F.col("_first_copy"), F.lit("duplicate_row")),
-        F.col("_content"),
-        F.when(valid & (F.col("_versions") > 1), F.lit("conflicting_duplicate")),
-    )
-    checked = parsed.withColumn(REASON, reason).withColumn(
-        DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
-    )
-    return checked.select(
+    structure = _first_reason(*rules)
+    rows = parsed.select(
         SOURCE_FILE,
         ROW_ID,
-        REASON,
-        DETAIL,
-        F.col("line_hash").alias("stream_id"),
+        structure.alias("_structure"),
+        _first_reason(*content).alias("_content"),
+        "_single",
+        F.when(trip != "", trip).alias("_trip"),
+        F.substring(F.col(LINE), 1, 300).alias(DETAIL),
+        F.sha2(F.col(LINE), 256).alias("stream_id"),
         F.trim(f("TAXI_ID")).alias("vehicle_id"),
-        F.col("ts0"),
-        F.lit(None).cast("double").alias("ts0_alt"),
-        F.col("poly"),
-        F.lit(None).cast("double").alias("lon"),
-        F.lit(None).cast("double").alias("lat"),
-        F.lit(None).cast("string").alias("trip_state"),
+        "ts0",
+        _null("double").alias("ts0_alt"),
+        # Only rows whose structure is sound are worth parsing; the others' POLYLINE is not looked at.
+        F.when(structure.isNull(), f("POLYLINE")).alias("_polyline"),
+        _null("double").alias("lon"),
+        _null("double").alias("lat"),
+        _null("string").alias("trip_state"),
     )
+    return rows.mapInArrow(_polyline_verdicts, ROW_CHECK_DDL)
 
 
 def check_point_log_rows(
     rows: DataFrame, header_columns: tuple[str, ...], city: CityConfig, sep: str = ","
 ) -> DataFrame:
-    """Point-log rows -> CHECKED_COLUMNS: a verdict per row; an accepted row is one fix."""
+    """Point-log rows -> ROW_CHECK_DDL: the verdicts of each row alone; an accepted row is one fix."""
     parsed, rules = _generic_row_rules(rows, header_columns, sep)
     cols = city.raw.file_columns
     f = lambda canon: _field(header_columns, cols[canon])  # noqa: E731
@@ -307,25 +364,30 @@ def check_point_log_rows(
         F.trim(f("lat")).try_cast("double").alias("lat"),
         (F.trim(f("trip_state")) if "trip_state" in cols else F.lit(None).cast("string")).alias("trip_state"),
     )
-    rules += [
+    content = [
         (F.col("vehicle_id").isNull() | (F.col("vehicle_id") == ""), "missing_field"),
         (F.col("_nonexistent"), "nonexistent_local_time"),
         (F.col("ts_s").isNull() | (F.col("ts_s") < MIN_EPOCH_S) | (F.col("ts_s") > MAX_EPOCH_S), "bad_timestamp"),
         (~_valid_coordinate(F.col("lon"), F.col("lat")), "invalid_coordinate"),
     ]
-    checked = parsed.withColumn(REASON, _first_reason(*rules)).withColumn(
-        DETAIL, F.when(F.col(REASON).isNotNull(), F.substring(F.col(LINE), 1, 300))
-    )
+    checked = parsed.withColumn("_structure", _first_reason(*rules)).withColumn("_content", _first_reason(*content))
+    # A point log has a row per fix: the line's start is kept only where the row may be rejected (a
+    # footer is a line without a delimiter).
+    maybe_rejected = F.col("_structure").isNotNull() | F.col("_content").isNotNull() | F.col("_single")
     return checked.select(
         SOURCE_FILE,
         ROW_ID,
-        REASON,
-        DETAIL,
+        "_structure",
+        "_content",
+        "_single",
+        _null("string").alias("_trip"),
+        F.when(maybe_rejected, F.substring(F.col(LINE), 1, 300)).alias(DETAIL),
         F.col("vehicle_id").alias("stream_id"),
         "vehicle_id",
         F.col("ts_s").alias("ts0"),
         F.col("ts_alt").alias("ts0_alt"),
-        F.lit(None).cast("array<array<double>>").alias("poly"),
+        _null("array<double>").alias("lons"),
+        _null("array<double>").alias("lats"),
         "lon",
         "lat",
         "trip_state",
@@ -340,8 +402,9 @@ def file_delimiter(source_file: Column, city: CityConfig) -> Column:
 
 
 def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataFrame:
-    """Every (header, delimiter) group of a delivery checked, as one frame of CHECKED_COLUMNS. A header
-    only passed the landing check split by its file's delimiter, so it contains that delimiter."""
+    """Every (header, delimiter) group of a delivery checked, as one frame of ROW_CHECK_DDL (persist it,
+    then row_verdicts). A header only passed the landing check split by its file's delimiter, so it
+    contains that delimiter."""
     import csv
 
     checked = None
@@ -356,7 +419,71 @@ def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataF
             else:
                 c = check_point_log_rows(group, columns, city, sep)
             checked = c if checked is None else checked.unionByName(c)
+    if checked is None:
+        return bronze.sparkSession.createDataFrame([], ROW_CHECK_DDL)
     return checked
+
+
+def _footer_flags(checked: DataFrame) -> DataFrame:
+    """(row_id, _flag 'footer') of each file's footer: up to FOOTER_MAX_LINES non-blank lines without a
+    delimiter ('EOF', 'total 1264 rows') after the file's last line that has one."""
+    nonblank = F.coalesce(F.col("_structure") != "blank_line", F.lit(True))
+    last = checked.where(nonblank & ~F.col("_single")).groupBy(SOURCE_FILE).agg(F.max(ROW_ID).alias("_last"))
+    tail = (
+        checked.where(F.col("_single"))
+        .join(F.broadcast(last), SOURCE_FILE, "left")
+        .where(F.col(ROW_ID) > F.coalesce(F.col("_last"), F.lit(-1)))
+        .groupBy(SOURCE_FILE)
+        .agg(F.collect_list(ROW_ID).alias("_ids"))
+        .where(F.size("_ids") <= FOOTER_MAX_LINES)
+    )
+    return tail.select(F.explode("_ids").alias(ROW_ID), F.lit("footer").alias("_flag"))
+
+
+def _duplicate_flags(checked: DataFrame) -> DataFrame:
+    """(row_id, _flag) of Porto rows that repeat an earlier line (duplicate_row: the same trip delivered
+    twice) or that are one of several different valid lines of one TRIP_ID (conflicting_duplicate: every
+    version is quarantined, none is guessed right). On four slim columns: row id, trip, line hash and
+    whether the row is valid."""
+    valid = F.col("_structure").isNull() & F.col("_content").isNull() & F.col("_trip").isNotNull()
+    slim = checked.select(ROW_ID, "_trip", F.col("stream_id").alias("_hash"), valid.alias("_valid"))
+    versions = F.size(F.collect_set(F.when(F.col("_valid"), F.col("_hash"))).over(Window.partitionBy("_trip")))
+    first_copy = F.min(ROW_ID).over(Window.partitionBy("_trip", "_hash"))
+    flag = F.when(F.col(ROW_ID) != first_copy, F.lit("duplicate_row")).when(
+        F.col("_valid") & (versions > 1), F.lit("conflicting_duplicate")
+    )
+    return slim.select(ROW_ID, flag.alias("_flag")).where(F.col("_flag").isNotNull())
+
+
+_FLAG_RANK = {"footer": 0, "duplicate_row": 1, "conflicting_duplicate": 2}
+
+
+def row_verdicts(checked: DataFrame, city: CityConfig) -> DataFrame:
+    """check_rows' rows (persisted: they are read three times) -> CHECKED_COLUMNS, with the rules that
+    look at other rows. The rows they flag (a footer is at most FOOTER_MAX_LINES lines a file; duplicates
+    are few) are collected and joined back by row id. The first rule that fires names the reason:
+    blank_line, footer, the other structure rules, duplicate_row, the content rules, conflicting_duplicate."""
+    flags = _footer_flags(checked)
+    if city.raw.format == "porto_csv":
+        flags = flags.unionByName(_duplicate_flags(checked))
+    best: dict[int, str] = {}
+    for r in flags.collect():
+        if r[ROW_ID] not in best or _FLAG_RANK[r["_flag"]] < _FLAG_RANK[best[r[ROW_ID]]]:
+            best[r[ROW_ID]] = r["_flag"]
+    spark = checked.sparkSession
+    flagged = spark.createDataFrame(sorted(best.items()), f"{ROW_ID} long, _flag string")
+    v = checked.join(F.broadcast(flagged), ROW_ID, "left")
+    flag, structure = F.col("_flag"), F.col("_structure")
+    reason = (
+        F.when(structure == "blank_line", structure)
+        .when(flag == "footer", flag)
+        .when(structure.isNotNull(), structure)
+        .when(flag == "duplicate_row", flag)
+        .when(F.col("_content").isNotNull(), F.col("_content"))
+        .when(flag == "conflicting_duplicate", flag)
+    )
+    v = v.withColumn(REASON, reason).withColumn(DETAIL, F.when(F.col(REASON).isNotNull(), F.col(DETAIL)))
+    return v.select(*CHECKED_COLUMNS)
 
 
 def detected_timestamp_formats(bronze: DataFrame, city: CityConfig, headers: list[str], sample: int = 100_000) -> dict:
@@ -387,11 +514,18 @@ def detected_timestamp_formats(bronze: DataFrame, city: CityConfig, headers: lis
     return counts
 
 
+def points_of_rows() -> Column:
+    """The points of a row: its POLYLINE's (Porto), else 1 (a point log's fix). Sum it over accepted
+    rows for the points read, apart from the cleaning."""
+    return F.when(F.col("lons").isNotNull(), F.size("lons")).otherwise(F.lit(1))
+
+
 def explode_points(checked: DataFrame) -> DataFrame:
-    """Accepted rows of check_rows -> POINT_COLUMNS, one row per GPS fix (a Porto row's POLYLINE points
-    are PORTO_FIX_INTERVAL_S apart from its TIMESTAMP; a point-log row is its own single fix).
-    Persist `checked` first when both its verdicts and these points are used: nothing is parsed twice."""
-    coords = F.coalesce(F.col("poly"), F.array(F.array(F.col("lon"), F.col("lat"))))
+    """Accepted rows of row_verdicts -> POINT_COLUMNS, one row per GPS fix (a Porto row's POLYLINE points
+    are PORTO_FIX_INTERVAL_S apart from its TIMESTAMP; a point-log row is its own single fix). The
+    ingestion explodes point logs only: Porto rows are cleaned as rows (jobs/clean_points.py)."""
+    lons = F.coalesce(F.col("lons"), F.array(F.col("lon")))
+    lats = F.coalesce(F.col("lats"), F.array(F.col("lat")))
     return (
         checked.where(F.col(REASON).isNull())
         .select(
@@ -402,7 +536,7 @@ def explode_points(checked: DataFrame) -> DataFrame:
             "ts0",
             "ts0_alt",
             "trip_state",
-            F.posexplode(coords).alias(POINT_IDX, "p"),
+            F.posexplode(F.arrays_zip(lons.alias("x"), lats.alias("y"))).alias(POINT_IDX, "p"),
         )
         .select(
             SOURCE_FILE,
@@ -411,8 +545,8 @@ def explode_points(checked: DataFrame) -> DataFrame:
             "stream_id",
             "vehicle_id",
             (F.col("ts0").cast("long") + F.col(POINT_IDX) * PORTO_FIX_INTERVAL_S).alias("ts"),
-            F.col("p")[0].alias("lon"),
-            F.col("p")[1].alias("lat"),
+            F.col("p")["x"].alias("lon"),
+            F.col("p")["y"].alias("lat"),
             "trip_state",
             F.col("ts0_alt").cast("long").alias("ts_alt"),
         )
@@ -420,15 +554,18 @@ def explode_points(checked: DataFrame) -> DataFrame:
 
 
 def parse_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> tuple[DataFrame, DataFrame]:
-    """(row verdicts, points) of a delivery: check_rows and explode_points in one call."""
-    checked = check_rows(bronze, city, headers)
-    return checked, explode_points(checked)
+    """(row verdicts, points) of a delivery: check_rows, row_verdicts and explode_points in one call."""
+    verdicts = row_verdicts(check_rows(bronze, city, headers), city)
+    return verdicts, explode_points(verdicts)
 
 
 __all__ = [
     "parse_rows",
     "check_rows",
+    "row_verdicts",
     "explode_points",
+    "points_of_rows",
+    "parse_polylines",
     "check_porto_rows",
     "check_point_log_rows",
     "epoch_seconds",
@@ -437,4 +574,5 @@ __all__ = [
     "PORTO_COLUMNS",
     "POINT_COLUMNS",
     "CHECKED_COLUMNS",
+    "ROW_CHECK_DDL",
 ]

@@ -10,7 +10,9 @@ from transfertraj.jobs.parse_points import (
     detected_timestamp_formats,
     epoch_seconds,
     explode_points,
+    parse_polylines,
     parse_rows,
+    row_verdicts,
     timestamp_format_of,
 )
 from transfertraj.jobs.schemas import BRONZE_SCHEMA
@@ -81,8 +83,9 @@ def test_auto_timestamps_of_a_fleet_log_with_microseconds(spark):
         "1131,2014-02-01 07:01:75.1,104.07,30.67",
     ]
     checked = check_rows(bronze(spark, header, lines), city, [header]).persist()  # as jobs/ingest.py does
-    assert [r.reason for r in checked.orderBy("row_id").collect()] == [None] * 7 + ["bad_timestamp"]
-    points = explode_points(checked)
+    verdicts = row_verdicts(checked, city)
+    assert [r.reason for r in verdicts.orderBy("row_id").collect()] == [None] * 7 + ["bad_timestamp"]
+    points = explode_points(verdicts)
     assert [r.ts for r in points.orderBy("row_id").collect()] == [1391209200 + 15 * i for i in range(7)]
     formats = bronze(spark, header, [line.split(",")[1] for line in lines]).select(
         timestamp_format_of(F.col("line"), "auto").alias("f")
@@ -199,14 +202,15 @@ def test_a_tab_separated_point_log(spark, tmp_path):
     assert inspect_file(path, city).columns == ("taxi", "time", "lng", "lat")
     rows = [(path.name, i, line, header, "c", "d") for i, line in enumerate(lines)]
     checked = check_rows(spark.createDataFrame(rows, BRONZE_SCHEMA), city, [header]).persist()
-    assert [r.reason for r in checked.orderBy("row_id").collect()] == [
+    verdicts = row_verdicts(checked, city)
+    assert [r.reason for r in verdicts.orderBy("row_id").collect()] == [
         None,
         None,
         "malformed_csv",
         "blank_line",
         "footer",
     ]
-    points = explode_points(checked).orderBy("row_id").collect()
+    points = explode_points(verdicts).orderBy("row_id").collect()
     assert [(p.vehicle_id, p.ts, p.lon, p.lat) for p in points] == [
         ("1131", 1391209200, 104.0707, 30.6713),
         ("1131", 1391209215, 104.0711, 30.6719),
@@ -230,3 +234,18 @@ def test_the_detected_timestamp_formats_are_counted_for_the_log(spark):
         "unreadable": 1,
     }
     assert detected_timestamp_formats(bronze(spark, header, lines), porto_like(), [header]) == {"unix_s": None}
+
+
+def test_polylines_are_read_by_their_grammar_only():
+    """parse_polylines (the Arrow worker's parse): JSON arrays of number pairs, whitespace anywhere between
+    tokens; anything else is not a POLYLINE (a null coordinate, a leading zero, a third value, a cut)."""
+    import numpy as np
+    import pyarrow as pa
+
+    texts = ["[[-8.61,41.14],[-8.62,41.15]]", "[]", " [ [1 , 2],\n[3e1,-4.5] ] ", "[[NaN,-INF]]", "[[1,null]]"]
+    texts += ["[[01,2]]", "[[-8.61,41.14,3.0]]", "[[-8.61,41.14],[-8.6", "[[1,2],]", "[[1,2][3,4]]", None]
+    ok, counts, lon, lat = parse_polylines(pa.array(texts))
+    assert ok.tolist() == [True, True, True, True] + [False] * 7
+    assert counts.tolist() == [2, 0, 2, 1] + [0] * 7
+    assert lon[:4].tolist() == [-8.61, -8.62, 1.0, 30.0] and np.isnan(lon[4])
+    assert lat.tolist() == [41.14, 41.15, 2.0, -4.5, -np.inf]
