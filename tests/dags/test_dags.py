@@ -157,10 +157,13 @@ def test_nightly_scoring_scores_the_day_with_the_champion(dagbag):
     spark = get_spark("tests", _settings())
     silver = spark.read.format("delta").load(table_path(_settings(), "silver")).where("date = '2013-07-01'").count()
     preds = spark.read.format("delta").load(table_path(_settings(), "predictions"))
-    rows = preds.groupBy("city", "date", "model_uri").count().collect()
-    assert [(r["city"], r["date"], r["model_uri"], r["count"]) for r in rows] == [
-        ("tinyporto", "2013-07-01", "models:/transfertraj-base/1", silver)
-    ]
+    rows = preds.groupBy("city", "date", "model_uri", "task").count().collect()
+    assert {(r["city"], r["date"], r["model_uri"]) for r in rows} == {
+        ("tinyporto", "2013-07-01", "models:/transfertraj-base/1")
+    }
+    per_task = {r["task"]: r["count"] for r in rows}
+    assert per_task["odtte"] == silver  # every trajectory of the day gets its travel time
+    assert 0 < per_task["tp"] <= silver and 0 < per_task["tr"] <= silver  # TP/TR: those long enough to hold out
 
 
 def test_onboard_rejects_bad_params_at_trigger(dagbag):
