@@ -29,7 +29,6 @@ dated, with the load), and the table as bench/results/context-<timestamp>.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -44,6 +43,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.history import append_rows  # noqa: E402
 
 JITTER_M = 25.0
 TARGET_POINTS_S = 1_000_000  # issue #18: at 10 M points on 2 cores
@@ -175,12 +176,7 @@ def append_results(rows: list[dict], table: str, stamp: str) -> Path:
     goes to context-<stamp>.md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "context-history.csv"
-    old = list(csv.DictReader(path.open())) if path.exists() else []
-    fields = list(dict.fromkeys([k for r in old for k in r] + [k for r in rows for k in r]))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows([*old, *rows])
+    append_rows(path, rows)
     (RESULTS / f"context-{stamp}.md").write_text(table + "\n")
     return path
 

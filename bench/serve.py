@@ -44,6 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.history import append_rows  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 TARGETS = {"load_s": 5.0, "first_request_s": 2.0, "p50_ms": 50.0}
 MODEL_NAME = "transfertraj-porto"
@@ -449,12 +451,7 @@ def append_results(row: dict, table: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = row["date"]
     path = RESULTS / "serve.csv"
-    rows = list(csv.DictReader(path.open())) if path.exists() else []
-    fields = list(dict.fromkeys([k for r in rows for k in r] + list(row)))  # earlier rows keep their columns
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows([*rows, row])
+    append_rows(path, [row])
     (RESULTS / f"serve-{stamp}.md").write_text(table + "\n")
     return path
 

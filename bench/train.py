@@ -19,7 +19,6 @@ Variants:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -32,6 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.history import append_rows  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 
 REFERENCE = [  # s/step at batch 64 x 120 on the same 2 cores (from the project's issue), peak GB or None
@@ -366,12 +368,7 @@ def append_results(results: list[dict], text: str, stamp: str, load_start: float
             }
         )
     path = RESULTS / "train-history.csv"
-    old = list(csv.DictReader(path.open())) if path.exists() else []
-    fields = list(dict.fromkeys([k for r in old for k in r] + [k for r in rows for k in r]))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows([*old, *rows])
+    append_rows(path, rows)
     (RESULTS / f"train-{stamp}.md").write_text("```\n" + text + "\n```\n")
     return path
 
