@@ -39,15 +39,15 @@ def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.gather(1, i.unsqueeze(-1).expand(*i.shape, values.shape[-1]))
 
 
-def _axis(minutes: torch.Tensor | None, timed: torch.Tensor | None, observed: torch.Tensor):
+def _axis(minutes: torch.Tensor | None, timed: torch.Tensor | None, prev: torch.Tensor, nxt: torch.Tensor):
     """(minutes (B, L) float, by_time (B, L) bool): by_time where the point and its observed neighbours
-    have known times in order, so weights can follow the clock; elsewhere callers use the point index."""
+    (prev, nxt from `_neighbours`) have known times in order, so weights can follow the clock; elsewhere
+    callers use the point index."""
     if minutes is None or timed is None:
-        return torch.zeros(observed.shape, device=observed.device), torch.zeros_like(observed)
-    prev, nxt = _neighbours(observed)
+        return torch.zeros(prev.shape, device=prev.device), torch.zeros_like(prev, dtype=torch.bool)
     t = minutes.float()
     t_p, t_n = _take(t, prev), _take(t, nxt)
-    has_p, has_n = prev >= 0, nxt < observed.shape[1]
+    has_p, has_n = prev >= 0, nxt < prev.shape[1]
     ok_p = ~has_p | (_take(timed, prev) & (t >= t_p))
     ok_n = ~has_n | (_take(timed, nxt) & (t <= t_n))
     span_ok = ~(has_p & has_n) | (prev == nxt) | (t_n > t_p)
@@ -66,7 +66,7 @@ def position_proxy(
     B, L, _ = xy.shape
     prev, nxt = _neighbours(observed)
     has_prev, has_next = prev >= 0, nxt < L
-    t, by_time = _axis(minutes, timed, observed)
+    t, by_time = _axis(minutes, timed, prev, nxt)
     idx = torch.arange(L, device=xy.device).expand(B, L)
     a_p = torch.where(by_time, _take(t, prev), prev.to(t.dtype))
     a_n = torch.where(by_time, _take(t, nxt), nxt.to(t.dtype))
@@ -95,7 +95,7 @@ def curve_offset(
     xy = xy.float()
     prev, nxt = _neighbours(observed)
     has_p, has_n = prev >= 0, nxt < L
-    t, by_time = _axis(minutes, timed, observed)
+    t, by_time = _axis(minutes, timed, prev, nxt)
     idx = torch.arange(L, device=xy.device).expand(B, L).to(t.dtype)
     # The second neighbours: the observed point before prev and the one after next.
     pp = torch.where(prev >= 1, _take(prev, prev - 1), torch.full_like(prev, -1))
