@@ -62,6 +62,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default="constant",
         help="cosine: lr down to lr/20 over --epochs",
     )
+    p.add_argument(
+        "--time-loss",
+        choices=["mse", "l1"],
+        default="mse",
+        help="temporal loss: mse (the paper's) or l1 (absolute error: what OD-TTE's MAE rewards; travel times "
+        "are right-skewed, so the squared error answers above the median)",
+    )
 
 
 def read_input(args, settings=None):
@@ -93,6 +100,7 @@ def _train_kwargs(args) -> dict:
         val_size=args.val_size,
         time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
         lr_schedule=args.lr_schedule,
+        time_loss=args.time_loss,
     )
 
 

@@ -72,12 +72,15 @@ class TrainConfig:
     val_size: int | None = None  # validation trajectories (a fixed draw, equal shares per city)
     time_budget_s: float | None = None  # stop after the epoch that reaches this much training time
     lr_schedule: str = "constant"  # constant | cosine (to lr/20 over `epochs`, from the global step)
+    time_loss: str = "mse"  # mse | l1: the temporal loss (TransferTraj.forward says when l1 is the one to use)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, not {self.lr_schedule!r}")
+        if self.time_loss not in ("mse", "l1"):
+            raise ValueError(f"time_loss must be mse or l1, not {self.time_loss!r}")
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict]:
@@ -181,14 +184,14 @@ def _epoch_batches(data, indices, cfg: TrainConfig, collator: Collator, rt: Runt
 
 @torch.no_grad()
 def validation_loss(model: TransferTraj, data, indices, cfg: TrainConfig, rt: Runtime) -> float:
-    """Masked MSE (spatial + temporal, no balancing term) under the task's mask, fixed masks, no noise."""
+    """Masked loss (spatial MSE + the temporal `time_loss`, no balancing term) under the task's mask, fixed masks, no noise."""
     was_training = model.training
     model.eval()
     collator = Collator(task=cfg.task, seed=cfg.seed + 1)
     loss_sum, n = 0.0, 0.0
     for batch, targets in _epoch_batches(data, indices, cfg, collator, rt, epoch=0, shuffle=False):
         with rt.autocast(cfg):
-            out, _ = model(to_device(batch, rt.device), to_device(targets, rt.device))
+            out, _ = model(to_device(batch, rt.device), to_device(targets, rt.device), time_loss=cfg.time_loss)
         size = len(batch["row"])
         loss_sum += float(out["loss_spatial"] + out["loss_temporal"]) * size
         n += size
@@ -283,7 +286,7 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(cfg, epoch * steps_per_epoch + steps, cfg.epochs * steps_per_epoch)
             with rt.autocast(cfg):
-                _, loss = net(to_device(batch, rt.device), to_device(targets, rt.device))
+                _, loss = net(to_device(batch, rt.device), to_device(targets, rt.device), time_loss=cfg.time_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

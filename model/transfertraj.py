@@ -391,8 +391,14 @@ class TransferTraj(nn.Module):
         heads = {id(p) for m in head_modules for p in m.parameters()}
         return [p for p in self.parameters() if id(p) not in heads]
 
-    def forward(self, batch: dict, targets: dict | None = None, *, return_attention: bool = False):
+    def forward(
+        self, batch: dict, targets: dict | None = None, *, return_attention: bool = False, time_loss: str = "mse"
+    ):
         """batch: inputs from the collate function; targets: {"xy" (B, L, 2), "time" (B, L, 4)}.
+
+        time_loss: "mse" (squared error of the scaled temporal features, the paper's) or "l1" (absolute
+        error). OD-TTE is scored by MAE: travel times are right-skewed, and the squared error pulls the
+        answer towards the mean, which the long trips drag above the median that minimises the MAE.
 
         Returns (outputs, loss); loss is None without targets. outputs: "xy" (B, L, 2) relative
         metres, "time" (B, L, 4), "routing" (per layer: "indices"/"weights" (N, k) over real tokens
@@ -434,7 +440,8 @@ class TransferTraj(nn.Module):
         sel_s = (batch["mask_s"] & valid).float()  # (B, L)
         sel_t = (batch["mask_t"] & valid).float()
         err_s = ((xy - targets["xy"]) / self.args.spatial_scale_m).pow(2).mean(-1)  # (B, L)
-        err_t = ((time - targets["time"]) / self.temporal_scale).pow(2).mean(-1)  # (B, L)
+        diff_t = (time - targets["time"]) / self.temporal_scale
+        err_t = (diff_t.abs() if time_loss == "l1" else diff_t.pow(2)).mean(-1)  # (B, L)
         loss_s = (err_s * sel_s).sum() / sel_s.sum().clamp(min=1)
         loss_t = (err_t * sel_t).sum() / sel_t.sum().clamp(min=1)
         outputs.update(

@@ -57,6 +57,19 @@ def test_forward_backward_shapes(data):
     assert none is None and out2["xy"].shape == (B, L, 2)
 
 
+def test_time_loss_l1_is_the_mean_absolute_scaled_error_of_hidden_times(data):
+    batch, targets = make_batch(data, "od")
+    model = model_for().eval()
+    with torch.no_grad():
+        mse, _ = model(batch, targets)
+        l1, _ = model(batch, targets, time_loss="l1")
+    hidden = batch["mask_t"] & batch["valid"]
+    diff = (mse["time"] - targets["time"])[hidden] / model.temporal_scale  # (n, 4)
+    torch.testing.assert_close(l1["loss_temporal"], diff.abs().mean())
+    torch.testing.assert_close(mse["loss_temporal"], diff.pow(2).mean())
+    torch.testing.assert_close(l1["loss_spatial"], mse["loss_spatial"])  # positions keep the squared error
+
+
 def test_trie_attention_weights_invariant_to_translation():
     torch.manual_seed(0)
     attn = TrieAttention(dim=32, n_heads=2, position="trie", rope_freqs=True, unit_m=10.0).double()
