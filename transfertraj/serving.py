@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transfertraj.core.constants import TP_FUTURE
-from transfertraj.core.cores import available_cores
+from transfertraj.core.cores import idle_cores
 from transfertraj.features.context import check_context, load_city_context, poi_tree
 from transfertraj.features.datum import from_wgs84, to_wgs84
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
@@ -47,11 +47,9 @@ from transfertraj.features.trajectory import TRAJECTORY_FIELDS, point_features, 
 log = logging.getLogger("transfertraj.serving")
 
 INPUT_COLUMNS = ("trip_id", "ts", "lon", "lat")
-# torch intra-op threads per predict call; default: the cores this process may use (core.cores:
-# affinity, cgroup quota, TRANSFERTRAJ_THREADS) that are not already busy when the model loads (the
-# 1-minute load average), at least 1. More threads than idle cores spin on OpenMP barriers: on the
-# shared 2-core machine (load 8-11) 2 threads made a 64-trip request 10x slower than 1 (bench/README.md).
-# Under `mlflow models serve -w N` set it to cores / N.
+# torch intra-op threads per predict call; default: core.cores.idle_cores() when the model loads (the
+# rule and its reasons are stated there). On the shared 2-core machine (load 8-11) 2 threads made a
+# 64-trip request 10x slower than 1 (bench/README.md). Under `mlflow models serve -w N` set it to cores / N.
 THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
 # Padded points per forward pass: a request's trips are grouped by length up to this many (B x L), so
 # short trips are not padded to the longest (transfertraj.model.predict.length_batches). 64 real
@@ -61,12 +59,10 @@ SERVING_TASKS = ("tp", "tr", "odtte")
 
 
 def serving_threads() -> int:
-    """torch threads of a serving process: TRANSFERTRAJ_SERVING_THREADS, else its idle cores (see above)."""
+    """torch threads of a serving process: TRANSFERTRAJ_SERVING_THREADS, else core.cores.idle_cores()."""
     if os.environ.get(THREADS_ENV):
         return max(1, int(os.environ[THREADS_ENV]))
-    cores = available_cores()
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(1, min(cores, cores - busy))
+    return idle_cores()
 
 
 class CityToLonLat:
