@@ -101,7 +101,10 @@ def model_task(task: str, mu: int = 8) -> str:
 
 
 def check_points(points: pd.DataFrame) -> pd.DataFrame:
-    """Validate and normalise request rows: the four columns, numbers where numbers belong, sorted."""
+    """Validate and normalise request rows: the four columns, numbers where numbers belong, sorted.
+
+    A row with a ts and neither lon nor lat is an asked time (TP: "where at this time?"); it keeps NaN
+    lon/lat here and expand_for_task places it. A row with only one of lon/lat is refused."""
     missing = [c for c in INPUT_COLUMNS if c not in points.columns]
     if missing:
         raise ServingInputError(f"input lacks columns {missing}; expected {list(INPUT_COLUMNS)} (one row per point)")
@@ -109,26 +112,87 @@ def check_points(points: pd.DataFrame) -> pd.DataFrame:
     df["trip_id"] = df["trip_id"].astype(str)
     for col in ("ts", "lon", "lat"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    bad = df[["ts", "lon", "lat"]].isna().any(axis=1)
+    lon_na, lat_na = df["lon"].isna(), df["lat"].isna()
+    bad = df["ts"].isna() | (lon_na != lat_na)
     if bad.any():
-        raise ServingInputError(f"{int(bad.sum())} row(s) have a missing or non-numeric ts/lon/lat")
-    if not (df["lon"].between(-180, 180).all() and df["lat"].between(-90, 90).all()):
+        raise ServingInputError(
+            f"{int(bad.sum())} row(s) have a missing or non-numeric ts, or only one of lon/lat (a row that asks "
+            "about a time leaves both empty)"
+        )
+    placed = ~lon_na
+    if not (df.loc[placed, "lon"].between(-180, 180).all() and df.loc[placed, "lat"].between(-90, 90).all()):
         raise ServingInputError("lon must lie in [-180, 180] and lat in [-90, 90]")
     df["ts"] = df["ts"].astype(np.int64)
     return df.sort_values(["trip_id", "ts"], kind="stable").reset_index(drop=True)
 
 
+def asked_rows(points: pd.DataFrame) -> pd.DataFrame:
+    """Rows that ask about the (trip_id, ts) of `points`: TP's "where at these times?" (no lon/lat)."""
+    return pd.DataFrame(
+        {"trip_id": points["trip_id"].to_numpy(), "ts": points["ts"].to_numpy(), "lon": np.nan, "lat": np.nan}
+    )
+
+
+def tp_times(points: pd.DataFrame, trips: np.ndarray, last_ts: np.ndarray, interval_s: float) -> np.ndarray:
+    """(trips, TP_FUTURE) Unix seconds of the hidden TP points: the request's asked times where a trip
+    names them (rows without lon/lat), else the city's nominal interval after the trip's last point.
+
+    Why the request may name them: the model's TP mask hides positions, not times (model.masking), so
+    the answer is "where at these times"; at irregular sampling (San Francisco's fixes are 20 s to
+    minutes apart) the nominal steps ask about times nobody wanted. `trips` are the observed trips in
+    order (sorted ids), `last_ts` their last observed time; a trip names all TP_FUTURE times or none."""
+    step = np.arange(1, TP_FUTURE + 1) * int(round(interval_s))
+    times = last_ts[:, None] + step[None, :]
+    asked = points[points["lon"].isna()]
+    if asked.empty:
+        return times
+    ids = asked["trip_id"].to_numpy(dtype=object)
+    at = np.minimum(np.searchsorted(trips, ids), len(trips) - 1)
+    unknown = trips[at] != ids
+    if unknown.any():
+        raise ServingInputError(f"trip {ids[unknown][0]}: asks about times but has no observed point")
+    count = np.bincount(at, minlength=len(trips))
+    wrong = (count != 0) & (count != TP_FUTURE)
+    if wrong.any():
+        t = int(np.flatnonzero(wrong)[0])
+        raise ServingInputError(
+            f"trip {trips[t]}: asks about {count[t]} time(s); tp answers {TP_FUTURE} points, so name "
+            f"{TP_FUTURE} times (rows with ts and no lon/lat) or none (the city's interval after the last point)"
+        )
+    named = np.flatnonzero(count == TP_FUTURE)
+    asked_ts = asked["ts"].to_numpy(dtype=np.int64).reshape(-1, TP_FUTURE)  # sorted by trip, then ts
+    after = asked_ts[:, 0] > last_ts[named]
+    rising = (np.diff(asked_ts, axis=1) > 0).all(axis=1)
+    if not (after & rising).all():
+        t = named[~(after & rising)][0]
+        raise ServingInputError(
+            f"trip {trips[t]}: asked times must be distinct and after its last observed point (ts {last_ts[t]})"
+        )
+    times[named] = asked_ts
+    return times
+
+
 def expand_for_task(points: pd.DataFrame, task: str, *, interval_s: float, mu: int = 8) -> pd.DataFrame:
     """Request points -> the trajectory the task's mask expects, with an `observed` flag per point.
 
-    tp: observed points + 5 future placeholders; tr: mu-1 placeholders between consecutive observed
-    points (so the tr mask keeps exactly the observed ones); odtte: first and last point only.
-    Placeholders repeat the previous observed position and step the time; the mask hides them.
+    tp: observed points + 5 future placeholders at the asked times (tp_times); tr: mu-1 placeholders
+    between consecutive observed points (so the tr mask keeps exactly the observed ones); odtte: first
+    and last point only. Placeholders repeat the previous observed position; the mask hides it.
     """
     if task not in SERVING_TASKS:
         raise ServingInputError(f"unknown task {task!r}")
     if len(points) == 0:
         raise ServingInputError("the request has no rows")
+    asking = points["lon"].isna().to_numpy()
+    if asking.any():
+        if task != "tp":
+            raise ServingInputError(
+                f"{int(asking.sum())} row(s) without lon/lat: only tp takes asked times (tr asks the times between "
+                "its points, odtte the arrival)"
+            )
+        asked, points = points, points[~asking].reset_index(drop=True)
+        if len(points) == 0:
+            raise ServingInputError("the request has asked times but no observed point")
     trip = points["trip_id"].to_numpy(dtype=object)
     ts, lon, lat = (points[c].to_numpy() for c in ("ts", "lon", "lat"))
     start = np.flatnonzero(np.r_[True, trip[1:] != trip[:-1]])  # rows are sorted by trip (check_points)
@@ -142,12 +206,13 @@ def expand_for_task(points: pd.DataFrame, task: str, *, interval_s: float, mu: i
     if task == "tp":
         k = np.tile(np.arange(1, TP_FUTURE + 1), len(start))
         f = np.repeat(np.arange(len(start)), TP_FUTURE)
+        future = tp_times(asked if asking.any() else points, trip[start], ts[last], interval_s)
         parts = [
             (trip_no, pos, ts, lon, lat, np.ones(len(ts), bool)),
             (
                 f,
                 n[f] - 1 + k,
-                ts[last][f] + int(round(interval_s)) * k,
+                future.reshape(-1),
                 lon[last][f],
                 lat[last][f],
                 np.zeros(len(f), bool),
