@@ -11,18 +11,35 @@ within a trip). What the rows mean depends on the task:
 
 | task  | input per trip                               | answer per trip                                   |
 |-------|----------------------------------------------|---------------------------------------------------|
-| tp    | the observed trajectory (>= 1 point)         | the next 5 points (interval of the city), lon/lat |
+| tp    | the observed trajectory (>= 1 point), and    | the 5 points at the asked times (else one city    |
+|       | optionally the 5 asked times (see below)     | interval apart after the last point), lon/lat     |
 | tr    | the sparse points (one every mu intervals)   | the mu-1 missing points between each pair         |
 | odtte | origin = first row, destination = last row   | the travel time in minutes (destination row)      |
+
+TP asks "where will the vehicle be at these times?": the model hides the future points' positions, not
+their times (model/masking.py). A trip may name the 5 times as rows with a `ts` and empty `lon`/`lat`
+(NaN, JSON null, an empty CSV field), all after its last observed point; a trip that names none is
+asked at the city's nominal interval (`sampling_interval_s`) after its last point, which is wrong for
+irregular sampling (San Francisco's fixes are 20 s to minutes apart: name the times there). The
+answer's `ts` is the time each point was asked for.
+
+    asked = pd.DataFrame({"trip_id": "t1", "ts": [t + 40, t + 95, t + 160, t + 200, t + 260]})  # lon/lat NaN
+    model.predict(pd.concat([observed, asked]), params={"task": "tp"})
 
 No training/serving skew: the modalities are computed with the very functions that build the training
 features in the Spark jobs (transfertraj.features: metric coordinates, temporal fields, POI counts and
 road densities, the trajectory row), here in numpy on the request's points. The model carries what they
 need (see transfertraj.registry.log_and_register): the checkpoint, the city configs, and each city's
 context (road lattice + POIs) as a compressed NPZ exported from the context tables at the Delta versions
-the training features were built from. Loading and predicting import neither pyspark nor delta-spark and
-need no Java and no data root; a later OSM refresh cannot change what a registered model sees. Points the
-task hides (the TP future, the TR gaps, the OD arrival time) are placeholders the collate function
+the training features were built from. Loading and predicting import neither pyspark nor delta-spark
+and need no Java and no data root; a later OSM refresh cannot change what a registered model sees.
+
+Per-task checkpoints (the paper's "full" variant): a model may carry one fine-tuned checkpoint per task
+besides the default one (artifacts `checkpoint_tp`, `checkpoint_tr`, `checkpoint_od`; `transfertraj
+models register --task-checkpoint tp=PATH`). Each task is answered by its own checkpoint, a task without
+one by the default, and the registry's gate scores each task with the checkpoint that answers it.
+
+Points the task hides (the TP future, the TR gaps, the OD arrival time) are placeholders the collate function
 zeroes: their values never reach the network.
 """
 
@@ -56,6 +73,18 @@ THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
 # Porto trips (2,556 points with the TP placeholders, padded to 64 x 125) run in 3-4 passes.
 MAX_TOKENS = 2048
 SERVING_TASKS = ("tp", "tr", "odtte")
+# A logged model may carry one fine-tuned checkpoint per task beside its default one (the paper's "full"
+# variant: the base fine-tuned on each task alone); artifact `checkpoint_<task>`. A task without its own
+# is answered by the default checkpoint.
+TASK_CHECKPOINTS = ("tp", "tr", "od")
+
+
+def checkpoint_task(task: str) -> str:
+    """A serving, mask or gate task (tp, tr, tr8, odtte, od ...) -> its key in TASK_CHECKPOINTS."""
+    key = "tr" if task.startswith("tr") else "od" if task in ("od", "odtte") else task
+    if key not in TASK_CHECKPOINTS:
+        raise ServingInputError(f"unknown task {task!r}; use one of {', '.join(SERVING_TASKS)}")
+    return key
 
 
 def serving_threads() -> int:
@@ -108,22 +137,24 @@ def check_points(points: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in INPUT_COLUMNS if c not in points.columns]
     if missing:
         raise ServingInputError(f"input lacks columns {missing}; expected {list(INPUT_COLUMNS)} (one row per point)")
-    df = points.loc[:, list(INPUT_COLUMNS)].copy()
-    df["trip_id"] = df["trip_id"].astype(str)
-    for col in ("ts", "lon", "lat"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    lon_na, lat_na = df["lon"].isna(), df["lat"].isna()
-    bad = df["ts"].isna() | (lon_na != lat_na)
+    # numpy, not DataFrame operations: this runs on every request (a third of the time the features took)
+    trip = points["trip_id"].astype(str).to_numpy(dtype=object)
+    ts = pd.to_numeric(points["ts"], errors="coerce").to_numpy()
+    lon, lat = (pd.to_numeric(points[c], errors="coerce").to_numpy(dtype=np.float64) for c in ("lon", "lat"))
+    lon_na, lat_na = np.isnan(lon), np.isnan(lat)
+    bad = pd.isna(ts) | (lon_na != lat_na)
     if bad.any():
         raise ServingInputError(
             f"{int(bad.sum())} row(s) have a missing or non-numeric ts, or only one of lon/lat (a row that asks "
             "about a time leaves both empty)"
         )
     placed = ~lon_na
-    if not (df.loc[placed, "lon"].between(-180, 180).all() and df.loc[placed, "lat"].between(-90, 90).all()):
+    if not ((np.abs(lon[placed]) <= 180).all() and (np.abs(lat[placed]) <= 90).all()):
         raise ServingInputError("lon must lie in [-180, 180] and lat in [-90, 90]")
-    df["ts"] = df["ts"].astype(np.int64)
-    return df.sort_values(["trip_id", "ts"], kind="stable").reset_index(drop=True)
+    ts = ts.astype(np.int64)
+    codes, _ = pd.factorize(trip, sort=True)  # sorted ids -> int codes: one integer sort, not one of strings
+    order = np.lexsort((ts, codes))  # stable: by trip_id, then ts
+    return pd.DataFrame({"trip_id": trip[order], "ts": ts[order], "lon": lon[order], "lat": lat[order]})
 
 
 def asked_rows(points: pd.DataFrame) -> pd.DataFrame:
@@ -299,30 +330,48 @@ def features_from_points(points: pd.DataFrame, city, context, tree=None) -> pa.T
 def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str, datum: str = "wgs84") -> pd.DataFrame:
     """transfertraj.model.predict.predict rows -> the answer rows of a serving task (only what was asked),
     predicted points in `datum`: the city's, the one its requests come in."""
-    cols = ["trip_id", "point", "ts", "pred_lon", "pred_lat", "pred_minutes"]
-    merged = preds.merge(
-        expanded[["trip_id", "idx", "ts", "observed"]],
-        left_on=["trip_id", "point"],
-        right_on=["trip_id", "idx"],
-        how="left",
-    )
+    # expanded is sorted by trip with each trip's idx consecutive (expand_for_task): a prediction's row
+    # there is found by arithmetic from its trip's first row (a pandas merge cost 10x more); rows that do
+    # not check out are looked up by (trip_id, idx).
+    e_trip, e_idx = expanded["trip_id"].to_numpy(dtype=object), expanded["idx"].to_numpy(dtype=np.int64)
+    p_trip, point = preds["trip_id"].to_numpy(dtype=object), preds["point"].to_numpy(dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, e_trip[1:] != e_trip[:-1]])
+    first = starts[pd.Index(e_trip[starts]).get_indexer(p_trip)]
+    row = np.clip(first + point - e_idx[first], 0, len(e_idx) - 1)
+    if not ((e_idx[row] == point) & (e_trip[row] == p_trip)).all():
+        keys = pd.MultiIndex.from_arrays([e_trip, e_idx])
+        row = keys.get_indexer(pd.MultiIndex.from_arrays([p_trip, point]))
     if task == "odtte":
-        dest = merged[merged["masked_temporal"]].copy()
-        dest["travel_time_min"] = dest["pred_minutes"]
-        return dest[["trip_id", "travel_time_min"]].reset_index(drop=True)
-    hidden = merged[merged["masked_spatial"] & ~merged["observed"].astype(bool)].copy()
-    hidden["pred_lon"], hidden["pred_lat"] = from_wgs84(hidden["pred_lon"], hidden["pred_lat"], datum)
-    return hidden[cols].rename(columns={"pred_minutes": "pred_minutes_since_start"}).reset_index(drop=True)
+        dest = preds["masked_temporal"].to_numpy(dtype=bool)
+        return pd.DataFrame({"trip_id": p_trip[dest], "travel_time_min": preds["pred_minutes"].to_numpy()[dest]})
+    hidden = preds["masked_spatial"].to_numpy(dtype=bool) & ~expanded["observed"].to_numpy(dtype=bool)[row]
+    lon, lat = from_wgs84(preds["pred_lon"].to_numpy()[hidden], preds["pred_lat"].to_numpy()[hidden], datum)
+    return pd.DataFrame(
+        {
+            "trip_id": p_trip[hidden],
+            "point": point[hidden],
+            "ts": expanded["ts"].to_numpy()[row[hidden]],
+            "pred_lon": lon,
+            "pred_lat": lat,
+            "pred_minutes_since_start": preds["pred_minutes"].to_numpy()[hidden],
+        }
+    )
 
 
 class TransferTrajModel(mlflow.pyfunc.PythonModel):
-    """A TransferTraj checkpoint plus the context of its cities; everything it reads is in the model."""
+    """A TransferTraj checkpoint (and optionally one per task) plus the context of its cities; everything
+    it reads is in the model. Input rows, asked TP times and answers: this module's docstring."""
 
     def load_context(self, context):
         from transfertraj.core.city_config import parse_city
         from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
+        self.task_models = {  # per-task fine-tunes the model carries (checkpoint_task keys)
+            task: load_model(context.artifacts[f"checkpoint_{task}"])[0]
+            for task in TASK_CHECKPOINTS
+            if f"checkpoint_{task}" in context.artifacts
+        }
         self.threads = serving_threads()
         self.max_tokens = MAX_TOKENS  # None: one padded batch per request (the path before length batches)
         spec = json.loads(Path(context.artifacts["serving"]).read_text())
@@ -346,6 +395,10 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             log.info(
                 "%s: context of %s (tables at versions %s)", name, artifact, spec["cities"][name]["context_versions"]
             )
+
+    def model_for(self, task: str):
+        """The network that answers `task` (serving, mask or gate name): its own checkpoint, else the default."""
+        return self.task_models.get(checkpoint_task(task), self.torch_model)
 
     def features(self, model_input: pd.DataFrame, *, task: str = "tp", mu: int = 8, city: str | None = None):
         """(features rows, expanded points) of a request: what predict feeds the network."""
@@ -372,7 +425,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         torch.set_num_threads(self.threads)  # for this call only: an in-process caller keeps its setting
         try:
             preds = model_predict(
-                self.torch_model,
+                self.model_for(mask_task),
                 table,
                 mask_task,
                 device="cpu",
