@@ -12,6 +12,8 @@ def _inproc(p50: float, cpu: float) -> dict:
         "p50_ms": p50,
         "p99_ms": 2 * p50,
         "cpu_p50_ms": cpu,
+        "cpu_p50_network_ms": 40.0,
+        "cpu_p50_rest_ms": cpu - 40.0,
         "p50_1thread_ms": p50,
         "cpu_p50_1thread_ms": cpu,
         "threads": 1,
@@ -49,5 +51,5 @@ def test_the_table_puts_before_beside_after_with_verdicts():
     rows = [line for line in table.splitlines() if line.startswith("| small |")]
     assert len(rows) == 3  # before, after, and the server's row
     assert "| before |" in rows[0] and "74.0 ms NOT met" in rows[0]
-    assert "| after |" in rows[1] and "45.0 ms met" in rows[1]
+    assert "| after |" in rows[1] and "45.0 ms met" in rows[1] and "40.0 / 4.0 ms" in rows[1]
     assert "before = var/serve-before" in table and "1800 / 0" in rows[2]
