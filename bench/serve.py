@@ -1,12 +1,20 @@
 """Serving benchmark: load a registered model, answer TP for real Porto trips, and `mlflow models serve`.
 
-    .venv/bin/python bench/serve.py                 # about 4 minutes on a quiet 2-core machine
-    .venv/bin/python bench/serve.py --clients 20 --seconds 60 --trips-per-request 1
+    .venv/bin/python bench/serve.py --home var/bench-serve   # the committed small base and a real-size model
+    mkdir -p var/serve-before && git archive <commit> transfertraj | tar -x -C var/serve-before  # earlier code
+    .venv/bin/python bench/serve.py --model var/bench-serve/model-v1 --model var/bench-serve/model-v2 \
+        --before-code var/serve-before                         # ... measured beside this one, same run
+
+Models (several per run, each its own rows): `--checkpoint PATH` (repeatable; default the committed small
+base weights/base/transfertraj-base.pt) and `--real-size` (d = 128, 2 layers, 8 experts, pretrained one
+epoch on GENERATED features; on by default when no --checkpoint or --model is given), or `--model
+FOLDER` (repeatable) for folders an earlier run left under --home. `--before-code CHECKOUT`: every
+in-process measurement is also made with the serving code of that checkout (an older commit; the same
+model folders), interleaved model by model, and both answers are compared.
 
 Setup (timed apart, not part of the figures): Porto's full context (the bundled OSM extract: a 5 m
-lattice of ~5 M nodes, every POI) is written to a throwaway lake with delta-rs, a model of the real
-size (d = 128, 2 layers, 8 experts) is pretrained for one epoch on GENERATED features and registered
-with `registry.log_and_register`, which exports that context into the model. The model is then copied
+lattice of ~5 M nodes, every POI) is written to a throwaway lake with delta-rs and each model is
+registered with `registry.log_and_register`, which exports that context into it. The model is then copied
 out of the store: every measurement loads it from a plain folder, as a serving machine would, in
 processes where pyspark, delta-spark and py4j cannot be imported and java is not on PATH. Torch uses
 the serving default of threads (the idle cores, TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py).
@@ -16,18 +24,16 @@ In-process figures come from a fresh child process (this file with --child): imp
 bundled sample (TP: the observed trip in, the next 5 points out) for p50 / p99, wall and CPU time
 (time.process_time: on a shared machine, what the request costs on idle cores), interleaved with the
 same request at 1 thread and at 1 thread with the lon/lat map fitted per request (the path before the
-exact inverse projection). `--checkpoint weights/base/transfertraj-base.pt` registers the committed
-tiny base instead of the generated real-size model. Server figures: `mlflow
+exact inverse projection). Server figures (this checkout's code only): `mlflow
 models serve --env-manager local` on 127.0.0.1 only, one worker, time until /ping answers, then a bounded
 load test (N client threads for S seconds, each posting one request at a time; at most --max-requests
-in all): requests/s, p50 / p99 latency, errors. Results: a printed table, and a dated row appended to
-bench/results/serve.csv (the Markdown table goes next to it).
+in all): requests/s, p50 / p99 latency, errors. Results: a printed table, and dated rows (one per model
+and code) appended to bench/results/serve.csv (bench/history.py; the Markdown table goes next to it).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -49,6 +55,7 @@ from bench.history import append_rows  # noqa: E402
 RESULTS = REPO / "bench" / "results"
 TARGETS = {"load_s": 5.0, "first_request_s": 2.0, "p50_ms": 50.0}
 MODEL_NAME = "transfertraj-porto"
+DEFAULT_CHECKPOINT = REPO / "weights" / "base" / "transfertraj-base.pt"  # the committed small base
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -76,7 +83,7 @@ def porto_request(n_trips: int, skip: int = 0):
 def build_model(home: Path, checkpoint: Path | None = None) -> tuple[Path, dict]:
     """Register a model with Porto's full context in a store under `home`; copy it out. The model: a
     real-size one pretrained one epoch on GENERATED features, or `checkpoint` (for example the committed
-    tiny base weights/base/transfertraj-base.pt). Context tables already in `home` are reused."""
+    small base weights/base/transfertraj-base.pt). Context tables already in `home` are reused."""
     import mlflow.artifacts
     import torch
     from deltalake import write_deltalake
@@ -144,14 +151,17 @@ def artifact_sizes(folder: Path) -> dict:
 # ------------------------------------------------------------------------------------ in process
 
 
-def child(model_dir: str, batch: int, repeats: int) -> dict:
-    """In a fresh process: import, load, first request, then `repeats` requests of `batch` trips."""
+def child(model_dir: str, batch: int, repeats: int, code: str | None = None) -> dict:
+    """In a fresh process: import, load, first request, then `repeats` requests of `batch` trips.
+    `code`: a checkout whose transfertraj.serving answers instead of this one's (the 'before' code)."""
     import numpy as np
 
+    if code:
+        sys.path.insert(0, code)  # ahead of this checkout (put first at import of this file)
     t0 = time.perf_counter()
     import mlflow.pyfunc
 
-    import transfertraj.serving  # noqa: F401
+    import transfertraj.serving
 
     t_import = time.perf_counter() - t0
     request = porto_request(batch)
@@ -172,13 +182,29 @@ def child(model_dir: str, batch: int, repeats: int) -> dict:
     lat: dict[str, list[float]] = {k: [] for k in paths}
     cpu: dict[str, list[float]] = {k: [] for k in paths}
     answers: dict[str, object] = {}
+    # The network's share: CPU time inside the forward passes of the default path's requests (what
+    # cutting the request path around it cannot reach).
+    net, forward_cpu, network = py.torch_model, [], []
+    network_forward = net.forward
+
+    def timed_forward(*a, **k):
+        c = time.process_time()
+        out = network_forward(*a, **k)
+        forward_cpu.append(time.process_time() - c)
+        return out
+
+    net.forward = timed_forward  # nn.Module.__call__ calls the instance's forward
     for _ in range(repeats):
         for key, (threads, to_lonlat) in paths.items():
             py.threads, py.to_lonlat = threads, to_lonlat
+            n_forward = len(forward_cpu)
             t, c = time.perf_counter(), time.process_time()
             answers[key] = model.predict(request, params={"task": "tp"})
             lat[key].append(time.perf_counter() - t)
             cpu[key].append(time.process_time() - c)
+            if key == "":
+                network.append(sum(forward_cpu[n_forward:]))
+    del net.forward
     py.threads, py.to_lonlat = paths[""]
     same = all(  # float noise of other thread counts only: 1e-7 degrees is 1 cm
         answers[k][["trip_id", "point"]].equals(first[["trip_id", "point"]])
@@ -208,12 +234,16 @@ def child(model_dir: str, batch: int, repeats: int) -> dict:
         **{f"p50{k}_ms": float(np.percentile(v, 50) * 1000) for k, v in lat.items()},
         **{f"p99{k}_ms": float(np.percentile(v, 99) * 1000) for k, v in lat.items()},
         **{f"cpu_p50{k}_ms": float(np.percentile(v, 50) * 1000) for k, v in cpu.items()},
+        "cpu_p50_network_ms": float(np.percentile(network, 50) * 1000),
+        "cpu_p50_rest_ms": float(np.percentile(np.array(cpu[""]) - np.array(network), 50) * 1000),
         "same_answers": same,
         "fitted_vs_exact_max_m": float(fitted_m.max()),
         "repeats": repeats,
         "lattice_nodes": int(lattice.shape[0] * lattice.shape[1]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "spark_imported": any(m.split(".")[0] in ("pyspark", "delta", "py4j") for m in sys.modules),
+        "serving_code": str(Path(transfertraj.serving.__file__).resolve().parent.parent),
+        "first_answers": first[["pred_lon", "pred_lat", "pred_minutes_since_start"]].to_numpy().tolist(),
     }
 
 
@@ -244,9 +274,10 @@ def serving_env(tmp: Path) -> dict:
     return {**env, "PYTHONPATH": str(tmp / "blocker"), "PATH": path}
 
 
-def run_child(model_dir: Path, batch: int, repeats: int, env: dict) -> dict:
+def run_child(model_dir: Path, batch: int, repeats: int, env: dict, code: Path | None = None) -> dict:
+    arg = [str(model_dir), batch, repeats, str(code.resolve()) if code else None]
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps([str(model_dir), batch, repeats])],
+        [sys.executable, __file__, "--child", json.dumps(arg)],
         capture_output=True,
         text=True,
         env={**env, "PYTHONPATH": f"{env['PYTHONPATH']}{os.pathsep}{REPO}"},
@@ -356,55 +387,62 @@ def _post(base: str, body: bytes) -> None:
 # ---------------------------------------------------------------------------------------- report
 
 
-def report(setup: dict, inproc: dict, server: dict, load: tuple[float, float], before: dict | None) -> str:
+def model_label(inproc: dict, weights: str) -> str:
+    return f"{weights} ({inproc['model']})"
+
+
+def report(runs: list[dict], load: tuple[float, float], before_code: str | None) -> str:
+    """One Markdown table: per model, this code's figures (and the --before-code ones beside them)."""
+
     def verdict(key, value):
         return "met" if value <= TARGETS[key] else "NOT met"
 
-    weights = setup.get("weights", "GENERATED training")
     lines = [
-        f"TransferTraj serving benchmark (model: {inproc['model']}, weights: {weights}; requests: real Porto trips;"
-        " context: Porto's full OSM extract)",
+        "TransferTraj serving benchmark (requests: real Porto trips of the bundled sample, TP, "
+        "64 trips a request in process; context: Porto's full OSM extract in every model)",
         "",
-        "| figure | value | target |",
-        "|---|---:|---|",
-        f"| import mlflow + transfertraj.serving | {inproc['import_s']:.2f} s | |",
-        f"| model load (`mlflow.pyfunc.load_model`, {inproc['lattice_nodes'] / 1e6:.1f} M-node lattice) "
-        f"| {inproc['load_s']:.2f} s | <= 5 s: {verdict('load_s', inproc['load_s'])} |",
-        f"| first request, TP, {inproc['batch_trips']} trips ({inproc['batch_points']} points) "
-        f"| {inproc['first_request_s']:.3f} s | <= 2 s: {verdict('first_request_s', inproc['first_request_s'])} |",
-        f"| TP, {inproc['batch_trips']} trips, p50 ({inproc['repeats']} requests, {inproc['threads']} thread(s)) "
-        f"| {inproc['p50_ms']:.1f} ms | <= 50 ms: {verdict('p50_ms', inproc['p50_ms'])} |",
-        f"| TP, {inproc['batch_trips']} trips, p99 | {inproc['p99_ms']:.1f} ms | |",
-        f"| ... CPU time per request, p50 (all threads; what it costs on idle cores) | {inproc['cpu_p50_ms']:.1f} ms "
-        f"| <= 50 ms: {verdict('p50_ms', inproc['cpu_p50_ms'])} |",
-        f"| same process, interleaved: default / 1 thread / 1 thread with the lon/lat map fitted per request "
-        f"(the path before): wall p50 | {inproc['p50_ms']:.0f} / {inproc['p50_1thread_ms']:.0f} / "
-        f"{inproc['p50_fitted_1thread_ms']:.0f} ms | |",
-        f"| ... CPU p50 | {inproc['cpu_p50_ms']:.0f} / {inproc['cpu_p50_1thread_ms']:.0f} / "
-        f"{inproc['cpu_p50_fitted_1thread_ms']:.0f} ms | |",
-        f"| ... default and 1 thread give the same answers (1 cm, 1e-4 min) | {'yes' if inproc['same_answers'] else 'NO'} "
-        "| yes |",
-        f"| ... fitted map vs exact inverse projection: largest difference | {inproc['fitted_vs_exact_max_m']:.2g} m | |",
-        f"| peak RSS of the serving process | {inproc['peak_rss_mb']:.0f} MB | |",
-        f"| pyspark / delta / py4j imported (not importable, java not on PATH) "
-        f"| {'yes' if inproc['spark_imported'] else 'no'} | no |",
-        f"| `mlflow models serve`: until /ping answers | {server['ready_s']:.1f} s | |",
-        f"| server: first request ({server['trips_per_request']} trip) | {server['server_first_s'] * 1000:.0f} ms | |",
-        f"| server: {server['clients']} clients x {server['seconds']:.0f} s, {server['trips_per_request']} trip per "
-        f"request: requests/s | {server['rps']:.1f} | |",
-        f"| server: p50 / p99 latency | {server['p50_ms']:.0f} / {server['p99_ms']:.0f} ms | |",
-        f"| server: requests / errors | {server['requests']} / {server['errors']} | 0 errors |",
-        f"| model artifacts: context NPZ / checkpoint | {setup['context_npz_mb']} MB / {setup['checkpoint_mb']} MB | |",
+        "| model | code | model load (<= 5 s) | first request (<= 2 s) | TP p50 wall (<= 50 ms) | p99 wall "
+        "| TP p50 CPU | ... of it: network forward / the rest | p50 wall / CPU at 1 thread | threads | peak RSS "
+        "| same answers as after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        for code, i in r["inproc"].items():
+            lines.append(
+                f"| {r['label']} | {code} | {i['load_s']:.2f} s {verdict('load_s', i['load_s'])} "
+                f"| {i['first_request_s']:.3f} s {verdict('first_request_s', i['first_request_s'])} "
+                f"| {i['p50_ms']:.1f} ms {verdict('p50_ms', i['p50_ms'])} | {i['p99_ms']:.1f} ms "
+                f"| {i['cpu_p50_ms']:.1f} ms {verdict('p50_ms', i['cpu_p50_ms'])} "
+                f"| {i['cpu_p50_network_ms']:.1f} / {i['cpu_p50_rest_ms']:.1f} ms "
+                f"| {i['p50_1thread_ms']:.1f} / {i['cpu_p50_1thread_ms']:.1f} ms | {i['threads']} "
+                f"| {i['peak_rss_mb']:.0f} MB | {i.get('same_as_after', '-')} |"
+            )
+    lines += [
         "",
+        "| model | `mlflow models serve` until /ping | first request | clients x s, trips/request | requests/s "
+        "| p50 / p99 | requests / errors |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in runs:
+        sv = r["server"]
+        lines.append(
+            f"| {r['label']} | {sv['ready_s']:.1f} s | {sv['server_first_s'] * 1000:.0f} ms "
+            f"| {sv['clients']} x {sv['seconds']:.0f}, {sv['trips_per_request']} | {sv['rps']:.1f} "
+            f"| {sv['p50_ms']:.0f} / {sv['p99_ms']:.0f} ms | {sv['requests']} / {sv['errors']} |"
+        )
+        if sv["first_error"]:
+            lines.append(f"first server error: {sv['first_error']}")
+    i0 = runs[0]["inproc"]["after"]
+    lines += [
+        "",
+        f"{i0['repeats']} timed requests per model and code after the first; pyspark / delta / py4j imported: "
+        f"{'yes' if any(i['spark_imported'] for r in runs for i in r['inproc'].values()) else 'no'} (not importable, "
+        "java not on PATH). CPU time = time.process_time of the request (all threads): on a shared machine what "
+        "the request costs on idle cores; wall time waits for the cores others hold.",
+        f"code: after = this checkout ({i0['serving_code']})" + (f"; before = {before_code}" if before_code else ""),
         f"load average (1, 5 min) at start {load[0]:.2f}, {load[1]:.2f}; at end {os.getloadavg()[0]:.2f}, "
         f"{os.getloadavg()[1]:.2f} on {os.cpu_count()} CPUs (shared: above {os.cpu_count()} other work ran beside)",
-        f"setup (not timed above): context tables {setup.get('context_tables_s') or '-'} s, "
-        f"register {setup.get('register_s', '-')} s",
     ]
-    if before:
-        lines += ["", *ratios(before, {**inproc, **server_columns(server)}, load[0])]
-    if server["first_error"]:
-        lines.append(f"first server error: {server['first_error']}")
     return "\n".join(lines)
 
 
@@ -413,45 +451,21 @@ def server_columns(server: dict) -> dict:
     return {(f"server_{k}" if k in ("p50_ms", "p99_ms") else k): v for k, v in server.items()}
 
 
-RATIO_KEYS = (  # (csv column, what it is); lower is better for all but requests/s
-    ("load_s", "model load"),
-    ("first_request_s", "first request"),
-    ("p50_ms", "TP p50 (wall)"),
-    ("cpu_p50_ms", "TP p50 (CPU time)"),
-    ("rps", "server requests/s"),
-    ("server_p50_ms", "server p50"),
-)
+def same_answers(a: list, b: list) -> str:
+    """'yes' when two children's first answers agree to 1e-7 degrees (1 cm) and 1e-4 minutes."""
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        return f"NO (shapes {x.shape} / {y.shape})"
+    ok = np.allclose(x[:, :2], y[:, :2], rtol=0, atol=1e-7) and np.allclose(x[:, 2], y[:, 2], rtol=0, atol=1e-4)
+    return "yes" if ok else f"NO (largest difference {np.abs(x - y).max():.3g})"
 
 
-def previous_row(checkpoint_mb: float) -> dict | None:
-    """The latest row of results/serve.csv for a checkpoint of the same size (the same kind of model)."""
-    path = RESULTS / "serve.csv"
-    if not path.exists():
-        return None
-    rows = [
-        r for r in csv.DictReader(path.open()) if r.get("checkpoint_mb") and float(r["checkpoint_mb"]) == checkpoint_mb
-    ]
-    return rows[-1] if rows else None
-
-
-def ratios(before: dict, now: dict, load_now: float) -> list[str]:
-    """This run / the previous run of the same model, each with the 1-minute load it ran at."""
-    lines = [
-        f"ratio to the previous run of this model ({before['date']}, 1-minute load at start "
-        f"{float(before['load_1min_start']):.1f}; this run {load_now:.1f}): now / before"
-    ]
-    for key, name in RATIO_KEYS:
-        b, n = before.get(key) or "", now.get(key)
-        if b and n is not None:
-            lines.append(f"- {name}: {float(n):.4g} / {float(b):.4g} = {float(n) / float(b):.2f}")
-    return lines
-
-
-def append_results(row: dict, table: str) -> Path:
+def append_results(rows: list[dict], table: str, stamp: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = row["date"]
     path = RESULTS / "serve.csv"
-    append_rows(path, [row])
+    append_rows(path, rows)
     (RESULTS / f"serve-{stamp}.md").write_text(table + "\n")
     return path
 
@@ -465,50 +479,71 @@ def main(argv=None) -> int:
     p.add_argument("--trips-per-request", type=int, default=1, help="trips in each server request (default 1)")
     p.add_argument("--max-requests", type=int, default=20_000, help="bound on the load test's requests")
     p.add_argument("--home", type=Path, help="data root for the throwaway store (default: a temporary folder)")
-    p.add_argument("--model", type=Path, help="a model folder from an earlier run (<home>/model): skip the setup")
+    p.add_argument("--model", type=Path, action="append", help="a model folder from an earlier run (repeatable)")
     p.add_argument(
         "--checkpoint",
         type=Path,
-        help="register this checkpoint instead of a generated real-size one (e.g. weights/base/transfertraj-base.pt)",
+        action="append",
+        help=f"register this checkpoint (repeatable; default {DEFAULT_CHECKPOINT.relative_to(REPO)})",
     )
+    p.add_argument("--real-size", action="store_true", help="also a real-size model trained on GENERATED features")
+    p.add_argument("--before-code", type=Path, help="a checkout of earlier code: its request path measured beside")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        model_dir, batch, repeats = json.loads(args.child)
-        print(json.dumps(child(model_dir, batch, repeats)))
+        print(json.dumps(child(*json.loads(args.child))))
         return 0
     load = os.getloadavg()[:2]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         home = args.home or Path(tmp)
-        if args.model:  # a folder made by an earlier run (--home): skip the setup
-            model_dir, setup = args.model, artifact_sizes(args.model)
-        else:
+        models: list[tuple[Path, dict]] = [
+            (m, {**artifact_sizes(m), "weights": f"those in {m}"}) for m in args.model or []
+        ]
+        checkpoints = list(args.checkpoint or ([] if args.model else [DEFAULT_CHECKPOINT]))
+        for ckpt in [*checkpoints, *([None] if args.real_size or not (args.model or args.checkpoint) else [])]:
             t0 = time.perf_counter()
-            model_dir, setup = build_model(home, args.checkpoint)
+            folder, setup = build_model(home, ckpt)
+            setup["weights"] = str(
+                ckpt.relative_to(REPO) if ckpt and ckpt.is_relative_to(REPO) else ckpt or "GENERATED"
+            )
             print(f"  setup {time.perf_counter() - t0:.0f} s: {setup}", file=sys.stderr)
+            models.append((folder, setup))
         env = serving_env(Path(tmp))
-        inproc = run_child(model_dir, args.batch, args.repeats, env)
-        print(f"  in process: {inproc}", file=sys.stderr)
-        server = load_test(
-            model_dir,
-            clients=args.clients,
-            seconds=args.seconds,
-            trips=args.trips_per_request,
-            max_requests=args.max_requests,
-            log=home / "serve.log",
-            env=env,
-        )
-        print(f"  server: {server}", file=sys.stderr)
-    if args.checkpoint:
-        setup["weights"] = f"{args.checkpoint}"
-    elif args.model:
-        setup["weights"] = f"those in {args.model}"
-    before = previous_row(setup["checkpoint_mb"])
-    table = report(setup, inproc, server, load, before)
+        runs = []
+        for folder, setup in models:
+            inproc = {}
+            if args.before_code:
+                inproc["before"] = run_child(folder, args.batch, args.repeats, env, args.before_code)
+            inproc["after"] = run_child(folder, args.batch, args.repeats, env)
+            for code, i in inproc.items():
+                i["same_as_after"] = same_answers(i["first_answers"], inproc["after"]["first_answers"])
+                print(
+                    f"  in process ({code}): { {k: v for k, v in i.items() if k != 'first_answers'} }", file=sys.stderr
+                )
+            server = load_test(
+                folder,
+                clients=args.clients,
+                seconds=args.seconds,
+                trips=args.trips_per_request,
+                max_requests=args.max_requests,
+                log=home / "serve.log",
+                env=env,
+            )
+            print(f"  server: {server}", file=sys.stderr)
+            runs.append({"setup": setup, "inproc": inproc, "server": server,
+                         "label": model_label(inproc["after"], setup["weights"])})  # fmt: skip
+    table = report(runs, load, str(args.before_code) if args.before_code else None)
     print(table)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    row = {"date": stamp, "load_1min_start": round(load[0], 2), **setup, **inproc, **server_columns(server)}
-    print(f"appended to {append_results(row, table)}", file=sys.stderr)
+    rows = []
+    for r in runs:
+        for code, i in r["inproc"].items():
+            row = {"date": stamp, "load_1min_start": round(load[0], 2), "code": code, **r["setup"]}
+            row.update({k: v for k, v in i.items() if k != "first_answers"})
+            if code == "after":
+                row.update(server_columns(r["server"]))
+            rows.append(row)
+    print(f"appended to {append_results(rows, table, stamp)}", file=sys.stderr)
     return 0
 
 

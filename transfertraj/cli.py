@@ -192,13 +192,25 @@ def _cmd_models_register(args, settings: Settings) -> int:
     else:
         cities = [args.name.removeprefix("transfertraj-")]
     try:
-        reg = register_checkpoint(settings, args.checkpoint, args.name, cities, args.features_version)
+        per_task = _task_checkpoints(args.task_checkpoint or [])
+        reg = register_checkpoint(settings, args.checkpoint, args.name, cities, args.features_version, per_task)
     except (FileNotFoundError, LookupError, CityConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{reg.name} version {reg.version} (run {reg.run_id}), alias challenger")
     print("\n".join(reg.decision.lines()))
     return 0
+
+
+def _task_checkpoints(pairs: list[str]) -> dict[str, Path]:
+    """["tp=PATH", ...] -> {"tp": PATH}; a task named twice or a pair without "=" is refused."""
+    out: dict[str, Path] = {}
+    for pair in pairs:
+        task, sep, path = pair.partition("=")
+        if not sep or not path or task in out:
+            raise LookupError(f"--task-checkpoint {pair!r}: give TASK=PATH once per task (tp=.../best.pt)")
+        out[task.strip()] = Path(path)
+    return out
 
 
 def _cmd_models_promote(args, settings: Settings) -> int:
@@ -230,6 +242,7 @@ def _cmd_predict(args, settings: Settings) -> int:
 
     from transfertraj.holdout import HoldoutError, error_column, score, split, trip_errors
     from transfertraj.registry import load
+    from transfertraj.serving import ServingInputError, asked_rows
 
     model = load(args.model, settings)
     params = {"task": args.task, "mu": args.mu, **({"city": args.city} if args.city else {})}
@@ -242,7 +255,15 @@ def _cmd_predict(args, settings: Settings) -> int:
         except (HoldoutError, KeyError) as err:
             print(f"error: --holdout: {err}", file=sys.stderr)
             return 1
-    out = model.predict(request[["trip_id", "ts", "lon", "lat"]], params=params)
+    asked = request[["trip_id", "ts", "lon", "lat"]]
+    if truth is not None and args.task == "tp":  # ask about the times the held-out points were driven
+        asked = pd.concat([asked, asked_rows(truth)], ignore_index=True)
+    try:
+        out = model.predict(asked, params=params)
+    except ServingInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    request = request[request["lon"].notna()]  # the observed points (without the rows asking about times)
     if truth is not None:
         out = score(out, truth, args.task)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -504,6 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
         "TRANSFERTRAJ_PRETRAIN_CITIES for transfertraj-base)",
     )
     m.add_argument("--features-version", type=int, help="the features table's Delta version (default: latest)")
+    m.add_argument(
+        "--task-checkpoint",
+        action="append",
+        metavar="TASK=PATH",
+        help="a checkpoint fine-tuned for one task (tp, tr or od), carried beside --checkpoint: that task is "
+        "answered by it and the gate scores that task with it; the other tasks use --checkpoint (repeatable: "
+        "--task-checkpoint tp=ft-tp/best.pt --task-checkpoint od=ft-od/best.pt)",
+    )
     m.set_defaults(func=_cmd_models_register)
     m = msub.add_parser("promote", help="move the champion alias to a version by hand (recorded on the version)")
     m.add_argument("name")
@@ -526,15 +555,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="models:/transfertraj-<city>@champion, or any MLflow model URI")
     p.add_argument("--task", required=True, choices=["tp", "tr", "odtte"])
-    p.add_argument("--input", required=True, help="CSV, one row per point: trip_id, ts (Unix s), lon, lat")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="CSV, one row per point: trip_id, ts (Unix s), lon, lat; for tp a trip may also name the 5 times "
+        "it asks about as rows with ts and empty lon, lat (else: the city's interval after its last point, "
+        "wrong where sampling is irregular, as in San Francisco)",
+    )
     p.add_argument("--output", required=True, help="CSV of the answers")
     p.add_argument("--mu", type=int, default=8, choices=[4, 8, 16], help="tr: one observed point every mu intervals")
     p.add_argument("--city", help="for a model of several cities: which city's context to use")
     p.add_argument(
         "--holdout",
         action="store_true",
-        help="the input holds complete trips: hide what the task predicts (tp: the last 5 points; tr: all "
-        "but every mu-th point; odtte: the arrival time), predict it and add the truth and the error "
+        help="the input holds complete trips: hide what the task predicts (tp: the last 5 points, asked at "
+        "the times they were driven; tr: all but every mu-th point; odtte: the arrival time), predict it and "
+        "add the truth and the error "
         "(error_m, or error_min for odtte) to the output",
     )
     p.add_argument(

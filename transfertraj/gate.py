@@ -10,6 +10,10 @@ that matches the champion on two tasks but is 40 % worse on the third is worse f
 task. Each task's error ratio (challenger / reference) must stay within that task's tolerance; the
 decision names every ratio, so a rejection says which task stopped it and by how much.
 
+What is scored is what is served: a model that carries one checkpoint per task (transfertraj.serving,
+TASK_CHECKPOINTS) is scored on each task with the checkpoint that answers it (registry.served_networks,
+registry.task_checkpoint_map), champion and challenger alike.
+
 Tolerances are relative and per task: GATE_TOLERANCES below, overridden by the environment variable
 TRANSFERTRAJ_GATE_TOLERANCE, either one number for every task (`0.05`) or per task (`od=0.05,tp=0.02`;
 a task not named keeps its default). This is the one place they are read.

@@ -34,7 +34,9 @@ current directory. Models are logged as pyfunc wrapping our own checkpoint (tran
 pip requirements pinned from this environment (not inferred). A logged model carries everything it
 reads: the checkpoint, `serving.json` (the city configs and the Delta versions of the context tables)
 and, per city with OSM, `context_<city>.npz` (road lattice + POIs exported from those versions with
-delta-rs), so it is served without Spark, Java or the lake.
+delta-rs), so it is served without Spark, Java or the lake. Optionally one fine-tuned checkpoint per
+task beside the default (`register --task-checkpoint tp=PATH`, artifacts `checkpoint_<task>` as
+`best-<task>.pt`): each task is served and gated with its own.
 """
 
 from __future__ import annotations
@@ -175,13 +177,18 @@ def code_wheel(out_dir: Path) -> Path | None:
 
 
 def validation_metrics(model_or_checkpoint, features, data_version) -> dict[str, float]:
-    """The gate's metrics on the validation split (the same call scores champion and challenger)."""
+    """The gate's metrics on the validation split (the same call scores champion and challenger).
+
+    `model_or_checkpoint`: one network or checkpoint for every task, or {gate task: network or
+    checkpoint} (served_networks, task_checkpoint_map): a model with per-task checkpoints is scored on
+    each task with the one that answers it, as it is served."""
     from transfertraj.model.predict import evaluate
 
     out: dict[str, float] = {}
     for task in GATE_TASKS:
+        model = model_or_checkpoint[task] if isinstance(model_or_checkpoint, dict) else model_or_checkpoint
         try:
-            m = evaluate(model_or_checkpoint, features, task, data_version=data_version, split="val", device="cpu")
+            m = evaluate(model, features, task, data_version=data_version, split="val", device="cpu")
         except ValueError as err:  # no trajectory of the split qualifies for the task
             log.warning("validation %s: %s", task, err)
             m = {}
@@ -301,9 +308,41 @@ class Registered:
     champion: str | None = None  # the version that holds `champion` after the gate (None: no champion)
 
 
-def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: list, context_versions: dict) -> str:
-    """Log the checkpoint as the pyfunc (with what it serves from) in the active run, registered under
-    `model_name`; returns the version, taken from log_model's result (never "the highest number")."""
+def task_checkpoint_map(checkpoint: Path, task_checkpoints: dict | None) -> dict:
+    """{gate task: the checkpoint that answers it}: its own (serving.TASK_CHECKPOINTS), else the default."""
+    from transfertraj.serving import checkpoint_task
+
+    own = task_checkpoints or {}
+    return {task: Path(own.get(checkpoint_task(task), checkpoint)) for task in GATE_TASKS}
+
+
+def check_task_checkpoints(task_checkpoints: dict | None) -> dict[str, Path]:
+    """Validate {task: path} for a model's per-task checkpoints: known tasks, existing files."""
+    from transfertraj.serving import TASK_CHECKPOINTS
+
+    out = {}
+    for task, path in (task_checkpoints or {}).items():
+        if task not in TASK_CHECKPOINTS:
+            raise LookupError(f"per-task checkpoint for unknown task {task!r}; tasks: {', '.join(TASK_CHECKPOINTS)}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"no checkpoint at {path} (the {task} checkpoint: a best.pt of `transfertraj finetune --task`)"
+            )
+        out[task] = Path(path)
+    return out
+
+
+def _log_pyfunc(
+    settings: Settings,
+    model_name: str,
+    checkpoint: Path,
+    cities: list,
+    context_versions: dict,
+    task_checkpoints: dict[str, Path] | None = None,
+) -> str:
+    """Log the checkpoint as the pyfunc (with what it serves from, and the per-task checkpoints as
+    `checkpoint_<task>`) in the active run, registered under `model_name`; returns the version, taken
+    from log_model's result (never "the highest number")."""
     import mlflow
 
     # Staged in a scratch folder: the checkpoint is logged as best.pt whatever its file is called (checkpoint_of
@@ -312,6 +351,10 @@ def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: l
     with tempfile.TemporaryDirectory(prefix="transfertraj-register-") as tmp:
         staged = Path(tmp) / "best.pt"
         shutil.copyfile(checkpoint, staged)
+        per_task = {}
+        for task, path in (task_checkpoints or {}).items():  # best-<task>.pt: checkpoint_of finds best.pt only
+            per_task[f"checkpoint_{task}"] = str(Path(tmp) / f"best-{task}.pt")
+            shutil.copyfile(path, per_task[f"checkpoint_{task}"])
         artifacts = serving_artifacts(cities, settings, context_versions, Path(tmp) / "serving")
         wheel = code_wheel(Path(tmp) / "serving" / "wheel")
         with warnings.catch_warnings():
@@ -320,7 +363,7 @@ def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: l
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_MODEL_FILE),  # models from code: nothing pickled
-                artifacts={"checkpoint": str(staged), **artifacts},
+                artifacts={"checkpoint": str(staged), **per_task, **artifacts},
                 pip_requirements=pip_requirements(wheel),
                 code_paths=[str(wheel)] if wheel else None,  # -> <model>/code/<wheel>
                 signature=signature(),
@@ -351,6 +394,7 @@ def log_and_register(
     extra_metrics: dict | None = None,
     extra_tags: dict | None = None,
     zero_shot_base: str | None = None,
+    task_checkpoints: dict[str, Path] | None = None,
 ) -> Registered:
     """One MLflow run for a finished training: params, metrics by epoch, validation metrics, lineage,
     the loss plot, the pyfunc model registered under `model_name`; then the gate, on `features` (read at
@@ -359,7 +403,10 @@ def log_and_register(
     zero_shot_base: for a city model, the base model version it was fine-tuned from
     (`models:/transfertraj-base/3`). While the city model has no champion, the new version must beat that
     model on the city's validation set; if it does not, the base weights become the city's champion
-    (register_zero_shot) and the new version keeps the alias `challenger` only."""
+    (register_zero_shot) and the new version keeps the alias `challenger` only.
+
+    task_checkpoints: {task: best.pt} of serving.TASK_CHECKPOINTS, logged beside `checkpoint`; each
+    answers (and is gated on) its task, the default checkpoint the others."""
     import mlflow
 
     from transfertraj.model.checkpoint import load_checkpoint
@@ -371,7 +418,8 @@ def log_and_register(
     with_history = checkpoint.parent / "last.pt" if (checkpoint.parent / "last.pt").exists() else checkpoint
     state = load_checkpoint(with_history)
     validation = ValidationSet(features, features_version, tuple(c.name for c in cities))
-    metrics = validation_metrics(checkpoint, features, features_version)
+    task_checkpoints = check_task_checkpoints(task_checkpoints)
+    metrics = validation_metrics(task_checkpoint_map(checkpoint, task_checkpoints), features, features_version)
     lineage = _lineage(data_versions, context_versions)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         mlflow.log_params({**_flat("train.", state["train_config"]), **_flat("model.", state["model_args"])})
@@ -391,6 +439,11 @@ def log_and_register(
                 "data.taxonomy_version": str(state["data"].get("taxonomy_version")),
                 **lineage,
                 **(extra_tags or {}),
+                **(
+                    {"task_checkpoints": json.dumps({t: str(p.resolve()) for t, p in task_checkpoints.items()})}
+                    if task_checkpoints
+                    else {}
+                ),
             }
         )
         log_lineage(settings, features_version, context_versions)
@@ -398,7 +451,7 @@ def log_and_register(
             mlflow.log_artifact(
                 str(plot_checkpoint(with_history, Path(tmp) / "loss_curves.png")), artifact_path="plots"
             )
-        version = _log_pyfunc(settings, model_name, checkpoint, cities, context_versions)
+        version = _log_pyfunc(settings, model_name, checkpoint, cities, context_versions, task_checkpoints)
         version_tags = {
             "features_version": str(features_version),
             **{k.removeprefix("data."): v for k, v in lineage.items()},
@@ -468,6 +521,7 @@ def register_zero_shot(
     with tempfile.TemporaryDirectory(prefix="transfertraj-zero-shot-") as tmp:
         checkpoint = Path(tmp) / "best.pt"
         checkpoint.write_bytes(checkpoint_of(f"models:/{base_name}/{base_version}", settings).read_bytes())
+        per_task = task_checkpoints_of(f"models:/{base_name}/{base_version}", settings)  # served as the base is
         lineage = _lineage(data_versions, context_versions)
         tags = {
             "source": ZERO_SHOT_SOURCE,
@@ -480,7 +534,7 @@ def register_zero_shot(
             mlflow.log_metrics({f"val/{k}": v for k, v in base_metrics.items() if not math.isnan(v)})
             mlflow.set_tags({"cities": ",".join(c.name for c in cities), **tags, **validation.tags()})
             log_lineage(settings, validation.version, context_versions)
-            version = _log_pyfunc(settings, model_name, checkpoint, cities, context_versions)
+            version = _log_pyfunc(settings, model_name, checkpoint, cities, context_versions, per_task)
             mlflow.set_tags({"registered_model": f"{model_name}/{version}"})
     for k, v in {**tags, **validation.tags(), "gate.decision": "promoted", "gate.reason": reason}.items():
         client.set_model_version_tag(model_name, version, k, v)
@@ -536,7 +590,7 @@ def promote_if_better(
     champ = champion_model(client, name)
 
     def score(uri: str) -> dict:
-        return validation_metrics(load_torch(uri, settings), validation.data, validation.version)
+        return validation_metrics(served_networks(uri, settings), validation.data, validation.version)
 
     challenger = challenger_metrics if challenger_metrics is not None else score(f"models:/{name}/{version}")
     reference, against = None, "champion"
@@ -646,11 +700,17 @@ def training_data(settings: Settings, cities: list[str], version: int | None):
 
 
 def register_checkpoint(
-    settings: Settings, checkpoint: Path, name: str, cities: list[str], features_version: int | None = None
+    settings: Settings,
+    checkpoint: Path,
+    name: str,
+    cities: list[str],
+    features_version: int | None = None,
+    task_checkpoints: dict[str, Path] | None = None,
 ) -> Registered:
     """Register a checkpoint trained outside the DAGs (`transfertraj pretrain`, torchrun's best.pt) exactly
     as the DAGs do: the same run, artifacts and tags (log_and_register), the same gate, scored on the
-    cities' features at `features_version` (latest when None)."""
+    cities' features at `features_version` (latest when None). task_checkpoints: {tp|tr|od: best.pt of
+    `transfertraj finetune --task ...`}, served (and gated) for their task instead of `checkpoint`."""
     from transfertraj.core.city_config import load_city
 
     checkpoint = Path(checkpoint)
@@ -659,6 +719,7 @@ def register_checkpoint(
             f"no checkpoint at {checkpoint}: pass the best.pt that `transfertraj pretrain --out DIR` "
             "(or torchrun) wrote under DIR"
         )
+    task_checkpoints = check_task_checkpoints(task_checkpoints)  # refused before any data is read
     data, version, ctx = training_data(settings, cities, features_version)
     base = None if name == BASE_MODEL else champion_model(configure(settings), BASE_MODEL)
     return log_and_register(
@@ -675,6 +736,7 @@ def register_checkpoint(
         extra_tags={"registered_from": str(checkpoint.resolve())},
         # a city model's first version faces the base champion zero-shot, as in onboard_city
         zero_shot_base=None if base is None else f"models:/{BASE_MODEL}/{base.version}",
+        task_checkpoints=task_checkpoints,
     )
 
 
@@ -692,6 +754,23 @@ def load(model_uri: str, settings: Settings | None = None):
 def load_torch(model_uri: str, settings: Settings | None = None):
     """The TransferTraj network inside a registered pyfunc (for scoring on features tables)."""
     return load(model_uri, settings).unwrap_python_model().torch_model
+
+
+def served_networks(model_uri: str, settings: Settings | None = None) -> dict:
+    """{gate task: the network that answers it} of a registered pyfunc: what the gate scores."""
+    served = load(model_uri, settings).unwrap_python_model()
+    return {task: served.model_for(task) for task in GATE_TASKS}
+
+
+def task_checkpoints_of(model_uri: str, settings: Settings | None = None) -> dict[str, Path]:
+    """{task: checkpoint file} of the per-task checkpoints a registered model carries (often none)."""
+    import mlflow.artifacts
+
+    from transfertraj.serving import TASK_CHECKPOINTS
+
+    configure(settings or Settings.load())
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    return {t: found for t in TASK_CHECKPOINTS for found in sorted(folder.rglob(f"best-{t}.pt"))[:1]}
 
 
 def checkpoint_of(model_uri: str, settings: Settings | None = None) -> Path:

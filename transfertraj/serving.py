@@ -11,18 +11,35 @@ within a trip). What the rows mean depends on the task:
 
 | task  | input per trip                               | answer per trip                                   |
 |-------|----------------------------------------------|---------------------------------------------------|
-| tp    | the observed trajectory (>= 1 point)         | the next 5 points (interval of the city), lon/lat |
+| tp    | the observed trajectory (>= 1 point), and    | the 5 points at the asked times (else one city    |
+|       | optionally the 5 asked times (see below)     | interval apart after the last point), lon/lat     |
 | tr    | the sparse points (one every mu intervals)   | the mu-1 missing points between each pair         |
 | odtte | origin = first row, destination = last row   | the travel time in minutes (destination row)      |
+
+TP asks "where will the vehicle be at these times?": the model hides the future points' positions, not
+their times (model/masking.py). A trip may name the 5 times as rows with a `ts` and empty `lon`/`lat`
+(NaN, JSON null, an empty CSV field), all after its last observed point; a trip that names none is
+asked at the city's nominal interval (`sampling_interval_s`) after its last point, which is wrong for
+irregular sampling (San Francisco's fixes are 20 s to minutes apart: name the times there). The
+answer's `ts` is the time each point was asked for.
+
+    asked = pd.DataFrame({"trip_id": "t1", "ts": [t + 40, t + 95, t + 160, t + 200, t + 260]})  # lon/lat NaN
+    model.predict(pd.concat([observed, asked]), params={"task": "tp"})
 
 No training/serving skew: the modalities are computed with the very functions that build the training
 features in the Spark jobs (transfertraj.features: metric coordinates, temporal fields, POI counts and
 road densities, the trajectory row), here in numpy on the request's points. The model carries what they
 need (see transfertraj.registry.log_and_register): the checkpoint, the city configs, and each city's
 context (road lattice + POIs) as a compressed NPZ exported from the context tables at the Delta versions
-the training features were built from. Loading and predicting import neither pyspark nor delta-spark and
-need no Java and no data root; a later OSM refresh cannot change what a registered model sees. Points the
-task hides (the TP future, the TR gaps, the OD arrival time) are placeholders the collate function
+the training features were built from. Loading and predicting import neither pyspark nor delta-spark
+and need no Java and no data root; a later OSM refresh cannot change what a registered model sees.
+
+Per-task checkpoints (the paper's "full" variant): a model may carry one fine-tuned checkpoint per task
+besides the default one (artifacts `checkpoint_tp`, `checkpoint_tr`, `checkpoint_od`; `transfertraj
+models register --task-checkpoint tp=PATH`). Each task is answered by its own checkpoint, a task without
+one by the default, and the registry's gate scores each task with the checkpoint that answers it.
+
+Points the task hides (the TP future, the TR gaps, the OD arrival time) are placeholders the collate function
 zeroes: their values never reach the network.
 """
 
@@ -38,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transfertraj.core.constants import TP_FUTURE
-from transfertraj.core.cores import available_cores
+from transfertraj.core.cores import idle_cores
 from transfertraj.features.context import check_context, load_city_context, poi_tree
 from transfertraj.features.datum import from_wgs84, to_wgs84
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
@@ -47,26 +64,34 @@ from transfertraj.features.trajectory import TRAJECTORY_FIELDS, point_features, 
 log = logging.getLogger("transfertraj.serving")
 
 INPUT_COLUMNS = ("trip_id", "ts", "lon", "lat")
-# torch intra-op threads per predict call; default: the cores this process may use (core.cores:
-# affinity, cgroup quota, TRANSFERTRAJ_THREADS) that are not already busy when the model loads (the
-# 1-minute load average), at least 1. More threads than idle cores spin on OpenMP barriers: on the
-# shared 2-core machine (load 8-11) 2 threads made a 64-trip request 10x slower than 1 (bench/README.md).
-# Under `mlflow models serve -w N` set it to cores / N.
+# torch intra-op threads per predict call; default: core.cores.idle_cores() when the model loads (the
+# rule and its reasons are stated there). On the shared 2-core machine (load 8-11) 2 threads made a
+# 64-trip request 10x slower than 1 (bench/README.md). Under `mlflow models serve -w N` set it to cores / N.
 THREADS_ENV = "TRANSFERTRAJ_SERVING_THREADS"
 # Padded points per forward pass: a request's trips are grouped by length up to this many (B x L), so
 # short trips are not padded to the longest (transfertraj.model.predict.length_batches). 64 real
 # Porto trips (2,556 points with the TP placeholders, padded to 64 x 125) run in 3-4 passes.
 MAX_TOKENS = 2048
 SERVING_TASKS = ("tp", "tr", "odtte")
+# A logged model may carry one fine-tuned checkpoint per task beside its default one (the paper's "full"
+# variant: the base fine-tuned on each task alone); artifact `checkpoint_<task>`. A task without its own
+# is answered by the default checkpoint.
+TASK_CHECKPOINTS = ("tp", "tr", "od")
+
+
+def checkpoint_task(task: str) -> str:
+    """A serving, mask or gate task (tp, tr, tr8, odtte, od ...) -> its key in TASK_CHECKPOINTS."""
+    key = "tr" if task.startswith("tr") else "od" if task in ("od", "odtte") else task
+    if key not in TASK_CHECKPOINTS:
+        raise ServingInputError(f"unknown task {task!r}; use one of {', '.join(SERVING_TASKS)}")
+    return key
 
 
 def serving_threads() -> int:
-    """torch threads of a serving process: TRANSFERTRAJ_SERVING_THREADS, else its idle cores (see above)."""
+    """torch threads of a serving process: TRANSFERTRAJ_SERVING_THREADS, else core.cores.idle_cores()."""
     if os.environ.get(THREADS_ENV):
         return max(1, int(os.environ[THREADS_ENV]))
-    cores = available_cores()
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(1, min(cores, cores - busy))
+    return idle_cores()
 
 
 class CityToLonLat:
@@ -105,34 +130,100 @@ def model_task(task: str, mu: int = 8) -> str:
 
 
 def check_points(points: pd.DataFrame) -> pd.DataFrame:
-    """Validate and normalise request rows: the four columns, numbers where numbers belong, sorted."""
+    """Validate and normalise request rows: the four columns, numbers where numbers belong, sorted.
+
+    A row with a ts and neither lon nor lat is an asked time (TP: "where at this time?"); it keeps NaN
+    lon/lat here and expand_for_task places it. A row with only one of lon/lat is refused."""
     missing = [c for c in INPUT_COLUMNS if c not in points.columns]
     if missing:
         raise ServingInputError(f"input lacks columns {missing}; expected {list(INPUT_COLUMNS)} (one row per point)")
-    df = points.loc[:, list(INPUT_COLUMNS)].copy()
-    df["trip_id"] = df["trip_id"].astype(str)
-    for col in ("ts", "lon", "lat"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    bad = df[["ts", "lon", "lat"]].isna().any(axis=1)
+    # numpy, not DataFrame operations: this runs on every request (a third of the time the features took)
+    trip = points["trip_id"].astype(str).to_numpy(dtype=object)
+    ts = pd.to_numeric(points["ts"], errors="coerce").to_numpy()
+    lon, lat = (pd.to_numeric(points[c], errors="coerce").to_numpy(dtype=np.float64) for c in ("lon", "lat"))
+    lon_na, lat_na = np.isnan(lon), np.isnan(lat)
+    bad = pd.isna(ts) | (lon_na != lat_na)
     if bad.any():
-        raise ServingInputError(f"{int(bad.sum())} row(s) have a missing or non-numeric ts/lon/lat")
-    if not (df["lon"].between(-180, 180).all() and df["lat"].between(-90, 90).all()):
+        raise ServingInputError(
+            f"{int(bad.sum())} row(s) have a missing or non-numeric ts, or only one of lon/lat (a row that asks "
+            "about a time leaves both empty)"
+        )
+    placed = ~lon_na
+    if not ((np.abs(lon[placed]) <= 180).all() and (np.abs(lat[placed]) <= 90).all()):
         raise ServingInputError("lon must lie in [-180, 180] and lat in [-90, 90]")
-    df["ts"] = df["ts"].astype(np.int64)
-    return df.sort_values(["trip_id", "ts"], kind="stable").reset_index(drop=True)
+    ts = ts.astype(np.int64)
+    codes, _ = pd.factorize(trip, sort=True)  # sorted ids -> int codes: one integer sort, not one of strings
+    order = np.lexsort((ts, codes))  # stable: by trip_id, then ts
+    return pd.DataFrame({"trip_id": trip[order], "ts": ts[order], "lon": lon[order], "lat": lat[order]})
+
+
+def asked_rows(points: pd.DataFrame) -> pd.DataFrame:
+    """Rows that ask about the (trip_id, ts) of `points`: TP's "where at these times?" (no lon/lat)."""
+    return pd.DataFrame(
+        {"trip_id": points["trip_id"].to_numpy(), "ts": points["ts"].to_numpy(), "lon": np.nan, "lat": np.nan}
+    )
+
+
+def tp_times(points: pd.DataFrame, trips: np.ndarray, last_ts: np.ndarray, interval_s: float) -> np.ndarray:
+    """(trips, TP_FUTURE) Unix seconds of the hidden TP points: the request's asked times where a trip
+    names them (rows without lon/lat), else the city's nominal interval after the trip's last point.
+
+    Why the request may name them: the model's TP mask hides positions, not times (model.masking), so
+    the answer is "where at these times"; at irregular sampling (San Francisco's fixes are 20 s to
+    minutes apart) the nominal steps ask about times nobody wanted. `trips` are the observed trips in
+    order (sorted ids), `last_ts` their last observed time; a trip names all TP_FUTURE times or none."""
+    step = np.arange(1, TP_FUTURE + 1) * int(round(interval_s))
+    times = last_ts[:, None] + step[None, :]
+    asked = points[points["lon"].isna()]
+    if asked.empty:
+        return times
+    ids = asked["trip_id"].to_numpy(dtype=object)
+    at = np.minimum(np.searchsorted(trips, ids), len(trips) - 1)
+    unknown = trips[at] != ids
+    if unknown.any():
+        raise ServingInputError(f"trip {ids[unknown][0]}: asks about times but has no observed point")
+    count = np.bincount(at, minlength=len(trips))
+    wrong = (count != 0) & (count != TP_FUTURE)
+    if wrong.any():
+        t = int(np.flatnonzero(wrong)[0])
+        raise ServingInputError(
+            f"trip {trips[t]}: asks about {count[t]} time(s); tp answers {TP_FUTURE} points, so name "
+            f"{TP_FUTURE} times (rows with ts and no lon/lat) or none (the city's interval after the last point)"
+        )
+    named = np.flatnonzero(count == TP_FUTURE)
+    asked_ts = asked["ts"].to_numpy(dtype=np.int64).reshape(-1, TP_FUTURE)  # sorted by trip, then ts
+    after = asked_ts[:, 0] > last_ts[named]
+    rising = (np.diff(asked_ts, axis=1) > 0).all(axis=1)
+    if not (after & rising).all():
+        t = named[~(after & rising)][0]
+        raise ServingInputError(
+            f"trip {trips[t]}: asked times must be distinct and after its last observed point (ts {last_ts[t]})"
+        )
+    times[named] = asked_ts
+    return times
 
 
 def expand_for_task(points: pd.DataFrame, task: str, *, interval_s: float, mu: int = 8) -> pd.DataFrame:
     """Request points -> the trajectory the task's mask expects, with an `observed` flag per point.
 
-    tp: observed points + 5 future placeholders; tr: mu-1 placeholders between consecutive observed
-    points (so the tr mask keeps exactly the observed ones); odtte: first and last point only.
-    Placeholders repeat the previous observed position and step the time; the mask hides them.
+    tp: observed points + 5 future placeholders at the asked times (tp_times); tr: mu-1 placeholders
+    between consecutive observed points (so the tr mask keeps exactly the observed ones); odtte: first
+    and last point only. Placeholders repeat the previous observed position; the mask hides it.
     """
     if task not in SERVING_TASKS:
         raise ServingInputError(f"unknown task {task!r}")
     if len(points) == 0:
         raise ServingInputError("the request has no rows")
+    asking = points["lon"].isna().to_numpy()
+    if asking.any():
+        if task != "tp":
+            raise ServingInputError(
+                f"{int(asking.sum())} row(s) without lon/lat: only tp takes asked times (tr asks the times between "
+                "its points, odtte the arrival)"
+            )
+        asked, points = points, points[~asking].reset_index(drop=True)
+        if len(points) == 0:
+            raise ServingInputError("the request has asked times but no observed point")
     trip = points["trip_id"].to_numpy(dtype=object)
     ts, lon, lat = (points[c].to_numpy() for c in ("ts", "lon", "lat"))
     start = np.flatnonzero(np.r_[True, trip[1:] != trip[:-1]])  # rows are sorted by trip (check_points)
@@ -146,12 +237,13 @@ def expand_for_task(points: pd.DataFrame, task: str, *, interval_s: float, mu: i
     if task == "tp":
         k = np.tile(np.arange(1, TP_FUTURE + 1), len(start))
         f = np.repeat(np.arange(len(start)), TP_FUTURE)
+        future = tp_times(asked if asking.any() else points, trip[start], ts[last], interval_s)
         parts = [
             (trip_no, pos, ts, lon, lat, np.ones(len(ts), bool)),
             (
                 f,
                 n[f] - 1 + k,
-                ts[last][f] + int(round(interval_s)) * k,
+                future.reshape(-1),
                 lon[last][f],
                 lat[last][f],
                 np.zeros(len(f), bool),
@@ -238,30 +330,48 @@ def features_from_points(points: pd.DataFrame, city, context, tree=None) -> pa.T
 def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str, datum: str = "wgs84") -> pd.DataFrame:
     """transfertraj.model.predict.predict rows -> the answer rows of a serving task (only what was asked),
     predicted points in `datum`: the city's, the one its requests come in."""
-    cols = ["trip_id", "point", "ts", "pred_lon", "pred_lat", "pred_minutes"]
-    merged = preds.merge(
-        expanded[["trip_id", "idx", "ts", "observed"]],
-        left_on=["trip_id", "point"],
-        right_on=["trip_id", "idx"],
-        how="left",
-    )
+    # expanded is sorted by trip with each trip's idx consecutive (expand_for_task): a prediction's row
+    # there is found by arithmetic from its trip's first row (a pandas merge cost 10x more); rows that do
+    # not check out are looked up by (trip_id, idx).
+    e_trip, e_idx = expanded["trip_id"].to_numpy(dtype=object), expanded["idx"].to_numpy(dtype=np.int64)
+    p_trip, point = preds["trip_id"].to_numpy(dtype=object), preds["point"].to_numpy(dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, e_trip[1:] != e_trip[:-1]])
+    first = starts[pd.Index(e_trip[starts]).get_indexer(p_trip)]
+    row = np.clip(first + point - e_idx[first], 0, len(e_idx) - 1)
+    if not ((e_idx[row] == point) & (e_trip[row] == p_trip)).all():
+        keys = pd.MultiIndex.from_arrays([e_trip, e_idx])
+        row = keys.get_indexer(pd.MultiIndex.from_arrays([p_trip, point]))
     if task == "odtte":
-        dest = merged[merged["masked_temporal"]].copy()
-        dest["travel_time_min"] = dest["pred_minutes"]
-        return dest[["trip_id", "travel_time_min"]].reset_index(drop=True)
-    hidden = merged[merged["masked_spatial"] & ~merged["observed"].astype(bool)].copy()
-    hidden["pred_lon"], hidden["pred_lat"] = from_wgs84(hidden["pred_lon"], hidden["pred_lat"], datum)
-    return hidden[cols].rename(columns={"pred_minutes": "pred_minutes_since_start"}).reset_index(drop=True)
+        dest = preds["masked_temporal"].to_numpy(dtype=bool)
+        return pd.DataFrame({"trip_id": p_trip[dest], "travel_time_min": preds["pred_minutes"].to_numpy()[dest]})
+    hidden = preds["masked_spatial"].to_numpy(dtype=bool) & ~expanded["observed"].to_numpy(dtype=bool)[row]
+    lon, lat = from_wgs84(preds["pred_lon"].to_numpy()[hidden], preds["pred_lat"].to_numpy()[hidden], datum)
+    return pd.DataFrame(
+        {
+            "trip_id": p_trip[hidden],
+            "point": point[hidden],
+            "ts": expanded["ts"].to_numpy()[row[hidden]],
+            "pred_lon": lon,
+            "pred_lat": lat,
+            "pred_minutes_since_start": preds["pred_minutes"].to_numpy()[hidden],
+        }
+    )
 
 
 class TransferTrajModel(mlflow.pyfunc.PythonModel):
-    """A TransferTraj checkpoint plus the context of its cities; everything it reads is in the model."""
+    """A TransferTraj checkpoint (and optionally one per task) plus the context of its cities; everything
+    it reads is in the model. Input rows, asked TP times and answers: this module's docstring."""
 
     def load_context(self, context):
         from transfertraj.core.city_config import parse_city
         from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
+        self.task_models = {  # per-task fine-tunes the model carries (checkpoint_task keys)
+            task: load_model(context.artifacts[f"checkpoint_{task}"])[0]
+            for task in TASK_CHECKPOINTS
+            if f"checkpoint_{task}" in context.artifacts
+        }
         self.threads = serving_threads()
         self.max_tokens = MAX_TOKENS  # None: one padded batch per request (the path before length batches)
         spec = json.loads(Path(context.artifacts["serving"]).read_text())
@@ -285,6 +395,10 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             log.info(
                 "%s: context of %s (tables at versions %s)", name, artifact, spec["cities"][name]["context_versions"]
             )
+
+    def model_for(self, task: str):
+        """The network that answers `task` (serving, mask or gate name): its own checkpoint, else the default."""
+        return self.task_models.get(checkpoint_task(task), self.torch_model)
 
     def features(self, model_input: pd.DataFrame, *, task: str = "tp", mu: int = 8, city: str | None = None):
         """(features rows, expanded points) of a request: what predict feeds the network."""
@@ -311,7 +425,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         torch.set_num_threads(self.threads)  # for this call only: an in-process caller keeps its setting
         try:
             preds = model_predict(
-                self.torch_model,
+                self.model_for(mask_task),
                 table,
                 mask_task,
                 device="cpu",

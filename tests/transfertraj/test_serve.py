@@ -94,24 +94,37 @@ def test_length_batches_group_by_length_and_cover_every_trip():
     assert all(len(b) <= 2 for b in length_batches(n, batch_size=2, max_tokens=10_000))
 
 
-def test_length_batches_answer_as_one_padded_batch(served_store, monkeypatch):
-    """Parity: the serving path (trips grouped by length, inference mode, threads from the cores) gives
-    the answers of the path before it (one batch padded to the longest trip, torch.no_grad, 1 thread),
-    for real Porto trips of very different lengths, in every task and in the same row order."""
-    from transfertraj import registry
-    from transfertraj.model.predict import length_batches
+def test_serving_threads_are_the_idle_cores(monkeypatch):
+    """A serving process sizes torch's pool by core.cores' rule (its cores less the busy ones), unless told."""
+    from transfertraj.core import cores
     from transfertraj.serving import THREADS_ENV, serving_threads
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
-    monkeypatch.setenv("TRANSFERTRAJ_THREADS", "4")
+    monkeypatch.delenv("TRANSFERTRAJ_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda path: None)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     assert serving_threads() == 4  # idle: the cores the process may use
     monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
     assert serving_threads() == 1  # 3 of 4 busy
     monkeypatch.setattr(os, "getloadavg", lambda: (11.0, 0.0, 0.0))
     assert serving_threads() == 1  # oversubscribed: never 0
-    monkeypatch.setenv(THREADS_ENV, "3")
-    assert serving_threads() == 3  # told
+    monkeypatch.setattr(cores, "cgroup_cpu_limit", lambda path: 2.0)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.7, 0.0, 0.0))
+    assert serving_threads() == 1  # a 2-CPU quota on 4 cores, one busy
+    assert serving_threads() == cores.idle_cores()  # the one rule, not a copy of it
+    monkeypatch.setenv("TRANSFERTRAJ_THREADS", "3")
+    assert serving_threads() == 3  # the project-wide setting wins, as for every pool
+    monkeypatch.setenv(THREADS_ENV, "2")
+    assert serving_threads() == 2  # the serving setting wins over it
+
+
+def test_length_batches_answer_as_one_padded_batch(served_store, monkeypatch):
+    """Parity: the serving path (trips grouped by length, inference mode, threads from the cores) gives
+    the answers of the path before it (one batch padded to the longest trip, torch.no_grad, 1 thread),
+    for real Porto trips of very different lengths, in every task and in the same row order."""
+    from transfertraj import registry
+    from transfertraj.model.predict import length_batches
 
     model = registry.load(MODEL, served_store)
     py = model.unwrap_python_model()
