@@ -52,7 +52,8 @@ SOURCES = pretrain_cities()
             "scratch",
             enum=list(INITS),
             description="scratch: random weights; base-weights: continue the committed multi-city base model "
-            "(weights/base/; its architecture, the size fields below are ignored)",
+            "(weights/base/; its architecture, the size fields below are ignored); base-release: register the "
+            "committed model and its per-task fine-tunes as they are (no training)",
         ),
         "size": Param("paper", enum=list(MODEL_SIZES), description="named model size (core.constants.MODEL_SIZES)"),
         # Each architecture field below overrides the size's value; null keeps it.

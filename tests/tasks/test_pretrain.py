@@ -25,3 +25,26 @@ def test_initial_weights(tmp_path):
 def test_the_committed_base_weights_are_in_the_repository():
     assert initial_weights("base-weights") == BASE_WEIGHTS
     assert (BASE_WEIGHTS.parent / "README.md").is_file()  # what made them: command, data versions, metrics
+
+
+def test_the_committed_per_task_fine_tunes_serve_in_place_of_the_base():
+    from transfertraj.model.checkpoint import load_model
+    from transfertraj.serving import TASK_CHECKPOINTS
+    from transfertraj.tasks.pretrain import committed_task_weights
+
+    found = committed_task_weights()
+    assert set(found) <= set(TASK_CHECKPOINTS) and {"tp", "od"} <= set(found)
+    base, _ = load_model(BASE_WEIGHTS)
+    for task, path in found.items():
+        model, state = load_model(path)
+        # same inputs as the base (the fine-tunes may add a learned input, e.g. the road offset for TR)
+        assert (model.args.poi_dim, model.args.road_dim, model.args.d_model) == (
+            base.args.poi_dim,
+            base.args.road_dim,
+            base.args.d_model,
+        ), task
+        assert state["train_config"]["task"].startswith(task), (task, state["train_config"]["task"])
+
+
+def test_only_the_release_starts_from_the_committed_weights_as_they_are():
+    assert initial_weights("base-release") == BASE_WEIGHTS

@@ -40,6 +40,10 @@ BUNDLED_CITY_DIR = Path(str(resources.files("transfertraj.cities")))
 # The committed multi-city base model (weights/base/README.md says what made it): what `make demo` and a
 # pretraining with `init: base-weights` start from instead of random weights.
 BASE_WEIGHTS = REPO_ROOT / "weights" / "base" / "transfertraj-base.pt"
+# Its per-task fine-tunes (the paper's "full" variant, weights/base/README.md): transfertraj-base-<task>.pt
+# for the served tasks tp, tr, od. A base registered from the committed weights carries them, so each task
+# is answered (and gated) with its own.
+BASE_TASK_WEIGHTS = REPO_ROOT / "weights" / "base" / "tasks"
 
 
 def _parse_conf(text: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from transfertraj.core.settings import BASE_WEIGHTS, Settings
+from transfertraj.core.settings import BASE_TASK_WEIGHTS, BASE_WEIGHTS, Settings
 from transfertraj.tasks.training_data import read_city_data
 from transfertraj.tasks.training_run import checkpoint_dir, registered, train_overrides
 
@@ -27,14 +27,16 @@ def pretrain_cities() -> list[str]:
     return [c.strip() for c in os.environ.get("TRANSFERTRAJ_PRETRAIN_CITIES", "porto").split(",") if c.strip()]
 
 
-INITS = ("scratch", "base-weights")  # where pretraining starts: random weights, or the committed base model
+# Where pretraining starts: random weights, the committed base model (continued on the cities at hand), or
+# the committed base model registered as it is, with its per-task fine-tunes ("base-release": no training).
+INITS = ("scratch", "base-weights", "base-release")
 
 
 def initial_weights(init: str | None) -> Path | None:
     """The checkpoint a pretraining starts from: None (random weights), the committed base model, or a path."""
     if init in (None, "scratch"):
         return None
-    path = BASE_WEIGHTS if init == "base-weights" else Path(init)
+    path = BASE_WEIGHTS if init in ("base-weights", "base-release") else Path(init)
     if not path.is_file():
         raise FileNotFoundError(
             f"no initial weights at {path}: the committed base model is weights/base/ in the repository "
@@ -43,13 +45,27 @@ def initial_weights(init: str | None) -> Path | None:
     return path
 
 
+def committed_task_weights() -> dict[str, Path]:
+    """{task: checkpoint} of the committed base model's per-task fine-tunes (the paper's "full" variant:
+    weights/base/README.md), those present of transfertraj-base-<task>.pt for the served tasks.
+
+    Only the release carries them: a continuation retrains the default weights only, and fine-tunes of
+    the un-continued weights riding along would answer every served task in its place, so the gate could
+    no longer tell a better or a damaged continuation from the release."""
+    from transfertraj.serving import TASK_CHECKPOINTS
+
+    found = {t: BASE_TASK_WEIGHTS / f"transfertraj-base-{t}.pt" for t in TASK_CHECKPOINTS}
+    return {t: p for t, p in found.items() if p.is_file()}
+
+
 def pretrain_base(cities: list[str], *, run_key: str, init: str | None = None, **overrides) -> dict:
     """Pretrain on these cities' features, log one MLflow run, register `transfertraj-base`, gate it.
 
     init: "scratch" (default: masked-recovery pretraining from random weights), "base-weights" (continue the
     committed multi-city model on these cities under the multitask mask it was fine-tuned with, so it
     keeps answering every task; the architecture is the checkpoint's, size overrides are ignored) or a
-    checkpoint path.
+    checkpoint path; "base-release" trains nothing: the committed model and its per-task fine-tunes
+    (committed_task_weights) are registered as they are, scored by the gate on these cities' validation.
     """
     from transfertraj import registry
     from transfertraj.core.city_config import load_city
@@ -60,14 +76,18 @@ def pretrain_base(cities: list[str], *, run_key: str, init: str | None = None, *
     out_dir = checkpoint_dir(settings, registry.BASE_MODEL, run_key)
     t0 = time.time()
     start = initial_weights(init)
-    if start is None:
+    task_checkpoints, tags = {}, {}
+    if init == "base-release":
+        ckpt, task_checkpoints = start, committed_task_weights()
+        tags = {"release": "committed weights/base (trained on the real volumes, weights/base/README.md)"}
+    elif start is None:
         ckpt = pretrain(data, version, out_dir, progress=False, **train_overrides(overrides))
     else:
         training, architecture = split_overrides(train_overrides(overrides))
         if architecture:
             log.info("architecture from %s; ignored: %s", start, sorted(architecture))
         ckpt = finetune(start, "multitask", data, data_version=version, out_dir=out_dir, progress=False, **training)
-    log.info("pretrained on %s (features v%s) in %.0f s: %s", cities, version, time.time() - t0, ckpt)
+    log.info("base model for %s (features v%s, init %s) in %.0f s: %s", cities, version, init, time.time() - t0, ckpt)
     reg = registry.log_and_register(
         settings=settings,
         experiment=registry.BASE_EXPERIMENT,
@@ -79,5 +99,7 @@ def pretrain_base(cities: list[str], *, run_key: str, init: str | None = None, *
         features=data,
         features_version=version,
         run_name=f"pretrain {run_key}",
+        task_checkpoints=task_checkpoints,
+        extra_tags=tags or None,
     )
     return registered(reg)
