@@ -218,9 +218,13 @@ def export_city_context(settings: Settings, city: str, versions: dict, out_dir: 
     return save_city_context(city_context(pois, grid), out_dir / f"context_{city}.npz")
 
 
-def serving_artifacts(cities: list, settings: Settings, context_versions: dict[str, dict], out_dir: Path) -> dict:
+def serving_artifacts(
+    cities: list, settings: Settings, context_versions: dict[str, dict], out_dir: Path, *, road_graphs: bool = False
+) -> dict:
     """artifact name -> local file: serving.json (what the pyfunc needs to build features like the
-    pipeline: city configs, context versions) and one context NPZ per city with OSM."""
+    pipeline: city configs, context versions) and one context NPZ per city with OSM. road_graphs (a model
+    with road_input): also each OSM city's drive graph (model.road_paths.RoadGraph.save) of context_roads at
+    the pinned version (the latest where none is pinned), from which serving computes the TR road offsets."""
     import yaml
 
     from transfertraj.core.city_config import city_to_yaml
@@ -238,6 +242,13 @@ def serving_artifacts(cities: list, settings: Settings, context_versions: dict[s
             "context_versions": versions,
             "context_artifact": name,
         }
+        if road_graphs and c.has_osm:
+            from transfertraj.model.road_paths import road_graph
+
+            graph, read = road_graph(settings, c.name, versions.get("context_roads"))
+            if graph is not None:
+                artifacts[f"roads_{c.name}"] = str(graph.save(out_dir / f"roads_{c.name}.npz"))
+                spec_cities[c.name].update(roads_artifact=f"roads_{c.name}", roads_version=read)
     spec_path = out_dir / "serving.json"
     spec_path.write_text(json.dumps({"default_city": cities[0].name, "cities": spec_cities}, indent=1, default=str))
     return {"serving": str(spec_path), **artifacts}
@@ -312,7 +323,10 @@ def _log_pyfunc(settings: Settings, model_name: str, checkpoint: Path, cities: l
     with tempfile.TemporaryDirectory(prefix="transfertraj-register-") as tmp:
         staged = Path(tmp) / "best.pt"
         shutil.copyfile(checkpoint, staged)
-        artifacts = serving_artifacts(cities, settings, context_versions, Path(tmp) / "serving")
+        from transfertraj.model.checkpoint import load_checkpoint
+
+        road_input = bool(load_checkpoint(checkpoint)["model_args"].get("road_input"))
+        artifacts = serving_artifacts(cities, settings, context_versions, Path(tmp) / "serving", road_graphs=road_input)
         wheel = code_wheel(Path(tmp) / "serving" / "wheel")
         with warnings.catch_warnings():
             # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.

@@ -254,6 +254,24 @@ def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str, datum: str = 
     return hidden[cols].rename(columns={"pred_minutes": "pred_minutes_since_start"}).reset_index(drop=True)
 
 
+def road_graphs(torch_model, spec: dict, artifacts: dict) -> dict:
+    """{city: RoadGraph} a model with road_input answers TR with: the drive graphs it was logged with
+    (registry.serving_artifacts), no lake. A city without one gets road offsets 0, said once here."""
+    if not torch_model.args.road_input:
+        return {}
+    from transfertraj.model.road_paths import RoadGraph
+
+    graphs = {}
+    for name, city in spec["cities"].items():
+        artifact = city.get("roads_artifact")
+        if artifact is None:
+            log.warning("%s: the model reads road offsets but carries no road graph: its TR road offsets are 0", name)
+            continue
+        graphs[name] = RoadGraph.load(artifacts[artifact])
+        log.info("%s: road graph of %s (context_roads version %s)", name, artifact, city.get("roads_version"))
+    return graphs
+
+
 class TransferTrajModel(mlflow.pyfunc.PythonModel):
     """A TransferTraj checkpoint plus the context of its cities; everything it reads is in the model."""
 
@@ -285,6 +303,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             log.info(
                 "%s: context of %s (tables at versions %s)", name, artifact, spec["cities"][name]["context_versions"]
             )
+        self.road_graphs = road_graphs(self.torch_model, spec, context.artifacts)
 
     def features(self, model_input: pd.DataFrame, *, task: str = "tp", mu: int = 8, city: str | None = None):
         """(features rows, expanded points) of a request: what predict feeds the network."""
@@ -318,6 +337,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
                 max_points=None,
                 max_tokens=self.max_tokens,
                 to_lonlat=self.to_lonlat,
+                road_graphs=self.road_graphs,
             )
         finally:
             torch.set_num_threads(previous)

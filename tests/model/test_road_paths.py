@@ -12,7 +12,7 @@ import pytest
 from tests.model.generated import generated_features
 from transfertraj.model.baselines import tr_linear_interpolation
 from transfertraj.model.road_paths import (
-    FIRST_DETOUR,
+    SEARCH_DETOURS,
     RoadGraph,
     place_along,
     shortest_paths,
@@ -119,8 +119,12 @@ def test_the_ellipse_search_finds_the_whole_graph_paths_on_real_roads(porto_grap
     a = rng.integers(g.n_nodes, size=300)
     b = g.tree.query(g.xy[a] + rng.normal(0, 400, size=(300, 2)))[1]  # partners a few hundred metres away
     straight = np.linalg.norm(g.xy[a] - g.xy[b], axis=1)
-    limits = straight * rng.choice([1.05, 1.3, 2.0, 3.0], size=300) + rng.choice([0.0, 200.0], size=300)
+    limits = straight * rng.choice([1.05, 1.3, 2.0, 3.0, 5.0], size=300) + rng.choice([0.0, 200.0], size=300)
     found = shortest_paths(g, np.stack([a, b], 1), limits)
+
+    def straight_nodes(s, t):
+        return np.linalg.norm(g.xy[s] - g.xy[t])
+
     kinds = set()
     for (s, t, limit), path in zip(zip(a, b, limits), found):
         ref = whole_graph_path(g, int(s), int(t), float(limit))
@@ -128,12 +132,10 @@ def test_the_ellipse_search_finds_the_whole_graph_paths_on_real_roads(porto_grap
         if ref is not None:
             assert path.tolist() == ref
             length = g.lengths[path[:-1], path[1:]].sum()
-            kinds.add(
-                "first ellipse" if length <= FIRST_DETOUR * np.linalg.norm(g.xy[s] - g.xy[t]) + 50 else "own limit"
-            )
+            kinds.add("a detour ellipse" if length <= SEARCH_DETOURS[-1] * straight_nodes(s, t) + 50 else "own limit")
         else:
             kinds.add("refused")
-    assert kinds == {"first ellipse", "own limit", "refused"}
+    assert kinds == {"a detour ellipse", "own limit", "refused"}
 
 
 def test_the_porto_extract_gives_a_graph_that_routes_real_trips(porto_graph):
@@ -170,3 +172,9 @@ def test_the_porto_extract_gives_a_graph_that_routes_real_trips(porto_graph):
         assert len(out) == 14 and np.isfinite(out[["pred_mx", "pred_my"]].to_numpy()).all()
         on_road.append(out["on_road"].mean())
     assert np.mean(on_road) > 0.5  # central Porto is all streets: most gaps find a path
+
+
+def test_a_saved_graph_loads_as_the_same_graph(tmp_path, porto_graph):
+    loaded = RoadGraph.load(porto_graph.save(tmp_path / "roads.npz"))
+    np.testing.assert_array_equal(loaded.xy, porto_graph.xy)
+    assert (loaded.lengths != porto_graph.lengths).nnz == 0
