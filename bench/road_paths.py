@@ -7,7 +7,8 @@
 whole city graph), loaded from git; "after" is the working tree's. Both place the hidden points of the same
 sampled trajectories (REAL: the lake's features and context_roads) on the same graph, each timed in wall
 and process CPU seconds (the CPU figure is the comparable one on a shared machine), and the two outputs
-must be identical. Appends a dated row to bench/results/road-paths-history.csv.
+must be identical. "After" includes building the graph's cell index and components (once per graph).
+Appends a dated row to bench/results/road-paths-history.csv.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def module_at(revision: str):
     sys.modules[path.stem] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def working_tree_rev() -> str:
+    """HEAD's short hash, with "+dirty" when model/road_paths.py differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "model/road_paths.py"], cwd=REPO).returncode
+    return head.strip() + ("+dirty" if dirty else "")
 
 
 def timed(fn):
@@ -81,8 +89,6 @@ def main(argv=None) -> int:
     before, before_wall, before_cpu = timed(
         lambda: old.tr_road_path_interpolation(data, rows, mu=args.mu, graphs=graphs)
     )
-    graph.ellipses  # the cell index is built once per graph (and cached with it): timed apart
-    _, index_wall, index_cpu = timed(lambda: road_paths._EllipseIndex(graph))
     after, after_wall, after_cpu = timed(
         lambda: road_paths.tr_road_path_interpolation(data, rows, mu=args.mu, graphs=graphs)
     )
@@ -98,11 +104,11 @@ def main(argv=None) -> int:
         "mu": args.mu,
         "graph_nodes": graph.n_nodes,
         "before_rev": args.before,
+        "after_rev": working_tree_rev(),
         "before_wall_s": round(before_wall, 2),
         "before_cpu_s": round(before_cpu, 2),
         "after_wall_s": round(after_wall, 2),
         "after_cpu_s": round(after_cpu, 2),
-        "index_build_cpu_s": round(index_cpu, 3),
         "speedup_cpu": round(before_cpu / after_cpu, 1),
         "speedup_wall": round(before_wall / after_wall, 1),
         "identical": True,

@@ -29,6 +29,7 @@ Shortest paths come from scipy.sparse.csgraph.dijkstra on the nodes that such a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -153,17 +154,19 @@ class _EllipseIndex:
 
     def nodes(self, a: np.ndarray, b: np.ndarray, limit: float) -> np.ndarray:
         """Sorted nodes p with |p - a| + |p - b| <= limit."""
-        centre, semi_major, focal = (a + b) / 2, limit / 2, np.linalg.norm(b - a) / 2
-        semi_minor = np.sqrt(max(semi_major**2 - focal**2, 0.0))
-        cos, sin = (b - a) / (2 * focal) if focal > 0 else (1.0, 0.0)
-        half = np.hypot([semi_major * cos, semi_major * sin], [semi_minor * sin, semi_minor * cos])  # bbox
-        top = self.shape - 1
-        i0 = np.clip(np.floor((centre - half - self.low) / self.cell_m).astype(np.int64), 0, top)
-        i1 = np.clip(np.floor((centre + half - self.low) / self.cell_m).astype(np.int64), 0, top)
-        rows = np.arange(i0[1], i1[1] + 1) * self.shape[0]
-        candidates = self.order[_ranges(self.start[rows + i0[0]], self.start[rows + i1[0] + 1])]
+        (ax, ay), (bx, by) = a.tolist(), b.tolist()  # scalars: plain floats cost less than numpy's per call
+        semi_major, focal = limit / 2, math.hypot(bx - ax, by - ay) / 2
+        semi_minor = math.sqrt(max(semi_major**2 - focal**2, 0.0))
+        cos, sin = ((bx - ax) / (2 * focal), (by - ay) / (2 * focal)) if focal > 0 else (1.0, 0.0)
+        half_x = math.hypot(semi_major * cos, semi_minor * sin)  # the ellipse's bounding box
+        half_y = math.hypot(semi_major * sin, semi_minor * cos)
+        (cx, cy), (nx, ny) = ((ax + bx) / 2 - self.low[0], (ay + by) / 2 - self.low[1]), self.shape.tolist()
+        x0, x1 = (min(max(int(math.floor(v / self.cell_m)), 0), nx - 1) for v in (cx - half_x, cx + half_x))
+        y0, y1 = (min(max(int(math.floor(v / self.cell_m)), 0), ny - 1) for v in (cy - half_y, cy + half_y))
+        rows = np.arange(y0, y1 + 1) * nx
+        candidates = self.order[_ranges(self.start[rows + x0], self.start[rows + x1 + 1])]
         p = self.graph.xy[candidates]
-        inside = np.hypot(*(p - a).T) + np.hypot(*(p - b).T) <= limit
+        inside = np.hypot(p[:, 0] - ax, p[:, 1] - ay) + np.hypot(p[:, 0] - bx, p[:, 1] - by) <= limit
         return np.sort(candidates[inside])
 
     def subgraph(self, nodes: np.ndarray):
