@@ -88,6 +88,8 @@ def score_checkpoint(
         data_task = data
         if task.startswith("tr") and road_input:  # the model's road offsets, on the graphs the baseline uses
             data_task = tr_road_input(data, task_rows(data, "all", task, config), int(task[2:]), road_graphs)
+            where = "the road graph of the road-path baseline" if road_graphs else "no road graph: all 0"
+            notes.append(f"{task}: the model reads road offsets (road_input) from {where}")
         frames = {MODEL: model_frame(checkpoint, data_task, task, config, device, split="all")}
         frames.update(baselines_on_all(data, task, road_graphs=road_graphs, config=config))
         if ROAD_PATH_BASELINE in frames:

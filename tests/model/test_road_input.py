@@ -88,3 +88,16 @@ def test_finetune_switches_it_on_and_trains_on_rows_with_offsets(tmp_path, featu
     assert "has no road graph" in caplog.text
     model, _ = load_model(out)
     assert model.args.road_input and predict(model, features_df, "tr8", data_version=5, device="cpu").shape[0] > 0
+
+
+def test_scoring_hands_the_model_the_baselines_road_graph(tmp_path):
+    from transfertraj.model.checkpoint import new_state, save_checkpoint
+    from transfertraj.model.scoring import score_checkpoint
+
+    data = load_features(generated_features(6, min_points=12, max_points=20, city="toy"), 0)
+    model = with_road_input(tiny_model())
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, new_state(model, data.describe(), {"task": "tr8"}, model=model.state_dict()))
+    score = score_checkpoint(path, data, tasks=("tr8",), road_graphs={"toy": toy_graph()}, n_boot=50, device="cpu")
+    assert "tr8: the model reads road offsets (road_input) from the road graph of the road-path baseline" in score.notes
+    assert set(score.ratios["against"]) >= {"road-path interpolation", "lin-interp (time)"}
