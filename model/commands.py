@@ -148,6 +148,7 @@ def cmd_finetune(args, settings=None) -> int:
 
     data, version, _ = read_input(args, settings)
     kwargs = _train_kwargs(args)
+    graphs, cache = _road_graphs(args, data, settings) if args.road_input else ({}, None)
     path = finetune(
         getattr(args, "from"),
         args.task,
@@ -155,13 +156,29 @@ def cmd_finetune(args, settings=None) -> int:
         data_version=version,
         n_shot=args.n_shot,
         freeze_encoder=args.freeze_encoder,
+        road_input=args.road_input,
+        road_graphs=graphs,
+        road_rows=args.road_rows,
+        road_cache=cache,
         **kwargs,
     )
     print(path)
     print(_loss_curves(path))
-    metrics = evaluate(path, data, args.task, data_version=version, split="test", device=args.device)
+    metrics = evaluate(
+        path, data, args.task, data_version=version, split="test", device=args.device, road_graphs=graphs or None
+    )
     print(json.dumps({"task": args.task, "split": "test", **metrics}))
     return 0
+
+
+def _road_graphs(args, data, settings=None) -> tuple[dict, object]:
+    """({city: RoadGraph} of the lake's context_roads for the input's cities, the road-offset cache folder)."""
+    from transfertraj.core.settings import Settings
+    from transfertraj.model.road_paths import road_graph
+
+    settings = settings or Settings.load()
+    graphs = {c: road_graph(settings, c)[0] for c in sorted(set(data.city.tolist()))}
+    return {c: g for c, g in graphs.items() if g is not None}, settings.cache / "road_offsets"
 
 
 def register(subparsers) -> None:
@@ -191,6 +208,17 @@ def register(subparsers) -> None:
     p.add_argument("--task", required=True, choices=[t for t in MASK_TASKS if t != "pretrain"])
     p.add_argument("--n-shot", type=int, default=None, help="few-shot: train on N trajectories of the train split")
     p.add_argument("--freeze-encoder", action="store_true", help="train the heads only")
+    p.add_argument(
+        "--road-input",
+        action="store_true",
+        help="add the TR road-offset input (road path minus straight line, from the lake's context_roads)",
+    )
+    p.add_argument(
+        "--road-rows",
+        type=int,
+        default=None,
+        help="with --road-input: train on this many trajectories with precomputed road offsets (default: all)",
+    )
     p.set_defaults(func=cmd_finetune)
     register_evaluate(subparsers)
 

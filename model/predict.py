@@ -11,6 +11,7 @@ import this module, `transfertraj.model.train` imports none of it.
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,8 @@ from transfertraj.model.trajectory_data import (
     to_device,
 )
 from transfertraj.model.transfertraj import TransferTraj
+
+log = logging.getLogger("transfertraj.model")
 
 
 def length_batches(n_points: np.ndarray, *, batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
@@ -70,6 +73,7 @@ def predict(
     max_points: int | None = MAX_POINTS,
     max_tokens: int | None = None,
     to_lonlat: dict | None = None,
+    road_graphs: dict | None = None,
 ) -> pd.DataFrame:
     """Predictions for every hidden point of `task`'s mask: one row per (trajectory, hidden point).
 
@@ -83,7 +87,8 @@ def predict(
     pretraining mask draws per trajectory in batch order. to_lonlat: city -> callable((n, 2) metres)
     -> (n, 2) lon/lat, the inverse of the city's projection known exactly (serving holds one per city,
     built once at load); a city without one gets MetricToLonLat fitted on the input's own points, a
-    least-squares fit that costs more than the forward pass of a small request.
+    least-squares fit that costs more than the forward pass of a small request. road_graphs: city ->
+    model.road_paths.RoadGraph, read by a model with `road_input` on TR tasks (`tr_road_input`).
     """
     if isinstance(checkpoint_or_model, TransferTraj):
         model, state = checkpoint_or_model, None
@@ -99,6 +104,8 @@ def predict(
     else:
         indices = dict(zip(("train", "val", "test"), chronological_split(data)))[split]
     indices = eligible(data, indices, task, max_points)
+    if model.args.road_input and task.startswith("tr"):
+        data = tr_road_input(data, indices, int(task[2:]), road_graphs)
     dev = resolve_device(device)
     limit_threads()
     if next(model.parameters()).device != dev:  # .to() walks every module: a cost per call when serving
@@ -174,6 +181,23 @@ def predict(
     df["true_lon"], df["true_lat"] = true_ll[:, 0], true_ll[:, 1]
     df["error_m"] = haversine_m(pred_ll[:, 0], pred_ll[:, 1], true_ll[:, 0], true_ll[:, 1])
     return df
+
+
+def tr_road_input(data, rows, mu: int, road_graphs: dict | None):
+    """`data` with the TR(mu) road offsets of `rows` (model/road_offsets.py), computed for the rows that lack
+    them. A city without a graph in `road_graphs` gets 0 offsets (the model's "no road path"), said in a
+    log line: its answers are then the model's without the map."""
+    from transfertraj.model.road_offsets import computed_rows, with_road_offsets
+
+    graphs = road_graphs or {}
+    rows = np.asarray(rows, dtype=np.int64)
+    missing = rows[~computed_rows(data, mu)[rows]]
+    if len(missing) == 0:
+        return data
+    for city in np.unique(data.city[missing]):
+        if city not in graphs:
+            log.warning("the model reads road offsets but %s has no road graph: its TR road offsets are 0", city)
+    return with_road_offsets(data, missing, mus=(mu,), graphs=graphs)
 
 
 def evaluate(checkpoint_or_model, features_df, task: str, **kwargs) -> dict:

@@ -17,7 +17,8 @@ split. Every trajectory of the data is scored (TP on those with >= 10 points, as
 model and every baseline on the same hidden points. TP and TR baselines need no fitting; the OD-TTE
 regressions are cross-fitted on the scored trajectories (`baselines.od_cross_fitted`). Each model/
 baseline ratio is reported against every baseline of the task's family, since no validation split
-chooses the strongest; the road-path interpolation joins TR where the city has roads in the lake.
+chooses the strongest; the road-path interpolation joins TR where the city has roads in the lake. A model
+with `road_input` reads its TR road offsets from the same graphs (0 where a city has none).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import numpy as np
 import pandas as pd
 
 from transfertraj.model.baselines import od_cross_fitted, od_minutes
+from transfertraj.model.checkpoint import load_checkpoint
 from transfertraj.model.evaluation_protocol import ROAD_PATH_BASELINE, SCORE_TASKS, SUITES, task_rows
 from transfertraj.model.evaluation_runner import model_frame, ratio_rows, tp_baseline_frames, tr_baseline_frames
 from transfertraj.model.metrics import sums_metrics, trip_sums
+from transfertraj.model.predict import tr_road_input
 from transfertraj.model.trajectory_data import TrajectoryData
 
 MODEL = "model"  # the method name of the scored model in the tables
@@ -77,11 +80,17 @@ def score_checkpoint(
     """The model (a checkpoint path or dict) and the baselines on every trajectory of `data`, per task."""
     config = replace(SUITES["quick"], n_boot=n_boot)
     metrics, ratios, notes = [], [], []
+    road_input = bool(load_checkpoint(checkpoint)["model_args"].get("road_input"))
     for task in tasks:
         if len(task_rows(data, "all", task, config)) < 2:
             notes.append(f"{task}: skipped, fewer than 2 trajectories its mask can use")
             continue
-        frames = {MODEL: model_frame(checkpoint, data, task, config, device, split="all")}
+        data_task = data
+        if task.startswith("tr") and road_input:  # the model's road offsets, on the graphs the baseline uses
+            data_task = tr_road_input(data, task_rows(data, "all", task, config), int(task[2:]), road_graphs)
+            where = "the road graph of the road-path baseline" if road_graphs else "no road graph: all 0"
+            notes.append(f"{task}: the model reads road offsets (road_input) from {where}")
+        frames = {MODEL: model_frame(checkpoint, data_task, task, config, device, split="all")}
         frames.update(baselines_on_all(data, task, road_graphs=road_graphs, config=config))
         if ROAD_PATH_BASELINE in frames:
             share = frames[ROAD_PATH_BASELINE].attrs.get("on_road_share", math.nan)

@@ -37,6 +37,7 @@ from transfertraj.core.constants import MAX_POINTS
 from transfertraj.model.checkpoint import check_compatible, load_model, new_state, save_checkpoint, snapshot
 from transfertraj.model.device import limit_threads, resolve_device
 from transfertraj.model.masking import TASKS
+from transfertraj.model.road_offsets import computed_rows
 from transfertraj.model.trajectory_data import (
     Collator,
     TrajectoryData,
@@ -46,7 +47,7 @@ from transfertraj.model.trajectory_data import (
     eligible,
     to_device,
 )
-from transfertraj.model.transfertraj import ModelArgs, TransferTraj
+from transfertraj.model.transfertraj import ModelArgs, TransferTraj, with_road_input
 
 log = logging.getLogger("transfertraj.model")
 
@@ -219,6 +220,11 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
     train_idx, val_idx, test_idx = chronological_split(data)
     train_idx = eligible(data, train_idx, cfg.task, cfg.max_points)
     val_idx = eligible(data, val_idx, cfg.task, cfg.max_points)
+    if model.args.road_input and road_mus(cfg.task):  # train and validate where the road offsets are known
+        known = np.logical_and.reduce([computed_rows(data, mu) for mu in road_mus(cfg.task)])
+        train_idx, val_idx = train_idx[known[train_idx]], val_idx[known[val_idx]]
+        if rt.main:
+            log.info("road input: %d train, %d validation trajectories with road offsets", len(train_idx), len(val_idx))
     if cfg.n_shot is not None:
         if cfg.n_shot > len(train_idx):
             log.warning("n_shot=%d but only %d training trajectories; using all", cfg.n_shot, len(train_idx))
@@ -377,6 +383,30 @@ def pretrain(
     return fit(model, data, cfg, out_dir, record={"parent": None})
 
 
+def road_mus(task: str) -> tuple[int, ...]:
+    """The TR mus whose road offsets a task's masks read."""
+    if task.startswith("tr"):
+        return (int(task[2:]),)
+    return (4, 8, 16) if task == "multitask" else ()
+
+
+def _with_training_road_offsets(data, cfg: TrainConfig, graphs: dict, n_rows: int | None, cache) -> TrajectoryData:
+    """`data` with road offsets on a draw of `n_rows` training trajectories and on the validation draw `_fit`
+    makes (the same seed), the only rows `_fit` then trains and validates on."""
+    from transfertraj.model.road_offsets import with_road_offsets
+
+    train_idx, val_idx, _ = chronological_split(data)
+    train_idx = epoch_indices(data, eligible(data, train_idx, cfg.task, cfg.max_points), n_rows, [cfg.seed, 7])
+    val_idx = epoch_indices(data, eligible(data, val_idx, cfg.task, cfg.max_points), cfg.val_size, [cfg.seed, 10**6])
+    for city in sorted(set(data.city.tolist()) - set(graphs)):
+        log.warning("road input: %s has no road graph; its road offsets are 0", city)
+    t0 = time.perf_counter()
+    rows = np.concatenate([train_idx, val_idx])
+    data = with_road_offsets(data, rows, mus=road_mus(cfg.task), graphs=graphs, cache_dir=cache)
+    log.info("road offsets of %d trajectories ready in %.0f s", len(rows), time.perf_counter() - t0)
+    return data
+
+
 def finetune(
     checkpoint,
     task: str,
@@ -387,11 +417,19 @@ def finetune(
     n_shot: int | None = None,
     freeze_encoder: bool = False,
     config: TrainConfig | None = None,
+    road_input: bool = False,
+    road_graphs: dict | None = None,
+    road_rows: int | None = None,
+    road_cache=None,
     **overrides,
 ) -> Path:
     """Fine-tune a checkpoint on a task's mask (optionally N trajectories only, optionally heads only).
 
     out_dir defaults to <checkpoint folder>/finetune_<task>[_<n>shot][_frozen]. Returns best.pt's path.
+    road_input: add the road-offset input (model/road_offsets.py) to a checkpoint without it; a model with
+    it trains on TR masks with the offsets of `road_graphs` ({city: RoadGraph}), computed for `road_rows`
+    training trajectories (equal shares per city; all when None) and the validation draw, cached in
+    `road_cache` (a folder) when given.
     """
     t_over, m_over = split_overrides(overrides)
     if m_over:
@@ -402,6 +440,10 @@ def finetune(
     cfg = replace(
         config or TrainConfig(), **{**t_over, "task": task, "n_shot": n_shot, "freeze_encoder": freeze_encoder}
     )
+    if road_input:
+        model = with_road_input(model)
+    if model.args.road_input and road_mus(task):
+        data = _with_training_road_offsets(data, cfg, road_graphs or {}, road_rows, road_cache)
     if out_dir is None:
         name = f"finetune_{task}" + (f"_{n_shot}shot" if n_shot else "") + ("_frozen" if freeze_encoder else "")
         out_dir = Path(checkpoint).parent / name

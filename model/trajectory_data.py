@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from transfertraj.model.masking import MIN_POINTS, PointMask, mask_for
+from transfertraj.model.masking import MIN_POINTS, PointMask, mask_for, tr_mask
 
 log = logging.getLogger("transfertraj.model")
 
@@ -61,6 +61,9 @@ class TrajectoryData:
     data_version: int | str | None
     meta: dict = field(default_factory=dict)
     city_facts: dict = field(default_factory=dict)  # city -> {"phi_m", "crs"} from its config (with_city_facts)
+    # mu -> (T, 2) float32 metres: the TR(mu) road offset of each point, NaN on rows not computed
+    # (model/road_offsets.py: with_road_offsets); empty unless a model with road_input needs it
+    road_offsets: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.trip_id)
@@ -288,6 +291,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             "road_missing": d.road_missing[a:b],
             "context_missing": bool(d.context_missing[row]),
             "origin": d.mxy[a],
+            "road_offsets": {mu: off[a:b] for mu, off in d.road_offsets.items()},
         }
 
 
@@ -296,7 +300,9 @@ class Collator:
 
     Returns (batch, targets). batch: "xy" (B, L, 2), "time" (B, L, 4), "poi" (B, L, P), "road" (B, L, R),
     "poi_missing" (B, L, P), "road_missing" (B, L), "context_missing" (B,), "valid" (B, L), "mask_s"/"mask_t" (B, L),
-    "origin" (B, 2) float64, "row" (B,), "point_index" (B, L) original point indices (-1 on padding).
+    "origin" (B, 2) float64, "row" (B,), "point_index" (B, L) original point indices (-1 on padding),
+    "road_offset" (B, L, 2) metres: a trajectory's TR(mu) road offset where its mask keeps exactly the TR(mu)
+    points and the sample carries that offset (`tr_road_offset`), 0 otherwise.
     targets: true "xy" and "time". Context dropout (pretraining) marks a whole trajectory's POI and
     road as missing with probability `context_dropout`.
     """
@@ -324,8 +330,10 @@ class Collator:
         mask_s = np.zeros((B, L), bool)
         mask_t = np.zeros((B, L), bool)
         point_index = np.full((B, L), -1, np.int64)
+        road_offset = np.zeros((B, L, 2), np.float32)
         for b, (s, m) in enumerate(zip(samples, masks)):
             n = len(m.keep)
+            road_offset[b, :n] = tr_road_offset(s, m)
             xy[b, :n], time[b, :n] = s["xy"][m.keep], s["time"][m.keep]
             poi[b, :n], road[b, :n] = s["poi"][m.keep], s["road"][m.keep]
             poi_missing[b, :n], road_missing[b, :n] = s["poi_missing"][m.keep], s["road_missing"][m.keep]
@@ -350,8 +358,25 @@ class Collator:
             "origin": torch.from_numpy(np.stack([s["origin"] for s in samples]).astype(np.float64)),
             "row": torch.tensor([s["row"] for s in samples], dtype=torch.long),
             "point_index": torch.from_numpy(point_index),
+            "road_offset": torch.from_numpy(road_offset),
         }
         return batch, targets
+
+
+def tr_road_offset(sample: dict, mask: PointMask) -> np.ndarray | float:
+    """The sample's TR(mu) road offset (n, 2) if `mask` keeps exactly the TR(mu) points of a mu it carries
+    (every point in, their times given, the others' positions hidden: also when "multitask" drew tr*), else 0.
+
+    The offset depends only on which points are kept (model/road_offsets.py), so matching the mask is
+    enough to know it applies; NaN (rows not computed) reads as 0, the model's "no road path"."""
+    offsets = sample.get("road_offsets") or {}
+    n = len(sample["xy"])
+    if not offsets or len(mask.keep) != n or mask.temporal.any():
+        return 0.0
+    for mu, off in offsets.items():
+        if np.array_equal(mask.spatial, tr_mask(n, mu=mu).spatial):
+            return np.nan_to_num(off, nan=0.0)
+    return 0.0
 
 
 def to_device(tensors: dict, device: torch.device) -> dict:

@@ -44,6 +44,7 @@ def subset(data: TrajectoryData, rows, *, name: str | None = None) -> Trajectory
         road_missing=data.road_missing[pts],
         context_missing=data.context_missing[rows],
         meta=meta,
+        road_offsets={mu: off[pts] for mu, off in data.road_offsets.items()},
     )
 
 

@@ -14,13 +14,14 @@ each point's position proxy (its coordinates when observed, else the interpolati
 observed neighbours: model/position_proxy.py) and starts at zero; `spatial_residual=False` is the paper's
 plain linear head. And a hidden point's spatial token carries the curve offset (the step from that straight
 line to a smooth curve through the observed neighbours, or constant velocity past the last one), which the
-head may add with a weight it learns per point (`curve_input`).
+head may add with a weight it learns per point (`curve_input`). Optionally (`road_input`) the same for the
+road offset, the step from that line to the shortest path on the city's drive graph (model/road_offsets.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -60,6 +61,11 @@ class ModelArgs:
     # True: hidden points see the curve offset of model/position_proxy.py as an input, and the spatial head
     # adds it with a learned per-point weight (zero at init). Checkpoints written before it load with False.
     curve_input: bool = True
+    # True: hidden points see the TR road offset of model/road_offsets.py (road path minus straight line,
+    # batch["road_offset"]) as an input, and the spatial head adds it with a learned per-point weight; both
+    # start at zero, so a fine-tune that switches it on starts from its checkpoint's answers. False by
+    # default: every checkpoint written before it loads unchanged, and a model without it needs no map.
+    road_input: bool = False
     # Loss/head scale per temporal feature: weekday (days), hour, minute of hour, minutes since start.
     # Minute of hour wraps at 60, so its error is weighed in units of 10 minutes.
     temporal_scale: tuple[float, float, float, float] = (1.0, 1.0, 10.0, 1.0)
@@ -116,6 +122,10 @@ class ModalityEmbedding(nn.Module):
         self.mask_spatial = nn.Parameter(torch.randn(d) * 0.02)
         if args.curve_input:  # what a hidden point knows of where it is: the curve offset (position_proxy.py)
             self.curve = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
+        if args.road_input:  # ... and where the road path between its kept neighbours runs (road_offsets.py)
+            self.road_path = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
+            nn.init.zeros_(self.road_path[2].weight)  # zero at init: switching it on changes no answer
+            nn.init.zeros_(self.road_path[2].bias)
         self.mask_temporal = nn.Parameter(torch.randn(d) * 0.02)
         if args.has_poi:
             self.poi = nn.Linear(args.poi_dim, d)
@@ -137,6 +147,8 @@ class ModalityEmbedding(nn.Module):
         masked = self.mask_spatial.to(s.dtype)
         if self.args.curve_input and bend is not None:
             masked = masked + self.curve(bend.to(s.dtype) / self.args.spatial_scale_m)  # (B, L, d)
+        if self.args.road_input:
+            masked = masked + self.road_path(road_offset(batch).to(s.dtype) / self.args.spatial_scale_m)
         mods = [
             torch.where(hide_s, masked, s),
             torch.where(hide_t, self.mask_temporal.to(t.dtype), t),
@@ -382,12 +394,18 @@ class TransferTraj(nn.Module):
             self.head_curve = nn.Linear(d, 1)
             nn.init.zeros_(self.head_curve.weight)
             nn.init.zeros_(self.head_curve.bias)
+        if args.road_input:  # per-point weight of the road offset in the answer, zero at init
+            self.head_road = nn.Linear(d, 1)
+            nn.init.zeros_(self.head_road.weight)
+            nn.init.zeros_(self.head_road.bias)
         self.head_temporal = nn.Linear(d, 4)  # Softplus: weekday, hour, minute, minutes since start
         self.register_buffer("temporal_scale", torch.tensor(args.temporal_scale), persistent=False)
 
     def encoder_parameters(self):
         """Everything but the two heads: what `freeze_encoder` freezes."""
-        head_modules = [self.head_spatial, self.head_temporal, *([self.head_curve] if self.args.curve_input else [])]
+        head_modules = [self.head_spatial, self.head_temporal]
+        head_modules += [self.head_curve] if self.args.curve_input else []
+        head_modules += [self.head_road] if self.args.road_input else []
         heads = {id(p) for m in head_modules for p in m.parameters()}
         return [p for p in self.parameters() if id(p) not in heads]
 
@@ -429,6 +447,8 @@ class TransferTraj(nn.Module):
             xy = xy + coords.float()  # offset from the position proxy
         if self.args.curve_input:
             xy = xy + self.head_curve(h).float() * bend  # the curve offset, as much as the model trusts it
+        if self.args.road_input:
+            xy = xy + self.head_road(h).float() * road_offset(batch).float()  # and the road offset
         time = F.softplus(self.head_temporal(h).float()) * self.temporal_scale  # (B, L, 4)
         aux = aux / max(len(self.layers), 1)
         outputs = {"xy": xy, "time": time, "routing": routing, "aux_loss": aux}
@@ -449,6 +469,26 @@ class TransferTraj(nn.Module):
         )
         loss = loss_s + loss_t + (self.args.aux_loss_weight * aux if self.args.use_moe else 0.0)
         return outputs, loss
+
+
+def with_road_input(model: TransferTraj) -> TransferTraj:
+    """`model` with the road-offset input and head added (a fine-tune that switches `road_input` on): the same
+    weights otherwise, and the same answers until training moves the new zero-initialised layers."""
+    if model.args.road_input:
+        return model
+    road = TransferTraj(args=replace(model.args, road_input=True))
+    missing, unexpected = road.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(("embed.road_path.", "head_road.")) for k in missing):
+        raise ValueError(f"cannot add the road input: unexpected {unexpected}, missing {missing}")
+    return road.train(model.training)
+
+
+def road_offset(batch: dict) -> torch.Tensor:
+    """The batch's road offset (B, L, 2) metres at hidden points, 0 elsewhere and when the batch has none (no
+    map: the model's "no road path")."""
+    if "road_offset" not in batch:
+        return torch.zeros_like(batch["xy"])
+    return batch["road_offset"] * batch["mask_s"].unsqueeze(-1)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -225,9 +225,13 @@ def export_city_context(settings: Settings, city: str, versions: dict, out_dir: 
     return save_city_context(city_context(pois, grid), out_dir / f"context_{city}.npz")
 
 
-def serving_artifacts(cities: list, settings: Settings, context_versions: dict[str, dict], out_dir: Path) -> dict:
+def serving_artifacts(
+    cities: list, settings: Settings, context_versions: dict[str, dict], out_dir: Path, *, road_graphs: bool = False
+) -> dict:
     """artifact name -> local file: serving.json (what the pyfunc needs to build features like the
-    pipeline: city configs, context versions) and one context NPZ per city with OSM."""
+    pipeline: city configs, context versions) and one context NPZ per city with OSM. road_graphs (a model
+    with road_input): also each OSM city's drive graph (model.road_paths.RoadGraph.save) of context_roads at
+    the pinned version (the latest where none is pinned), from which serving computes the TR road offsets."""
     import yaml
 
     from transfertraj.core.city_config import city_to_yaml
@@ -245,6 +249,13 @@ def serving_artifacts(cities: list, settings: Settings, context_versions: dict[s
             "context_versions": versions,
             "context_artifact": name,
         }
+        if road_graphs and c.has_osm:
+            from transfertraj.model.road_paths import road_graph
+
+            graph, read = road_graph(settings, c.name, versions.get("context_roads"))
+            if graph is not None:
+                artifacts[f"roads_{c.name}"] = str(graph.save(out_dir / f"roads_{c.name}.npz"))
+                spec_cities[c.name].update(roads_artifact=f"roads_{c.name}", roads_version=read)
     spec_path = out_dir / "serving.json"
     spec_path.write_text(json.dumps({"default_city": cities[0].name, "cities": spec_cities}, indent=1, default=str))
     return {"serving": str(spec_path), **artifacts}
@@ -355,7 +366,14 @@ def _log_pyfunc(
         for task, path in (task_checkpoints or {}).items():  # best-<task>.pt: checkpoint_of finds best.pt only
             per_task[f"checkpoint_{task}"] = str(Path(tmp) / f"best-{task}.pt")
             shutil.copyfile(path, per_task[f"checkpoint_{task}"])
-        artifacts = serving_artifacts(cities, settings, context_versions, Path(tmp) / "serving")
+        from transfertraj.model.checkpoint import load_checkpoint
+
+        # the drive graph rides along when any network that answers reads the road offset (TR's, usually)
+        road_input = any(
+            bool(load_checkpoint(p)["model_args"].get("road_input"))
+            for p in [checkpoint, *(task_checkpoints or {}).values()]
+        )
+        artifacts = serving_artifacts(cities, settings, context_versions, Path(tmp) / "serving", road_graphs=road_input)
         wheel = code_wheel(Path(tmp) / "serving" / "wheel")
         with warnings.catch_warnings():
             # We pass an explicit signature; the served answers are tested in tests/transfertraj/test_serve.py.

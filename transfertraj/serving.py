@@ -358,6 +358,25 @@ def answer(preds: pd.DataFrame, expanded: pd.DataFrame, task: str, datum: str = 
     )
 
 
+def road_graphs(networks: list, spec: dict, artifacts: dict) -> dict:
+    """{city: RoadGraph} the networks answer TR with when one of them has road_input (often only TR's own
+    checkpoint): the drive graphs the model was logged with (registry.serving_artifacts), no lake. A city
+    without one gets road offsets 0, said once here."""
+    if not any(net.args.road_input for net in networks):
+        return {}
+    from transfertraj.model.road_paths import RoadGraph
+
+    graphs = {}
+    for name, city in spec["cities"].items():
+        artifact = city.get("roads_artifact")
+        if artifact is None:
+            log.warning("%s: the model reads road offsets but carries no road graph: its TR road offsets are 0", name)
+            continue
+        graphs[name] = RoadGraph.load(artifacts[artifact])
+        log.info("%s: road graph of %s (context_roads version %s)", name, artifact, city.get("roads_version"))
+    return graphs
+
+
 class TransferTrajModel(mlflow.pyfunc.PythonModel):
     """A TransferTraj checkpoint (and optionally one per task) plus the context of its cities; everything
     it reads is in the model. Input rows, asked TP times and answers: this module's docstring."""
@@ -395,6 +414,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             log.info(
                 "%s: context of %s (tables at versions %s)", name, artifact, spec["cities"][name]["context_versions"]
             )
+        self.road_graphs = road_graphs([self.torch_model, *self.task_models.values()], spec, context.artifacts)
 
     def model_for(self, task: str):
         """The network that answers `task` (serving, mask or gate name): its own checkpoint, else the default."""
@@ -432,6 +452,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
                 max_points=None,
                 max_tokens=self.max_tokens,
                 to_lonlat=self.to_lonlat,
+                road_graphs=self.road_graphs,
             )
         finally:
             torch.set_num_threads(previous)

@@ -7,10 +7,17 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from tests.model.generated import generated_features
 from transfertraj.model.baselines import tr_linear_interpolation
-from transfertraj.model.road_paths import RoadGraph, place_along, shortest_paths, tr_road_path_interpolation
+from transfertraj.model.road_paths import (
+    SEARCH_DETOURS,
+    RoadGraph,
+    place_along,
+    shortest_paths,
+    tr_road_path_interpolation,
+)
 from transfertraj.model.trajectory_data import load_features
 
 # A 3 x 3 block of streets, 100 m apart, with the river-side streets of the upper-left blocks missing:
@@ -78,20 +85,69 @@ def test_place_along_is_linear_in_length():
     )
 
 
-def test_the_porto_extract_gives_a_graph_that_routes_real_trips(tmp_path):
+@pytest.fixture(scope="module")
+def porto_graph(tmp_path_factory):
     """REAL: the drive roads of the bundled Porto OSM extract cut to central Porto (as jobs/osm_context
-    reads them) and the bundled taxi trips that start there, projected to the city's metric CRS."""
-    import pandas as pd
-    from pyproj import Transformer
-
+    reads them), in the city's metric CRS."""
     from tests.transfertraj.registry_fixtures import BOX, REPO
     from transfertraj.core.city_config import load_city
     from transfertraj.jobs.osm_context import cut_osm_extract, read_osm_xml
 
-    city = load_city("porto")
-    extract = tmp_path / "porto_box.osm"
+    extract = tmp_path_factory.mktemp("porto") / "porto_box.osm"
     cut_osm_extract(REPO / "data" / "porto" / "porto_central.osm.bz2", extract, BOX)
-    graph = RoadGraph.from_lines(read_osm_xml(extract, city.crs).roads.geometry.to_numpy())
+    return RoadGraph.from_lines(read_osm_xml(extract, load_city("porto").crs).roads.geometry.to_numpy())
+
+
+def whole_graph_path(graph: RoadGraph, s: int, t: int, limit: float):
+    """The reference: dijkstra over the whole graph (what shortest_paths did before its ellipse search)."""
+    from scipy.sparse.csgraph import dijkstra
+
+    dist, pred = dijkstra(graph.lengths, indices=s, return_predecessors=True, limit=limit)
+    if not np.isfinite(dist[t]) or dist[t] > limit:
+        return None
+    path = [t]
+    while path[-1] != s:
+        path.append(int(pred[path[-1]]))
+    return path[::-1]
+
+
+def test_the_ellipse_search_finds_the_whole_graph_paths_on_real_roads(porto_graph):
+    """REAL graph, random node pairs: the same path (or the same refusal) as dijkstra over the whole graph,
+    for limits that the first, small ellipse satisfies, that need the pair's own limit, and that refuse."""
+    rng = np.random.default_rng(0)
+    g = porto_graph
+    a = rng.integers(g.n_nodes, size=300)
+    b = g.tree.query(g.xy[a] + rng.normal(0, 400, size=(300, 2)))[1]  # partners a few hundred metres away
+    straight = np.linalg.norm(g.xy[a] - g.xy[b], axis=1)
+    limits = straight * rng.choice([1.05, 1.3, 2.0, 3.0, 5.0], size=300) + rng.choice([0.0, 200.0], size=300)
+    found = shortest_paths(g, np.stack([a, b], 1), limits)
+
+    def straight_nodes(s, t):
+        return np.linalg.norm(g.xy[s] - g.xy[t])
+
+    kinds = set()
+    for (s, t, limit), path in zip(zip(a, b, limits), found):
+        ref = whole_graph_path(g, int(s), int(t), float(limit))
+        assert (path is None) == (ref is None)
+        if ref is not None:
+            assert path.tolist() == ref
+            length = g.lengths[path[:-1], path[1:]].sum()
+            kinds.add("a detour ellipse" if length <= SEARCH_DETOURS[-1] * straight_nodes(s, t) + 50 else "own limit")
+        else:
+            kinds.add("refused")
+    assert kinds == {"a detour ellipse", "own limit", "refused"}
+
+
+def test_the_porto_extract_gives_a_graph_that_routes_real_trips(porto_graph):
+    """REAL: the bundled taxi trips that start in central Porto, projected to the city's metric CRS."""
+    import pandas as pd
+    from pyproj import Transformer
+
+    from tests.transfertraj.registry_fixtures import BOX
+    from transfertraj.core.city_config import load_city
+
+    city = load_city("porto")
+    graph = porto_graph
     assert graph.n_nodes > 1000
     to_m = Transformer.from_crs("EPSG:4326", city.crs, always_xy=True)
     data = load_features(generated_features(1, min_points=9, max_points=9, city="porto"), 0)
@@ -116,3 +172,9 @@ def test_the_porto_extract_gives_a_graph_that_routes_real_trips(tmp_path):
         assert len(out) == 14 and np.isfinite(out[["pred_mx", "pred_my"]].to_numpy()).all()
         on_road.append(out["on_road"].mean())
     assert np.mean(on_road) > 0.5  # central Porto is all streets: most gaps find a path
+
+
+def test_a_saved_graph_loads_as_the_same_graph(tmp_path, porto_graph):
+    loaded = RoadGraph.load(porto_graph.save(tmp_path / "roads.npz"))
+    np.testing.assert_array_equal(loaded.xy, porto_graph.xy)
+    assert (loaded.lengths != porto_graph.lengths).nnz == 0
