@@ -28,9 +28,10 @@ import numpy as np
 
 from transfertraj.core.constants import TP_FUTURE
 
-TASKS = ("pretrain", "tp", "tr4", "tr8", "tr16", "od", "multitask")
-MIN_POINTS = {"pretrain": 2, "tp": TP_FUTURE + 1, "tr4": 3, "tr8": 3, "tr16": 3, "od": 2, "multitask": 2}
+TASKS = ("pretrain", "tp", "tr4", "tr8", "tr16", "trmix", "od", "multitask")
+MIN_POINTS = {"pretrain": 2, "tp": TP_FUTURE + 1, "tr4": 3, "tr8": 3, "tr16": 3, "trmix": 3, "od": 2, "multitask": 2}
 MIXTURE = ("pretrain", "tp", "tr4", "tr8", "tr16", "od")  # what "multitask" draws from, equally
+TR_MIXTURE = ("tr4", "tr8", "tr16")  # what "trmix" draws from, equally: the served TR takes any of these mu
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,19 @@ def multitask_mask(n: int, rng: np.random.Generator) -> PointMask:
     return mask_for(options[int(rng.integers(len(options)))])(n, rng)
 
 
+def trmix_mask(n: int, rng: np.random.Generator) -> PointMask:
+    """One TR mask of TR_MIXTURE per trajectory, drawn equally.
+
+    Why: a served TR request names its mu (4, 8 or 16), and the model that answers TR (a per-task
+    fine-tune) answers all three; fine-tuned on TR8 alone it does worse at mu=16 than it could."""
+    return mask_for(TR_MIXTURE[int(rng.integers(len(TR_MIXTURE)))])(n, rng)
+
+
 def mask_for(task: str) -> MaskFn:
     if task == "multitask":
         return multitask_mask
+    if task == "trmix":
+        return trmix_mask
     if task == "pretrain":
         return pretrain_mask
     if task == "tp":

@@ -385,9 +385,9 @@ def pretrain(
 
 def road_mus(task: str) -> tuple[int, ...]:
     """The TR mus whose road offsets a task's masks read."""
-    if task.startswith("tr"):
-        return (int(task[2:]),)
-    return (4, 8, 16) if task == "multitask" else ()
+    if task in ("multitask", "trmix"):
+        return (4, 8, 16)
+    return (int(task[2:]),) if task.startswith("tr") else ()
 
 
 def _with_training_road_offsets(data, cfg: TrainConfig, graphs: dict, n_rows: int | None, cache) -> TrajectoryData:

@@ -133,3 +133,18 @@ def test_multitask_draws_every_task_a_trajectory_is_long_enough_for():
     assert seen == set(MIXTURE)
     for _ in range(200):  # 4 points: TP (needs 6) would raise; the draw leaves it out
         multitask_mask(4, rng)
+
+
+def test_trmix_draws_each_tr_mask_and_nothing_else():
+    from transfertraj.model.masking import TR_MIXTURE, trmix_mask
+
+    rng = np.random.default_rng(0)
+    refs = {t: mask_for(t)(40, np.random.default_rng(1)) for t in TR_MIXTURE}
+    seen = []
+    for _ in range(300):
+        m = trmix_mask(40, rng)
+        match = [t for t, r in refs.items() if np.array_equal(m.spatial, r.spatial) and not m.temporal.any()]
+        assert len(match) == 1  # always exactly one TR(mu) mask: every point in, the kept ones every mu-th
+        seen.append(match[0])
+    counts = {t: seen.count(t) for t in TR_MIXTURE}
+    assert all(60 <= c <= 140 for c in counts.values()), counts  # about 100 each

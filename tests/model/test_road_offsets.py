@@ -88,3 +88,10 @@ def test_multitask_draws_of_tr_get_the_offset_and_the_others_do_not():
             assert not got.any()
         seen.add(kind)
     assert seen == {"tr", "other"}
+
+
+def test_the_tr_mixture_reads_every_mu_of_road_offsets():
+    from transfertraj.model.train import road_mus
+
+    assert road_mus("trmix") == road_mus("multitask") == (4, 8, 16)
+    assert road_mus("tr16") == (16,) and road_mus("tp") == () and road_mus("od") == ()
