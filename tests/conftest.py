@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -64,15 +65,30 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(autouse=True)
-def _mlflow_uri_stays_with_its_test():
+@contextlib.contextmanager
+def mlflow_uri_restored():
     """`mlflow.set_tracking_uri` (registry.configure) also exports MLFLOW_TRACKING_URI, for subprocesses; left
     set, the next test's `Settings.load(home=...)` would read that store instead of its own (an onboarding
     test found a champion in an empty store when run after the registry tests)."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_stays_with_its_test():
+    with mlflow_uri_restored():
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mlflow_uri_stays_with_its_module():
+    """The same for module-scoped fixtures that register models: they run before a test's snapshot."""
+    with mlflow_uri_restored():
+        yield
