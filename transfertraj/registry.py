@@ -176,19 +176,56 @@ def code_wheel(out_dir: Path) -> Path | None:
 # ----------------------------------------------------------------------------------------- scoring
 
 
-def validation_metrics(model_or_checkpoint, features, data_version) -> dict[str, float]:
+def _reads_roads(network) -> bool:
+    """Whether a network (or the checkpoint at a path) reads the TR road offset (ModelArgs.road_input)."""
+    if isinstance(network, (str, Path)):
+        from transfertraj.model.checkpoint import load_checkpoint
+
+        return bool(load_checkpoint(network)["model_args"].get("road_input"))
+    return bool(network.args.road_input)
+
+
+def _cities_of(features) -> list[str]:
+    """The cities of a features input (TrajectoryData, Arrow table or DataFrame with a `city` column)."""
+    import numpy as np
+
+    city = features.city if hasattr(features, "offsets") else features["city"]
+    return sorted({str(c) for c in np.unique(np.asarray(city, dtype=object))})
+
+
+def lake_road_graphs(settings: Settings | None, networks, features) -> dict | None:
+    """{city: RoadGraph} of the lake's context_roads for the features' cities when one of the networks
+    reads road offsets, else None: the gate scores TR as the model is served, along the roads."""
+    if settings is None or not any(_reads_roads(n) for n in networks):
+        return None
+    from transfertraj.model.road_paths import road_graph
+
+    graphs = {c: road_graph(settings, c)[0] for c in _cities_of(features)}
+    return {c: g for c, g in graphs.items() if g is not None} or None
+
+
+def validation_metrics(
+    model_or_checkpoint, features, data_version, settings: Settings | None = None
+) -> dict[str, float]:
     """The gate's metrics on the validation split (the same call scores champion and challenger).
 
     `model_or_checkpoint`: one network or checkpoint for every task, or {gate task: network or
     checkpoint} (served_networks, task_checkpoint_map): a model with per-task checkpoints is scored on
-    each task with the one that answers it, as it is served."""
+    each task with the one that answers it, as it is served. With `settings`, a network that reads road
+    offsets gets them along the lake's roads (lake_road_graphs), as the served model does."""
     from transfertraj.model.predict import evaluate
 
+    models = (
+        model_or_checkpoint if isinstance(model_or_checkpoint, dict) else dict.fromkeys(GATE_TASKS, model_or_checkpoint)
+    )
+    graphs = lake_road_graphs(settings, models.values(), features)
     out: dict[str, float] = {}
     for task in GATE_TASKS:
-        model = model_or_checkpoint[task] if isinstance(model_or_checkpoint, dict) else model_or_checkpoint
+        model = models[task]
         try:
-            m = evaluate(model, features, task, data_version=data_version, split="val", device="cpu")
+            m = evaluate(
+                model, features, task, data_version=data_version, split="val", device="cpu", road_graphs=graphs
+            )
         except ValueError as err:  # no trajectory of the split qualifies for the task
             log.warning("validation %s: %s", task, err)
             m = {}
@@ -437,7 +474,9 @@ def log_and_register(
     state = load_checkpoint(with_history)
     validation = ValidationSet(features, features_version, tuple(c.name for c in cities))
     task_checkpoints = check_task_checkpoints(task_checkpoints)
-    metrics = validation_metrics(task_checkpoint_map(checkpoint, task_checkpoints), features, features_version)
+    metrics = validation_metrics(
+        task_checkpoint_map(checkpoint, task_checkpoints), features, features_version, settings=settings
+    )
     lineage = _lineage(data_versions, context_versions)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         mlflow.log_params({**_flat("train.", state["train_config"]), **_flat("model.", state["model_args"])})
@@ -608,7 +647,9 @@ def promote_if_better(
     champ = champion_model(client, name)
 
     def score(uri: str) -> dict:
-        return validation_metrics(served_networks(uri, settings), validation.data, validation.version)
+        return validation_metrics(
+            served_networks(uri, settings), validation.data, validation.version, settings=settings
+        )
 
     challenger = challenger_metrics if challenger_metrics is not None else score(f"models:/{name}/{version}")
     reference, against = None, "champion"

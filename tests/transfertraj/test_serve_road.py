@@ -58,3 +58,21 @@ def test_the_model_carries_its_road_graph_and_tr_answers_follow_it(served):
     assert (moved < 1e-6).any()  # ... and not where no path was found or the trip leaves the box
     tp = served.predict(None, trips, params={"task": "tp"})
     assert len(tp) == 15  # other tasks unchanged: no road offset enters
+
+
+def test_the_gate_scores_a_road_reading_network_along_the_lake_roads(tmp_path):
+    """The gate scores TR as the model is served: with the lake's drive graph of each city in the features
+    when one of the networks reads road offsets, and without building any graph otherwise."""
+    from tests.model.generated import tiny_args
+    from transfertraj import registry
+    from transfertraj.model.transfertraj import TransferTraj
+
+    settings = settings_for(tmp_path)
+    write_lake_roads(settings)
+    plain = TransferTraj(args=tiny_args())
+    road = TransferTraj(args=tiny_args(road_input=True))
+    feats = {"city": np.array(["porto", "porto"], dtype=object)}
+    assert registry.lake_road_graphs(settings, [plain], feats) is None
+    assert registry.lake_road_graphs(None, [road], feats) is None  # no lake to read roads from
+    graphs = registry.lake_road_graphs(settings, [plain, road], feats)
+    assert set(graphs) == {"porto"} and graphs["porto"].n_nodes > 1000

@@ -163,7 +163,7 @@ def zero_shot(city_name: str) -> dict:
     uri = f"models:/{registry.BASE_MODEL}@{registry.CHAMPION}"
     _require_champion(settings, registry.BASE_MODEL)
     data, version, _ = read_city_data(settings, [city_name])
-    metrics = registry.validation_metrics(registry.served_networks(uri, settings), data, version)  # as served
+    metrics = registry.validation_metrics(registry.served_networks(uri, settings), data, version, settings=settings)
     log.info("zero-shot %s on %s (features v%s): %s", uri, city_name, version, metrics)
     return {"model": uri, "features_version": version, "metrics": finite(metrics)}
 
