@@ -45,7 +45,8 @@ from pyspark.sql import functions as F
 
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
-from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition, table_exists
+from transfertraj.feature_store import reader
+from transfertraj.feature_store.delta_io import append_rows, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
 from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, record_spans, spark_readable
@@ -231,19 +232,21 @@ RUNNING = "running"  # a run's first row in the runs log; its outcome is a secon
 
 def interrupted_runs(spark: SparkSession, settings: Settings, city: str, date: str) -> list[str]:
     """Runs of a city and date that recorded their start but no outcome (killed, or still running).
-    One scan of the city's runs rows of the date (a few a run); the pairing is done here, not by a join."""
-    path = table_path(settings, "runs")
-    if not table_exists(spark, path):
+
+    The city's runs rows (a few a run) are read by the lake's reader outside Spark (feature_store.reader,
+    delta-rs): no Spark job and no Spark snapshot of the runs table, which a run only appends to."""
+    try:
+        runs, _ = reader.read_table(
+            settings, "runs", city=city, columns=["run_id", "job", DATE, "status", "started_at"]
+        )
+    except reader.TableNotFound:
         return []
-    runs, _ = read_table(spark, path, where={CITY: city})
-    rows = (
-        runs.where((F.col(DATE) == date) & (F.col("job") == "ingest"))
-        .select("run_id", "status", "started_at")
-        .collect()
+    rows = [r for r in runs.to_pylist() if r[DATE] == date and r["job"] == "ingest"]
+    ended = {r["run_id"] for r in rows if r["status"] != RUNNING}
+    open_ = sorted(
+        (r for r in rows if r["status"] == RUNNING and r["run_id"] not in ended), key=lambda r: r["started_at"]
     )
-    ended = {r.run_id for r in rows if r.status != RUNNING}
-    open_ = sorted((r for r in rows if r.status == RUNNING and r.run_id not in ended), key=lambda r: r.started_at)
-    return [f"{r.run_id} (started {r.started_at:%Y-%m-%d %H:%M:%S})" for r in open_]
+    return [f"{r['run_id']} (started {r['started_at']:%Y-%m-%d %H:%M:%S})" for r in open_]
 
 
 def _close_repaired(spark: SparkSession, r: IngestReport, settings: Settings) -> None:
