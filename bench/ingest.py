@@ -197,8 +197,7 @@ def spark_child(args) -> int:
             marks.append((time.perf_counter(), record.getMessage()[:160]))
 
     logging.getLogger().setLevel(logging.INFO)
-    for name in ("jobs", "feature_store"):
-        logging.getLogger(name).addHandler(Marks())
+    logging.getLogger("transfertraj").addHandler(Marks())  # jobs and feature_store log as transfertraj.*
     settings = Settings.load(home=Path(args.home), city_dirs=(Path(args.cities),))
     spark = get_spark("bench-ingest", settings)
     spark.range(1).count()
@@ -207,10 +206,15 @@ def spark_child(args) -> int:
     if not args.startup_only:
         from transfertraj.jobs.ingest import ingest_date
 
+        commits_before = _delta_commits(settings.lake)
+        tracker = spark.sparkContext.statusTracker()
+        jobs_before = set(tracker.getJobIdsForGroup())
         report = ingest_date(spark, load_city(args.city, settings), args.date, settings)
         t_end = time.perf_counter()
         result.update(
             work_s=t_end - t_up,
+            spark_jobs=len(set(tracker.getJobIdsForGroup()) - jobs_before),
+            delta_commits=_delta_commits(settings.lake) - commits_before,
             rows_read=report.rows_read,
             rows_rejected=report.rows_rejected,
             points_read=report.points_read,
@@ -223,6 +227,11 @@ def spark_child(args) -> int:
     spark.stop()
     print(json.dumps(result), flush=True)
     return 0
+
+
+def _delta_commits(lake: Path) -> int:
+    """Commit files in the lake's Delta logs (one per table version)."""
+    return sum(1 for _ in Path(lake).glob("*/_delta_log/*.json"))
 
 
 # ---- the driver -------------------------------------------------------------------------------------
@@ -252,28 +261,71 @@ def child_cmd(
 
 
 def summarise_event_log(folder: Path, top: int = 12) -> list[str]:
-    """Longest Spark jobs of each run's event log (<folder>/<run tag>/), by the call site that started them."""
+    """Spark jobs, stages and tasks of each run's event log (<folder>/<run tag>/): totals, then by phase (the
+    job description jobs/ingest.py sets per step) and by the call site that started them, longest first.
+    Seconds are wall seconds covered by jobs (the union of their spans: adaptive execution runs a query's
+    stages as jobs of their own, side by side); task CPU is the executors' CPU time in those jobs."""
     lines = []
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         jobs: dict[int, dict] = {}
+        stage_job: dict[int, int] = {}
         for log in (p for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith((".", "appstatus"))):
             with open(log) as f:
                 for raw in f:
                     ev = json.loads(raw)
                     kind = ev.get("Event")
                     if kind == "SparkListenerJobStart":
-                        site = (ev.get("Properties") or {}).get("callSite.short") or "?"
-                        jobs[ev["Job ID"]] = {"start": ev["Submission Time"], "site": site}
+                        props = ev.get("Properties") or {}
+                        jobs[ev["Job ID"]] = {
+                            "start": ev["Submission Time"],
+                            "site": props.get("callSite.short") or "?",
+                            "phase": props.get("spark.job.description") or "(no phase)",
+                            "stages": 0,
+                            "tasks": 0,
+                            "cpu_ns": 0,
+                        }
+                        for sid in ev.get("Stage IDs", []):
+                            stage_job[sid] = ev["Job ID"]
                     elif kind == "SparkListenerJobEnd" and ev["Job ID"] in jobs:
                         jobs[ev["Job ID"]]["end"] = ev["Completion Time"]
-        done = [j | {"s": (j["end"] - j["start"]) / 1000} for j in jobs.values() if "end" in j]
-        lines.append(f"{run_dir.name}: {len(done)} Spark jobs, {sum(j['s'] for j in done):.1f} s inside jobs")
-        by_site: dict[str, list[float]] = {}
-        for j in done:
-            by_site.setdefault(j["site"], []).append(j["s"])
-        for site, secs in sorted(by_site.items(), key=lambda kv: -sum(kv[1]))[:top]:
-            lines.append(f"  {sum(secs):7.1f} s  {len(secs):3d} job(s)  {site}")
+                    elif kind == "SparkListenerStageCompleted":
+                        job = jobs.get(stage_job.get(ev["Stage Info"]["Stage ID"], -1))
+                        if job is not None:
+                            job["stages"] += 1
+                            job["tasks"] += ev["Stage Info"].get("Number of Tasks", 0)
+                    elif kind == "SparkListenerTaskEnd":
+                        job = jobs.get(stage_job.get(ev.get("Stage ID", -1), -1))
+                        if job is not None:
+                            job["cpu_ns"] += (ev.get("Task Metrics") or {}).get("Executor CPU Time", 0)
+        done = [j for j in jobs.values() if "end" in j]
+        first = min((j["start"] for j in done), default=0)
+        last = max((j["end"] for j in done), default=0)
+
+        def figures(js: list[dict]) -> str:
+            return (
+                f"{_covered_s(js):7.1f} s  {len(js):3d} job(s) {sum(j['stages'] for j in js):3d} stage(s) "
+                f"{sum(j['tasks'] for j in js):4d} task(s) {sum(j['cpu_ns'] for j in js) / 1e9:6.1f} task CPU s"
+            )
+
+        lines.append(f"{run_dir.name}: {figures(done).strip()}; {(last - first) / 1000:.1f} s first job to last")
+        for key, title in (("phase", "by phase"), ("site", "by call site")):
+            groups: dict[str, list[dict]] = {}
+            for j in done:
+                groups.setdefault(j[key], []).append(j)
+            lines.append(f"  {title}:")
+            for name, js in sorted(groups.items(), key=lambda kv: -_covered_s(kv[1]))[:top]:
+                lines.append(f"  {figures(js)}  {name}")
     return lines
+
+
+def _covered_s(jobs: list[dict]) -> float:
+    """Seconds covered by the jobs' [start, end] spans (ms), overlaps counted once."""
+    total, reach = 0, None
+    for j in sorted(jobs, key=lambda j: j["start"]):
+        start = j["start"] if reach is None else max(j["start"], reach)
+        total += max(0, j["end"] - start)
+        reach = j["end"] if reach is None else max(reach, j["end"])
+    return total / 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
             startup["spark-start"] = one("spark", 0, folder, day, "start", startup_only=True)
         for e in engines:
             startup[e] = one(e, TINY_POINTS, folder, day, "tiny")
+        if "spark" in engines:  # the next night: a new date into the lake the first tiny run made
+            folder, day = delivery_for(TINY_POINTS, 100)
+            startup["spark next night"] = one("spark", TINY_POINTS, folder, day, "night")
         write(final=False)
     for name in args.real:
         found = real_delivery(name, settings, work)
@@ -500,20 +555,16 @@ HISTORY_FIELDS = ["date", "load_start", "load_end", "note"]
 
 
 def append_history(path: Path, stamp: str, load_start, load_end, table: list[dict], note: str) -> None:
-    """One dated row per engine and input appended to bench/results/ingest.csv."""
+    """One dated row per engine and input appended to bench/results/ingest.csv (bench/history.py: a column
+    a later run adds is blank in the earlier rows)."""
+    from bench.history import append_rows
+
     rows = [
         {"date": stamp, "load_start": _loads(load_start), "load_end": _loads(load_end), "note": note, **r}
         for r in table
     ]
-    if not rows:
-        return
-    fields = HISTORY_FIELDS + [k for k in rows[0] if k not in HISTORY_FIELDS]
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+    if rows:
+        append_rows(path, rows)
 
 
 def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
@@ -543,7 +594,13 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
             p = peers.get(peer)
             row[f"vs_{peer}"] = round(p["seconds"] / r["seconds"], 2) if p and pps else None
             row[f"cpu_vs_{peer}"] = round(p["cpu_s"] / r["cpu_s"], 2) if p and pps and r["cpu_s"] else None
-        row.update(points_kept=r.get("points_kept"), trajectories=r.get("trajectories_out"), error=r.get("error", ""))
+        row.update(
+            points_kept=r.get("points_kept"),
+            trajectories=r.get("trajectories_out"),
+            spark_jobs=r.get("spark_jobs"),
+            delta_commits=r.get("delta_commits"),
+            error=r.get("error", ""),
+        )
         rows.append(row)
     for key, r in startup.items():
         rows.append(
@@ -565,6 +622,8 @@ def build_table(results: list[dict], startup: dict[str, dict]) -> list[dict]:
                 "cpu_vs_duckdb": None,
                 "points_kept": r.get("points_kept"),
                 "trajectories": r.get("trajectories_out"),
+                "spark_jobs": r.get("spark_jobs"),
+                "delta_commits": r.get("delta_commits"),
                 "error": r.get("error", ""),
             }
         )
@@ -579,20 +638,21 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
         conditions,
         "",
         "| size | engine | seconds | CPU s | work s | points/s | peak MB | vs pandas | vs DuckDB | CPU vs pandas "
-        "| CPU vs DuckDB | kept points | trajectories |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU vs DuckDB | kept points | trajectories | Spark jobs | Delta commits |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
         size = human(r["size"]) if r["size"] else "-"
         size = f"{r['input']} {size}" if r["input"].startswith("REAL") else size
         if r["error"]:
-            out.append(f"| {size} | {r['engine']} | {r['seconds']:.1f} | FAILED: {r['error']} |||||||||||")
+            out.append(f"| {size} | {r['engine']} | {r['seconds']:.1f} | FAILED: {r['error']} |||||||||||||")
             continue
         out.append(
             f"| {size} | {r['engine']} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {fmt(r['work_s'], '.1f')} "
             f"| {fmt(r['points_per_s'], ',')} | {r['peak_mb']:,} | {fmt(r['vs_pandas'], '.2f')} "
             f"| {fmt(r['vs_duckdb'], '.2f')} | {fmt(r['cpu_vs_pandas'], '.2f')} | {fmt(r['cpu_vs_duckdb'], '.2f')} "
-            f"| {fmt(r['points_kept'], ',')} | {fmt(r['trajectories'], ',')} |"
+            f"| {fmt(r['points_kept'], ',')} | {fmt(r['trajectories'], ',')} | {fmt(r['spark_jobs'])} "
+            f"| {fmt(r['delta_commits'])} |"
         )
     out += [
         "",
@@ -601,7 +661,8 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
         "the child's timer around the work only (Spark: after the session is up). vs pandas / vs DuckDB: "
         "throughput ratio on seconds (above 1 = faster than the peer); CPU vs: the peer's CPU s / this "
         "engine's (above 1 = less CPU than the peer; pandas uses one core, Spark and DuckDB both). peak MB: peak of the summed PSS of the child process tree (JVM and Python "
-        "workers included), sampled every 0.2 s.",
+        "workers included), sampled every 0.2 s. Spark jobs: the jobs the ingestion started (Spark's status tracker); "
+        "Delta commits: the commit files it added to the lake's Delta logs.",
     ]
     if "spark-start" in startup:
         s = startup["spark-start"]

@@ -39,6 +39,17 @@ def table_exists(spark, path: str) -> bool:
 
 
 def latest_version(spark, path: str) -> int | None:
+    """The table's newest version, None when there is no table. Read from the Delta log itself (its commit
+    files and checksum, listed by the driver): no Spark job, where the table's history (the public way)
+    costs one. Falls back to the history when the log cannot be asked that way."""
+    try:
+        jvm = spark._jvm
+        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+        version = delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).version()
+        return None if version < 0 else int(version)
+    except Exception as err:  # noqa: BLE001 - an internal API: a renamed method must not fail a write
+        first = str(err).splitlines()[0] if str(err) else ""
+        log.debug("version of %s from the table history (%s: %s)", path, type(err).__name__, first)
     from delta.tables import DeltaTable
 
     if not table_exists(spark, path):

@@ -155,16 +155,21 @@ def _suspects(files: list[LandedFile], delimiter: str | None) -> dict[str, tuple
     }
 
 
-def record_spans(records: DataFrame, files: list[LandedFile]) -> tuple[int, int]:
+def record_spans(
+    records: DataFrame, files: list[LandedFile], in_bronze: dict[str, int] | None = None
+) -> tuple[int, int]:
     """(records, physical lines they span) of join_quoted_lines(bronze, files). A text file without a
-    line of odd quotes was not joined, so its records are its bronze lines, counted without reading their
-    text; only the other files' records are split at their line breaks."""
+    line of odd quotes was not joined, so its records are its bronze lines: taken from `in_bronze` (bronze
+    rows per file, already counted by the caller) or counted without reading their text; only the other
+    files' records are split at their line breaks."""
     # A Parquet row's text (to_csv) may hold a line break inside a quoted value: counted from its text too.
     suspects = list(_suspects(files, None)) + [f.rel for f in files if f.parquet]
+    if in_bronze is not None:
+        plain = sum(n for name, n in in_bronze.items() if name not in suspects)
+    else:
+        plain = records.where(~F.col(SOURCE_FILE).isin(suspects)).count() if suspects else records.count()
     if not suspects:
-        n = records.count()
-        return n, n
-    plain = records.where(~F.col(SOURCE_FILE).isin(suspects)).count()
+        return plain, plain
     joined = (
         records.where(F.col(SOURCE_FILE).isin(suspects))
         .agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(F.split(F.col(LINE), "\n", -1))).alias("lines"))

@@ -34,6 +34,7 @@ import argparse
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import date as Date
@@ -44,7 +45,8 @@ from pyspark.sql import functions as F
 
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
-from transfertraj.feature_store.delta_io import append_rows, read_table, replace_partition, table_exists
+from transfertraj.feature_store import reader
+from transfertraj.feature_store.delta_io import append_rows, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
 from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, record_spans, spark_readable
@@ -53,8 +55,8 @@ from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
 from transfertraj.jobs.parse_points import (
     NON_DATA_REASONS,
     check_rows,
+    count_verdicts,
     explode_points,
-    points_of_rows,
     row_verdicts,
 )
 from transfertraj.jobs.schemas import (
@@ -157,6 +159,28 @@ def cleaning_buckets(points_estimate: int, shuffle_partitions: int) -> int:
     return max(shuffle_partitions, -(-points_estimate // POINTS_PER_BUCKET))
 
 
+BYTES_PER_SHUFFLE_PARTITION = 128 * 1024 * 1024  # Spark's own split size for files
+
+
+def shuffle_partitions_for(input_bytes: int, configured: int) -> int:
+    """Shuffle partitions for one delivery: one per BYTES_PER_SHUFFLE_PARTITION of landed files, at least
+    one, at most the session's configured number. A 2,000-point delivery shuffles into one partition, not
+    into the session's (or Spark's 200) tasks of nothing."""
+    return max(1, min(configured, -(-input_bytes // BYTES_PER_SHUFFLE_PARTITION)))
+
+
+@contextmanager
+def _shuffles_sized_for(spark: SparkSession, files) -> None:
+    """spark.sql.shuffle.partitions set from the delivery's size for the run, restored after it."""
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    size = sum(f.path.stat().st_size for f in files)
+    spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions_for(size, int(before))))
+    try:
+        yield
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+
+
 def _set_aside(s: SetAside) -> str:
     return f"{s.reason}" + (f" (line {s.line})" if s.line else "") + f": {s.detail}"
 
@@ -169,10 +193,17 @@ def _file_rejects(spark: SparkSession, problems: list[SetAside]) -> DataFrame:
     )
 
 
-def _bronze_line_check(bronze: DataFrame, files) -> list[str]:
-    """Files whose bronze rows differ from the rows counted in the file itself: its data lines (header
-    excluded), or a Parquet file's rows."""
-    got = {r[SOURCE_FILE]: int(r["n"]) for r in bronze.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()}
+def _bronze_lines(bronze: DataFrame) -> dict[str, int]:
+    """Bronze rows per file (one job over the persisted rows)."""
+    return {
+        r[SOURCE_FILE]: int(r["n"]) for r in bronze.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+
+
+def _bronze_line_check(in_bronze: dict[str, int], files) -> list[str]:
+    """Files whose bronze rows (`in_bronze`, per file) differ from the rows counted in the file itself: its
+    data lines (header excluded), or a Parquet file's rows."""
+    got = dict(in_bronze)
     problems = []
     for f in files:
         want = f.bronze_rows
@@ -183,20 +214,39 @@ def _bronze_line_check(bronze: DataFrame, files) -> list[str]:
     return problems
 
 
+@contextmanager
+def _phase(spark: SparkSession, name: str):
+    """Names the Spark jobs of one step of a run (the UI's and the event log's job description), so that a
+    profile says where the time went (bench/ingest.py --profile)."""
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(f"ingest: {name}")
+    try:
+        yield
+    finally:
+        sc.setJobDescription(before)
+
+
 RUNNING = "running"  # a run's first row in the runs log; its outcome is a second row with the same run_id
 
 
 def interrupted_runs(spark: SparkSession, settings: Settings, city: str, date: str) -> list[str]:
-    """Runs of a city and date that recorded their start but no outcome (killed, or still running)."""
-    path = table_path(settings, "runs")
-    if not table_exists(spark, path):
+    """Runs of a city and date that recorded their start but no outcome (killed, or still running).
+
+    The city's runs rows (a few a run) are read by the lake's reader outside Spark (feature_store.reader,
+    delta-rs): no Spark job and no Spark snapshot of the runs table, which a run only appends to."""
+    try:
+        runs, _ = reader.read_table(
+            settings, "runs", city=city, columns=["run_id", "job", DATE, "status", "started_at"]
+        )
+    except reader.TableNotFound:
         return []
-    runs, _ = read_table(spark, path, where={CITY: city})
-    runs = runs.where((F.col(DATE) == date) & (F.col("job") == "ingest"))
-    started = runs.where(F.col("status") == RUNNING)
-    ended = runs.where(F.col("status") != RUNNING).select("run_id")
-    rows = started.join(ended, "run_id", "left_anti").orderBy("started_at").collect()
-    return [f"{r.run_id} (started {r.started_at:%Y-%m-%d %H:%M:%S})" for r in rows]
+    rows = [r for r in runs.to_pylist() if r[DATE] == date and r["job"] == "ingest"]
+    ended = {r["run_id"] for r in rows if r["status"] != RUNNING}
+    open_ = sorted(
+        (r for r in rows if r["status"] == RUNNING and r["run_id"] not in ended), key=lambda r: r["started_at"]
+    )
+    return [f"{r['run_id']} (started {r['started_at']:%Y-%m-%d %H:%M:%S})" for r in open_]
 
 
 def _close_repaired(spark: SparkSession, r: IngestReport, settings: Settings) -> None:
@@ -228,12 +278,13 @@ def ingest_date(spark: SparkSession, city: CityConfig, date: str, settings: Sett
     silver not) leaves only the first row: the next run of the date says that it repairs it."""
     started = datetime.now(UTC)
     report = IngestReport(city=city.name, date=date, run_id=uuid.uuid4().hex[:16])
-    repairs = interrupted_runs(spark, settings, city.name, date)
-    if repairs:
-        report.repairs = repairs
-        log.warning("%s %s: repairs interrupted run(s) %s", city.name, date, ", ".join(repairs))
-    report.status = RUNNING
-    _append_run(spark, report, started, settings, finished=started)
+    with _phase(spark, "runs"):
+        repairs = interrupted_runs(spark, settings, city.name, date)
+        if repairs:
+            report.repairs = repairs
+            log.warning("%s %s: repairs interrupted run(s) %s", city.name, date, ", ".join(repairs))
+        report.status = RUNNING
+        _append_run(spark, report, started, settings, finished=started)
     try:
         return _ingest_date(spark, city, date, settings, report, started)
     except Exception as err:
@@ -251,8 +302,13 @@ def _ingest_date(
     t0 = time.time()
     part = {CITY: city.name, DATE: date}
     delivery = scan_delivery(settings.landing / city.name / date, city, landing_root=settings.landing)
-    # Bronze first: what arrived is kept for inspection whatever happens next.
-    with spark_readable(delivery.files, settings.landing / ".staging" / report.run_id) as paths:
+    # Bronze first: what arrived is kept for inspection whatever happens next. The rows are kept (persisted)
+    # as written: the checks below read them, not the table again, so the landed files stay readable
+    # (odd names through their staging links) until the run ends.
+    with (
+        spark_readable(delivery.files, settings.landing / ".staging" / report.run_id) as paths,
+        _shuffles_sized_for(spark, delivery.files),
+    ):
         delivery.quarantined += [
             SetAside(f.rel, "bad_file_name", "Spark cannot open this name and no hard link could be made: rename it")
             for f in delivery.files
@@ -271,10 +327,31 @@ def _ingest_date(
             len(delivery.quarantined),
             len(delivery.skipped),
         )
-        bronze = read_landed_rows(spark, files, city=city.name, date=date, paths=paths)
-        report.bronze_version = _publish(bronze, "bronze", part, settings, report)
-    bronze, _ = read_table(spark, table_path(settings, "bronze"), version=report.bronze_version, where=part)
-    lost = _bronze_line_check(bronze, files)
+        bronze = _persist(read_landed_rows(spark, files, city=city.name, date=date, paths=paths))
+        with _phase(spark, "bronze"):
+            report.bronze_version = _publish(bronze, "bronze", part, settings, report)
+        try:
+            return _checked_and_cleaned(spark, city, date, settings, report, started, t0, delivery, files, bronze)
+        finally:
+            bronze.unpersist()
+
+
+def _checked_and_cleaned(
+    spark: SparkSession,
+    city: CityConfig,
+    date: str,
+    settings: Settings,
+    report: IngestReport,
+    started: datetime,
+    t0: float,
+    delivery,
+    files,
+    bronze: DataFrame,
+) -> IngestReport:
+    part = {CITY: city.name, DATE: date}
+    with _phase(spark, "bronze line check"):
+        in_bronze = _bronze_lines(bronze)
+    lost = _bronze_line_check(in_bronze, files)
     if lost:
         raise AccountingError(f"{city.name} {date}: lines lost between the landed files and bronze: " + "; ".join(lost))
     rows = join_quoted_lines(bronze, files, city.raw.delimiter)
@@ -282,19 +359,14 @@ def _ingest_date(
     headers = sorted({f.header for f in files if f.header is not None})
     # Parsed once (a Porto POLYLINE in the Arrow worker): the verdicts, their counts and the points read it.
     checked = _persist(check_rows(rows, city, headers))
-    verdicts = row_verdicts(checked, city)
     report.datum = city.datum
-    # One pass over the verdicts: rows by file and reason, and the points of the accepted rows.
-    by_file: dict[tuple[str, str | None], int] = {}
-    report.points_read = 0
-    for r in (
-        verdicts.groupBy(SOURCE_FILE, REASON)
-        .agg(F.count(F.lit(1)).alias("n"), F.sum(points_of_rows()).alias("p"))
-        .collect()
-    ):
-        by_file[(r[SOURCE_FILE], r[REASON])] = int(r["n"])
-        if r[REASON] is None:
-            report.points_read += int(r["p"] or 0)
+    # One pass over the rows' own verdicts (it fills the cache), the flagged rows moved in the driver:
+    # rows by file and reason, and the points of the accepted rows.
+    with _phase(spark, "row verdicts"):
+        flags, counts = count_verdicts(checked, city)
+    verdicts = row_verdicts(checked, city, flags)
+    by_file: dict[tuple[str, str | None], int] = {k: n for k, (n, _) in counts.items()}
+    report.points_read = sum(p for (_, reason), (_, p) in counts.items() if reason is None)
     row_counts: dict[str | None, int] = {}
     for (_, reason), n in by_file.items():
         row_counts[reason] = row_counts.get(reason, 0) + n
@@ -304,7 +376,8 @@ def _ingest_date(
     report.rejected_by_file = {k: n for k, n in by_file.items() if k[1] is not None}
     report.points_converted = report.points_read if city.datum != "wgs84" else 0
     # Counted apart from the verdicts; and the lines the rows span must be the lines of the files.
-    report.rows_read, lines_in_rows = record_spans(rows, files)
+    with _phase(spark, "record spans"):
+        report.rows_read, lines_in_rows = record_spans(rows, files, in_bronze)
 
     # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
     # A Porto row is a stream: its points stay two arrays on the row. A point log's rows are its points,
@@ -327,7 +400,9 @@ def _ingest_date(
     dropped = ct.point_rejects(cleaned.where(F.col("kind") == DROP))
     outcome = cleaned.groupBy("kind", REASON).agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p"))
     report.points_dropped_by_reason = {}
-    for r in outcome.collect():
+    with _phase(spark, "cleaning"):
+        outcome = outcome.collect()
+    for r in outcome:
         if r["kind"] == TRIP:
             report.trajectories_out += int(r["n"])
             report.points_kept += int(r["p"] or 0)
@@ -343,7 +418,8 @@ def _ingest_date(
         .withColumn(CITY, F.lit(city.name))
         .withColumn(DATE, F.lit(date))
     )
-    report.rejects_version = _publish(rejects.select(*REJECTS_SCHEMA.names), "rejects", part, settings, report)
+    with _phase(spark, "rejects"):
+        report.rejects_version = _publish(rejects.select(*REJECTS_SCHEMA.names), "rejects", part, settings, report)
 
     _check_accounting(report, lines_in_rows)
     if not files and delivery.quarantined:
@@ -354,11 +430,13 @@ def _ingest_date(
         status = "failed_quality_gate" if failure else "published"
     report.message = "; ".join(m for m in (failure, report.notes()) if m)
     if not failure:
-        report.silver_version = _publish(trips, "silver", part, settings, report)
+        with _phase(spark, "silver"):
+            report.silver_version = _publish(trips, "silver", part, settings, report)
     report.seconds = time.time() - t0
     report.status = status
-    _append_run(spark, report, started, settings)
-    _close_repaired(spark, report, settings)  # every table of the date was replaced by this run
+    with _phase(spark, "runs"):
+        _append_run(spark, report, started, settings)
+        _close_repaired(spark, report, settings)  # every table of the date was replaced by this run
     for df in [checked, cleaned]:
         df.unpersist()
     log.info(report.summary())

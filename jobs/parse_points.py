@@ -1,7 +1,8 @@
 """Bronze rows -> row verdicts and GPS points, for each raw format.
 
     checked = check_rows(bronze, city, headers).persist()   # each row parsed once (Porto: POLYLINE in Arrow)
-    verdicts = row_verdicts(checked, city)                   # + the rules that look at other rows
+    flags, counts = count_verdicts(checked, city)            # {(file, reason): (rows, points)}
+    verdicts = row_verdicts(checked, city, flags)            # + the rules that look at other rows
     points = explode_points(verdicts)                        # point logs (Porto: jobs/clean_points.py)
 
 `checked` has one row per bronze row with the verdicts of the row alone; `row_verdicts` adds a file's
@@ -22,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
@@ -424,65 +425,143 @@ def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataF
     return checked
 
 
+# What the rules that look at other rows carry back to the driver for each row they flag: enough to move
+# the row from its own verdict to its final one in the counts (count_verdicts), without a second pass.
+_FLAGGED = (ROW_ID, "_flag", SOURCE_FILE, "_structure", "_content", "_points")
+
+
 def _footer_flags(checked: DataFrame) -> DataFrame:
-    """(row_id, _flag 'footer') of each file's footer: up to FOOTER_MAX_LINES non-blank lines without a
+    """_FLAGGED rows (flag 'footer') of each file's footer: up to FOOTER_MAX_LINES non-blank lines without a
     delimiter ('EOF', 'total 1264 rows') after the file's last line that has one."""
     nonblank = F.coalesce(F.col("_structure") != "blank_line", F.lit(True))
     last = checked.where(nonblank & ~F.col("_single")).groupBy(SOURCE_FILE).agg(F.max(ROW_ID).alias("_last"))
+    row = F.struct(ROW_ID, "_structure", "_content", points_of_rows().alias("_points"))
     tail = (
         checked.where(F.col("_single"))
         .join(F.broadcast(last), SOURCE_FILE, "left")
         .where(F.col(ROW_ID) > F.coalesce(F.col("_last"), F.lit(-1)))
         .groupBy(SOURCE_FILE)
-        .agg(F.collect_list(ROW_ID).alias("_ids"))
-        .where(F.size("_ids") <= FOOTER_MAX_LINES)
+        .agg(F.collect_list(row).alias("_rows"))
+        .where(F.size("_rows") <= FOOTER_MAX_LINES)
     )
-    return tail.select(F.explode("_ids").alias(ROW_ID), F.lit("footer").alias("_flag"))
+    return tail.select(SOURCE_FILE, F.explode("_rows").alias("r")).select(
+        F.col(f"r.{ROW_ID}").alias(ROW_ID),
+        F.lit("footer").alias("_flag"),
+        SOURCE_FILE,
+        "r._structure",
+        "r._content",
+        "r._points",
+    )
 
 
 def _duplicate_flags(checked: DataFrame) -> DataFrame:
-    """(row_id, _flag) of Porto rows that repeat an earlier line (duplicate_row: the same trip delivered
+    """_FLAGGED rows of Porto rows that repeat an earlier line (duplicate_row: the same trip delivered
     twice) or that are one of several different valid lines of one TRIP_ID (conflicting_duplicate: every
-    version is quarantined, none is guessed right). On four slim columns: row id, trip, line hash and
-    whether the row is valid."""
+    version is quarantined, none is guessed right). On slim columns: row id, trip, line hash, whether the
+    row is valid, and what the counts need of a flagged row."""
     valid = F.col("_structure").isNull() & F.col("_content").isNull() & F.col("_trip").isNotNull()
-    slim = checked.select(ROW_ID, "_trip", F.col("stream_id").alias("_hash"), valid.alias("_valid"))
+    slim = checked.select(
+        ROW_ID,
+        "_trip",
+        F.col("stream_id").alias("_hash"),
+        valid.alias("_valid"),
+        SOURCE_FILE,
+        "_structure",
+        "_content",
+        points_of_rows().alias("_points"),
+    )
     versions = F.size(F.collect_set(F.when(F.col("_valid"), F.col("_hash"))).over(Window.partitionBy("_trip")))
     first_copy = F.min(ROW_ID).over(Window.partitionBy("_trip", "_hash"))
     flag = F.when(F.col(ROW_ID) != first_copy, F.lit("duplicate_row")).when(
         F.col("_valid") & (versions > 1), F.lit("conflicting_duplicate")
     )
-    return slim.select(ROW_ID, flag.alias("_flag")).where(F.col("_flag").isNotNull())
+    return slim.withColumn("_flag", flag).where(F.col("_flag").isNotNull()).select(*_FLAGGED)
 
 
 _FLAG_RANK = {"footer": 0, "duplicate_row": 1, "conflicting_duplicate": 2}
+# The first rule that fires names a row's reason: (the column, the value that fires it; None: any value).
+_PRECEDENCE = (
+    ("_structure", "blank_line"),
+    ("_flag", "footer"),
+    ("_structure", None),
+    ("_flag", "duplicate_row"),
+    ("_content", None),
+    ("_flag", "conflicting_duplicate"),
+)
 
 
-def row_verdicts(checked: DataFrame, city: CityConfig) -> DataFrame:
-    """check_rows' rows (persisted: they are read three times) -> CHECKED_COLUMNS, with the rules that
-    look at other rows. The rows they flag (a footer is at most FOOTER_MAX_LINES lines a file; duplicates
-    are few) are collected and joined back by row id. The first rule that fires names the reason:
-    blank_line, footer, the other structure rules, duplicate_row, the content rules, conflicting_duplicate."""
+def _reason_column() -> Column:
+    """_PRECEDENCE over the columns _structure, _flag and _content of a row."""
+    expr = F.lit(None).cast("string")
+    for name, value in reversed(_PRECEDENCE):
+        col = F.col(name)
+        expr = F.when(col.isNotNull() if value is None else col == value, col).otherwise(expr)
+    return expr
+
+
+def final_reason(structure: str | None, content: str | None, flag: str | None = None) -> str | None:
+    """_PRECEDENCE for one row, in Python (the counts of count_verdicts)."""
+    parts = {"_structure": structure, "_content": content, "_flag": flag}
+    for name, value in _PRECEDENCE:
+        if parts[name] is not None and (value is None or parts[name] == value):
+            return parts[name]
+    return None
+
+
+def row_flags(checked: DataFrame, city: CityConfig) -> dict[int, Row]:
+    """row_id -> the _FLAGGED row of each row a rule that looks at other rows flags (a footer, duplicates),
+    with its first flag by rank. One collect: a footer is at most FOOTER_MAX_LINES lines a file and
+    duplicates are few."""
     flags = _footer_flags(checked)
     if city.raw.format == "porto_csv":
         flags = flags.unionByName(_duplicate_flags(checked))
-    best: dict[int, str] = {}
+    best: dict[int, Row] = {}
     for r in flags.collect():
-        if r[ROW_ID] not in best or _FLAG_RANK[r["_flag"]] < _FLAG_RANK[best[r[ROW_ID]]]:
-            best[r[ROW_ID]] = r["_flag"]
-    spark = checked.sparkSession
-    flagged = spark.createDataFrame(sorted(best.items()), f"{ROW_ID} long, _flag string")
-    v = checked.join(F.broadcast(flagged), ROW_ID, "left")
-    flag, structure = F.col("_flag"), F.col("_structure")
-    reason = (
-        F.when(structure == "blank_line", structure)
-        .when(flag == "footer", flag)
-        .when(structure.isNotNull(), structure)
-        .when(flag == "duplicate_row", flag)
-        .when(F.col("_content").isNotNull(), F.col("_content"))
-        .when(flag == "conflicting_duplicate", flag)
+        if r[ROW_ID] not in best or _FLAG_RANK[r["_flag"]] < _FLAG_RANK[best[r[ROW_ID]]["_flag"]]:
+            best[r[ROW_ID]] = r
+    return best
+
+
+def count_verdicts(checked: DataFrame, city: CityConfig) -> tuple[dict[int, Row], dict[tuple, tuple[int, int]]]:
+    """(row_flags, {(file, reason): (rows, points)}) of check_rows' persisted rows: the counts of
+    row_verdicts(checked, city, flags), reason None for the accepted rows, points by points_of_rows.
+
+    The rows are counted by their own verdicts first: that aggregation is the first pass over `checked`,
+    which fills its cache once (the flag queries, run side by side by adaptive execution, would otherwise
+    each compute the rows again); the few flagged rows are then moved to their final reason here."""
+    counts: dict[tuple, list[int]] = {}
+
+    def add(key, n, p):
+        c = counts.setdefault(key, [0, 0])
+        c[0] += n
+        c[1] += p
+
+    own = checked.groupBy(SOURCE_FILE, "_structure", "_content").agg(
+        F.count(F.lit(1)).alias("n"), F.sum(points_of_rows()).alias("p")
     )
-    v = v.withColumn(REASON, reason).withColumn(DETAIL, F.when(F.col(REASON).isNotNull(), F.col(DETAIL)))
+    for r in own.collect():
+        add((r[SOURCE_FILE], final_reason(r["_structure"], r["_content"])), int(r["n"]), int(r["p"] or 0))
+    flags = row_flags(checked, city)
+    for r in flags.values():
+        points = int(r["_points"] or 0)
+        add((r[SOURCE_FILE], final_reason(r["_structure"], r["_content"])), -1, -points)
+        add((r[SOURCE_FILE], final_reason(r["_structure"], r["_content"], r["_flag"])), 1, points)
+    return flags, {k: (n, p) for k, (n, p) in counts.items() if n}
+
+
+def row_verdicts(checked: DataFrame, city: CityConfig, flags: dict[int, Row] | None = None) -> DataFrame:
+    """check_rows' rows (persisted: they are read more than once) -> CHECKED_COLUMNS, with the rules that
+    look at other rows (`flags` from row_flags or count_verdicts; found here when None). The flagged rows
+    are joined back by row id. The first rule that fires names the reason (_PRECEDENCE): blank_line,
+    footer, the other structure rules, duplicate_row, the content rules, conflicting_duplicate."""
+    if flags is None:
+        flags = row_flags(checked, city)
+    spark = checked.sparkSession
+    flagged = spark.createDataFrame(
+        sorted((row_id, r["_flag"]) for row_id, r in flags.items()), f"{ROW_ID} long, _flag string"
+    )
+    v = checked.join(F.broadcast(flagged), ROW_ID, "left")
+    v = v.withColumn(REASON, _reason_column()).withColumn(DETAIL, F.when(F.col(REASON).isNotNull(), F.col(DETAIL)))
     return v.select(*CHECKED_COLUMNS)
 
 
@@ -563,6 +642,8 @@ __all__ = [
     "parse_rows",
     "check_rows",
     "row_verdicts",
+    "row_flags",
+    "count_verdicts",
     "explode_points",
     "points_of_rows",
     "parse_polylines",

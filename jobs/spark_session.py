@@ -30,6 +30,7 @@ from transfertraj.core.settings import Settings
 log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
+DRIVER_JIT = "-XX:TieredStopAtLevel=1"  # settings.spark_conf may override it (e.g. -XX:TieredStopAtLevel=4)
 
 
 class JavaMissingError(RuntimeError):
@@ -91,6 +92,12 @@ def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # The driver JVM's JIT stops at its first tier (C1): a nightly job is short, and C2's compiler
+        # threads spent more CPU than they saved. Measured on 2 shared cores, one run after the other
+        # (bench/results/ingest-20261205T072126Z.md, C1, and -073021Z.md, C2): a 2,000-point delivery
+        # 33 CPU s instead of 65 (whole process), 10 M points 111 CPU s instead of 135 (the hot loops
+        # run in the Python workers, not in JIT-compiled Java).
+        "spark.driver.extraJavaOptions": DRIVER_JIT,
     }
     conf.update(settings.spark_conf)
     return conf

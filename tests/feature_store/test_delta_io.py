@@ -58,6 +58,25 @@ def test_rerun_replaces_only_its_partition(spark, tmp_path):
     assert latest_version(spark, path) == 2
 
 
+def test_the_latest_version_is_the_history_s_and_costs_no_spark_job(spark, tmp_path):
+    from delta.tables import DeltaTable
+
+    path = str(tmp_path / "t")
+    assert latest_version(spark, path) is None
+    for date in ("d1", "d2", "d1"):
+        replace_partition(
+            _rows(spark, [("porto", date, "a", 1)]),
+            path,
+            {"city": "porto", "date": date},
+            partition_by=("city", "date"),
+        )
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup())
+    assert latest_version(spark, path) == 2
+    assert set(tracker.getJobIdsForGroup()) == before  # read from the log, not by a job
+    assert DeltaTable.forPath(spark, path).history(1).select("version").first()[0] == 2
+
+
 def test_rows_outside_the_partition_are_refused(spark, tmp_path):
     path = str(tmp_path / "t")
     replace_partition(

@@ -9,7 +9,7 @@ from tests.jobs.ingest_fixtures import BAD_INPUTS, data_lines, land, land_distin
 from transfertraj.core.city_config import load_city
 from transfertraj.feature_store.delta_io import read_table
 from transfertraj.feature_store.tables import table_path
-from transfertraj.jobs.ingest import QualityGateError, date_range, ingest_date
+from transfertraj.jobs.ingest import QualityGateError, date_range, ingest_date, shuffle_partitions_for
 from transfertraj.jobs.land_sample import land_sample
 from transfertraj.jobs.landed_files import LandingError
 
@@ -221,3 +221,12 @@ def test_date_range():
     assert date_range("2013-06-30", "2013-07-02") == ["2013-06-30", "2013-07-01", "2013-07-02"]
     with pytest.raises(ValueError, match="before"):
         date_range("2013-07-02", "2013-07-01")
+
+
+def test_shuffle_partitions_follow_the_delivery_size():
+    mb = 1024 * 1024
+    assert shuffle_partitions_for(200 * 1024, 4) == 1  # a 2,000-point delivery: one partition
+    assert shuffle_partitions_for(0, 4) == 1
+    assert shuffle_partitions_for(300 * mb, 4) == 3
+    assert shuffle_partitions_for(300 * mb, 2) == 2  # never more than the session is configured for
+    assert shuffle_partitions_for(30_000 * mb, 200) == 200

@@ -7,11 +7,14 @@ from tests.jobs.ingest_fixtures import point_log_city, porto_like
 from transfertraj.jobs.landed_files import inspect_file
 from transfertraj.jobs.parse_points import (
     check_rows,
+    count_verdicts,
     detected_timestamp_formats,
     epoch_seconds,
     explode_points,
+    final_reason,
     parse_polylines,
     parse_rows,
+    points_of_rows,
     row_verdicts,
     timestamp_format_of,
 )
@@ -136,6 +139,48 @@ def test_porto_row_verdicts(spark):
     rows = points.orderBy("point_idx").collect()
     assert [(r.ts, r.lon, r.lat) for r in rows] == [(1372636858, -8.61, 41.14), (1372636873, -8.62, 41.15)]
     assert rows[0].vehicle_id == "20000589"
+
+
+def test_verdict_counts_match_the_verdicts_they_count(spark):
+    """count_verdicts moves the flagged rows (footer, duplicate, conflicting versions) in the driver: its
+    counts must be those of the verdicts themselves, and a flag must lose to blank lines and structure."""
+    conflict = GOOD.replace('"1"', '"9"', 1)
+    lines = [
+        GOOD,
+        GOOD,  # an exact copy: duplicate_row
+        conflict,
+        conflict.replace("-8.62,41.15", "-8.63,41.16"),  # the same TRIP_ID, another content
+        GOOD.replace('"1372636858"', '"soon"').replace('"1"', '"2"', 1),
+        GOOD[:40],
+        "",
+        "EOF",  # a footer
+    ]
+    city = porto_like()
+    checked = check_rows(bronze(spark, PORTO_HEADER, lines), city, [PORTO_HEADER]).persist()
+    flags, counts = count_verdicts(checked, city)
+    verdicts = row_verdicts(checked, city, flags)
+    want = {
+        (r.source_file, r.reason): (r.n, r.p)
+        for r in verdicts.groupBy("source_file", "reason")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(points_of_rows()).alias("p"))
+        .collect()
+    }
+    assert counts == want
+    assert {reason for _, reason in counts} == {
+        None,
+        "duplicate_row",
+        "conflicting_duplicate",
+        "bad_timestamp",
+        "malformed_csv",
+        "blank_line",
+        "footer",
+    }
+    assert counts[("f.csv", None)] == (1, 2)  # the first copy of the good trip, two points
+    checked.unpersist()
+    assert final_reason("blank_line", None, "footer") == "blank_line"
+    assert final_reason("malformed_csv", "bad_timestamp", "duplicate_row") == "malformed_csv"
+    assert final_reason(None, "bad_timestamp", "duplicate_row") == "duplicate_row"
+    assert final_reason(None, "bad_timestamp", "conflicting_duplicate") == "bad_timestamp"
 
 
 def test_point_log_row_verdicts(spark):

@@ -30,6 +30,9 @@ def test_conf_is_sized_for_small_machines_and_overridable(settings):
 
     conf = spark_conf(replace(settings, spark_conf={"spark.sql.shuffle.partitions": "64"}), "x")
     assert conf["spark.sql.shuffle.partitions"] == "64"
+    assert conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"  # short jobs: C1 only
+    jit = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=4"}
+    assert spark_conf(replace(settings, spark_conf=jit), "x")["spark.driver.extraJavaOptions"].endswith("=4")
 
 
 def test_session_has_delta_and_runs_the_driver_python(spark):
