@@ -15,6 +15,10 @@ from tests.transfertraj.registry_fixtures import features, porto_trips, register
 from tests.transfertraj.test_trip_page import write_lake_roads
 from transfertraj.core.geo import haversine_m
 
+pytestmark = (
+    pytest.mark.slow
+)  # a model registered with a city's drive graph, and the gate's graph read from the lake: the slow tier (CI runs it)
+
 MODEL = "models:/transfertraj-base@champion"
 
 

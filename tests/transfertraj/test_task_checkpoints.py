@@ -16,6 +16,8 @@ import pytest
 from tests.transfertraj.registry_fixtures import features, porto_context, porto_trips, settings_for, train
 from transfertraj import registry
 
+pytestmark = pytest.mark.slow  # four models trained and registered through the gate: the slow tier (CI runs it)
+
 NAME = registry.BASE_MODEL
 TASKS = {"tp": ("tp", 8), "tr": ("tr", 4), "od": ("odtte", 8)}  # checkpoint key -> (serving task, mu)
 
