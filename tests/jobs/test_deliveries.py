@@ -264,6 +264,7 @@ def test_the_gate_names_the_files_and_reasons_that_drove_it(spark, settings):
 # ------------------------------------------------------------------- 7. conflicting duplicates
 
 
+@pytest.mark.slow  # one more whole ingestion of a delivery variant
 def test_one_trip_id_with_two_contents_is_quarantined_as_a_conflict(spark, settings):
     city = porto_like("conflict")
     folder = settings.landing / city.name / DATE

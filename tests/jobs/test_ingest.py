@@ -166,6 +166,7 @@ def test_millisecond_timestamps_are_detected(corpus_run, spark, settings):
     assert years == {2013}
 
 
+@pytest.mark.slow  # one more whole ingestion of a delivery variant
 def test_point_log_with_bad_values(spark, settings):
     city = point_log_city()
     path = BAD_INPUTS / "pointlog_bad_values.csv"
@@ -185,6 +186,7 @@ def test_point_log_with_bad_values(spark, settings):
     assert r.trajectories_out == 1  # v1's 30 fixes; v2 is too short
 
 
+@pytest.mark.slow  # one more whole ingestion of a delivery variant
 def test_missing_columns_is_fatal_and_names_the_file(spark, settings):
     city = porto_like("fatalporto")
     land(settings, city.name, "2013-07-01", BAD_INPUTS / "porto_missing_columns.csv")
@@ -200,6 +202,7 @@ def test_missing_landing_folder_is_fatal(spark, settings):
         ingest_date(spark, porto_like("nowhere"), "2013-07-01", settings)
 
 
+@pytest.mark.slow  # one more whole ingestion of a delivery variant
 def test_quality_gate_failure_publishes_nothing_to_silver(spark, settings):
     city = porto_like("gateporto", quality={"max_rejected_share": 0.2, "min_trajectories": 1})
     land(settings, city.name, "2013-07-01", BAD_INPUTS / "porto_mixed_junk.csv")

@@ -65,6 +65,7 @@ def _datasets_root() -> Path:
     return root
 
 
+@pytest.mark.slow  # one more whole ingestion of a delivery variant
 def test_a_real_san_francisco_day_lands_whole(tmp_path):
     root = _datasets_root()
     settings = Settings.load(home=tmp_path)
