@@ -25,6 +25,7 @@ import numpy as np
 from transfertraj.core.constants import MODEL_SIZES
 from transfertraj.model.evaluation_protocol import ABLATIONS, REFERENCE_TOLERANCE, SUITES, TASKS, TRANSFERS, VARIANTS
 from transfertraj.model.masking import TASKS as MASK_TASKS
+from transfertraj.model.masking import scored_tasks
 
 log = logging.getLogger("transfertraj.model")
 
@@ -164,10 +165,11 @@ def cmd_finetune(args, settings=None) -> int:
     )
     print(path)
     print(_loss_curves(path))
-    metrics = evaluate(
-        path, data, args.task, data_version=version, split="test", device=args.device, road_graphs=graphs or None
-    )
-    print(json.dumps({"task": args.task, "split": "test", **metrics}))
+    for task in scored_tasks(args.task):
+        metrics = evaluate(
+            path, data, task, data_version=version, split="test", device=args.device, road_graphs=graphs or None
+        )
+        print(json.dumps({"task": task, "split": "test", **metrics}))
     return 0
 
 

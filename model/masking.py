@@ -121,6 +121,18 @@ def trmix_mask(n: int, rng: np.random.Generator) -> PointMask:
     return mask_for(TR_MIXTURE[int(rng.integers(len(TR_MIXTURE)))])(n, rng)
 
 
+def scored_tasks(task: str) -> tuple[str, ...]:
+    """The single-mask tasks a model trained on `task`'s mask is scored on.
+
+    Why: a mixture ("trmix", "multitask") has no metric of its own; its model answers each task it drew from,
+    so it is judged on each of them (the pretraining mask's recovery is not a served task)."""
+    if task == "trmix":
+        return TR_MIXTURE
+    if task == "multitask":
+        return tuple(t for t in MIXTURE if t != "pretrain")
+    return (task,)
+
+
 def mask_for(task: str) -> MaskFn:
     if task == "multitask":
         return multitask_mask

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from transfertraj.model.masking import mask_for, od_mask, pretrain_mask, scored, tp_mask, tr_mask
+from transfertraj.model.masking import mask_for, od_mask, pretrain_mask, scored, scored_tasks, tp_mask, tr_mask
 from transfertraj.model.trajectory_data import Collator, TrajectoryDataset, load_features
 
 
@@ -148,3 +148,9 @@ def test_trmix_draws_each_tr_mask_and_nothing_else():
         seen.append(match[0])
     counts = {t: seen.count(t) for t in TR_MIXTURE}
     assert all(60 <= c <= 140 for c in counts.values()), counts  # about 100 each
+
+
+def test_a_mixture_is_scored_on_each_task_it_draws_from():
+    assert scored_tasks("trmix") == ("tr4", "tr8", "tr16")
+    assert scored_tasks("multitask") == ("tp", "tr4", "tr8", "tr16", "od")
+    assert scored_tasks("tr8") == ("tr8",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -172,7 +173,7 @@ def test_predict_od_travel_time(pretrained, features_df):
     assert set(m) >= {"rmse_min", "mae_min", "mape_pct"} and np.isfinite(m["rmse_min"])
 
 
-def test_cli_subcommands(tmp_path, features_df):
+def test_cli_subcommands(tmp_path, features_df, capsys):
     small = features_df.iloc[:30]
     pq.write_table(pa.Table.from_pandas(small, preserve_index=False), tmp_path / "features.parquet")
     parser = argparse.ArgumentParser(prog="transfertraj")
@@ -200,7 +201,7 @@ def test_cli_subcommands(tmp_path, features_df):
             "--from",
             str(tmp_path / "pt" / "best.pt"),
             "--task",
-            "tr8",
+            "trmix",  # a mixture is scored on each task it draws from
             "--features",
             str(tmp_path / "features.parquet"),
             "--out",
@@ -213,7 +214,10 @@ def test_cli_subcommands(tmp_path, features_df):
             "--no-progress",
         ]
     )
+    capsys.readouterr()
     assert args.func(args, None) == 0
+    scored = [json.loads(line)["task"] for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert scored == ["tr4", "tr8", "tr16"]
     state = load_checkpoint(tmp_path / "ft" / "best.pt")
     assert state["data"]["n_train"] == 5 and state["train_config"]["freeze_encoder"] is True
 
