@@ -464,7 +464,7 @@ class TransferTraj(nn.Module):
         tokens["context_missing"] = batch["context_missing"].unsqueeze(1).expand_as(valid)[valid]  # (N,)
         mods, context = self.embed(tokens, bend[valid] if bend is not None else None)  # M x (N, d), (N, d)
         h = torch.zeros(*valid.shape, self.args.d_model, dtype=mods[0].dtype, device=valid.device)
-        h[valid] = self.mixer(mods)  # (B, L, d), padding 0
+        h[valid] = self.mixer(mods).to(h.dtype)  # (B, L, d), padding 0
         if self.args.position == "absolute_sincos":
             absolute = batch["origin"].double().unsqueeze(1) + coords.double()  # (B, L, 2) city CRS metres
             h = h + absolute_sincos(absolute, self.args.d_model).to(h.dtype)

@@ -377,3 +377,13 @@ def test_mixer_pooled_before_its_last_layer_is_the_mean_of_its_tokens():
         noisy = mixer(mods)
         torch.manual_seed(1)
         torch.testing.assert_close(noisy, per_token(mixer), atol=1e-6, rtol=1e-6)
+
+
+def test_bf16_autocast_forward_and_backward_run(data):
+    """Training on CUDA runs under bf16 autocast (model/train.py): the real-point scatters keep the stream's dtype."""
+    batch, targets = make_batch(data)
+    model = model_for()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, loss = model(batch, targets)
+    loss.backward()
+    assert torch.isfinite(loss) and out["xy"].dtype == torch.float32
