@@ -370,15 +370,16 @@ class RtteLayer(nn.Module):
         else:
             self.ffn = FeedForward(dim=d, hidden=args.ffn_hidden, dropout=args.dropout)
 
-    def forward(self, h, coords, valid, context, *, return_weights=False, ffn_at=None):
-        """ffn_at (B, L) bool: the points whose output is read (default: every real point); the feed-forward
-        block runs on those only, the others keep the attention block's output. context: (n, d) at them."""
+    def forward(self, h, coords, valid, context, *, return_weights=False, rows=None):
+        """rows (n,): flat positions in (B, L), row-major, of the points whose output is read (default: every
+        real point); the feed-forward block runs on those only, the others keep the attention block's output.
+        context: (n, d) at them."""
         a, weights = self.attn(self.ln1(h), coords, valid, return_weights=return_weights)
         h = h + self.drop(a)  # (B, L, d)
-        rows = valid if ffn_at is None else ffn_at
-        f, route = self.ffn(self.ln2(h)[rows], context)  # (n, d): real tokens only
-        h = h + torch.zeros_like(h).index_put((rows,), f.to(h.dtype))  # scatter back, padding gets 0
-        return h, weights, route
+        rows = valid.reshape(-1).nonzero().squeeze(1) if rows is None else rows
+        flat = h.reshape(-1, h.shape[-1])  # (B*L, d)
+        f, route = self.ffn(self.ln2(flat[rows]), context)  # (n, d): real tokens only
+        return flat.index_add(0, rows, f.to(h.dtype)).view_as(h), weights, route  # padding gets 0
 
 
 class TransferTraj(nn.Module):
@@ -460,21 +461,23 @@ class TransferTraj(nn.Module):
         minutes, timed = batch["time"][..., 3], valid & ~batch["mask_t"]  # minutes since start, where known
         coords = position_proxy(batch["xy"], seen, minutes, timed)  # (B, L, 2) metres
         bend = curve_offset(batch["xy"], seen, minutes, timed) if self.args.curve_input else None  # (B, L, 2)
-        tokens = {k: v[valid] for k, v in batch.items() if k in TOKEN_FIELDS}  # (N, ...) real points only
-        tokens["context_missing"] = batch["context_missing"].unsqueeze(1).expand_as(valid)[valid]  # (N,)
-        mods, context = self.embed(tokens, bend[valid] if bend is not None else None)  # M x (N, d), (N, d)
-        h = torch.zeros(*valid.shape, self.args.d_model, dtype=mods[0].dtype, device=valid.device)
-        h[valid] = self.mixer(mods).to(h.dtype)  # (B, L, d), padding 0
+        B, L = valid.shape
+        real = valid.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of the real points, row-major
+        tokens = {k: v.flatten(0, 1)[real] for k, v in batch.items() if k in TOKEN_FIELDS}  # (N, ...)
+        tokens["context_missing"] = batch["context_missing"][real // L]  # (N,)
+        mods, context = self.embed(tokens, bend.flatten(0, 1)[real] if bend is not None else None)  # M x (N, d)
+        h = torch.zeros(B * L, self.args.d_model, dtype=mods[0].dtype, device=valid.device)
+        h = h.index_copy(0, real, self.mixer(mods).to(h.dtype)).view(B, L, -1)  # (B, L, d), padding 0
         if self.args.position == "absolute_sincos":
             absolute = batch["origin"].double().unsqueeze(1) + coords.double()  # (B, L, 2) city CRS metres
             h = h + absolute_sincos(absolute, self.args.d_model).to(h.dtype)
 
-        read = None if outputs_at is None else outputs_at & valid  # (B, L)
+        read = None if outputs_at is None else (outputs_at & valid).reshape(-1).nonzero().squeeze(1)  # (n,)
         attention, routing, aux = [], [], h.new_zeros((), dtype=torch.float32)
         for i, layer in enumerate(self.layers):
-            ffn_at = read if i == len(self.layers) - 1 else None
-            ctx = context if ffn_at is None else context[ffn_at[valid]]  # (n, d)
-            h, weights, route = layer(h, coords, valid, ctx, return_weights=return_attention, ffn_at=ffn_at)
+            rows = read if i == len(self.layers) - 1 else None
+            ctx = context if rows is None else context[outputs_at[valid]]  # (n, d)
+            h, weights, route = layer(h, coords, valid, ctx, return_weights=return_attention, rows=rows)
             attention.append(weights)
             if route is not None:
                 aux = aux + route.pop("aux_loss")
@@ -483,9 +486,11 @@ class TransferTraj(nn.Module):
         if read is None:
             xy, time = self.heads(h, coords, bend, road)  # (B, L, 2), (B, L, 4)
         else:
-            xy_at, time_at = self.heads(*(None if u is None else u[read] for u in (h, coords, bend, road)))
-            xy = torch.full((*valid.shape, 2), math.nan, device=h.device).index_put((read,), xy_at)
-            time = torch.full((*valid.shape, 4), math.nan, device=h.device).index_put((read,), time_at)
+            xy_at, time_at = self.heads(
+                *(None if u is None else u.flatten(0, 1)[read] for u in (h, coords, bend, road))
+            )
+            xy = torch.full((B * L, 2), math.nan, device=h.device).index_copy(0, read, xy_at).view(B, L, 2)
+            time = torch.full((B * L, 4), math.nan, device=h.device).index_copy(0, read, time_at).view(B, L, 4)
         aux = aux / max(len(self.layers), 1)
         outputs = {"xy": xy, "time": time, "routing": routing, "aux_loss": aux}
         if return_attention:
