@@ -259,13 +259,33 @@ class TrieAttention(nn.Module):
         swapped = torch.cat([qk[..., dh // 2 :], qk[..., : dh // 2]], dim=-1)  # (B, L, 2, H, dh)
         return qk * torch.cat([cos, cos], dim=-1) + swapped * torch.cat([-sin, sin], dim=-1)
 
-    def forward(self, x: torch.Tensor, coords: torch.Tensor, valid: torch.Tensor, *, return_weights: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        coords: torch.Tensor,
+        valid: torch.Tensor,
+        *,
+        return_weights: bool = False,
+        queries: torch.Tensor | None = None,
+    ):
+        """x (B, L, d) -> (B, L, d) and the weights (B, H, L, L) when return_weights. queries (n,): flat
+        positions in (B, L), row-major, of the only points whose output is wanted -> (n, d) at them; every
+        real point is still a key (RtteLayer's last-layer path)."""
         B, L, d = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, dh)
         qk = self.rotate(qkv[:, :, :2], coords) if self.rotary else qkv[:, :, :2]  # (B, L, 2, H, dh)
         q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, L, dh)
         v = qkv[:, :, 2].transpose(1, 2)  # (B, H, L, dh)
         keep = valid.view(B, 1, 1, L)  # padded keys are never attended
+        if queries is not None:  # the wanted queries, left-aligned per trajectory: (B, Lq) slots, Lq <= L
+            row = torch.div(queries, L, rounding_mode="floor")  # (n,)
+            counts = torch.bincount(row, minlength=B)  # (B,)
+            slot = torch.arange(len(queries), device=x.device) - (counts.cumsum(0) - counts)[row]  # (n,)
+            wanted = qk[:, :, 0].reshape(B * L, self.n_heads, self.head_dim)[queries]  # (n, H, dh)
+            q = wanted.new_zeros(B, int(counts.max()) if len(queries) else 0, self.n_heads, self.head_dim)
+            q[row, slot] = wanted
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=keep)  # (B, H, Lq, dh)
+            return self.out(y.transpose(1, 2)[row, slot].reshape(-1, d)), None  # (n, d)
         if return_weights:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, L, L)
             weights = scores.float().masked_fill(~keep, float("-inf")).softmax(dim=-1)
@@ -374,8 +394,15 @@ class RtteLayer(nn.Module):
 
     def forward(self, h, coords, valid, context, *, return_weights=False, rows=None):
         """rows (n,): flat positions in (B, L), row-major, of the points whose output is read (default: every
-        real point); the feed-forward block runs on those only, the others keep the attention block's output.
-        context: (n, d) at them."""
+        real point); the feed-forward block runs on those only, and without return_weights the attention
+        computes their queries only (the other points' outputs are left as they came in). context: (n, d)
+        at the rows."""
+        if rows is not None and not return_weights:  # only `rows` are read: their queries alone
+            flat = h.reshape(-1, h.shape[-1])  # (B*L, d)
+            a, _ = self.attn(self.ln1(h), coords, valid, queries=rows)  # (n, d)
+            at = flat[rows] + self.drop(a).to(h.dtype)  # (n, d)
+            f, route = self.ffn(self.ln2(at), context)
+            return flat.index_copy(0, rows, at + f.to(h.dtype)).view_as(h), None, route  # the rest: as it came
         a, weights = self.attn(self.ln1(h), coords, valid, return_weights=return_weights)
         h = h + self.drop(a)  # (B, L, d)
         rows = valid.reshape(-1).nonzero().squeeze(1) if rows is None else rows
