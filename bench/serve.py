@@ -1,7 +1,8 @@
 """Serving benchmark: load a registered model, answer TP for real Porto trips, and `mlflow models serve`.
 
     .venv/bin/python bench/serve.py --home var/bench-serve   # the committed small base and a real-size model
-    mkdir -p var/serve-before && git archive <commit> transfertraj | tar -x -C var/serve-before  # earlier code
+    mkdir -p var/serve-before && git archive <commit> transfertraj model | tar -x -C var/serve-before \
+        && mv var/serve-before/model var/serve-before/transfertraj/model         # earlier code, its network too
     .venv/bin/python bench/serve.py --model var/bench-serve/model-v1 --model var/bench-serve/model-v2 \
         --before-code var/serve-before                         # ... measured beside this one, same run
 
@@ -10,7 +11,8 @@ base weights/base/transfertraj-base.pt) and `--real-size` (d = 128, 2 layers, 8 
 epoch on GENERATED features; on by default when no --checkpoint or --model is given), or `--model
 FOLDER` (repeatable) for folders an earlier run left under --home. `--before-code CHECKOUT`: every
 in-process measurement is also made with the serving code of that checkout (an older commit; the same
-model folders), interleaved model by model, and both answers are compared.
+model folders), interleaved model by model, and both answers are compared. Its `transfertraj.model` is the
+checkout's own when model/ lies at transfertraj/model there (as the commands above put it), else this one's.
 
 Setup (timed apart, not part of the figures): Porto's full context (the bundled OSM extract: a 5 m
 lattice of ~5 M nodes, every POI) is written to a throwaway lake with delta-rs and each model is
@@ -243,6 +245,7 @@ def child(model_dir: str, batch: int, repeats: int, code: str | None = None) -> 
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "spark_imported": any(m.split(".")[0] in ("pyspark", "delta", "py4j") for m in sys.modules),
         "serving_code": str(Path(transfertraj.serving.__file__).resolve().parent.parent),
+        "model_code": str(Path(sys.modules[type(py.torch_model).__module__].__file__).resolve().parent),
         "first_answers": first[["pred_lon", "pred_lat", "pred_minutes_since_start"]].to_numpy().tolist(),
     }
 
@@ -439,7 +442,12 @@ def report(runs: list[dict], load: tuple[float, float], before_code: str | None)
         f"{'yes' if any(i['spark_imported'] for r in runs for i in r['inproc'].values()) else 'no'} (not importable, "
         "java not on PATH). CPU time = time.process_time of the request (all threads): on a shared machine what "
         "the request costs on idle cores; wall time waits for the cores others hold.",
-        f"code: after = this checkout ({i0['serving_code']})" + (f"; before = {before_code}" if before_code else ""),
+        f"code: after = this checkout ({i0['serving_code']})"
+        + (
+            f"; before = {before_code} (network code: {runs[0]['inproc']['before'].get('model_code', '?')})"
+            if before_code
+            else ""
+        ),
         f"load average (1, 5 min) at start {load[0]:.2f}, {load[1]:.2f}; at end {os.getloadavg()[0]:.2f}, "
         f"{os.getloadavg()[1]:.2f} on {os.cpu_count()} CPUs (shared: above {os.cpu_count()} other work ran beside)",
     ]

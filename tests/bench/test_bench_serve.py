@@ -21,6 +21,7 @@ def _inproc(p50: float, cpu: float) -> dict:
         "repeats": 30,
         "spark_imported": False,
         "serving_code": "/repo",
+        "model_code": "/repo/model",
         "model": "d=64",
     }
 
@@ -52,4 +53,4 @@ def test_the_table_puts_before_beside_after_with_verdicts():
     assert len(rows) == 3  # before, after, and the server's row
     assert "| before |" in rows[0] and "74.0 ms NOT met" in rows[0]
     assert "| after |" in rows[1] and "45.0 ms met" in rows[1] and "40.0 / 4.0 ms" in rows[1]
-    assert "before = var/serve-before" in table and "1800 / 0" in rows[2]
+    assert "before = var/serve-before (network code: /repo/model)" in table and "1800 / 0" in rows[2]

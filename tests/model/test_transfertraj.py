@@ -298,3 +298,92 @@ def test_committed_base_weights_still_load():
     model, _ = load_model(path)
     moe = model.layers[0].ffn
     assert isinstance(moe, ScMoE) and moe.w1.shape == (moe.n_experts, model.args.d_model, model.args.expert_hidden)
+
+
+# TP answers of the committed base weights for GENERATED trips 1 (20 points) and 3 (10 points) of the batch
+# below, computed by the forward pass as it was before the inference speed-ups (commit 6789f73): padding
+# embedded, every modality token through the mixer's last layer, the last layer's feed-forward everywhere.
+BASE_TP_XY_M = {
+    1: [[-691.2219, -2024.7432], [-718.0248, -2109.6829], [-741.3079, -2195.4182], [-763.1003, -2277.8523],
+        [-784.5341, -2360.6653]],
+    3: [[230.1345, 621.4974], [249.853, 713.194], [269.8856, 797.3068], [290.2388, 879.8086], [310.4894, 960.8994]],
+}  # fmt: skip
+BASE_TP_MINUTES = {1: [3.88037, 3.7317, 3.86502, 4.01785, 4.23383], 3: [2.28548, 2.31001, 2.40658, 2.57883, 2.77927]}
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_committed_base_tp_answers_are_those_before_the_speed_ups(read_only):
+    """The committed base weights answer TP as the forward pass did before it embedded real points only, pooled
+    the mixer before its last layer and (outputs_at, what predict asks) ran the last feed-forward at the read
+    points only: to float32 rounding (1 ulp of a 2-4 km coordinate is 2.4e-4 m)."""
+    from pathlib import Path
+
+    from tests.model.generated import generated_features
+    from transfertraj.features.taxonomy import N_POI, N_ROAD, TAXONOMY_VERSION
+    from transfertraj.model.checkpoint import load_model
+
+    model, _ = load_model(Path(__file__).resolve().parents[2] / "weights" / "base" / "transfertraj-base.pt")
+    feats = generated_features(
+        6, seed=3, min_points=8, max_points=40, poi_dim=N_POI, road_dim=N_ROAD, city="porto",
+        taxonomy_version=TAXONOMY_VERSION,
+    )  # fmt: skip
+    data = load_features(feats, data_version=1)
+    ds = TrajectoryDataset(data)
+    batch, _ = Collator(task="tp")([ds[i] for i in range(len(ds))])
+    hidden = batch["valid"] & batch["mask_s"]
+    with torch.inference_mode():
+        out, _ = model.eval()(batch, outputs_at=hidden if read_only else None)
+    xy, minutes = out["xy"][hidden].view(6, 5, 2), out["time"][hidden][:, 3].view(6, 5)
+    for trip, want in BASE_TP_XY_M.items():
+        torch.testing.assert_close(xy[trip], torch.tensor(want), atol=1e-3, rtol=0)
+        torch.testing.assert_close(minutes[trip], torch.tensor(BASE_TP_MINUTES[trip]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("task", ["tp", "tr8", "pretrain"])
+def test_outputs_at_gives_the_full_forwards_answers_there(data, task):
+    batch, targets = make_batch(data, task, rows=(0, 1, 2, 3, 5, 8))
+    model = model_for().eval()
+    read = batch["valid"] & (batch["mask_s"] | batch["mask_t"])
+    with torch.no_grad():
+        full, _ = model(batch)
+        part, _ = model(batch, outputs_at=read)
+    torch.testing.assert_close(part["xy"][read], full["xy"][read], atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(part["time"][read], full["time"][read], atol=1e-5, rtol=1e-6)
+    assert part["xy"][~read].isnan().all() and part["time"][~read].isnan().all()  # never computed, never zero
+    assert torch.equal(part["routing"][0]["indices"], full["routing"][0]["indices"])
+    assert part["routing"][-1]["indices"].shape[0] == int(read.sum())
+    with pytest.raises(ValueError, match="inference"):
+        model(batch, targets, outputs_at=read)
+
+
+def test_mixer_pooled_before_its_last_layer_is_the_mean_of_its_tokens():
+    """Eval (and dropout 0): the mean over modalities taken before the MLP's last linear layer equals the
+    block applied per token and then pooled; with dropout while training, the per-token path is taken."""
+    from transfertraj.model.transfertraj import ModalityMixer
+
+    torch.manual_seed(0)
+    mixer = ModalityMixer(dim=16, n_heads=2, n_modalities=4, dropout=0.5)
+    mods = [torch.randn(30, 16) for _ in range(4)]
+
+    def per_token(m):
+        tokens = torch.stack(mods, dim=1) + m.kind
+        tokens = tokens + m.attn(m.ln1(tokens))
+        return (tokens + m.mlp(m.ln2(tokens))).mean(dim=1)
+
+    with torch.no_grad():
+        torch.testing.assert_close(mixer.eval()(mods), per_token(mixer), atol=1e-6, rtol=1e-6)
+        mixer.train()
+        torch.manual_seed(1)
+        noisy = mixer(mods)
+        torch.manual_seed(1)
+        torch.testing.assert_close(noisy, per_token(mixer), atol=1e-6, rtol=1e-6)
+
+
+def test_bf16_autocast_forward_and_backward_run(data):
+    """Training on CUDA runs under bf16 autocast (model/train.py): the real-point scatters keep the stream's dtype."""
+    batch, targets = make_batch(data)
+    model = model_for()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, loss = model(batch, targets)
+    loss.backward()
+    assert torch.isfinite(loss) and out["xy"].dtype == torch.float32
