@@ -72,16 +72,20 @@ def score_checkpoint(
     data: TrajectoryData,
     *,
     tasks=SCORE_TASKS,
+    task_checkpoints: dict | None = None,
     road_graphs: dict | None = None,
     device: str = "auto",
     n_boot: int = 2000,
     seed: int = 0,
 ) -> Score:
-    """The model (a checkpoint path or dict) and the baselines on every trajectory of `data`, per task."""
+    """The model (a checkpoint path or dict) and the baselines on every trajectory of `data`, per task;
+    `task_checkpoints` {score task: checkpoint} answers a task with its own (a model with per-task
+    fine-tunes, scored as it is served)."""
     config = replace(SUITES["quick"], n_boot=n_boot)
     metrics, ratios, notes = [], [], []
-    road_input = bool(load_checkpoint(checkpoint)["model_args"].get("road_input"))
     for task in tasks:
+        checkpoint_task = (task_checkpoints or {}).get(task, checkpoint)
+        road_input = bool(load_checkpoint(checkpoint_task)["model_args"].get("road_input"))
         if len(task_rows(data, "all", task, config)) < 2:
             notes.append(f"{task}: skipped, fewer than 2 trajectories its mask can use")
             continue
@@ -90,7 +94,7 @@ def score_checkpoint(
             data_task = tr_road_input(data, task_rows(data, "all", task, config), int(task[2:]), road_graphs)
             where = "the road graph of the road-path baseline" if road_graphs else "no road graph: all 0"
             notes.append(f"{task}: the model reads road offsets (road_input) from {where}")
-        frames = {MODEL: model_frame(checkpoint, data_task, task, config, device, split="all")}
+        frames = {MODEL: model_frame(checkpoint_task, data_task, task, config, device, split="all")}
         frames.update(baselines_on_all(data, task, road_graphs=road_graphs, config=config))
         if ROAD_PATH_BASELINE in frames:
             share = frames[ROAD_PATH_BASELINE].attrs.get("on_road_share", math.nan)

@@ -301,17 +301,23 @@ def _write_predict_page(fc: dict, model, args, settings: Settings) -> Path:
     return write_page(render_page(fc, view, roads=roads, title=name, mu=args.mu, attribution=attribution), args.html)
 
 
-def _resolve_model(model: str, settings: Settings) -> tuple[Path, dict]:
-    """(checkpoint path, what the report says about the model) for a models:/ URI or a checkpoint path."""
+def _resolve_model(model: str, settings: Settings, task_checkpoints: dict | None = None) -> tuple[Path, dict, dict]:
+    """(checkpoint path, what the report says about the model, {task key: checkpoint} of its per-task
+    checkpoints) for a models:/ URI (those it carries) or a checkpoint path (`task_checkpoints`)."""
+    from transfertraj.registry import check_task_checkpoints
+
     if not model.startswith("models:/"):
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path} (give a models:/NAME@ALIAS URI or a best.pt path)")
-        return path, {"model": str(path)}
-    from transfertraj.registry import checkpoint_of, configure, resolve_version
+        return path, {"model": str(path)}, check_task_checkpoints(task_checkpoints)
+    from transfertraj.registry import checkpoint_of, configure, resolve_version, task_checkpoints_of
 
+    if task_checkpoints:
+        raise LookupError("--task-checkpoint goes with a checkpoint path: a models:/ URI carries its own")
     name, version = resolve_version(configure(settings), model)
-    return checkpoint_of(model, settings), {"model": model, "model_name": name, "model_version": version}
+    about = {"model": model, "model_name": name, "model_version": version}
+    return checkpoint_of(model, settings), about, task_checkpoints_of(model, settings)
 
 
 def _cmd_score(args, settings: Settings) -> int:
@@ -321,6 +327,7 @@ def _cmd_score(args, settings: Settings) -> int:
     from transfertraj.model.road_paths import road_graph
     from transfertraj.model.scoring import score_checkpoint, write_score
     from transfertraj.model.transfer_data import subset
+    from transfertraj.serving import task_network
     from transfertraj.tasks.training_data import read_city_data
 
     if bool(args.start) != bool(args.end):
@@ -328,7 +335,9 @@ def _cmd_score(args, settings: Settings) -> int:
         return 2
     dates = (args.start, args.end) if args.start else None
     try:
-        checkpoint, about = _resolve_model(args.model, settings)
+        checkpoint, about, per_task = _resolve_model(
+            args.model, settings, _task_checkpoints(getattr(args, "task_checkpoint", None) or [])
+        )
         data, version, ctx = read_city_data(settings, [args.city], args.version, dates)
     except (FileNotFoundError, LookupError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -355,10 +364,13 @@ def _cmd_score(args, settings: Settings) -> int:
             "bootstrap": f"{args.n_boot} resamples of trajectories, seed {args.seed}",
         }
     )
+    by_task = {t: Path(task_network(per_task, checkpoint, t, args.city)) for t in args.tasks}
+    about.update({f"{t} answered by": str(p) for t, p in by_task.items() if p != checkpoint})
     score = score_checkpoint(
         checkpoint,
         data,
         tasks=tuple(args.tasks),
+        task_checkpoints=by_task,
         road_graphs={args.city: graph} if graph is not None else None,
         device=args.device,
         n_boot=args.n_boot,
@@ -531,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TASK=PATH",
         help="a checkpoint fine-tuned for one task (tp, tr or od), carried beside --checkpoint: that task is "
         "answered by it and the gate scores that task with it; the other tasks use --checkpoint (repeatable: "
-        "--task-checkpoint tp=ft-tp/best.pt --task-checkpoint od=ft-od/best.pt)",
+        "--task-checkpoint tp=ft-tp/best.pt --task-checkpoint od=ft-od/best.pt). TASK@CITY=PATH "
+        "(tr@sanfrancisco=...) answers that task for that city's requests only, before TASK's own",
     )
     m.set_defaults(func=_cmd_models_register)
     m = msub.add_parser("promote", help="move the champion alias to a version by hand (recorded on the version)")
@@ -622,6 +635,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sample and bootstrap seed")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
+    p.add_argument(
+        "--task-checkpoint",
+        action="append",
+        metavar="TASK=PATH",
+        help="with a checkpoint path: the checkpoint that answers one task (tp, tr, od; TASK@CITY for one "
+        "city's), as `models register --task-checkpoint` serves it (repeatable). A models:/ URI is scored "
+        "with the per-task checkpoints it carries, as it is served",
+    )
     p.set_defaults(func=_cmd_score)
 
     from transfertraj.model.commands import register as register_model_commands

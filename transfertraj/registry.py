@@ -204,6 +204,67 @@ def lake_road_graphs(settings: Settings | None, networks, features) -> dict | No
     return {c: g for c, g in graphs.items() if g is not None} or None
 
 
+@dataclass(frozen=True)
+class ByCity:
+    """A gate task's network (or checkpoint) when some cities have their own (serving.task_network):
+    `cities` answers those cities' trajectories, `default` the others'."""
+
+    default: object
+    cities: dict
+
+    def networks(self) -> list:
+        return [self.default, *self.cities.values()]
+
+
+def routed_by_task(networks: dict, default) -> dict:
+    """{gate task: network, or ByCity where a city has its own} of {per-task key: network or checkpoint}
+    (serving.split_task_key keys) and the default: what answers each gate task, as the served model routes."""
+    from transfertraj.serving import checkpoint_task, split_task_key, task_network
+
+    out = {}
+    for task in GATE_TASKS:
+        key = checkpoint_task(task)
+        own = {city: net for k, net in networks.items() for t, city in [split_task_key(k)] if city and t == key}
+        plain = task_network(networks, default, task)
+        out[task] = ByCity(plain, own) if own else plain
+    return out
+
+
+def _city_rows(features, city: str):
+    """The rows of one city of a features input (TrajectoryData, Arrow table or DataFrame)."""
+    import numpy as np
+
+    if hasattr(features, "offsets"):
+        from transfertraj.model.transfer_data import subset
+
+        return subset(features, np.flatnonzero(np.asarray(features.city) == city), name=city)
+    if hasattr(features, "filter") and hasattr(features, "schema"):  # Arrow
+        import pyarrow.compute as pc
+
+        return features.filter(pc.equal(features["city"], city))
+    return features[features["city"] == city]
+
+
+def _evaluate_by_city(routed: ByCity, features, task: str, **kwargs) -> dict:
+    """evaluate() of a task whose cities are answered by different networks: each city's trajectories by
+    its own, the metrics over all of them together (as one network's would be)."""
+    import pandas as pd
+
+    from transfertraj.model.metrics import task_metrics
+    from transfertraj.model.predict import predict
+
+    frames = []
+    for city in _cities_of(features):
+        try:
+            frames.append(predict(routed.cities.get(city, routed.default), _city_rows(features, city), task, **kwargs))
+        except ValueError as err:  # this city has no trajectory of the split the task can use
+            log.info("validation %s, %s: %s", task, city, err)
+    if not frames:
+        raise ValueError(f"no trajectory of the split qualifies for {task}")
+    preds = pd.concat(frames, ignore_index=True)
+    return {**task_metrics(preds, task), "n_trajectories": int(preds.loc[preds["scored"], "trip_id"].nunique())}
+
+
 def validation_metrics(
     model_or_checkpoint, features, data_version, settings: Settings | None = None
 ) -> dict[str, float]:
@@ -218,14 +279,17 @@ def validation_metrics(
     models = (
         model_or_checkpoint if isinstance(model_or_checkpoint, dict) else dict.fromkeys(GATE_TASKS, model_or_checkpoint)
     )
-    graphs = lake_road_graphs(settings, models.values(), features)
+    every = [n for m in models.values() for n in (m.networks() if isinstance(m, ByCity) else [m])]
+    graphs = lake_road_graphs(settings, every, features)
     out: dict[str, float] = {}
     for task in GATE_TASKS:
         model = models[task]
+        kwargs = {"data_version": data_version, "split": "val", "device": "cpu", "road_graphs": graphs}
         try:
-            m = evaluate(
-                model, features, task, data_version=data_version, split="val", device="cpu", road_graphs=graphs
-            )
+            if isinstance(model, ByCity):
+                m = _evaluate_by_city(model, features, task, **kwargs)
+            else:
+                m = evaluate(model, features, task, **kwargs)
         except ValueError as err:  # no trajectory of the split qualifies for the task
             log.warning("validation %s: %s", task, err)
             m = {}
@@ -357,21 +421,18 @@ class Registered:
 
 
 def task_checkpoint_map(checkpoint: Path, task_checkpoints: dict | None) -> dict:
-    """{gate task: the checkpoint that answers it}: its own (serving.TASK_CHECKPOINTS), else the default."""
-    from transfertraj.serving import checkpoint_task
-
-    own = task_checkpoints or {}
-    return {task: Path(own.get(checkpoint_task(task), checkpoint)) for task in GATE_TASKS}
+    """{gate task: the checkpoint that answers it (ByCity where a city has its own)}: routed_by_task."""
+    return routed_by_task({k: Path(p) for k, p in (task_checkpoints or {}).items()}, Path(checkpoint))
 
 
 def check_task_checkpoints(task_checkpoints: dict | None) -> dict[str, Path]:
-    """Validate {task: path} for a model's per-task checkpoints: known tasks, existing files."""
-    from transfertraj.serving import TASK_CHECKPOINTS
+    """Validate {task key: path} for a model's per-task checkpoints (serving.split_task_key keys: tp, tr, od,
+    or tr@CITY for one city's): known tasks, existing files."""
+    from transfertraj.serving import split_task_key
 
     out = {}
     for task, path in (task_checkpoints or {}).items():
-        if task not in TASK_CHECKPOINTS:
-            raise LookupError(f"per-task checkpoint for unknown task {task!r}; tasks: {', '.join(TASK_CHECKPOINTS)}")
+        split_task_key(task)  # LookupError naming the keys it takes
         if not Path(path).is_file():
             raise FileNotFoundError(
                 f"no checkpoint at {path} (the {task} checkpoint: a best.pt of `transfertraj finetune --task`)"
@@ -818,18 +879,24 @@ def load_torch(model_uri: str, settings: Settings | None = None):
 def served_networks(model_uri: str, settings: Settings | None = None) -> dict:
     """{gate task: the network that answers it} of a registered pyfunc: what the gate scores."""
     served = load(model_uri, settings).unwrap_python_model()
-    return {task: served.model_for(task) for task in GATE_TASKS}
+    return routed_by_task(served.task_models, served.torch_model)
 
 
 def task_checkpoints_of(model_uri: str, settings: Settings | None = None) -> dict[str, Path]:
-    """{task: checkpoint file} of the per-task checkpoints a registered model carries (often none)."""
+    """{task key: checkpoint file} of the per-task (and per-city) checkpoints a registered model carries
+    (often none), logged as best-<key>.pt."""
     import mlflow.artifacts
 
-    from transfertraj.serving import TASK_CHECKPOINTS
+    from transfertraj.serving import split_task_key
 
     configure(settings or Settings.load())
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    return {t: found for t in TASK_CHECKPOINTS for found in sorted(folder.rglob(f"best-{t}.pt"))[:1]}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("best-*.pt")):
+        key = path.stem.removeprefix("best-")
+        split_task_key(key)
+        found.setdefault(key, path)
+    return found
 
 
 def checkpoint_of(model_uri: str, settings: Settings | None = None) -> Path:

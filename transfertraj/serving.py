@@ -77,6 +77,21 @@ SERVING_TASKS = ("tp", "tr", "odtte")
 # variant: the base fine-tuned on each task alone); artifact `checkpoint_<task>`. A task without its own
 # is answered by the default checkpoint.
 TASK_CHECKPOINTS = ("tp", "tr", "od")
+# ... and one per task and city ("tr@sanfrancisco", artifact `checkpoint_tr@sanfrancisco`): it answers that
+# task for that city's requests only, before the task's own and the default (a city whose sampling differs,
+# San Francisco's 60 s fixes against Porto's 15 s, gains from a fine-tune of its own).
+CITY_SEP = "@"
+
+
+def split_task_key(key: str) -> tuple[str, str | None]:
+    """A per-task checkpoint key -> (task of TASK_CHECKPOINTS, city or None); an unknown task is refused."""
+    task, sep, city = key.partition(CITY_SEP)
+    if task not in TASK_CHECKPOINTS or (sep and not city):
+        raise LookupError(
+            f"per-task checkpoint key {key!r}: use a task of {', '.join(TASK_CHECKPOINTS)}, "
+            f"optionally with {CITY_SEP}CITY (tr{CITY_SEP}sanfrancisco)"
+        )
+    return task, city or None
 
 
 def checkpoint_task(task: str) -> str:
@@ -85,6 +100,15 @@ def checkpoint_task(task: str) -> str:
     if key not in TASK_CHECKPOINTS:
         raise ServingInputError(f"unknown task {task!r}; use one of {', '.join(SERVING_TASKS)}")
     return key
+
+
+def task_network(networks: dict, default, task: str, city: str | None = None):
+    """The entry of {per-task key: network or checkpoint} that answers `task` (serving, mask or gate name)
+    for `city`'s requests: the task's and city's own, else the task's own, else `default`."""
+    key = checkpoint_task(task)
+    if city is not None and f"{key}{CITY_SEP}{city}" in networks:
+        return networks[f"{key}{CITY_SEP}{city}"]
+    return networks.get(key, default)
 
 
 def serving_threads() -> int:
@@ -386,10 +410,10 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
-        self.task_models = {  # per-task fine-tunes the model carries (checkpoint_task keys)
-            task: load_model(context.artifacts[f"checkpoint_{task}"])[0]
-            for task in TASK_CHECKPOINTS
-            if f"checkpoint_{task}" in context.artifacts
+        self.task_models = {  # per-task (and per-city) fine-tunes the model carries: split_task_key keys
+            name.removeprefix("checkpoint_"): load_model(path)[0]
+            for name, path in context.artifacts.items()
+            if name.startswith("checkpoint_") and split_task_key(name.removeprefix("checkpoint_"))
         }
         self.threads = serving_threads()
         self.max_tokens = MAX_TOKENS  # None: one padded batch per request (the path before length batches)
@@ -416,9 +440,9 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             )
         self.road_graphs = road_graphs([self.torch_model, *self.task_models.values()], spec, context.artifacts)
 
-    def model_for(self, task: str):
-        """The network that answers `task` (serving, mask or gate name): its own checkpoint, else the default."""
-        return self.task_models.get(checkpoint_task(task), self.torch_model)
+    def model_for(self, task: str, city: str | None = None):
+        """The network that answers `task` (serving, mask or gate name) for `city`: task_network's order."""
+        return task_network(self.task_models, self.torch_model, task, city)
 
     def features(self, model_input: pd.DataFrame, *, task: str = "tp", mu: int = 8, city: str | None = None):
         """(features rows, expanded points) of a request: what predict feeds the network."""
@@ -440,12 +464,13 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         task = str(params.get("task") or "tp")
         mu = int(params.get("mu") or 8)
         mask_task = model_task(task, mu)
-        table, expanded = self.features(model_input, task=task, mu=mu, city=params.get("city") or None)
+        city = str(params.get("city") or self.spec["default_city"])
+        table, expanded = self.features(model_input, task=task, mu=mu, city=city)
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # for this call only: an in-process caller keeps its setting
         try:
             preds = model_predict(
-                self.model_for(mask_task),
+                self.model_for(mask_task, city),
                 table,
                 mask_task,
                 device="cpu",
@@ -456,5 +481,5 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
             )
         finally:
             torch.set_num_threads(previous)
-        datum = self.cities[str(params.get("city") or self.spec["default_city"])].datum
+        datum = self.cities[city].datum
         return answer(preds, expanded, "odtte" if mask_task == "od" else task, datum)

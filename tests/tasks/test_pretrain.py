@@ -29,11 +29,12 @@ def test_the_committed_base_weights_are_in_the_repository():
 
 def test_the_committed_per_task_fine_tunes_serve_in_place_of_the_base():
     from transfertraj.model.checkpoint import load_model
-    from transfertraj.serving import TASK_CHECKPOINTS
+    from transfertraj.serving import split_task_key
     from transfertraj.tasks.pretrain import committed_task_weights
 
     found = committed_task_weights()
-    assert set(found) <= set(TASK_CHECKPOINTS) and {"tp", "od"} <= set(found)
+    assert {"tp", "tr", "od"} <= set(found)
+    assert all(split_task_key(key) for key in found)  # tasks/<city>/ files: <task>@<city>
     base, _ = load_model(BASE_WEIGHTS)
     for task, path in found.items():
         model, state = load_model(path)

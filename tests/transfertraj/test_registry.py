@@ -330,3 +330,17 @@ def test_a_first_city_version_worse_than_zero_shot_leaves_the_base_weights_champ
 
 def _aliases_of(settings, name) -> dict[int, list[str]]:
     return {r["version"]: r["aliases"] for r in registry.list_models(settings) if r["name"] == name}
+
+
+def test_each_gate_task_is_routed_as_the_served_model_routes_it():
+    from transfertraj.serving import split_task_key
+
+    own = {"tr": "TR", "tr@sanfrancisco": "TR-SF", "od@porto": "OD-PORTO"}
+    routed = registry.routed_by_task(own, "DEFAULT")
+    assert routed["tp"] == "DEFAULT"
+    assert routed["tr8"] == registry.ByCity("TR", {"sanfrancisco": "TR-SF"})
+    assert routed["od"] == registry.ByCity("DEFAULT", {"porto": "OD-PORTO"})
+    assert split_task_key("tr@beijing_gcj02") == ("tr", "beijing_gcj02")
+    for bad in ("xx", "tr@", "odtte@porto"):
+        with pytest.raises(LookupError, match="per-task checkpoint key"):
+            split_task_key(bad)

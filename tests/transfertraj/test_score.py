@@ -42,11 +42,11 @@ def write_lake(home):
     return settings
 
 
-def untrained_checkpoint(path):
+def untrained_checkpoint(path, seed: int = 0):
     from transfertraj.model.checkpoint import new_state, save_checkpoint
     from transfertraj.model.transfertraj import ModelArgs, TransferTraj
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = TransferTraj(
         args=ModelArgs(
             d_model=16,
@@ -62,6 +62,8 @@ def untrained_checkpoint(path):
             road_dim=N_ROAD,
         )
     )
+    if seed:  # the spatial head starts at zero (interpolation's answer): move it, as training would
+        torch.nn.init.normal_(model.head_spatial.weight, std=0.5)
     data = {"data_version": "generated", "taxonomy_version": TAXONOMY_VERSION, "cities": ["porto"]}
     save_checkpoint(path, new_state(model, data, {"task": "none"}, model=model.state_dict()))
     return path
@@ -104,3 +106,23 @@ def test_score_says_what_is_missing(tmp_path, capsys):
     assert main(["--home", str(tmp_path), "score", "--model", str(tmp_path / "nope.pt"), "--city", "porto"]) == 1
     assert "no checkpoint at" in capsys.readouterr().err
     assert main(["--home", str(tmp_path), "score", "--model", "x.pt", "--city", "porto", "--start", "2024-01-01"]) == 2
+
+
+def test_score_answers_a_task_with_its_own_checkpoint_as_served(tmp_path):
+    """--task-checkpoint tr@porto=...: Porto's TR is scored with that checkpoint, TP with the default."""
+    write_lake(tmp_path)
+    ckpt, tr_own = untrained_checkpoint(tmp_path / "best.pt"), untrained_checkpoint(tmp_path / "tr.pt", seed=1)
+    argv = ["--home", str(tmp_path), "score", "--model", str(ckpt), "--city", "porto", "--tasks", "tp", "tr8"]
+    argv += ["--n-boot", "50"]
+
+    def model_rmse(out, *extra) -> dict:
+        assert main([*argv, "--out", str(tmp_path / out), *extra]) == 0
+        doc = json.loads((tmp_path / out / "score.json").read_text())
+        return doc, {m["task"]: m["rmse_m"] for m in doc["metrics"] if m["method"] == "model"}
+
+    _, plain = model_rmse("plain")
+    doc, routed = model_rmse("routed", "--task-checkpoint", f"tr@porto={tr_own}")
+    assert doc["tr8 answered by"] == str(tr_own) and "tp answered by" not in doc
+    assert routed["tp"] == plain["tp"] and routed["tr8"] != plain["tr8"]
+    _, elsewhere = model_rmse("elsewhere", "--task-checkpoint", f"tr@lisbon={tr_own}")  # another city's only
+    assert elsewhere == plain

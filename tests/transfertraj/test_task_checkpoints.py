@@ -97,7 +97,12 @@ def test_the_gate_scores_each_task_with_the_checkpoint_that_answers_it(carried, 
 
 @pytest.mark.parametrize(
     ("pair", "message"),
-    [("xx={ckpt}", "unknown task 'xx'"), ("tp={missing}", "no checkpoint at"), ("tp", "give TASK=PATH")],
+    [
+        ("xx={ckpt}", "per-task checkpoint key 'xx'"),
+        ("tr@={ckpt}", "per-task checkpoint key 'tr@'"),
+        ("tp={missing}", "no checkpoint at"),
+        ("tp", "give TASK=PATH"),
+    ],
 )
 def test_register_refuses_a_task_checkpoint_it_cannot_serve(carried, tmp_path, capsys, monkeypatch, pair, message):
     from transfertraj.cli import main
@@ -108,3 +113,31 @@ def test_register_refuses_a_task_checkpoint_it_cannot_serve(carried, tmp_path, c
     argv = ["--home", str(settings.home), "models", "register", "--checkpoint", str(default), "--name", NAME]
     assert main([*argv, "--task-checkpoint", pair]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_a_city_of_its_own_is_answered_and_gated_by_its_own_checkpoint(carried, monkeypatch):
+    """tr@porto answers Porto's TR before tr; tp@lisbon answers nobody here (the model's city is Porto)."""
+    settings, feats, default, own = carried
+    _, ctx = porto_context(settings)
+    monkeypatch.setattr(registry, "training_data", lambda s, cities, version: (feats, 3, {"porto": ctx}))
+    keys = {"tr": own["tr"], "tr@porto": own["tp"], "tp@lisbon": own["od"]}
+    reg = registry.register_checkpoint(settings, default, NAME, ["porto"], 3, task_checkpoints=keys)
+    uri = f"models:/{NAME}/{reg.version}"
+    assert set(registry.task_checkpoints_of(uri, settings)) == set(keys)
+    model = registry.load(uri, settings)
+    served = model.unwrap_python_model()
+    assert served.model_for("tr8", "porto") is served.task_models["tr@porto"]
+    assert served.model_for("tr8", "lisbon") is served.task_models["tr"]
+    assert served.model_for("tp", "porto") is served.torch_model
+    assert served.model_for("tp", "lisbon") is served.task_models["tp@lisbon"]
+    answered = model.predict(_request(), params={"task": "tr", "mu": 4})
+    nets = served.task_models
+    try:
+        served.task_models = {"tr": nets["tr@porto"]}
+        pd.testing.assert_frame_equal(answered, model.predict(_request(), params={"task": "tr", "mu": 4}))
+    finally:
+        served.task_models = nets
+    run = registry.configure(settings).get_run(registry.configure(settings).get_model_version(NAME, reg.version).run_id)
+    gated = run.data.metrics["val/tr8_mae_m"]
+    assert gated == pytest.approx(registry.validation_metrics(own["tp"], feats, 3)["tr8_mae_m"])
+    assert gated != pytest.approx(registry.validation_metrics(own["tr"], feats, 3)["tr8_mae_m"])

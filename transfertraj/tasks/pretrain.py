@@ -46,15 +46,18 @@ def initial_weights(init: str | None) -> Path | None:
 
 
 def committed_task_weights() -> dict[str, Path]:
-    """{task: checkpoint} of the committed base model's per-task fine-tunes (the paper's "full" variant:
-    weights/base/README.md), those present of transfertraj-base-<task>.pt for the served tasks.
+    """{task key: checkpoint} of the committed base model's per-task fine-tunes (the paper's "full" variant:
+    weights/base/README.md), those present of transfertraj-base-<task>.pt for the served tasks, and of
+    <city>/transfertraj-base-<task>.pt for one city's own (key <task>@<city>, serving.split_task_key).
 
     Only the release carries them: a continuation retrains the default weights only, and fine-tunes of
     the un-continued weights riding along would answer every served task in its place, so the gate could
     no longer tell a better or a damaged continuation from the release."""
-    from transfertraj.serving import TASK_CHECKPOINTS
+    from transfertraj.serving import CITY_SEP, TASK_CHECKPOINTS
 
     found = {t: BASE_TASK_WEIGHTS / f"transfertraj-base-{t}.pt" for t in TASK_CHECKPOINTS}
+    for folder in sorted(p for p in BASE_TASK_WEIGHTS.glob("*") if p.is_dir()):  # tasks/<city>/: that city's own
+        found.update({f"{t}{CITY_SEP}{folder.name}": folder / f"transfertraj-base-{t}.pt" for t in TASK_CHECKPOINTS})
     return {t: p for t, p in found.items() if p.is_file()}
 
 
