@@ -44,7 +44,9 @@ def test_the_committed_per_task_fine_tunes_serve_in_place_of_the_base():
             base.args.road_dim,
             base.args.d_model,
         ), task
-        assert state["train_config"]["task"].startswith(task), (task, state["train_config"]["task"])
+        assert state["train_config"]["task"].startswith(split_task_key(task)[0]), (task, state["train_config"]["task"])
+        if (city := split_task_key(task)[1]) is not None:  # one city's own: trained on that city alone
+            assert state["data"]["cities"] == [city], (task, state["data"]["cities"])
 
 
 def test_only_the_release_starts_from_the_committed_weights_as_they_are():
