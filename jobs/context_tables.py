@@ -150,13 +150,26 @@ def pois_table(ctx: OsmContext, city: CityConfig) -> pa.Table:
     )
 
 
+def box_extent(city: CityConfig) -> tuple[float, float, float, float]:
+    """The city's box in its metric CRS (minx, miny, maxx, maxy): the bounds of the projected outline,
+    densified so the curved edges of a box projected far from the CRS's meridian are inside too."""
+    from pyproj import Transformer
+
+    b = city.bbox
+    to_metric = Transformer.from_crs("EPSG:4326", city.crs, always_xy=True)
+    return to_metric.transform_bounds(b.min_lon, b.min_lat, b.max_lon, b.max_lat, densify_pts=21)
+
+
 def grid_table(ctx: OsmContext, city: CityConfig, *, lattice_m: float = LATTICE_M) -> pa.Table:
+    """The lattice over the city's box only: cleaning drops every point outside it (outside_bbox), so
+    nodes beyond it are never read, and an extract can reach far past the box (build_road_lattice)."""
     lattice = build_road_lattice(
         ctx.roads.geometry.to_numpy(),
         ctx.roads["road_class"].map(ROAD_CLASSES.index).to_numpy(),
         np.column_stack([ctx.pois.geometry.x.to_numpy(), ctx.pois.geometry.y.to_numpy()]),
         phi_m=city.phi_m,
         lattice_m=lattice_m,
+        extent=box_extent(city),
     )
     t = lattice_to_arrow(lattice)
     return _with_provenance({name: t.column(name) for name in t.column_names}, t.num_rows, city)

@@ -275,3 +275,33 @@ def test_context_passes_other_columns_through(spark, porto_tables, loaded, sampl
     from pyspark.testing import assertDataFrameEqual
 
     assertDataFrameEqual(out.select("point_id", "trip_id"), points.select("point_id", "trip_id"))
+
+
+def test_lattice_over_the_city_box_holds_the_whole_lattices_values(settings):
+    """San Francisco's bundled extract reaches 35 km past the city box (Bay ferry terminals): the lattice
+    is built over the box only, and every node it keeps equals the same node of the whole extent's
+    lattice, coverage included (compared at 25 m so the whole one builds in seconds)."""
+    from transfertraj.jobs.context_density import build_road_lattice
+    from transfertraj.jobs.context_tables import box_extent
+    from transfertraj.jobs.osm_context import read_osm_context
+
+    sf = load_city("sanfrancisco", settings)
+    ctx = read_osm_context(sf, settings)
+    args = (
+        ctx.roads.geometry.to_numpy(),
+        ctx.roads["road_class"].map(ROAD_CLASSES.index).to_numpy(),
+        np.column_stack([ctx.pois.geometry.x.to_numpy(), ctx.pois.geometry.y.to_numpy()]),
+    )
+    whole = build_road_lattice(*args, phi_m=sf.phi_m, lattice_m=25.0)
+    extent = box_extent(sf)
+    box = build_road_lattice(*args, phi_m=sf.phi_m, lattice_m=25.0, extent=extent)
+
+    assert box.road_m.size * 20 < whole.road_m.size  # the outlying POIs no longer size the lattice
+    ny, nx = box.shape
+    assert box.x0 <= extent[0] and box.x0 + (nx - 1) * box.step >= extent[2]  # the box, corner nodes included
+    assert box.y0 <= extent[1] and box.y0 + (ny - 1) * box.step >= extent[3]
+    i, j = round((box.x0 - whole.x0) / box.step), round((box.y0 - whole.y0) / box.step)
+    window = (slice(j, j + ny), slice(i, i + nx))
+    for name in ("road_m", "nearest_m", "nearest_class", "road_covered", "poi_covered"):
+        np.testing.assert_array_equal(getattr(box, name), getattr(whole, name)[window], err_msg=name)
+    assert box.road_covered.mean() > 0.5 and box.road_m.sum() > 0  # a real slice, not an empty corner
