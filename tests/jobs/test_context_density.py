@@ -173,6 +173,32 @@ def test_chord_lengths_match_shapely():
     np.testing.assert_allclose(got, want, atol=0.05)
 
 
+def test_context_npz_written_at_build_is_the_one_read_back_from_the_tables(settings, porto_tables):
+    """build_context_tables writes the NPZ every job loads from the rows it commits (no read-back); it
+    must hold exactly what context_npz builds from the tables themselves."""
+    from transfertraj.features.context import load_city_context
+    from transfertraj.jobs.context_tables import context_npz
+
+    city, versions = porto_tables
+    path, current = context_npz(settings, city)
+    assert current == {k: versions[k] for k in ("context_pois", "context_grid")}
+    at_build = load_city_context(path)
+    path.unlink()
+    rebuilt_path, _ = context_npz(settings, city)  # a cache miss: read back from the Delta tables
+    assert rebuilt_path == path
+    read_back = load_city_context(path)
+    assert at_build.taxonomy_version == read_back.taxonomy_version
+    for name in ("x0", "y0", "step", "phi_m"):
+        assert getattr(at_build.lattice, name) == getattr(read_back.lattice, name)
+    for name in ("road_m", "nearest_m", "nearest_class", "road_covered", "poi_covered"):
+        np.testing.assert_array_equal(getattr(at_build.lattice, name), getattr(read_back.lattice, name), name)
+    order_a = np.lexsort((at_build.poi_xy[:, 1], at_build.poi_xy[:, 0], at_build.poi_category))
+    order_b = np.lexsort((read_back.poi_xy[:, 1], read_back.poi_xy[:, 0], read_back.poi_category))
+    np.testing.assert_array_equal(at_build.poi_xy[order_a], read_back.poi_xy[order_b])
+    np.testing.assert_array_equal(at_build.poi_category[order_a], read_back.poi_category[order_b])
+    assert np.count_nonzero(at_build.lattice.road_m) > 0 and len(at_build.poi_xy) > 100
+
+
 def test_tables_record_snapshot_and_taxonomy(spark, settings, porto_tables):
     city, versions = porto_tables
     assert set(versions) == {"context_roads", "context_pois", "context_grid"}
