@@ -150,13 +150,26 @@ def pois_table(ctx: OsmContext, city: CityConfig) -> pa.Table:
     )
 
 
+def box_extent(city: CityConfig) -> tuple[float, float, float, float]:
+    """The city's box in its metric CRS (minx, miny, maxx, maxy): the bounds of the projected outline,
+    densified so the curved edges of a box projected far from the CRS's meridian are inside too."""
+    from pyproj import Transformer
+
+    b = city.bbox
+    to_metric = Transformer.from_crs("EPSG:4326", city.crs, always_xy=True)
+    return to_metric.transform_bounds(b.min_lon, b.min_lat, b.max_lon, b.max_lat, densify_pts=21)
+
+
 def grid_table(ctx: OsmContext, city: CityConfig, *, lattice_m: float = LATTICE_M) -> pa.Table:
+    """The lattice over the city's box only: cleaning drops every point outside it (outside_bbox), so
+    nodes beyond it are never read, and an extract can reach far past the box (build_road_lattice)."""
     lattice = build_road_lattice(
         ctx.roads.geometry.to_numpy(),
         ctx.roads["road_class"].map(ROAD_CLASSES.index).to_numpy(),
         np.column_stack([ctx.pois.geometry.x.to_numpy(), ctx.pois.geometry.y.to_numpy()]),
         phi_m=city.phi_m,
         lattice_m=lattice_m,
+        extent=box_extent(city),
     )
     t = lattice_to_arrow(lattice)
     return _with_provenance({name: t.column(name) for name in t.column_names}, t.num_rows, city)
@@ -221,13 +234,18 @@ def build_context_tables(
         "lattice_m": lattice_m,
         "road_tolerance_m": ROAD_TOLERANCE_M,
     }
-    return {
+    pois, grid = pois_table(ctx, city), grid_table(ctx, city, lattice_m=lattice_m)
+    versions = {
         "context_roads": _write(spark, settings, "context_roads", roads_table(ctx, city), ROADS_SCHEMA, city, meta),
-        "context_pois": _write(spark, settings, "context_pois", pois_table(ctx, city), POIS_SCHEMA, city, meta),
-        "context_grid": _write(
-            spark, settings, "context_grid", grid_table(ctx, city, lattice_m=lattice_m), GRID_SCHEMA, city, meta
-        ),
+        "context_pois": _write(spark, settings, "context_pois", pois, POIS_SCHEMA, city, meta),
+        "context_grid": _write(spark, settings, "context_grid", grid, GRID_SCHEMA, city, meta),
     }
+    # The NPZ every job reads (context_npz), from the rows just committed rather than read back (Porto:
+    # 20 s); only when the tables are still at the versions written here (no other writer in between).
+    path, current = _npz_key(settings, city)
+    if current == {name: versions[name] for name in current}:
+        _save_npz(path, city, pois, grid)
+    return versions
 
 
 def read_context(spark: SparkSession, city: CityConfig, settings: Settings) -> tuple[DataFrame, DataFrame, dict]:
@@ -246,18 +264,12 @@ def read_context(spark: SparkSession, city: CityConfig, settings: Settings) -> t
     return pois_df, grid_df, versions
 
 
-def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, int]]:
-    """(the city's context as the NPZ a model carries, the table versions it holds), built once per version.
+def _npz_key(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, int]]:
+    """(where the city's NPZ of the tables' current versions lives, those versions), read with delta-rs.
 
-    A job needs the city's whole lattice on the driver; collecting Porto's 5.5 M grid rows through Spark
-    took 22-32 s per job (issue #18). The compact form (features.context.save_city_context, 25 MB for
-    Porto, exact at the precision the join uses) is written once per version of context_pois and
-    context_grid under <home>/cache/context/ and loaded in about a second by every later job. The name
-    holds each table's id (a lake rebuilt from scratch restarts its versions at 0) and version, and the
-    taxonomy version; the file is written under a temporary name and renamed, so a reader never sees half
-    of one, and the city's files of earlier versions are then removed. Read with delta-rs, without the JVM."""
-    from transfertraj.feature_store.reader import TableNotFound, open_table, read_table
-    from transfertraj.features.context import GRID_COLUMNS, POI_COLUMNS, city_context, save_city_context
+    The name holds each table's id (a lake rebuilt from scratch restarts its versions at 0) and version,
+    and the taxonomy version."""
+    from transfertraj.feature_store.reader import TableNotFound, open_table
 
     keys, versions = [], {}
     for name in ("context_pois", "context_grid"):
@@ -270,7 +282,37 @@ def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, i
             ) from exc
         versions[name] = dt.version()
         keys.append(f"{dt.metadata().id[:8]}v{versions[name]}")
-    path = settings.home / "cache" / "context" / f"{city.name}-{TAXONOMY_VERSION}-{'-'.join(keys)}.npz"
+    return settings.home / "cache" / "context" / f"{city.name}-{TAXONOMY_VERSION}-{'-'.join(keys)}.npz", versions
+
+
+def _save_npz(path: Path, city: CityConfig, pois: pa.Table, grid: pa.Table) -> None:
+    """Write the NPZ under a temporary name and rename it, so a reader never sees half of one; then
+    remove the city's files of earlier versions (no job reads them again)."""
+    from transfertraj.features.context import city_context, save_city_context
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.partial.npz")
+    save_city_context(city_context(pois, grid), partial)
+    partial.replace(path)
+    for stale in path.parent.glob(f"{city.name}-*.npz"):
+        if stale != path and ".partial." not in stale.name:
+            stale.unlink(missing_ok=True)
+    log.info("%s: context cached as %s", city.name, path)
+
+
+def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, int]]:
+    """(the city's context as the NPZ a model carries, the table versions it holds), built once per version.
+
+    A job needs the city's whole lattice on the driver; collecting Porto's 5.5 M grid rows through Spark
+    took 22-32 s per job (issue #18). The compact form (features.context.save_city_context, 25 MB for
+    Porto, exact at the precision the join uses) is written once per version of context_pois and
+    context_grid under <home>/cache/context/ and loaded in about a second by every later job.
+    build_context_tables writes it from the rows it has just committed; otherwise the first job after a
+    change reads the tables back here, with delta-rs, without the JVM (20 s for Porto)."""
+    from transfertraj.feature_store.reader import read_table
+    from transfertraj.features.context import GRID_COLUMNS, POI_COLUMNS
+
+    path, versions = _npz_key(settings, city)
     if path.exists():
         return path, versions
     grid, _ = read_table(
@@ -287,14 +329,7 @@ def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, i
     pois, _ = read_table(
         settings, "context_pois", city=city.name, version=versions["context_pois"], columns=list(POI_COLUMNS)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.partial.npz")
-    save_city_context(city_context(pois, grid), partial)
-    partial.replace(path)
-    for stale in path.parent.glob(f"{city.name}-*.npz"):  # earlier versions' files: no job reads them again
-        if stale != path and ".partial." not in stale.name:
-            stale.unlink(missing_ok=True)
-    log.info("%s: context cached as %s (tables at %s)", city.name, path, versions)
+    _save_npz(path, city, pois, grid)
     return path, versions
 
 

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from xml.sax import SAXParseException
 
 import geopandas as gpd
 import numpy as np
@@ -81,14 +82,33 @@ def _roads_frame(gdf: gpd.GeoDataFrame, highway: pd.Series, osm_id: pd.Series, c
     return out.reset_index(drop=True)
 
 
-def _drivable_graph_edges(path: Path, crs: str) -> gpd.GeoDataFrame:
-    import osmnx as ox
+def _parse_osm_xml(path: Path) -> dict:
+    """The file as osmnx's Overpass-like JSON, parsed once (osmnx's own SAX handler).
 
-    # simplify=False first: osmnx's default simplification would merge a footway into the street it
-    # continues, leaving edges whose class is a list. We drop non-drivable edges, then simplify with
-    # edge_attrs_differ=["highway"] so every segment keeps one class. retain_all=True: an extract clipped
-    # at a box has many disconnected pieces, and context is about what is near, not what is reachable.
-    return _drivable_edges(ox.graph_from_xml(path, simplify=False, retain_all=True, bidirectional=False), path, crs)
+    graph_from_xml and features_from_xml each parse the file twice (a whole ElementTree parse only to
+    read the root's attributes, then SAX) and decompress a .bz2 each time: four parses of Porto's
+    extract, about 40 of the 70 s its context took to read. The graph and the features are then made
+    from this one answer by the functions those two call (osmnx 2.1, pinned; tests/jobs/test_osm_context.py
+    compares the result with the two public functions)."""
+    from xml.sax import parse as sax_parse
+
+    from osmnx._osm_xml import _OSMContentHandler
+
+    handler = _OSMContentHandler()
+    with _open_xml(path) as f:
+        sax_parse(f, handler)
+    return handler.object
+
+
+def _drivable_graph_edges(osm: dict, source, crs: str) -> gpd.GeoDataFrame:
+    from osmnx.graph import _create_graph
+
+    # = graph_from_xml(simplify=False, retain_all=True, bidirectional=False). simplify=False first:
+    # osmnx's default simplification would merge a footway into the street it continues, leaving edges
+    # whose class is a list. We drop non-drivable edges, then simplify with edge_attrs_differ=["highway"]
+    # so every segment keeps one class. retain_all=True: an extract clipped at a box has many
+    # disconnected pieces, and context is about what is near, not what is reachable.
+    return _drivable_edges(_create_graph([osm], bidirectional=False), source, crs)
 
 
 def _drivable_edges(G, source, crs: str) -> gpd.GeoDataFrame:
@@ -146,12 +166,14 @@ def _pois_frame(tags: pd.DataFrame, geometry: gpd.GeoSeries, osm_type, osm_id, c
     ).reset_index(drop=True)
 
 
-def _xml_pois(path: Path, crs: str) -> gpd.GeoDataFrame:
-    import osmnx as ox
+def _xml_pois(osm: dict, crs: str) -> gpd.GeoDataFrame:
+    """= features_from_xml(tags=POI keys) on the parsed file; run it after the graph: it consumes `osm`."""
     from osmnx._errors import InsufficientResponseError
+    from osmnx.features import _create_gdf
+    from shapely.geometry import Polygon
 
     try:
-        feats = ox.features_from_xml(path, tags={k: True for k in POI_TAG_KEYS})
+        feats = _create_gdf([osm], Polygon(), {k: True for k in POI_TAG_KEYS})
     except InsufficientResponseError:
         feats = gpd.GeoDataFrame({"geometry": []}, geometry="geometry", crs="EPSG:4326")
     return _feature_pois(feats, crs)
@@ -183,10 +205,11 @@ def read_osm_xml(path: Path, crs: str) -> OsmContext:
     path = _require_file(path, "OSM XML file")
     log.info("reading OSM XML %s", path)
     try:
-        roads = _drivable_graph_edges(path, crs)
-        pois = _xml_pois(path, crs)
-    except ET.ParseError as err:
+        osm = _parse_osm_xml(path)
+    except (SAXParseException, EOFError, OSError) as err:
         raise OsmSourceError(f"{path}: not valid OSM XML: {err}") from None
+    roads = _drivable_graph_edges(osm, path, crs)
+    pois = _xml_pois(osm, crs)  # last: osmnx's feature builder takes the parsed elements apart
     log.info("%s: %d road segments, %d POIs", path.name, len(roads), len(pois))
     return OsmContext(roads=roads, pois=pois, crs=crs, source=str(path))
 

@@ -173,6 +173,32 @@ def test_chord_lengths_match_shapely():
     np.testing.assert_allclose(got, want, atol=0.05)
 
 
+def test_context_npz_written_at_build_is_the_one_read_back_from_the_tables(settings, porto_tables):
+    """build_context_tables writes the NPZ every job loads from the rows it commits (no read-back); it
+    must hold exactly what context_npz builds from the tables themselves."""
+    from transfertraj.features.context import load_city_context
+    from transfertraj.jobs.context_tables import context_npz
+
+    city, versions = porto_tables
+    path, current = context_npz(settings, city)
+    assert current == {k: versions[k] for k in ("context_pois", "context_grid")}
+    at_build = load_city_context(path)
+    path.unlink()
+    rebuilt_path, _ = context_npz(settings, city)  # a cache miss: read back from the Delta tables
+    assert rebuilt_path == path
+    read_back = load_city_context(path)
+    assert at_build.taxonomy_version == read_back.taxonomy_version
+    for name in ("x0", "y0", "step", "phi_m"):
+        assert getattr(at_build.lattice, name) == getattr(read_back.lattice, name)
+    for name in ("road_m", "nearest_m", "nearest_class", "road_covered", "poi_covered"):
+        np.testing.assert_array_equal(getattr(at_build.lattice, name), getattr(read_back.lattice, name), name)
+    order_a = np.lexsort((at_build.poi_xy[:, 1], at_build.poi_xy[:, 0], at_build.poi_category))
+    order_b = np.lexsort((read_back.poi_xy[:, 1], read_back.poi_xy[:, 0], read_back.poi_category))
+    np.testing.assert_array_equal(at_build.poi_xy[order_a], read_back.poi_xy[order_b])
+    np.testing.assert_array_equal(at_build.poi_category[order_a], read_back.poi_category[order_b])
+    assert np.count_nonzero(at_build.lattice.road_m) > 0 and len(at_build.poi_xy) > 100
+
+
 def test_tables_record_snapshot_and_taxonomy(spark, settings, porto_tables):
     city, versions = porto_tables
     assert set(versions) == {"context_roads", "context_pois", "context_grid"}
@@ -275,3 +301,33 @@ def test_context_passes_other_columns_through(spark, porto_tables, loaded, sampl
     from pyspark.testing import assertDataFrameEqual
 
     assertDataFrameEqual(out.select("point_id", "trip_id"), points.select("point_id", "trip_id"))
+
+
+def test_lattice_over_the_city_box_holds_the_whole_lattices_values(settings):
+    """San Francisco's bundled extract reaches 35 km past the city box (Bay ferry terminals): the lattice
+    is built over the box only, and every node it keeps equals the same node of the whole extent's
+    lattice, coverage included (compared at 25 m so the whole one builds in seconds)."""
+    from transfertraj.jobs.context_density import build_road_lattice
+    from transfertraj.jobs.context_tables import box_extent
+    from transfertraj.jobs.osm_context import read_osm_context
+
+    sf = load_city("sanfrancisco", settings)
+    ctx = read_osm_context(sf, settings)
+    args = (
+        ctx.roads.geometry.to_numpy(),
+        ctx.roads["road_class"].map(ROAD_CLASSES.index).to_numpy(),
+        np.column_stack([ctx.pois.geometry.x.to_numpy(), ctx.pois.geometry.y.to_numpy()]),
+    )
+    whole = build_road_lattice(*args, phi_m=sf.phi_m, lattice_m=25.0)
+    extent = box_extent(sf)
+    box = build_road_lattice(*args, phi_m=sf.phi_m, lattice_m=25.0, extent=extent)
+
+    assert box.road_m.size * 20 < whole.road_m.size  # the outlying POIs no longer size the lattice
+    ny, nx = box.shape
+    assert box.x0 <= extent[0] and box.x0 + (nx - 1) * box.step >= extent[2]  # the box, corner nodes included
+    assert box.y0 <= extent[1] and box.y0 + (ny - 1) * box.step >= extent[3]
+    i, j = round((box.x0 - whole.x0) / box.step), round((box.y0 - whole.y0) / box.step)
+    window = (slice(j, j + ny), slice(i, i + nx))
+    for name in ("road_m", "nearest_m", "nearest_class", "road_covered", "poi_covered"):
+        np.testing.assert_array_equal(getattr(box, name), getattr(whole, name)[window], err_msg=name)
+    assert box.road_covered.mean() > 0.5 and box.road_m.sum() > 0  # a real slice, not an empty corner

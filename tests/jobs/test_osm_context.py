@@ -185,3 +185,25 @@ def test_missing_osm_file_names_the_file(settings, tmp_path):
 
 def test_city_without_osm_has_no_context(settings):
     assert read_osm_context(load_city("beijing", settings), settings) is None
+
+
+def test_osm_xml_parsed_once_gives_what_osmnx_public_readers_give(tmp_path):
+    """read_osm_xml parses the file once and builds the graph and the features from that one answer;
+    the result must be what osmnx's graph_from_xml and features_from_xml give, on real Porto OSM."""
+    from pathlib import Path
+
+    import osmnx as ox
+    from geopandas.testing import assert_geodataframe_equal
+
+    from transfertraj.jobs.context_taxonomy import POI_TAG_KEYS
+
+    src = Path(__file__).resolve().parents[2] / "data" / "porto" / "porto_central.osm.bz2"
+    path = osm_context.cut_osm_extract(src, tmp_path / "baixa.osm", (-8.618, 41.143, -8.606, 41.151))
+    crs = "EPSG:32629"
+    ctx = read_osm_xml(path, crs)
+    G = ox.graph_from_xml(path, simplify=False, retain_all=True, bidirectional=False)
+    roads = osm_context._drivable_edges(G, path, crs)
+    pois = osm_context._feature_pois(ox.features_from_xml(path, tags={k: True for k in POI_TAG_KEYS}), crs)
+    assert len(ctx.roads) > 100 and len(ctx.pois) > 100  # a real piece of the city
+    assert_geodataframe_equal(ctx.roads, roads)
+    assert_geodataframe_equal(ctx.pois, pois)
