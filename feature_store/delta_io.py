@@ -130,6 +130,19 @@ def append_rows(df, path: str, *, partition_by: Sequence[str]) -> int:
     return latest_version(df.sparkSession, path)
 
 
+def append_arrow(rows, path: str, *, partition_by: Sequence[str]) -> int:
+    """Append a few rows (a pyarrow Table: a run's line in the runs log) with delta-rs, in one commit and
+    without a Spark job: a Spark append of one row costs a job, a commit and the table's snapshot, about
+    2 s of a 2,000-point night on 2 cores, twice a run. Creates the table on first write. Returns the
+    table's version after the commit."""
+    from deltalake import write_deltalake
+
+    from transfertraj.feature_store.reader import _uri, open_table
+
+    write_deltalake(_uri(path), rows, mode="append", partition_by=list(partition_by))
+    return open_table(path).version()
+
+
 def merge_rows(df, path: str, *, keys: Sequence[str], partition_by: Sequence[str]) -> int:
     """Upsert `df` into the table by `keys` (insert new keys, update existing ones)."""
     from delta.tables import DeltaTable

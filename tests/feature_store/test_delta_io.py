@@ -145,3 +145,39 @@ def test_rows_outside_a_new_partition_are_refused_before_the_commit(spark, tmp_p
     assert latest_version(spark, path) == 0
     df, _ = read_table(spark, path)
     assert sorted(map(tuple, df.select("date", "trip_id").collect())) == [("d1", "a")]
+
+
+def test_arrow_rows_appended_by_delta_rs_and_spark_s_rows_read_as_one_table(spark, tmp_path):
+    import pyarrow as pa
+
+    from transfertraj.feature_store.delta_io import append_arrow, append_rows
+
+    path = str(tmp_path / "runs")
+    arrow = pa.schema([("city", pa.string()), ("date", pa.string()), ("trip_id", pa.string()), ("n", pa.int32())])
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup())
+    assert (
+        append_arrow(
+            pa.Table.from_pylist([{"city": "porto", "date": "d1", "trip_id": "a", "n": 1}], schema=arrow),
+            path,
+            partition_by=("city",),
+        )
+        == 0
+    )
+    assert set(tracker.getJobIdsForGroup()) == before  # delta-rs: no Spark job
+    assert append_rows(_rows(spark, [("porto", "d2", "b", 2)]), path, partition_by=("city",)) == 1
+    assert (
+        append_arrow(
+            pa.Table.from_pylist([{"city": "lisbon", "date": "d2", "trip_id": "c", "n": 3}], schema=arrow),
+            path,
+            partition_by=("city",),
+        )
+        == 2
+    )
+    df, version = read_table(spark, path)
+    assert version == 2
+    assert sorted(map(tuple, df.select("city", "trip_id", "n").collect())) == [
+        ("lisbon", "c", 3),
+        ("porto", "a", 1),
+        ("porto", "b", 2),
+    ]
