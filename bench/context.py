@@ -10,9 +10,15 @@ inside the extract's road and POI coverage, written once per size to Parquet (po
 
 Measured, each Spark size in a child process of its own (JVM and Python workers are its descendants):
   join s     read Parquet -> add_loaded_context -> Spark's `noop` sink, the context already loaded
+  join CPU s the CPU time of the child's process tree (driver, JVM, Python workers) over the join: on 2
+             shared cores the figure that other work changes least
   load s     what a job spends getting the city's context (jobs.context_tables.context_npz: the cached
              NPZ of the tables' current versions): a fixed cost per job, not per point
   peak MB    the largest sum of PSS over the child and all its descendants, sampled every 0.2 s
+Each size runs twice, one child each, differing only in the driver JVM's JIT (in local mode the driver
+is the executor: it turns every Arrow batch the Python workers return into rows): `C1`, the jobs' default
+(jobs/spark_session.DRIVER_JIT, chosen for short nightly jobs), and `C2`, the full tiered JIT
+(TRANSFERTRAJ_SPARK_CONF=spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=4).
 Also measured once: `cache miss s`, building that NPZ from the Delta tables (the first job after the
 context tables change pays it), and the same per-point functions in this one Python process over all
 the points (`numpy 1 proc`, the single-process peer: no Spark, one core).
@@ -111,9 +117,17 @@ def _pss_mb(pid: int) -> float:
     return total
 
 
-def run_child(args: list[str]) -> tuple[dict, float]:
-    """Run this script as a child (--child ...), sampling the PSS of its whole process tree."""
-    proc = subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True)
+JITS = {"C1": None, "C2": "-XX:TieredStopAtLevel=4"}  # None: the jobs' own setting (jobs.spark_session)
+
+
+def run_child(args: list[str], jit: str | None = None) -> tuple[dict, float]:
+    """Run this script as a child (--child ...), sampling the PSS of its whole process tree. `jit`: the driver
+    JVM's JIT options (added to TRANSFERTRAJ_SPARK_CONF), None for the jobs' default."""
+    env = dict(os.environ)
+    if jit:
+        extra = f"spark.driver.extraJavaOptions={jit}"
+        env["TRANSFERTRAJ_SPARK_CONF"] = ",".join(c for c in (env.get("TRANSFERTRAJ_SPARK_CONF"), extra) if c)
+    proc = subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True, env=env)
     peak = [0.0]
 
     def sample():
@@ -128,6 +142,21 @@ def run_child(args: list[str]) -> tuple[dict, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({proc.returncode}): {args}")
     return json.loads(out.strip().splitlines()[-1]), peak[0]
+
+
+def _tree_cpu_s() -> float:
+    """User + system CPU seconds of this process and its live descendants (the JVM, its Python workers)."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def child(points: str, home: str) -> None:
@@ -149,10 +178,10 @@ def child(points: str, home: str) -> None:
     npz, _ = context_npz(settings, city)
     load_s = time.perf_counter() - t0
     df = spark.read.parquet(points)
-    t0 = time.perf_counter()
+    cpu0, t0 = _tree_cpu_s(), time.perf_counter()
     df.transform(add_loaded_context, npz, phi_m=city.phi_m).write.format("noop").mode("overwrite").save()
     join_s = time.perf_counter() - t0
-    print(json.dumps({"load_s": load_s, "join_s": join_s}))
+    print(json.dumps({"load_s": load_s, "join_s": join_s, "join_cpu_s": _tree_cpu_s() - cpu0}))
 
 
 def numpy_rate(ctx, path: Path, phi: float, batch: int = 100_000) -> float:
@@ -272,44 +301,30 @@ def main() -> int:
     rows = []
     for n in sizes:
         path = generate_points(ctx, city.crs, n, work / f"generated_porto_{n}.parquet")
-        result, peak = run_child([str(path), str(settings.home)])
-        rate = n / result["join_s"]
         one = numpy_rate(ctx, path, city.phi_m)
-        rows.append(
-            {
-                "date": stamp,
-                "host": platform.node(),
-                "cores": os.cpu_count(),
-                "load_1min_start": round(load_start, 2),
-                "load_1min_end": round(os.getloadavg()[0], 2),
-                "points": n,
-                "join_s": round(result["join_s"], 2),
-                "load_s": round(result["load_s"], 2),
-                "cache_miss_s": round(miss_s, 2),
-                "points_per_s": round(rate),
-                "peak_mb": round(peak),
-                "numpy_1proc_points_per_s": round(one),
-                "vs_target": round(rate / TARGET_POINTS_S, 2),
-                "vs_numpy_1proc": round(rate / one, 2),
-                "vs_brute": round(rate / brute),
-                "brute_points_per_s": round(brute),
-            }
-        )
+        for jit_name, jit in JITS.items():
+            load_before = os.getloadavg()[0]
+            result, peak = run_child([str(path), str(settings.home)], jit)
+            rows.append(_row(stamp, n, jit_name, load_before, result, peak, one, brute, miss_s))
     lines = [
         f"context join, GENERATED Porto points (real points replicated + {JITTER_M:g} m jitter, inside the "
         f"extract), phi {city.phi_m:g} m, {os.cpu_count()} cores, load average {load_start:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end ({stamp})",
         "",
-        "| points | join s | load s | points/s | peak MB | numpy 1 proc points/s | x target (1 M/s) | x numpy 1 proc | x brute |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| points | driver JIT | load | join s | join CPU s | load s | points/s | peak MB | numpy 1 proc points/s "
+        "| x target (1 M/s) | x numpy 1 proc | x brute |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['points']:,} | {r['join_s']:.2f} | {r['load_s']:.2f} | {r['points_per_s']:,} | {r['peak_mb']:,} | "
+            f"| {r['points']:,} | {r['driver_jit']} | {r['load_1min_start']:.1f} | {r['join_s']:.2f} | "
+            f"{r['join_cpu_s']:.1f} | {r['load_s']:.2f} | {r['points_per_s']:,} | {r['peak_mb']:,} | "
             f"{r['numpy_1proc_points_per_s']:,} | {r['vs_target']:.2f} | {r['vs_numpy_1proc']:.2f} | {r['vs_brute']:,} |"
         )
     lines += [
         "",
+        "load: the 1-minute load average before the child started (2 cores: above 2, other work inflates wall "
+        "times; join CPU s much less)",
         f"context load per job (cached NPZ): {rows[-1]['load_s']:.2f} s; building the NPZ from the Delta tables "
         f"(first job after a context change): {miss_s:.1f} s",
         f"brute force (geopandas/shapely, 1 process, {len(sub):,} real points): {brute:,.0f} points/s",
@@ -319,6 +334,30 @@ def main() -> int:
     print(table)
     print(f"\nappended to {append_results(rows, table, stamp)}")
     return 0
+
+
+def _row(stamp, n, jit_name, load_before, result, peak, one, brute, miss_s) -> dict:
+    rate = n / result["join_s"]
+    return {
+        "date": stamp,
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "load_1min_start": round(load_before, 2),
+        "load_1min_end": round(os.getloadavg()[0], 2),
+        "points": n,
+        "driver_jit": jit_name,
+        "join_s": round(result["join_s"], 2),
+        "join_cpu_s": round(result["join_cpu_s"], 1),
+        "load_s": round(result["load_s"], 2),
+        "cache_miss_s": round(miss_s, 2),
+        "points_per_s": round(rate),
+        "peak_mb": round(peak),
+        "numpy_1proc_points_per_s": round(one),
+        "vs_target": round(rate / TARGET_POINTS_S, 2),
+        "vs_numpy_1proc": round(rate / one, 2),
+        "vs_brute": round(rate / brute),
+        "brute_points_per_s": round(brute),
+    }
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ tables shows as interrupted, and the next run of the date says that it repairs i
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 import uuid
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import date as Date
 
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -46,7 +48,7 @@ from pyspark.sql import functions as F
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store import reader
-from transfertraj.feature_store.delta_io import append_rows, replace_partition
+from transfertraj.feature_store.delta_io import append_arrow, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
 from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, record_spans, spark_readable
@@ -488,10 +490,20 @@ def _quality_gate(r: IngestReport, city: CityConfig) -> str | None:
 def _append_run(
     spark: SparkSession, r: IngestReport, started: datetime, settings: Settings, finished: datetime | None = None
 ) -> None:
+    """One line of the runs log, written by delta-rs (feature_store.delta_io.append_arrow): no Spark job."""
     row = {k: getattr(r, k) for k in RUNS_SCHEMA.names if hasattr(r, k)}
     row.update(job="ingest", started_at=started, finished_at=finished or datetime.now(UTC))
-    df = spark.createDataFrame([tuple(row[n] for n in RUNS_SCHEMA.names)], RUNS_SCHEMA)
-    append_rows(df, table_path(settings, "runs"), partition_by=table("runs").partition_by)
+    rows = pa.Table.from_pylist([row], schema=_runs_arrow_schema())
+    append_arrow(rows, table_path(settings, "runs"), partition_by=table("runs").partition_by)
+
+
+@functools.cache
+def _runs_arrow_schema() -> pa.Schema:
+    """RUNS_SCHEMA as Arrow, every field nullable as Delta stores a table Spark created (the two writers
+    must agree); the non-null fields are still always filled (IngestReport's defaults)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return pa.schema([f.with_nullable(True) for f in to_arrow_schema(RUNS_SCHEMA, timezone="UTC")])
 
 
 def date_range(start: str, end: str) -> list[str]:

@@ -101,3 +101,83 @@ def test_tables_are_named_once(settings):
     assert table_path(settings, "rejects").endswith("lake/rejects")
     with pytest.raises(KeyError, match="known"):
         table("gold")
+
+
+def _jobs_of(spark, fn):
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup())
+    out = fn()
+    return out, len(set(tracker.getJobIdsForGroup()) - before)
+
+
+def test_a_new_partition_is_appended_without_rebuilding_the_table_snapshot(spark, tmp_path):
+    path = str(tmp_path / "t")
+    d1 = {"city": "porto", "date": "d1"}
+    replace_partition(_rows(spark, [("porto", "d1", "a", 1)]), path, d1, partition_by=("city", "date"))
+    d2 = {"city": "porto", "date": "d2"}
+    version, new_jobs = _jobs_of(
+        spark,
+        lambda: replace_partition(_rows(spark, [("porto", "d2", "b", 2)]), path, d2, partition_by=("city", "date")),
+    )
+    assert version == 1
+    # a rerun of d2 must find (and remove) its files: Delta rebuilds the snapshot's file list for that
+    version, rerun_jobs = _jobs_of(
+        spark,
+        lambda: replace_partition(_rows(spark, [("porto", "d2", "c", 3)]), path, d2, partition_by=("city", "date")),
+    )
+    assert version == 2
+    assert new_jobs == 1 < rerun_jobs  # the new partition: the write's own job only
+    df, _ = read_table(spark, path)
+    assert sorted(map(tuple, df.select("date", "trip_id", "n").collect())) == [("d1", "a", 1), ("d2", "c", 3)]
+
+
+def test_rows_outside_a_new_partition_are_refused_before_the_commit(spark, tmp_path):
+    path = str(tmp_path / "t")
+    d1 = {"city": "porto", "date": "d1"}
+    replace_partition(_rows(spark, [("porto", "d1", "a", 1)]), path, d1, partition_by=("city", "date"))
+    with pytest.raises(Exception, match="outside the partition"):
+        replace_partition(
+            _rows(spark, [("porto", "d2", "b", 2), ("porto", "d1", "x", 9)]),
+            path,
+            {"city": "porto", "date": "d2"},
+            partition_by=("city", "date"),
+        )
+    assert latest_version(spark, path) == 0
+    df, _ = read_table(spark, path)
+    assert sorted(map(tuple, df.select("date", "trip_id").collect())) == [("d1", "a")]
+
+
+def test_arrow_rows_appended_by_delta_rs_and_spark_s_rows_read_as_one_table(spark, tmp_path):
+    import pyarrow as pa
+
+    from transfertraj.feature_store.delta_io import append_arrow, append_rows
+
+    path = str(tmp_path / "runs")
+    arrow = pa.schema([("city", pa.string()), ("date", pa.string()), ("trip_id", pa.string()), ("n", pa.int32())])
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup())
+    assert (
+        append_arrow(
+            pa.Table.from_pylist([{"city": "porto", "date": "d1", "trip_id": "a", "n": 1}], schema=arrow),
+            path,
+            partition_by=("city",),
+        )
+        == 0
+    )
+    assert set(tracker.getJobIdsForGroup()) == before  # delta-rs: no Spark job
+    assert append_rows(_rows(spark, [("porto", "d2", "b", 2)]), path, partition_by=("city",)) == 1
+    assert (
+        append_arrow(
+            pa.Table.from_pylist([{"city": "lisbon", "date": "d2", "trip_id": "c", "n": 3}], schema=arrow),
+            path,
+            partition_by=("city",),
+        )
+        == 2
+    )
+    df, version = read_table(spark, path)
+    assert version == 2
+    assert sorted(map(tuple, df.select("city", "trip_id", "n").collect())) == [
+        ("lisbon", "c", 3),
+        ("porto", "a", 1),
+        ("porto", "b", 2),
+    ]
