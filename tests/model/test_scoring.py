@@ -38,7 +38,7 @@ def test_scores_every_trajectory_against_every_baseline(porto, untrained, tmp_pa
     assert against == {
         "tp": {"LKP", "CV"},
         "tr8": {"lin-interp (time)", "lin-interp (index)"},
-        "od": {"OD-LR", "OD-LR distance"},
+        "od": {"OD-LR", "OD-LR distance", "OD-GB"},
     }
     assert (score.ratios["n_trajectories"] == len(porto)).all()  # 10..24 points each: every task uses all 50
     m = score.metrics.set_index(["task", "method"])
