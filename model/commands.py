@@ -236,7 +236,7 @@ def suite_from_args(args):
     over = {}
     if args.seeds:
         over["seeds"] = tuple(args.seeds)
-    for name in ("pretrain_epochs", "finetune_epochs", "few_shot_n"):
+    for name in ("pretrain_epochs", "finetune_epochs", "few_shot_n", "source_city"):
         if getattr(args, name) is not None:
             over[name] = getattr(args, name)
     if args.transfers is not None:
@@ -335,6 +335,11 @@ def register_evaluate(subparsers) -> None:
     p.add_argument("--pretrain-epochs", type=int)
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--few-shot-n", type=int, help="few-shot target trajectories (default 5000 or all available)")
+    p.add_argument(
+        "--source-city",
+        help="the city of the in-domain setting and the transfers' source (default porto): e.g. sanfrancisco "
+        "to run the in-domain protocol on San Francisco",
+    )
     p.add_argument("--transfers", nargs="+", choices=list(TRANSFERS) + ["none"], help="override the suite's transfers")
     p.add_argument("--ablations", nargs="+", choices=list(ABLATIONS) + ["none"], help="override the suite's ablations")
     p.add_argument(

@@ -59,3 +59,12 @@ def test_pretrain_at_an_older_version_reads_that_versions_rows(tmp_path):
     assert new["data_version"] == 1 and new["n_trajectories"] == 36
     with pytest.raises(ValueError, match="no version 5"):
         main([*common, "--version", "5", "--out", str(tmp_path / "none")])
+
+
+def test_evaluate_runs_the_in_domain_protocol_on_the_city_it_is_given():
+    from transfertraj.cli import build_parser
+    from transfertraj.model.commands import suite_from_args
+
+    args = build_parser().parse_args(["evaluate", "--suite", "full", "--tiny", "--source-city", "sanfrancisco"])
+    assert suite_from_args(args).source_city == "sanfrancisco"
+    assert suite_from_args(build_parser().parse_args(["evaluate"])).source_city == "porto"
