@@ -204,7 +204,9 @@ def tr_road_input(data, rows, mu: int, road_graphs: dict | None):
 
 def evaluate(checkpoint_or_model, features_df, task: str, **kwargs) -> dict:
     """Task metrics (metres for TP/TR, minutes and % for OD) plus the number of trajectories scored."""
-    preds = predict(checkpoint_or_model, features_df, task, **kwargs)
-    metrics = task_metrics(preds, task)
-    metrics["n_trajectories"] = int(preds.loc[preds["scored"], "trip_id"].nunique())
-    return metrics
+    return scored_metrics(predict(checkpoint_or_model, features_df, task, **kwargs), task)
+
+
+def scored_metrics(preds: pd.DataFrame, task: str) -> dict:
+    """evaluate()'s metrics of predict() rows (several predict() calls concatenated alike)."""
+    return {**task_metrics(preds, task), "n_trajectories": int(preds.loc[preds["scored"], "trip_id"].nunique())}

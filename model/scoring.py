@@ -86,17 +86,17 @@ def score_checkpoint(
     config = replace(SUITES["quick"], n_boot=n_boot)
     metrics, ratios, notes = [], [], []
     for task in tasks:
-        checkpoint_task = (task_checkpoints or {}).get(task, checkpoint)
-        road_input = bool(load_checkpoint(checkpoint_task)["model_args"].get("road_input"))
         if len(task_rows(data, "all", task, config)) < 2:
             notes.append(f"{task}: skipped, fewer than 2 trajectories its mask can use")
             continue
+        answering = (task_checkpoints or {}).get(task, checkpoint)
+        road_input = bool(load_checkpoint(answering)["model_args"].get("road_input"))
         data_task = data
         if task.startswith("tr") and road_input:  # the model's road offsets, on the graphs the baseline uses
             data_task = tr_road_input(data, task_rows(data, "all", task, config), int(task[2:]), road_graphs)
             where = "the road graph of the road-path baseline" if road_graphs else "no road graph: all 0"
             notes.append(f"{task}: the model reads road offsets (road_input) from {where}")
-        frames = {MODEL: model_frame(checkpoint_task, data_task, task, config, device, split="all")}
+        frames = {MODEL: model_frame(answering, data_task, task, config, device, split="all")}
         frames.update(baselines_on_all(data, task, road_graphs=road_graphs, config=config))
         if ROAD_PATH_BASELINE in frames:
             share = frames[ROAD_PATH_BASELINE].attrs.get("on_road_share", math.nan)

@@ -304,12 +304,14 @@ def _write_predict_page(fc: dict, model, args, settings: Settings) -> Path:
 def _resolve_model(model: str, settings: Settings, task_checkpoints: dict | None = None) -> tuple[Path, dict, dict]:
     """(checkpoint path, what the report says about the model, {task key: checkpoint} of its per-task
     checkpoints) for a models:/ URI (those it carries) or a checkpoint path (`task_checkpoints`)."""
-    from transfertraj.registry import check_task_checkpoints
-
     if not model.startswith("models:/"):
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path} (give a models:/NAME@ALIAS URI or a best.pt path)")
+        if not task_checkpoints:
+            return path, {"model": str(path)}, {}
+        from transfertraj.registry import check_task_checkpoints  # MLflow's import: only when needed
+
         return path, {"model": str(path)}, check_task_checkpoints(task_checkpoints)
     from transfertraj.registry import checkpoint_of, configure, resolve_version, task_checkpoints_of
 

@@ -230,39 +230,26 @@ def routed_by_task(networks: dict, default) -> dict:
     return out
 
 
-def _city_rows(features, city: str):
-    """The rows of one city of a features input (TrajectoryData, Arrow table or DataFrame)."""
-    import numpy as np
-
-    if hasattr(features, "offsets"):
-        from transfertraj.model.transfer_data import subset
-
-        return subset(features, np.flatnonzero(np.asarray(features.city) == city), name=city)
-    if hasattr(features, "filter") and hasattr(features, "schema"):  # Arrow
-        import pyarrow.compute as pc
-
-        return features.filter(pc.equal(features["city"], city))
-    return features[features["city"] == city]
-
-
-def _evaluate_by_city(routed: ByCity, features, task: str, **kwargs) -> dict:
+def _evaluate_by_city(routed: ByCity, features, task: str, *, data_version, **kwargs) -> dict:
     """evaluate() of a task whose cities are answered by different networks: each city's trajectories by
     its own, the metrics over all of them together (as one network's would be)."""
     import pandas as pd
 
-    from transfertraj.model.metrics import task_metrics
-    from transfertraj.model.predict import predict
+    from transfertraj.model.predict import predict, scored_metrics
+    from transfertraj.model.trajectory_data import as_data
+    from transfertraj.model.transfer_data import city_data
 
+    data = as_data(features, data_version)  # the split is per city: a city's rows keep their split
     frames = []
-    for city in _cities_of(features):
+    for city in _cities_of(data):
+        network = routed.cities.get(city, routed.default)
         try:
-            frames.append(predict(routed.cities.get(city, routed.default), _city_rows(features, city), task, **kwargs))
+            frames.append(predict(network, city_data(data, city), task, data_version=data_version, **kwargs))
         except ValueError as err:  # this city has no trajectory of the split the task can use
             log.info("validation %s, %s: %s", task, city, err)
     if not frames:
         raise ValueError(f"no trajectory of the split qualifies for {task}")
-    preds = pd.concat(frames, ignore_index=True)
-    return {**task_metrics(preds, task), "n_trajectories": int(preds.loc[preds["scored"], "trip_id"].nunique())}
+    return scored_metrics(pd.concat(frames, ignore_index=True), task)
 
 
 def validation_metrics(

@@ -410,11 +410,12 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         from transfertraj.model.checkpoint import load_model
 
         self.torch_model, self.checkpoint = load_model(context.artifacts["checkpoint"])
-        self.task_models = {  # per-task (and per-city) fine-tunes the model carries: split_task_key keys
-            name.removeprefix("checkpoint_"): load_model(path)[0]
-            for name, path in context.artifacts.items()
-            if name.startswith("checkpoint_") and split_task_key(name.removeprefix("checkpoint_"))
-        }
+        self.task_models = {}  # per-task (and per-city) fine-tunes the model carries: split_task_key keys
+        for name, path in context.artifacts.items():
+            if name.startswith("checkpoint_"):
+                key = name.removeprefix("checkpoint_")
+                split_task_key(key)  # a key this code cannot route is refused at load, not at a request
+                self.task_models[key] = load_model(path)[0]
         self.threads = serving_threads()
         self.max_tokens = MAX_TOKENS  # None: one padded batch per request (the path before length batches)
         spec = json.loads(Path(context.artifacts["serving"]).read_text())

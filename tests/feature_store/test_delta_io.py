@@ -154,26 +154,17 @@ def test_arrow_rows_appended_by_delta_rs_and_spark_s_rows_read_as_one_table(spar
 
     path = str(tmp_path / "runs")
     arrow = pa.schema([("city", pa.string()), ("date", pa.string()), ("trip_id", pa.string()), ("n", pa.int32())])
+
+    def append_one(city, date, trip_id, n) -> int:
+        row = {"city": city, "date": date, "trip_id": trip_id, "n": n}
+        return append_arrow(pa.Table.from_pylist([row], schema=arrow), path, partition_by=("city",))
+
     tracker = spark.sparkContext.statusTracker()
     before = set(tracker.getJobIdsForGroup())
-    assert (
-        append_arrow(
-            pa.Table.from_pylist([{"city": "porto", "date": "d1", "trip_id": "a", "n": 1}], schema=arrow),
-            path,
-            partition_by=("city",),
-        )
-        == 0
-    )
+    assert append_one("porto", "d1", "a", 1) == 0
     assert set(tracker.getJobIdsForGroup()) == before  # delta-rs: no Spark job
     assert append_rows(_rows(spark, [("porto", "d2", "b", 2)]), path, partition_by=("city",)) == 1
-    assert (
-        append_arrow(
-            pa.Table.from_pylist([{"city": "lisbon", "date": "d2", "trip_id": "c", "n": 3}], schema=arrow),
-            path,
-            partition_by=("city",),
-        )
-        == 2
-    )
+    assert append_one("lisbon", "d2", "c", 3) == 2
     df, version = read_table(spark, path)
     assert version == 2
     assert sorted(map(tuple, df.select("city", "trip_id", "n").collect())) == [
