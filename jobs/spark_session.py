@@ -120,10 +120,19 @@ def _cached_jars(settings: Settings) -> str | None:
 
 
 def get_spark(app_name: str = "transfertraj", settings: Settings | None = None):
-    """Return the active session or build one with Delta Lake configured."""
+    """Return the active session or build one with Delta Lake configured.
+
+    A process that outlives its SparkContext (an Airflow worker running tasks in-process, a test run) gets
+    a new one: Spark stops the context itself after an uncaught error in one of its threads (the JVM log
+    says which), and PySpark would otherwise hand out the stopped one to every later job."""
     from delta import configure_spark_with_delta_pip
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    stale = SparkContext._active_spark_context
+    if stale is not None and stale._jsc is not None and stale._jsc.sc().isStopped():
+        log.warning("the SparkContext was stopped by Spark (see the JVM log above for why): starting a new one")
+        stale.stop()  # clears PySpark's handles, so the builder below starts a new context in the same JVM
     active = SparkSession.getActiveSession()
     if active is not None:
         return active

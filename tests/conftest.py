@@ -20,6 +20,7 @@ def pytest_configure(config):
     The one Spark session of the run is started by whichever test needs it first, often a DAG task that
     reads the environment rather than the `spark` fixture: its UI is switched off here, for every starter."""
     os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
+    os.environ.setdefault("TRANSFERTRAJ_RETRY_DELAY_S", "1")  # read when the DAGs are parsed: no 5-minute waits
     if os.environ.get("TRANSFERTRAJ_TEST_AIRFLOW_HOME"):
         return
     home = Path(tempfile.mkdtemp(prefix="transfertraj-tests-airflow-"))
@@ -46,16 +47,33 @@ def settings(spark_home):
     return Settings.load(home=spark_home, shuffle_partitions=2, driver_memory="2g", spark_master="local[2]")
 
 
-@pytest.fixture(scope="session")
-def spark(settings):
-    """A real local Spark session with Delta Lake; UI off, 2 shuffle partitions."""
+def live_spark(settings):
+    """The run's real local Spark session with Delta Lake (UI off, 2 shuffle partitions), started on first use.
+
+    Asked for again by each test rather than kept: if Spark stops its context after an error in an
+    earlier test, get_spark starts a new one, and that test fails alone instead of every one after it."""
     from transfertraj.jobs.spark_session import get_spark
 
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     session = get_spark("tests", settings)
     session.conf.set("spark.sql.shuffle.partitions", "2")
-    yield session
-    session.stop()
+    return session
+
+
+@pytest.fixture(scope="session")
+def spark_session(settings):
+    """`live_spark` for module- and session-scoped fixtures; stops the session when the run ends."""
+    yield lambda: live_spark(settings)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+@pytest.fixture
+def spark(spark_session):
+    return spark_session()
 
 
 @pytest.fixture

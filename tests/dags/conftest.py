@@ -83,3 +83,13 @@ def dagbag(airflow_home):
     from airflow.models.dagbag import DagBag
 
     return DagBag(dag_folder=str(REPO_ROOT / "dags"))
+
+
+def assert_succeeded(run, caplog) -> None:
+    """The DAG run succeeded; if not, the failure names each failed try and its error, as the policy logged it.
+
+    A retried try's error is logged even when its retry succeeds, so a flaky task shows in the output."""
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    if str(run.state) != "success":
+        tries = [r.getMessage() for r in caplog.records if r.name == "transfertraj.pipeline"]
+        pytest.fail(f"{run.dag_id} ended {run.state}: {states}; failed tries: {tries or 'none logged'}")

@@ -10,7 +10,7 @@ import gzip
 import pendulum
 import pytest
 
-from tests.dags.conftest import PORTO_SAMPLE, TINY_MODEL, porto_rows
+from tests.dags.conftest import PORTO_SAMPLE, TINY_MODEL, assert_succeeded, porto_rows
 
 EXPECTED = {"nightly_ingest_tinyporto", "nightly_scoring_tinyporto", "pretrain", "onboard_city", "maintenance"}
 NO_RETRY = {"check_params", "write_config"}  # a bad trigger never improves on a retry
@@ -65,7 +65,7 @@ def test_maintenance_offers_every_lake_table(dagbag):
     assert param.value == param.schema["items"]["enum"] == list(TABLES)
 
 
-def test_nightly_ingest_runs(dagbag, airflow_home):
+def test_nightly_ingest_runs(dagbag, airflow_home, caplog):
     from transfertraj.core.city_config import load_city
     from transfertraj.feature_store.tables import table_path
     from transfertraj.jobs.land_sample import land_sample
@@ -76,7 +76,7 @@ def test_nightly_ingest_runs(dagbag, airflow_home):
     run = dagbag.get_dag("nightly_ingest_tinyporto").test(
         logical_date=pendulum.datetime(2013, 7, 2, 2, tz="Europe/Lisbon")  # interval starts 2013-07-01 02:00 local
     )
-    assert str(run.state) == "success"
+    assert_succeeded(run, caplog)
     table, _ = read_features(table_path(_settings(), "features"))
     assert set(table.column("city").to_pylist()) == {"tinyporto"}
     assert table.num_rows > 50
@@ -137,23 +137,23 @@ def test_onboard_waits_for_the_base_champion_then_stops(dagbag, airflow_home, ca
     assert "does not exist after" in caplog.text and "run the pretrain DAG first" in caplog.text  # the alert
 
 
-def test_pretrain_registers_a_champion(dagbag):
+def test_pretrain_registers_a_champion(dagbag, caplog):
     from transfertraj import registry
 
     run = dagbag.get_dag("pretrain").test(run_conf={**TINY_MODEL, "epochs": 1, "cities": ["tinyporto"]})
-    assert str(run.state) == "success"
+    assert_succeeded(run, caplog)
     rows = [r for r in registry.list_models(_settings()) if r["name"] == registry.BASE_MODEL]
     assert [(r["version"], r["aliases"]) for r in rows] == [(1, ["champion"])]  # challenger leaves the winner
 
 
-def test_nightly_scoring_scores_the_day_with_the_champion(dagbag):
+def test_nightly_scoring_scores_the_day_with_the_champion(dagbag, caplog):
     from transfertraj.feature_store.tables import table_path
     from transfertraj.jobs.spark_session import get_spark
 
     # one run: that a rerun replaces the slice is tests/tasks/test_scoring.py's check (slow tier), on the same
     # task code
     run = dagbag.get_dag("nightly_scoring_tinyporto").test(run_conf={"date": "2013-07-01"})
-    assert str(run.state) == "success"
+    assert_succeeded(run, caplog)
     spark = get_spark("tests", _settings())
     silver = spark.read.format("delta").load(table_path(_settings(), "silver")).where("date = '2013-07-01'").count()
     preds = spark.read.format("delta").load(table_path(_settings(), "predictions"))
@@ -201,7 +201,7 @@ def test_onboard_fails_at_once_with_the_validation_message(dagbag, airflow_home,
         write_city_config(conf)
 
 
-def test_onboard_city_end_to_end(dagbag, airflow_home):
+def test_onboard_city_end_to_end(dagbag, airflow_home, caplog):
     from transfertraj import registry
 
     raw = porto_rows(airflow_home / "incoming" / "tinycity" / "trips.csv", 160, 320)
@@ -223,7 +223,7 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
         "champion_wait_s": 0,
     }
     run = dagbag.get_dag("onboard_city").test(run_conf=conf)
-    assert str(run.state) == "success"
+    assert_succeeded(run, caplog)
     assert (airflow_home / "config" / "cities" / "tinycity.yaml").exists()
     versions = {
         r["version"]: r["aliases"] for r in registry.list_models(_settings()) if r["name"] == "transfertraj-tinycity"
@@ -242,14 +242,14 @@ def test_onboard_city_end_to_end(dagbag, airflow_home):
         write_city_config(conf)
 
 
-def test_maintenance_keeps_protected_versions(dagbag):
+def test_maintenance_keeps_protected_versions(dagbag, caplog):
     from transfertraj import registry
     from transfertraj.feature_store.tables import table_path
 
     protected = registry.protected_versions(_settings())
     assert "features" in protected
     run = dagbag.get_dag("maintenance").test(run_conf={"tables": ["features"]})
-    assert str(run.state) == "success"
+    assert_succeeded(run, caplog)
     from transfertraj.jobs.spark_session import get_spark
 
     spark = get_spark("tests", _settings())

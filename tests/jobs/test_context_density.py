@@ -59,7 +59,8 @@ def porto_extract(tmp_path_factory, settings):
 
 
 @pytest.fixture(scope="session")
-def porto_tables(spark, settings, porto_extract):
+def porto_tables(spark_session, settings, porto_extract):
+    spark = spark_session()
     city, _ = porto_extract
     versions = build_context_tables(spark, city, settings)
     return city, versions
@@ -77,15 +78,17 @@ def sample_points(porto_extract):
 
 
 @pytest.fixture(scope="session")
-def loaded(spark, settings, porto_tables):
+def loaded(spark_session, settings, porto_tables):
     """The extract's context collected once, so the edge-case tests do not collect the grid again."""
+    spark = spark_session()
     city, _ = porto_tables
     pois_df, grid_df, _ = read_context(spark, city, settings)
     return load_context(pois_df, grid_df)
 
 
 @pytest.fixture(scope="session")
-def context_rows(spark, settings, porto_tables, sample_points):
+def context_rows(spark_session, settings, porto_tables, sample_points):
+    spark = spark_session()
     city, _ = porto_tables
     pdf = pd.DataFrame(
         {

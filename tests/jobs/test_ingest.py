@@ -17,8 +17,9 @@ PORTO_DATE = "2013-07-01"
 
 
 @pytest.fixture(scope="module")
-def porto_run(spark, settings):
+def porto_run(spark_session, settings):
     """The real Porto sample ingested once (module scope: it takes a while on 2 cores)."""
+    spark = spark_session()
     city = load_city("porto")
     land_sample(city, settings)
     return city, ingest_date(spark, city, PORTO_DATE, settings)
@@ -100,8 +101,9 @@ CORPUS_DATE = "2013-07-02"
 
 
 @pytest.fixture(scope="module")
-def corpus_run(spark, settings):
+def corpus_run(spark_session, settings):
     """Every non-fatal bad Porto file landed as one delivery and ingested once."""
+    spark = spark_session()
     city = porto_like("badporto")
     land_distinct_trips(settings, city.name, CORPUS_DATE, *CORPUS)  # one delivery; no trip shared across files
     report = ingest_date(spark, city, CORPUS_DATE, settings)

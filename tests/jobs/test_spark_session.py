@@ -41,3 +41,28 @@ def test_session_has_delta_and_runs_the_driver_python(spark):
     assert spark.conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
     assert spark.sparkContext.pythonExec == sys.executable or spark.sparkContext.pythonExec.endswith("python")
     assert spark.range(10).selectExpr("sum(id)").first()[0] == 45
+
+
+HEAL = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING)
+from transfertraj.core.settings import Settings
+from transfertraj.jobs.spark_session import get_spark
+settings = Settings.load(home=sys.argv[1], shuffle_partitions=2, driver_memory="1g", spark_master="local[1]")
+first = get_spark("heal", settings)
+first.sparkContext._jsc.sc().stop()  # as Spark does itself after an uncaught error in one of its threads
+second = get_spark("heal", settings)
+assert second is not first and not second.sparkContext._jsc.sc().isStopped()
+print("sum", second.range(10).selectExpr("sum(id)").first()[0])
+"""
+
+
+@pytest.mark.slow  # a JVM of its own: the run's shared session must not be the one stopped
+def test_a_context_stopped_by_spark_is_replaced_not_handed_out(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HEAL, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sum 45" in out.stdout
+    assert "SparkContext was stopped by Spark" in out.stderr

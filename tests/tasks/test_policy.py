@@ -5,7 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
-from transfertraj.tasks.policy import DEFAULT_ARGS, failure_alert, train_pool, train_queue
+from transfertraj.tasks.policy import DEFAULT_ARGS, failure_alert, retry_log, train_pool, train_queue
 
 
 def test_failure_alert_logs_and_posts_to_a_webhook(caplog, monkeypatch):
@@ -44,6 +44,16 @@ def test_a_webhook_that_is_down_is_logged_not_raised(caplog, monkeypatch):
 
 def test_every_task_retries_and_alerts_by_default():
     assert DEFAULT_ARGS["retries"] == 2 and DEFAULT_ARGS["on_failure_callback"] is failure_alert
+    assert DEFAULT_ARGS["on_retry_callback"] is retry_log
+
+
+def test_a_retried_try_logs_its_error_and_posts_nothing(caplog, monkeypatch):
+    monkeypatch.setenv("TRANSFERTRAJ_ALERT_WEBHOOK", "http://127.0.0.1:9/nobody-listens")  # a POST would log a failure
+    ti = SimpleNamespace(dag_id="onboard_city", task_id="ingest", run_id="r3")
+    with caplog.at_level("WARNING", logger="transfertraj.pipeline"):
+        retry_log({"ti": ti, "exception": RuntimeError("Cannot call methods on a stopped SparkContext")})
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "task will retry: onboard_city.ingest run r3: Cannot call methods" in caplog.text
 
 
 def test_training_pool_and_queue_come_from_the_environment(monkeypatch):

@@ -49,7 +49,8 @@ def silver_rows(first: int, n: int, date: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory):
+def lake(spark_session, tmp_path_factory):
+    spark = spark_session()
     from transfertraj.feature_store.delta_io import replace_partition
     from transfertraj.feature_store.tables import table_path
     from transfertraj.jobs.schemas import SILVER_SCHEMA

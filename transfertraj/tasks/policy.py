@@ -6,7 +6,9 @@
 
 The alert logs one `ALERT transfertraj task failed: <dag>.<task> run <id>: <error>` line and, when
 TRANSFERTRAJ_ALERT_WEBHOOK is set, POSTs `{"text": ...}` there (the body Slack, Mattermost and Teams
-incoming webhooks accept). It is an Airflow notifier, so e-mail or another provider's notifier can be
+incoming webhooks accept). A try that fails with retries left logs one `transfertraj task will retry: ...`
+warning instead, with its error, so the cause of a retried failure is in the log even when the retry
+succeeds. Retries wait TRANSFERTRAJ_RETRY_DELAY_S seconds (default 300). It is an Airflow notifier, so e-mail or another provider's notifier can be
 added beside it in DEFAULT_ARGS (docs/operations.md). Everything here runs while the scheduler parses
 the DAG files: it reads the environment and imports nothing beyond the Airflow SDK they import anyway.
 """
@@ -24,7 +26,13 @@ log = logging.getLogger("transfertraj.pipeline")
 
 
 class FailureAlert(BaseNotifier):
-    """on_failure_callback: log one line per failed task, and POST it to TRANSFERTRAJ_ALERT_WEBHOOK if set."""
+    """on_failure_callback: log one line per failed task, and POST it to TRANSFERTRAJ_ALERT_WEBHOOK if set.
+
+    With retrying=True it is the on_retry_callback: the failed try's error as one warning line, no POST."""
+
+    def __init__(self, retrying: bool = False):
+        super().__init__()
+        self.retrying = retrying  # a try with retries left: a warning in the log, nobody paged
 
     def notify(self, context) -> None:
         ti = context.get("ti") or context.get("task_instance")
@@ -32,6 +40,9 @@ class FailureAlert(BaseNotifier):
         task_id = getattr(ti, "task_id", "?")
         run_id = context.get("run_id") or getattr(ti, "run_id", "?")
         error = context.get("exception")
+        if self.retrying:
+            log.warning("transfertraj task will retry: %s.%s run %s: %s", dag_id, task_id, run_id, error)
+            return
         log.error("ALERT transfertraj task failed: %s.%s run %s: %s", dag_id, task_id, run_id, error)
         webhook = os.environ.get("TRANSFERTRAJ_ALERT_WEBHOOK")  # read per alert: set it without a DAG reparse
         if webhook:
@@ -52,8 +63,15 @@ def _post(url: str, text: str) -> None:
 
 
 failure_alert = FailureAlert()
+retry_log = FailureAlert(retrying=True)
 
-DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(minutes=5), "on_failure_callback": failure_alert}
+DEFAULT_ARGS = {
+    "retries": 2,
+    # Read when the DAG files are parsed. The DAG tests set it to 1 s, so a retried try costs no wait there.
+    "retry_delay": timedelta(seconds=float(os.environ.get("TRANSFERTRAJ_RETRY_DELAY_S", "300"))),
+    "on_failure_callback": failure_alert,
+    "on_retry_callback": retry_log,
+}
 
 
 def train_pool() -> str:
