@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,26 @@ def length_batches(n_points: np.ndarray, *, batch_size: int, max_tokens: int | N
     return [b for b in batches if len(b)]
 
 
+def batches_in_parallel(answered, batches: list[np.ndarray], workers: int) -> list:
+    """`answered` over `batches`, in order; with several workers and batches, on that many threads of one
+    torch thread each.
+
+    Why: a serving request of 64 trips is three or four batches of small tensors, and torch's intra-op
+    threads barely split such operations (a 64-trip TP request took as long on 2 threads as on 1), while
+    whole batches on separate cores do. torch releases the GIL inside its operations, and the threads
+    only read the network's weights. Each new thread takes torch's thread count when it first computes,
+    so the count is 1 while the pool runs and restored after."""
+    if workers <= 1 or len(batches) <= 1:
+        return [answered(b) for b in batches]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=min(workers, len(batches))) as pool:
+            return list(pool.map(answered, batches))
+    finally:
+        torch.set_num_threads(previous)
+
+
 @torch.inference_mode()
 def predict(
     checkpoint_or_model,
@@ -74,6 +95,7 @@ def predict(
     max_tokens: int | None = None,
     to_lonlat: dict | None = None,
     road_graphs: dict | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Predictions for every hidden point of `task`'s mask: one row per (trajectory, hidden point).
 
@@ -89,6 +111,8 @@ def predict(
     built once at load); a city without one gets MetricToLonLat fitted on the input's own points, a
     least-squares fit that costs more than the forward pass of a small request. road_graphs: city ->
     model.road_paths.RoadGraph, read by a model with `road_input` on TR tasks (`tr_road_input`).
+    workers: on CPU, batches run on that many threads of one torch thread each (batches_in_parallel); the
+    answers are the same. The random pretraining mask draws in batch order, so it runs on one.
     """
     if isinstance(checkpoint_or_model, TransferTraj):
         model, state = checkpoint_or_model, None
@@ -120,10 +144,12 @@ def predict(
     if max_tokens is not None and task == "pretrain":
         raise ValueError("max_tokens regroups trajectories; the pretraining mask would then differ")
     collator = Collator(task=task, seed=seed)
-    parts = []  # per batch: a dict of numpy columns, one DataFrame at the end (a frame per batch cost more)
-    for positions in length_batches(data.n_points[indices], batch_size=batch_size, max_tokens=max_tokens):
+
+    @torch.inference_mode()  # thread-local: a worker thread of the pool below needs its own
+    def answered(positions: np.ndarray) -> dict:
+        """One batch through the network: a dict of numpy columns of its hidden points."""
         ds = TrajectoryDataset(data, indices[positions])
-        batch, targets = collator([ds[i] for i in range(len(ds))])
+        batch, _ = collator([ds[i] for i in range(len(ds))])
         with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
             inputs = to_device(batch, dev)
             # only the hidden points' answers are read below: the last layer runs its feed-forward there only
@@ -133,23 +159,24 @@ def predict(
         b, pos = np.nonzero(valid & (ms | mt))
         row = batch["row"].numpy()[b]
         point = batch["point_index"].numpy()[b, pos]
-        flat = data.offsets[row] + point  # index into the per-point arrays
         pred_xy = out["xy"].float().cpu().numpy()[b, pos]
-        origin = batch["origin"].numpy()[b]
-        parts.append(
-            {
-                "row": row,
-                "point": point,
-                "masked_spatial": ms[b, pos],
-                "masked_temporal": mt[b, pos],
-                "scored": score_s[b, pos] | score_t[b, pos],
-                "pred_xy": pred_xy,
-                "pred_minutes": out["time"].float().cpu().numpy()[b, pos, 3],
-                "pmxy": origin + pred_xy,
-                "flat": flat,
-                "order": positions[b],
-            }
-        )
+        return {
+            "row": row,
+            "point": point,
+            "masked_spatial": ms[b, pos],
+            "masked_temporal": mt[b, pos],
+            "scored": score_s[b, pos] | score_t[b, pos],
+            "pred_xy": pred_xy,
+            "pred_minutes": out["time"].float().cpu().numpy()[b, pos, 3],
+            "pmxy": batch["origin"].numpy()[b] + pred_xy,
+            "flat": data.offsets[row] + point,  # index into the per-point arrays
+            "order": positions[b],
+        }
+
+    batches = length_batches(data.n_points[indices], batch_size=batch_size, max_tokens=max_tokens)
+    # per batch: a dict of numpy columns, one DataFrame at the end (a frame per batch cost more)
+    parallel = workers if dev.type == "cpu" and task != "pretrain" else 1
+    parts = batches_in_parallel(answered, batches, parallel)
     if not parts:
         raise ValueError(f"no trajectories qualify for task {task}")
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

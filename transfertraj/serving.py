@@ -479,6 +479,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
                 max_tokens=self.max_tokens,
                 to_lonlat=self.to_lonlat,
                 road_graphs=self.road_graphs,
+                workers=self.threads,  # several batches: one core each (model.predict.batches_in_parallel)
             )
         finally:
             torch.set_num_threads(previous)
