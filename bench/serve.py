@@ -19,7 +19,10 @@ lattice of ~5 M nodes, every POI) is written to a throwaway lake with delta-rs a
 registered with `registry.log_and_register`, which exports that context into it. The model is then copied
 out of the store: every measurement loads it from a plain folder, as a serving machine would, in
 processes where pyspark, delta-spark and py4j cannot be imported and java is not on PATH. Torch uses
-the serving default of threads (the idle cores, TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py).
+the serving default of threads (the idle cores, TRANSFERTRAJ_SERVING_THREADS, see transfertraj/serving.py);
+with several, a request's batches run side by side, one thread each. The idle cores are read from the load
+average when the model loads, which the benchmark's own work raises: set TRANSFERTRAJ_THREADS and
+TRANSFERTRAJ_SERVING_THREADS to the cores to measure (2 here) for a figure that does not depend on it.
 
 In-process figures come from a fresh child process (this file with --child): import time, load time
 (`mlflow.pyfunc.load_model`), the first request, then repeated requests of 64 real Porto trips of the
@@ -184,7 +187,7 @@ def child(model_dir: str, batch: int, repeats: int, code: str | None = None) -> 
     lat: dict[str, list[float]] = {k: [] for k in paths}
     cpu: dict[str, list[float]] = {k: [] for k in paths}
     answers: dict[str, object] = {}
-    # The network's share: CPU time inside the forward passes of the default path's requests (what
+    # The network's share: CPU time inside the forward passes of the 1-thread path's requests (what
     # cutting the request path around it cannot reach).
     net, forward_cpu, network = py.torch_model, [], []
     network_forward = net.forward
@@ -204,7 +207,7 @@ def child(model_dir: str, batch: int, repeats: int, code: str | None = None) -> 
             answers[key] = model.predict(request, params={"task": "tp"})
             lat[key].append(time.perf_counter() - t)
             cpu[key].append(time.process_time() - c)
-            if key == "":
+            if key == "_1thread":  # one batch at a time: process time inside a forward is that forward's own
                 network.append(sum(forward_cpu[n_forward:]))
     del net.forward
     py.threads, py.to_lonlat = paths[""]
@@ -237,7 +240,7 @@ def child(model_dir: str, batch: int, repeats: int, code: str | None = None) -> 
         **{f"p99{k}_ms": float(np.percentile(v, 99) * 1000) for k, v in lat.items()},
         **{f"cpu_p50{k}_ms": float(np.percentile(v, 50) * 1000) for k, v in cpu.items()},
         "cpu_p50_network_ms": float(np.percentile(network, 50) * 1000),
-        "cpu_p50_rest_ms": float(np.percentile(np.array(cpu[""]) - np.array(network), 50) * 1000),
+        "cpu_p50_rest_ms": float(np.percentile(np.array(cpu["_1thread"]) - np.array(network), 50) * 1000),
         "same_answers": same,
         "fitted_vs_exact_max_m": float(fitted_m.max()),
         "repeats": repeats,
@@ -405,7 +408,7 @@ def report(runs: list[dict], load: tuple[float, float], before_code: str | None)
         "64 trips a request in process; context: Porto's full OSM extract in every model)",
         "",
         "| model | code | model load (<= 5 s) | first request (<= 2 s) | TP p50 wall (<= 50 ms) | p99 wall "
-        "| TP p50 CPU | ... of it: network forward / the rest | p50 wall / CPU at 1 thread | threads | peak RSS "
+        "| TP p50 CPU | at 1 thread: network forward / the rest | p50 wall / CPU at 1 thread | threads | peak RSS "
         "| same answers as after |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]

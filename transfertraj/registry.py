@@ -76,6 +76,7 @@ SERVING_PACKAGES = (
     "scipy",
     "pydantic",
     "pyyaml",
+    "threadpoolctl",
 )
 
 
