@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from transfertraj.model.grouped_experts import expert_mixture
 from transfertraj.model.position_proxy import curve_offset, position_proxy
 
 POSITIONS = ("trie", "absolute_sincos", "none")
@@ -327,17 +328,6 @@ class ScMoE(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(n_experts, dim))
         self.drop = nn.Dropout(dropout)
 
-    def experts(self, xs: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """Rows grouped by expert (counts[e] rows for expert e, in expert order) -> each row through its
-        expert's 2-layer MLP, (n, d) in the same order."""
-        outs = []
-        for e, xe in enumerate(xs.split(counts)):
-            if xe.shape[0] == 0:
-                continue
-            h = F.gelu(torch.addmm(self.b1[e].to(xe.dtype), xe, self.w1[e].to(xe.dtype)))  # (n_e, hidden)
-            outs.append(torch.addmm(self.b2[e].to(xe.dtype), h, self.w2[e].to(xe.dtype)))  # (n_e, d)
-        return torch.cat(outs) if outs else xs.new_zeros(0, xs.shape[-1])
-
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, dict]:
         N, d = x.shape
         route_in = torch.cat([x, context.to(x.dtype)], dim=-1)  # (N, 2d)
@@ -348,15 +338,16 @@ class ScMoE(nn.Module):
         top_w = top_logits.softmax(dim=-1)  # (N, k)
 
         # Each (token, expert) assignment sorted by expert once (stable: a token's experts keep their
-        # top-k order), so each expert reads one contiguous slice: one gather, one matmul pair per
-        # expert, one scatter. The per-expert boolean search this replaces cost a scan of all N*k
-        # assignments and a gather/scatter per expert.
+        # top-k order), so each expert reads one contiguous block: one matmul pair per expert, and the
+        # weighted sum back onto the tokens, in model/grouped_experts.py (which keeps little for backward).
+        # The per-expert boolean search this replaces cost a scan of all N*k assignments and a
+        # gather/scatter per expert.
         flat_idx = top_idx.reshape(-1)  # (N*k,)
         order = flat_idx.argsort(stable=True)  # (N*k,) assignments grouped by expert
         tok = torch.div(order, self.top_k, rounding_mode="floor")  # (N*k,) token of each assignment
         counts = torch.bincount(flat_idx, minlength=self.n_experts)  # (C,)
-        out = self.experts(x[tok], counts.tolist())  # (N*k, d), sorted order
-        y = x.new_zeros(N, d).index_add_(0, tok, (out * top_w.reshape(-1)[order].unsqueeze(-1)).to(x.dtype))
+        weight = top_w.reshape(-1)[order]  # (N*k,) gate weight of each assignment
+        y = expert_mixture(x, tok, weight, counts.tolist(), self.w1, self.b1, self.w2, self.b2)  # (N, d)
 
         probs = logits.softmax(dim=-1)  # (N, C)
         frac = counts.float() / max(flat_idx.numel(), 1)
