@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from transfertraj.model.grouped_experts import expert_mixture
+from transfertraj.model.norm_linear import norm_linear
 from transfertraj.model.position_proxy import curve_offset, position_proxy
 from transfertraj.model.rotary import rotate_halves
 
@@ -186,9 +187,11 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
+        """x (N, M, d) -> (N, M, d); norm: applied to x first (pre-norm), fused with the projection."""
         N, M, d = x.shape
-        q, k, v = self.qkv(x).view(N, M, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)  # (N, H, M, dh)
+        qkv = norm_linear(x, norm, self.qkv) if norm is not None else self.qkv(x)  # (N, M, 3d)
+        q, k, v = qkv.view(N, M, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)  # (N, H, M, dh)
         y = F.scaled_dot_product_attention(q, k, v)  # (N, H, M, dh)
         return self.out(y.transpose(1, 2).reshape(N, M, d))
 
@@ -206,9 +209,10 @@ class ModalityMixer(nn.Module):
 
     def forward(self, mods: list[torch.Tensor]) -> torch.Tensor:
         tokens = torch.stack(mods, dim=1) + self.kind  # (N, M, d): one token per modality of each real point
-        tokens = tokens + self.attn(self.ln1(tokens))
+        # norm and projection fused (model/norm_linear.py): backward keeps the stream, not its normed copy
+        tokens = tokens + self.attn(tokens, norm=self.ln1)
         linear, act, out, drop = self.mlp
-        hidden = act(linear(self.ln2(tokens)))  # (N, M, 2d)
+        hidden = act(norm_linear(tokens, self.ln2, linear))  # (N, M, 2d)
         if self.training and drop.p > 0:  # dropout draws per token: pool after it
             return (tokens + drop(out(hidden))).mean(dim=1)  # (N, d)
         # The mean over modalities commutes with the last (affine) layer: pooled first, it runs on N rows,
@@ -265,12 +269,15 @@ class TrieAttention(nn.Module):
         *,
         return_weights: bool = False,
         queries: torch.Tensor | None = None,
+        norm: nn.LayerNorm | None = None,
     ):
         """x (B, L, d) -> (B, L, d) and the weights (B, H, L, L) when return_weights. queries (n,): flat
         positions in (B, L), row-major, of the only points whose output is wanted -> (n, d) at them; every
-        real point is still a key (RtteLayer's last-layer path)."""
+        real point is still a key (RtteLayer's last-layer path). norm: applied to x first (pre-norm), fused
+        with the projection (model/norm_linear.py)."""
         B, L, d = x.shape
-        qkv = self.qkv(x).view(B, L, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, dh)
+        qkv = norm_linear(x, norm, self.qkv) if norm is not None else self.qkv(x)
+        qkv = qkv.view(B, L, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, dh)
         qk = self.rotate(qkv[:, :, :2], coords) if self.rotary else qkv[:, :, :2]  # (B, L, 2, H, dh)
         q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, L, dh)
         # v copied out of the projection: attention keeps v for backward, and a view would keep all of qkv
@@ -395,11 +402,11 @@ class RtteLayer(nn.Module):
         at the rows."""
         if rows is not None and not return_weights:  # only `rows` are read: their queries alone
             flat = h.reshape(-1, h.shape[-1])  # (B*L, d)
-            a, _ = self.attn(self.ln1(h), coords, valid, queries=rows)  # (n, d)
+            a, _ = self.attn(h, coords, valid, queries=rows, norm=self.ln1)  # (n, d)
             at = flat[rows] + self.drop(a).to(h.dtype)  # (n, d)
             f, route = self.ffn(self.ln2(at), context)
             return flat.index_copy(0, rows, at + f.to(h.dtype)).view_as(h), None, route  # the rest: as it came
-        a, weights = self.attn(self.ln1(h), coords, valid, return_weights=return_weights)
+        a, weights = self.attn(h, coords, valid, return_weights=return_weights, norm=self.ln1)
         h = h + self.drop(a)  # (B, L, d)
         rows = valid.reshape(-1).nonzero().squeeze(1) if rows is None else rows
         flat = h.reshape(-1, h.shape[-1])  # (B*L, d)
