@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from transfertraj.model.grouped_experts import expert_mixture
-from transfertraj.model.norm_linear import norm_linear
+from transfertraj.model.norm_linear import norm_linear, norm_linear_gelu_mean
 from transfertraj.model.position_proxy import curve_offset, position_proxy
 from transfertraj.model.rotary import rotate_halves
 
@@ -212,12 +212,12 @@ class ModalityMixer(nn.Module):
         # norm and projection fused (model/norm_linear.py): backward keeps the stream, not its normed copy
         tokens = tokens + self.attn(tokens, norm=self.ln1)
         linear, act, out, drop = self.mlp
-        hidden = act(norm_linear(tokens, self.ln2, linear))  # (N, M, 2d)
         if self.training and drop.p > 0:  # dropout draws per token: pool after it
+            hidden = act(norm_linear(tokens, self.ln2, linear))  # (N, M, 2d)
             return (tokens + drop(out(hidden))).mean(dim=1)  # (N, d)
         # The mean over modalities commutes with the last (affine) layer: pooled first, it runs on N rows,
-        # not N x M. The same answer to float rounding.
-        return tokens.mean(dim=1) + drop(out(hidden.mean(dim=1)))  # (N, d)
+        # not N x M. The same answer to float rounding. (act is nn.GELU(): the fused function's GELU.)
+        return tokens.mean(dim=1) + drop(out(norm_linear_gelu_mean(tokens, self.ln2, linear)))  # (N, d)
 
 
 def absolute_sincos(coords: torch.Tensor, dim: int) -> torch.Tensor:

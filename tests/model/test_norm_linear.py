@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transfertraj.model.norm_linear import norm_linear
+from transfertraj.model.norm_linear import norm_linear, norm_linear_gelu_mean
 
 
 def modules(dtype=torch.float64):
@@ -53,3 +53,24 @@ def test_keeps_the_input_not_the_normed_copy():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         norm_linear(x, norm, linear)
     assert sum(1 for s in kept if s == x.shape) == 1  # x itself; the (50, 6) norm output is not kept
+
+
+def test_pooled_mlp_equals_the_modules_and_keeps_only_the_stream():
+    norm, linear = modules()
+    x = torch.randn(9, 4, 6, dtype=torch.float64, requires_grad=True)  # (N, M, d)
+    kept = []
+
+    def pack(t):
+        kept.append(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = norm_linear_gelu_mean(x, norm, linear)
+    ref = torch.nn.functional.gelu(linear(norm(x))).mean(dim=1)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    assert kept.count(x.shape) == 1 and (9, 4, 5) not in kept  # the stream, not the (N, M, hidden) pre-activation
+    params = [x, norm.weight, norm.bias, linear.weight, linear.bias]
+    dy = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, params, dy), torch.autograd.grad(ref, params, dy)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: norm_linear_gelu_mean(x, norm, linear), (x,))
