@@ -13,11 +13,11 @@ x[tok] (n, d), the pre-activation (n, h), its GELU (n, h), the experts' outputs 
 copy (n, d) until backward, 105 MB per layer at 64 x 120 (N = 7,680 real points, k = 4), each expert's slice a
 buffer of its own whose size follows the routing and so changes every step; glibc's heap, which reuses a
 freed hole only for a request that fits in it, grew by about 50 MB a step (issue #18, bench/README.md). Here
-the backward keeps x, the pre-activation and the weights only (38 MB) and recomputes what it needs from them:
-the gather and the GELU (an index copy and one elementwise pass: the same operations on the same numbers),
-and the gate weights' gradient through the product it computes anyway, by linearity:
-<dy, g w2 + b2> = <dy w2^T, g> + <dy, b2>. Every buffer is one (n, .) block whose size does not depend on
-the routing.
+the backward keeps x and the weights only (4 MB) and recomputes what it needs from them: the gather, the
+first layer and the GELU (the same operations on the same numbers: one more matrix product per expert, about
+2 % of a step's CPU time), and the gate weights' gradient through the product it computes anyway, by
+linearity: <dy, g w2 + b2> = <dy w2^T, g> + <dy, b2>. Every buffer is one (n, .) block whose size does not
+depend on the routing.
 
 Under autocast the products run in the autocast dtype, as torch.addmm does there, and the weighted sum in
 the weights' dtype; gradients come back in each input's own dtype.
@@ -57,28 +57,35 @@ def blocks(counts: list[int]) -> list[tuple[int, int, int]]:
     return out
 
 
+def _hidden(x, tok, w1, b1, spans, dtype) -> torch.Tensor:
+    """The pre-activation (n, hidden): each row's x[tok] through its expert's first layer."""
+    xs = x.to(dtype)[tok]  # (n, d)
+    h = xs.new_empty(len(tok), w1.shape[-1])
+    for e, a, b in spans:
+        torch.addmm(b1[e].to(dtype), xs[a:b], w1[e].to(dtype), out=h[a:b])
+    return h
+
+
 class _ExpertMixture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, tok, weight, w1, b1, w2, b2, spans, dtype):
-        xs = x.to(dtype)[tok]  # (n, d)
-        h = xs.new_empty(len(tok), w1.shape[-1])  # (n, hidden) pre-activation: kept for backward
-        for e, a, b in spans:
-            torch.addmm(b1[e].to(dtype), xs[a:b], w1[e].to(dtype), out=h[a:b])
-        del xs
-        g = F.gelu(h)
-        out = h.new_empty(len(tok), w2.shape[-1])  # (n, d)
+        g = F.gelu(_hidden(x, tok, w1, b1, spans, dtype))  # (n, hidden)
+        out = g.new_empty(len(tok), w2.shape[-1])  # (n, d)
         for e, a, b in spans:
             torch.addmm(b2[e].to(dtype), g[a:b], w2[e].to(dtype), out=out[a:b])
         del g
-        y = torch.zeros_like(x).index_add_(0, tok, (out * weight.unsqueeze(-1)).to(x.dtype))
-        ctx.save_for_backward(x, tok, weight, h, w1, w2, b2)
+        w = weight.unsqueeze(-1)  # in place where no promotion is lost (autocast: bf16 outputs, fp32 weights)
+        weighted = out.mul_(w) if out.dtype == torch.promote_types(out.dtype, w.dtype) else out * w
+        y = torch.zeros_like(x).index_add_(0, tok, weighted.to(x.dtype))
+        ctx.save_for_backward(x, tok, weight, w1, b1, w2, b2)
         ctx.spans, ctx.dtype, ctx.param_dtypes = spans, dtype, (w1.dtype, b1.dtype, w2.dtype, b2.dtype)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, tok, weight, h, w1, w2, b2 = ctx.saved_tensors
+        x, tok, weight, w1, b1, w2, b2 = ctx.saved_tensors
         spans, dtype = ctx.spans, ctx.dtype
+        h = _hidden(x, tok, w1, b1, spans, dtype)  # recomputed: the same products on the same numbers
         need_x, _, need_weight, need_w1, need_b1, need_w2, need_b2, _, _ = ctx.needs_input_grad
         dys = grad_y.to(torch.promote_types(dtype, weight.dtype))[tok]  # (n, d): each assignment's dy
         dout = (dys * weight.unsqueeze(-1)).to(dtype)  # (n, d): gradient of the experts' outputs
@@ -105,7 +112,7 @@ class _ExpertMixture(torch.autograd.Function):
             del g, dys_c
             dg.mul_(weight.to(dtype).unsqueeze(-1))  # now the gradient of the GELU's output
             dh = torch.ops.aten.gelu_backward(dg, h)
-            del dg
+            del dg, h
             if need_w1:
                 xs = x.to(dtype)[tok]  # recomputed gather
                 dw1 = torch.zeros(w1.shape, dtype=dtype, device=w1.device)
