@@ -57,19 +57,18 @@ def blocks(counts: list[int]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _hidden(x, tok, w1, b1, spans, dtype) -> torch.Tensor:
-    """The pre-activation (n, hidden): each row's x[tok] through its expert's first layer."""
-    xs = x.to(dtype)[tok]  # (n, d)
-    h = xs.new_empty(len(tok), w1.shape[-1])
+def _hidden(xs, w1, b1, spans) -> torch.Tensor:
+    """The pre-activation (n, hidden): each gathered row xs (n, d) through its expert's first layer."""
+    h = xs.new_empty(len(xs), w1.shape[-1])
     for e, a, b in spans:
-        torch.addmm(b1[e].to(dtype), xs[a:b], w1[e].to(dtype), out=h[a:b])
+        torch.addmm(b1[e].to(xs.dtype), xs[a:b], w1[e].to(xs.dtype), out=h[a:b])
     return h
 
 
 class _ExpertMixture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, tok, weight, w1, b1, w2, b2, spans, dtype):
-        g = F.gelu(_hidden(x, tok, w1, b1, spans, dtype))  # (n, hidden)
+        g = F.gelu(_hidden(x.to(dtype)[tok], w1, b1, spans))  # (n, hidden)
         out = g.new_empty(len(tok), w2.shape[-1])  # (n, d)
         for e, a, b in spans:
             torch.addmm(b2[e].to(dtype), g[a:b], w2[e].to(dtype), out=out[a:b])
@@ -85,7 +84,8 @@ class _ExpertMixture(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, tok, weight, w1, b1, w2, b2 = ctx.saved_tensors
         spans, dtype = ctx.spans, ctx.dtype
-        h = _hidden(x, tok, w1, b1, spans, dtype)  # recomputed: the same products on the same numbers
+        xs = x.to(dtype)[tok]  # (n, d) recomputed gather, kept for the first layer's weight gradient
+        h = _hidden(xs, w1, b1, spans)  # recomputed: the same products on the same numbers
         need_x, _, need_weight, need_w1, need_b1, need_w2, need_b2, _, _ = ctx.needs_input_grad
         dys = grad_y.to(torch.promote_types(dtype, weight.dtype))[tok]  # (n, d): each assignment's dy
         dout = (dys * weight.unsqueeze(-1)).to(dtype)  # (n, d): gradient of the experts' outputs
@@ -114,11 +114,10 @@ class _ExpertMixture(torch.autograd.Function):
             dh = torch.ops.aten.gelu_backward(dg, h)
             del dg, h
             if need_w1:
-                xs = x.to(dtype)[tok]  # recomputed gather
                 dw1 = torch.zeros(w1.shape, dtype=dtype, device=w1.device)
                 for e, a, b in spans:
                     torch.mm(xs[a:b].t(), dh[a:b], out=dw1[e])
-                del xs
+            del xs
             if need_b1:
                 db1 = torch.zeros(w1.shape[0], w1.shape[2], dtype=dtype, device=w1.device)
                 for e, a, b in spans:

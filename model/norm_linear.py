@@ -93,8 +93,9 @@ class _NormLinearGeluMean(torch.autograd.Function):
         d, dt = stream.shape[-1], ctx.dt
         z = torch.native_layer_norm(stream, (d,), gamma, beta, ctx.eps)[0].to(dt)  # recomputed: the same numbers
         h = F.linear(z, weight.to(dt), None if bias is None else bias.to(dt))  # (N, M, hidden), recomputed
-        # the mean's backward as autograd takes it (expand, divide by M), then the GELU's
-        dh = torch.ops.aten.gelu_backward(grad_pooled.to(dt).unsqueeze(1).expand(h.shape) / h.shape[1], h)
+        # the mean's backward (each token gets grad / M: divided before it is broadcast, the same numbers
+        # for M times fewer divisions), then the GELU's
+        dh = torch.ops.aten.gelu_backward((grad_pooled.to(dt) / h.shape[1]).unsqueeze(1).expand(h.shape), h)
         del h
         dh2 = dh.reshape(-1, dh.shape[-1])  # (N*M, hidden)
         dw = (dh2.t() @ z.reshape(-1, d)).to(weight.dtype) if need_w else None
