@@ -84,8 +84,7 @@ class _ExpertMixture(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, tok, weight, w1, b1, w2, b2 = ctx.saved_tensors
         spans, dtype = ctx.spans, ctx.dtype
-        xs = x.to(dtype)[tok]  # (n, d) recomputed gather, kept for the first layer's weight gradient
-        h = _hidden(xs, w1, b1, spans)  # recomputed: the same products on the same numbers
+        h = _hidden(x.to(dtype)[tok], w1, b1, spans)  # recomputed: the same products on the same numbers
         need_x, _, need_weight, need_w1, need_b1, need_w2, need_b2, _, _ = ctx.needs_input_grad
         dys = grad_y.to(torch.promote_types(dtype, weight.dtype))[tok]  # (n, d): each assignment's dy
         dout = (dys * weight.unsqueeze(-1)).to(dtype)  # (n, d): gradient of the experts' outputs
@@ -113,11 +112,12 @@ class _ExpertMixture(torch.autograd.Function):
             dg.mul_(weight.to(dtype).unsqueeze(-1))  # now the gradient of the GELU's output
             dh = torch.ops.aten.gelu_backward(dg, h)
             del dg, h
-            if need_w1:
+            if need_w1:  # the gather again: kept from the recomputation, it would add to backward's peak
+                xs = x.to(dtype)[tok]
                 dw1 = torch.zeros(w1.shape, dtype=dtype, device=w1.device)
                 for e, a, b in spans:
                     torch.mm(xs[a:b].t(), dh[a:b], out=dw1[e])
-            del xs
+                del xs
             if need_b1:
                 db1 = torch.zeros(w1.shape[0], w1.shape[2], dtype=dtype, device=w1.device)
                 for e, a, b in spans:
