@@ -153,12 +153,12 @@ def child(spec: dict) -> dict:
         """The dense variant swaps the density vectors for the densely pooled POI embeddings."""
         return dict(b, poi=dense(abs_xy), poi_missing=no_missing) if dense else b
 
-    def step():
+    def step():  # as model/train.py steps: gradients freed right after the update, before the next forward
         with autocast:
             _, loss = model(inputs(batch), targets)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)
         return loss
 
     for _ in range(spec["warmup"]):

@@ -27,7 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from transfertraj.model.grouped_experts import expert_mixture
+from transfertraj.model.norm_linear import norm_linear, norm_linear_gelu_mean
 from transfertraj.model.position_proxy import curve_offset, position_proxy
+from transfertraj.model.rotary import rotate_halves
 
 POSITIONS = ("trie", "absolute_sincos", "none")
 # Per-point batch fields the embedding reads: gathered at the real points before it.
@@ -184,10 +187,15 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
+        """x (N, M, d) -> (N, M, d); norm: applied to x first (pre-norm), fused with the projection."""
         N, M, d = x.shape
-        q, k, v = self.qkv(x).view(N, M, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)  # (N, H, M, dh)
-        y = F.scaled_dot_product_attention(q, k, v)  # (N, H, M, dh)
+        qkv = norm_linear(x, norm, self.qkv) if norm is not None else self.qkv(x)  # (N, M, 3d)
+        q, k, v = qkv.view(N, M, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)  # (N, H, M, dh)
+        # M is 4: scores (N, H, 4, 4) from two batched products, faster on CPU than the fused kernel (sized for
+        # long sequences; at 64 x 120 its backward took 110 ms a step against 65 ms), the same attention
+        weights = (q @ k.transpose(-2, -1) / math.sqrt(d // self.n_heads)).softmax(dim=-1)  # (N, H, M, M)
+        y = weights @ v  # (N, H, M, dh)
         return self.out(y.transpose(1, 2).reshape(N, M, d))
 
 
@@ -204,14 +212,15 @@ class ModalityMixer(nn.Module):
 
     def forward(self, mods: list[torch.Tensor]) -> torch.Tensor:
         tokens = torch.stack(mods, dim=1) + self.kind  # (N, M, d): one token per modality of each real point
-        tokens = tokens + self.attn(self.ln1(tokens))
+        # norm and projection fused (model/norm_linear.py): backward keeps the stream, not its normed copy
+        tokens = tokens + self.attn(tokens, norm=self.ln1)
         linear, act, out, drop = self.mlp
-        hidden = act(linear(self.ln2(tokens)))  # (N, M, 2d)
         if self.training and drop.p > 0:  # dropout draws per token: pool after it
+            hidden = act(norm_linear(tokens, self.ln2, linear))  # (N, M, 2d)
             return (tokens + drop(out(hidden))).mean(dim=1)  # (N, d)
         # The mean over modalities commutes with the last (affine) layer: pooled first, it runs on N rows,
-        # not N x M. The same answer to float rounding.
-        return tokens.mean(dim=1) + drop(out(hidden.mean(dim=1)))  # (N, d)
+        # not N x M. The same answer to float rounding. (act is nn.GELU(): the fused function's GELU.)
+        return tokens.mean(dim=1) + drop(out(norm_linear_gelu_mean(tokens, self.ln2, linear)))  # (N, d)
 
 
 def absolute_sincos(coords: torch.Tensor, dim: int) -> torch.Tensor:
@@ -247,17 +256,13 @@ class TrieAttention(nn.Module):
 
     def rotate(self, qk: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """qk (B, L, 2, H, dh): queries and keys, both turned by the angles of their point in one pass
-        (one set of elementwise operations for the two, on the projection's own layout)."""
+        (model/rotary.py: one set of elementwise operations for the two, little kept for backward)."""
         B, L, _, H, dh = qk.shape
         with torch.autocast(device_type=qk.device.type, enabled=False):  # angles of km-scale inputs need fp32
             ang = (
                 self.phi(coords.to(self.phi.weight.dtype) / self.unit_m).view(B, L, 1, H, dh // 2) * self.freqs
             )  # (B, L, 1, H, dh/2): the same angle for a point's query and key
-            cos, sin = ang.cos().to(qk.dtype), ang.sin().to(qk.dtype)
-        # [u1 cos - u2 sin, u1 sin + u2 cos] as qk * [cos, cos] + [u2, u1] * [-sin, sin]: the same numbers,
-        # from two products over whole rows instead of four over strided halves (6x less time on CPU)
-        swapped = torch.cat([qk[..., dh // 2 :], qk[..., : dh // 2]], dim=-1)  # (B, L, 2, H, dh)
-        return qk * torch.cat([cos, cos], dim=-1) + swapped * torch.cat([-sin, sin], dim=-1)
+        return rotate_halves(qk, ang)
 
     def forward(
         self,
@@ -267,15 +272,19 @@ class TrieAttention(nn.Module):
         *,
         return_weights: bool = False,
         queries: torch.Tensor | None = None,
+        norm: nn.LayerNorm | None = None,
     ):
         """x (B, L, d) -> (B, L, d) and the weights (B, H, L, L) when return_weights. queries (n,): flat
         positions in (B, L), row-major, of the only points whose output is wanted -> (n, d) at them; every
-        real point is still a key (RtteLayer's last-layer path)."""
+        real point is still a key (RtteLayer's last-layer path). norm: applied to x first (pre-norm), fused
+        with the projection (model/norm_linear.py)."""
         B, L, d = x.shape
-        qkv = self.qkv(x).view(B, L, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, dh)
+        qkv = norm_linear(x, norm, self.qkv) if norm is not None else self.qkv(x)
+        qkv = qkv.view(B, L, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, dh)
         qk = self.rotate(qkv[:, :, :2], coords) if self.rotary else qkv[:, :, :2]  # (B, L, 2, H, dh)
         q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, L, dh)
-        v = qkv[:, :, 2].transpose(1, 2)  # (B, H, L, dh)
+        # v copied out of the projection: attention keeps v for backward, and a view would keep all of qkv
+        v = qkv[:, :, 2].transpose(1, 2).contiguous() if self.rotary else qkv[:, :, 2].transpose(1, 2)  # (B, H, L, dh)
         keep = valid.view(B, 1, 1, L)  # padded keys are never attended
         if queries is not None:  # the wanted queries, left-aligned per trajectory: (B, Lq) slots, Lq <= L
             row = torch.div(queries, L, rounding_mode="floor")  # (n,)
@@ -327,41 +336,38 @@ class ScMoE(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(n_experts, dim))
         self.drop = nn.Dropout(dropout)
 
-    def experts(self, xs: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """Rows grouped by expert (counts[e] rows for expert e, in expert order) -> each row through its
-        expert's 2-layer MLP, (n, d) in the same order."""
-        outs = []
-        for e, xe in enumerate(xs.split(counts)):
-            if xe.shape[0] == 0:
-                continue
-            h = F.gelu(torch.addmm(self.b1[e].to(xe.dtype), xe, self.w1[e].to(xe.dtype)))  # (n_e, hidden)
-            outs.append(torch.addmm(self.b2[e].to(xe.dtype), h, self.w2[e].to(xe.dtype)))  # (n_e, d)
-        return torch.cat(outs) if outs else xs.new_zeros(0, xs.shape[-1])
-
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, dict]:
         N, d = x.shape
-        route_in = torch.cat([x, context.to(x.dtype)], dim=-1)  # (N, 2d)
-        logits = self.gate(route_in).float()  # (N, C)
+        context = context.to(x.dtype)
+        logits = _halves(self.gate, x, context).float()  # (N, C)
         if self.training and self.noise:
-            logits = logits + torch.randn_like(logits) * F.softplus(self.noise_scale(route_in).float())
+            logits = logits + torch.randn_like(logits) * F.softplus(_halves(self.noise_scale, x, context).float())
         top_logits, top_idx = logits.topk(self.top_k, dim=-1)  # (N, k)
         top_w = top_logits.softmax(dim=-1)  # (N, k)
 
         # Each (token, expert) assignment sorted by expert once (stable: a token's experts keep their
-        # top-k order), so each expert reads one contiguous slice: one gather, one matmul pair per
-        # expert, one scatter. The per-expert boolean search this replaces cost a scan of all N*k
-        # assignments and a gather/scatter per expert.
+        # top-k order), so each expert reads one contiguous block: one matmul pair per expert, and the
+        # weighted sum back onto the tokens, in model/grouped_experts.py (which keeps little for backward).
+        # The per-expert boolean search this replaces cost a scan of all N*k assignments and a
+        # gather/scatter per expert.
         flat_idx = top_idx.reshape(-1)  # (N*k,)
         order = flat_idx.argsort(stable=True)  # (N*k,) assignments grouped by expert
         tok = torch.div(order, self.top_k, rounding_mode="floor")  # (N*k,) token of each assignment
         counts = torch.bincount(flat_idx, minlength=self.n_experts)  # (C,)
-        out = self.experts(x[tok], counts.tolist())  # (N*k, d), sorted order
-        y = x.new_zeros(N, d).index_add_(0, tok, (out * top_w.reshape(-1)[order].unsqueeze(-1)).to(x.dtype))
+        weight = top_w.reshape(-1)[order]  # (N*k,) gate weight of each assignment
+        y = expert_mixture(x, tok, weight, counts.tolist(), self.w1, self.b1, self.w2, self.b2)  # (N, d)
 
         probs = logits.softmax(dim=-1)  # (N, C)
         frac = counts.float() / max(flat_idx.numel(), 1)
         aux = self.n_experts * (frac * probs.mean(dim=0)).sum()
         return self.drop(y), {"indices": top_idx, "weights": top_w, "aux_loss": aux}
+
+
+def _halves(layer: nn.Linear, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """layer(cat([x, context], -1)) for a bias-free layer, from the two halves of its weight: no (N, 2d)
+    concatenation, which backward would keep (x and context are kept by others already)."""
+    d = x.shape[-1]
+    return F.linear(x, layer.weight[:, :d]) + F.linear(context, layer.weight[:, d:])
 
 
 class RtteLayer(nn.Module):
@@ -399,11 +405,11 @@ class RtteLayer(nn.Module):
         at the rows."""
         if rows is not None and not return_weights:  # only `rows` are read: their queries alone
             flat = h.reshape(-1, h.shape[-1])  # (B*L, d)
-            a, _ = self.attn(self.ln1(h), coords, valid, queries=rows)  # (n, d)
+            a, _ = self.attn(h, coords, valid, queries=rows, norm=self.ln1)  # (n, d)
             at = flat[rows] + self.drop(a).to(h.dtype)  # (n, d)
             f, route = self.ffn(self.ln2(at), context)
             return flat.index_copy(0, rows, at + f.to(h.dtype)).view_as(h), None, route  # the rest: as it came
-        a, weights = self.attn(self.ln1(h), coords, valid, return_weights=return_weights)
+        a, weights = self.attn(h, coords, valid, return_weights=return_weights, norm=self.ln1)
         h = h + self.drop(a)  # (B, L, d)
         rows = valid.reshape(-1).nonzero().squeeze(1) if rows is None else rows
         flat = h.reshape(-1, h.shape[-1])  # (B*L, d)

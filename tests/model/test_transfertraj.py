@@ -280,8 +280,11 @@ def test_moe_sorted_experts_match_the_expert_loop(n_tokens):
     if n_tokens:
         grads = torch.autograd.grad(y.square().sum(), [x, moe.w1, moe.b2, moe.gate.weight], retain_graph=True)
         grads_ref = torch.autograd.grad(ref.square().sum(), [x, moe.w1, moe.b2, moe.gate.weight])
+        # float32 rounding: the gate's gradient is summed in another order than the loop's (through
+        # <dy w2^T, gelu> + <dy, b2>, model/grouped_experts.py), 2e-7 of its largest entry; each is as far
+        # from the float64 answer (exact in float64: tests/model/test_grouped_experts.py)
         for g, g_ref in zip(grads, grads_ref):
-            torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(g, g_ref, atol=1e-6 * float(g_ref.abs().max()), rtol=1e-5)
         # aux loss: C * sum f_e P_e with f_e the share of assignments, counted directly
         f = torch.bincount(route["indices"].reshape(-1), minlength=8).float() / (n_tokens * 2)
         p = moe.gate(torch.cat([x, ctx], -1)).softmax(-1).mean(0)
