@@ -28,18 +28,45 @@ import torch.nn.functional as F
 
 def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
     """linear(norm(x)) over x's last dimension (norm with an elementwise affine: the model's LayerNorms)."""
+    return _apply(_NormLinear, x, norm, linear)
+
+
+def _apply(function, x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
+    """function.apply with autocast off inside it and the autocast dtype (or None) passed in: the function
+    casts as autocast would (module docstring)."""
     kind = x.device.type
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
     with torch.autocast(kind, enabled=False):
-        return _NormLinear.apply(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps, dtype)
+        return function.apply(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps, dtype)
+
+
+def _normed(x, gamma, beta, eps, dtype):
+    """The forward's norm: (stream kept for backward, normed z, mean, rstd, the linear layer's dtype)."""
+    stream = x.float() if dtype is not None else x  # autocast runs layer_norm in float32
+    z, mean, rstd = torch.native_layer_norm(stream, (x.shape[-1],), gamma, beta, eps)
+    return stream, z, mean, rstd, dtype or z.dtype
+
+
+def _norm_backward(ctx, dz, stream, mean, rstd, gamma, beta):
+    """The norm's backward from the gradient at its output (rows x d, any float dtype): (dx, dgamma, dbeta)."""
+    need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
+    dx, dgamma, dbeta = torch.ops.aten.native_layer_norm_backward(
+        dz.to(stream.dtype).view(stream.shape),
+        stream,
+        (stream.shape[-1],),
+        mean,
+        rstd,
+        gamma,
+        beta,
+        [need_x, need_gamma, need_beta],
+    )
+    return (None if dx is None else dx.to(ctx.x_dtype)), dgamma, dbeta
 
 
 class _NormLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gamma, beta, weight, bias, eps, dtype):
-        stream = x.float() if dtype is not None else x  # autocast runs layer_norm in float32
-        z, mean, rstd = torch.native_layer_norm(stream, (x.shape[-1],), gamma, beta, eps)
-        dt = dtype or z.dtype
+        stream, z, mean, rstd, dt = _normed(x, gamma, beta, eps, dtype)
         y = F.linear(z.to(dt), weight.to(dt), None if bias is None else bias.to(dt))
         ctx.save_for_backward(stream, mean, rstd, gamma, beta, weight)
         ctx.eps, ctx.dt, ctx.x_dtype, ctx.has_bias = eps, dt, x.dtype, bias is not None
@@ -59,28 +86,19 @@ class _NormLinear(torch.autograd.Function):
         if need_b and ctx.has_bias:
             db = dy.sum(0).to(weight.dtype)
         if need_x or need_gamma or need_beta:
-            dz = (dy @ weight.to(ctx.dt)).to(stream.dtype).view(stream.shape)
-            dx, dgamma, dbeta = torch.ops.aten.native_layer_norm_backward(
-                dz, stream, (d,), mean, rstd, gamma, beta, [need_x, need_gamma, need_beta]
-            )
-            dx = None if dx is None else dx.to(ctx.x_dtype)
+            dx, dgamma, dbeta = _norm_backward(ctx, dy @ weight.to(ctx.dt), stream, mean, rstd, gamma, beta)
         return dx, dgamma, dbeta, dw, db, None, None
 
 
 def norm_linear_gelu_mean(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
     """F.gelu(linear(norm(x))).mean(dim=1): x (N, M, d) -> (N, hidden)."""
-    kind = x.device.type
-    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
-    with torch.autocast(kind, enabled=False):
-        return _NormLinearGeluMean.apply(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps, dtype)
+    return _apply(_NormLinearGeluMean, x, norm, linear)
 
 
 class _NormLinearGeluMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gamma, beta, weight, bias, eps, dtype):
-        stream = x.float() if dtype is not None else x
-        z, mean, rstd = torch.native_layer_norm(stream, (x.shape[-1],), gamma, beta, eps)
-        dt = dtype or z.dtype
+        stream, z, mean, rstd, dt = _normed(x, gamma, beta, eps, dtype)
         pooled = F.gelu(F.linear(z.to(dt), weight.to(dt), None if bias is None else bias.to(dt))).mean(dim=1)
         ctx.save_for_backward(stream, mean, rstd, gamma, beta, weight, bias)
         ctx.eps, ctx.dt, ctx.x_dtype = eps, dt, x.dtype
@@ -103,12 +121,9 @@ class _NormLinearGeluMean(torch.autograd.Function):
         del z
         dx = dgamma = dbeta = None
         if need_x or need_gamma or need_beta:
-            dz = (dh2 @ weight.to(dt)).to(stream.dtype).view(stream.shape)
+            dz = dh2 @ weight.to(dt)
             del dh, dh2
-            dx, dgamma, dbeta = torch.ops.aten.native_layer_norm_backward(
-                dz, stream, (d,), mean, rstd, gamma, beta, [need_x, need_gamma, need_beta]
-            )
-            dx = None if dx is None else dx.to(ctx.x_dtype)
+            dx, dgamma, dbeta = _norm_backward(ctx, dz, stream, mean, rstd, gamma, beta)
         return dx, dgamma, dbeta, dw, db, None, None
 
 

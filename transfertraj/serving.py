@@ -465,7 +465,7 @@ class TransferTrajModel(mlflow.pyfunc.PythonModel):
         mask_task = model_task(task, mu)
         city = str(params.get("city") or self.spec["default_city"])
         # numpy's BLAS at 1 thread for the request (restored after): its arrays are small, and OpenBLAS's
-        # idle threads spin on the cores the network's threads need (about 10 ms of CPU per 64-trip request).
+        # idle threads spin on the cores the network's threads need (7-10 ms of CPU per 64-trip request).
         with self.blas.limit(limits=1, user_api="blas"):
             return self._predict(model_input, task, mu, mask_task, city)
 

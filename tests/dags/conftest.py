@@ -89,7 +89,7 @@ def assert_succeeded(run, caplog) -> None:
     """The DAG run succeeded; if not, the failure names each failed try and its error, as the policy logged it.
 
     A retried try's error is logged even when its retry succeeds, so a flaky task shows in the output."""
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     if str(run.state) != "success":
+        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
         tries = [r.getMessage() for r in caplog.records if r.name == "transfertraj.pipeline"]
         pytest.fail(f"{run.dag_id} ended {run.state}: {states}; failed tries: {tries or 'none logged'}")

@@ -8,8 +8,8 @@ The alert logs one `ALERT transfertraj task failed: <dag>.<task> run <id>: <erro
 TRANSFERTRAJ_ALERT_WEBHOOK is set, POSTs `{"text": ...}` there (the body Slack, Mattermost and Teams
 incoming webhooks accept). A try that fails with retries left logs one `transfertraj task will retry: ...`
 warning instead, with its error, so the cause of a retried failure is in the log even when the retry
-succeeds. Retries wait TRANSFERTRAJ_RETRY_DELAY_S seconds (default 300). It is an Airflow notifier, so e-mail or another provider's notifier can be
-added beside it in DEFAULT_ARGS (docs/operations.md). Everything here runs while the scheduler parses
+succeeds. Retries wait TRANSFERTRAJ_RETRY_DELAY_S seconds (default 300). It is an Airflow notifier, so
+e-mail or another provider's notifier can be added beside it in DEFAULT_ARGS (docs/operations.md). Everything here runs while the scheduler parses
 the DAG files: it reads the environment and imports nothing beyond the Airflow SDK they import anyway.
 """
 
