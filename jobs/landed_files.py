@@ -31,6 +31,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from transfertraj.core.city_config import CityConfig, positional_column
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,18 @@ PORTO_COLUMNS = (
 PORTO_REQUIRED = ("TRIP_ID", "TAXI_ID", "TIMESTAMP", "POLYLINE")
 READABLE_SUFFIXES = (".csv", ".txt", ".gz", ".tsv", ".parquet")
 CHUNK = 1 << 20
-# A line with an odd number of double quotes: the start (or the end) of a field that spans lines.
-_ODD_QUOTES = re.compile(rb'(?:\A|(?<=[\r\n]))[^"\r\n]*+(?:"[^"\r\n]*+"[^"\r\n]*+)*+"[^"\r\n]*+(?=[\r\n]|\Z)')
+
+
+def has_odd_quote_line(body: bytes) -> bool:
+    """Whether some line of `body` (split at \\n and \\r) holds an odd number of double quotes: the start
+    (or the end) of a field that spans lines. Vectorised (numpy over the chunk's bytes): a regex over
+    every line took 2.6 s per 47 MB Porto file, whose every line is quoted."""
+    b = np.frombuffer(body, np.uint8)
+    quotes = np.flatnonzero(b == 34)
+    if not len(quotes):
+        return False
+    breaks = np.flatnonzero((b == 10) | (b == 13))
+    return bool((np.bincount(np.searchsorted(breaks, quotes)) % 2).any())
 
 
 class LandingError(ValueError):
@@ -198,7 +210,7 @@ def _scan(raw, *, compressed: bool) -> _Scan:
                 tail = buf  # still inside one line
             else:
                 body, tail = buf[: cut + 1], buf[cut + 1 :]
-                s.odd_quotes = body.count(b'"') % 2 == 1 or (b'"' in body and _ODD_QUOTES.search(body) is not None)
+                s.odd_quotes = body.count(b'"') % 2 == 1 or (b'"' in body and has_odd_quote_line(body))
     if not s.odd_quotes and tail.count(b'"') % 2 == 1:
         s.odd_quotes = True
     s.lines = breaks + (1 if s.size and last not in (b"\n", b"\r") else 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import random
+import re
 
 import pytest
 
@@ -110,3 +112,12 @@ def test_a_parquet_file_names_its_columns_and_counts_its_rows(tmp_path):
     pq.write_table(table.drop_columns(["lat"]), lacking)
     with pytest.raises(landed_files._Quarantine, match="lacks required column"):
         inspect_file(lacking, city)
+
+
+def test_odd_quote_lines_are_found_as_a_line_by_line_count_finds_them():
+    """has_odd_quote_line against the plain definition, on random lines of quotes, breaks and text."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        body = bytes(rng.choice(b'"\n\rab,') for _ in range(rng.randrange(0, 30)))
+        want = any(line.count(b'"') % 2 for line in re.split(rb"\r|\n", body))
+        assert landed_files.has_odd_quote_line(body) == want, body
