@@ -341,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up and tiny-input runs")
     parser.add_argument("--profile", action="store_true", help="Spark event log + longest jobs by call site")
     parser.add_argument("--note", default="", help="conditions to record with the figures (shared cores...)")
+    parser.add_argument(
+        "--before",
+        metavar="COMMIT",
+        help="also run the Spark ingestion as of COMMIT (its code checked out under the work folder, its own "
+        "lake) on the same files, after each Spark run: engine spark@COMMIT, the before/after in one run",
+    )
     # the Spark child (internal)
     parser.add_argument("--child-spark", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--startup-only", action="store_true", help=argparse.SUPPRESS)
@@ -400,12 +406,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generated {human(points)} points in {time.perf_counter() - t:.1f} s -> {folder}", flush=True)
         return folder, day
 
+    before = before_tree(args.before, work) if args.before else None
+    if before is not None:
+        engines = [x for e in engines for x in ([e, before.name] if e == "spark" else [e])]
+
     def one(
         engine: str, points: int, folder: Path, day: str, tag: str, startup_only: bool = False, city: Path | None = None
     ) -> dict:
         out = work / "out" / engine / tag
         cmd = child_cmd(
-            engine,
+            "spark" if engine.startswith("spark@") else engine,
             delivery=folder,
             out=out,
             city_file=city or city_file,
@@ -414,8 +424,11 @@ def main(argv: list[str] | None = None) -> int:
             startup_only=startup_only,
         )
         run_env = dict(env)
-        if args.profile and engine == "spark":
-            log_dir = work / "eventlog" / tag
+        if engine.startswith("spark@"):  # the commit's own code and child, on a lake of its own
+            cmd[1] = str(before / "bench" / "ingest.py")
+            cmd[cmd.index("--home") + 1] = str(_linked_home(work, before.name, folder))
+        if args.profile and engine.startswith("spark"):
+            log_dir = work / "eventlog" / (tag if engine == "spark" else f"{tag}-{engine}")
             shutil.rmtree(log_dir, ignore_errors=True)
             log_dir.mkdir(parents=True)
             extra = f"spark.eventLog.enabled=true,spark.eventLog.compress=false,spark.eventLog.dir={log_dir.as_uri()}"
@@ -453,11 +466,11 @@ def main(argv: list[str] | None = None) -> int:
             if final:
                 print("\n".join(prof))
             extra += ["", "Spark jobs by call site (--profile):", "```", *prof, "```"]
-        spark_marks = [r for r in results if r["engine"] == "spark" and r.get("marks")]
+        spark_marks = [r for r in results if r["engine"].startswith("spark") and r.get("marks")]
         for r in spark_marks:
             extra += [
                 "",
-                f"Spark {human(r['size'])}: log marks (s after the session was up):",
+                f"{r['engine'].replace('spark', 'Spark')} {human(r['size'])}: log marks (s after the session was up):",
                 "```",
                 *(f"{t:8.1f}  {m}" for t, m in r["marks"]),
                 "```",
@@ -481,9 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             startup["spark-start"] = one("spark", 0, folder, day, "start", startup_only=True)
         for e in engines:
             startup[e] = one(e, TINY_POINTS, folder, day, "tiny")
-        if "spark" in engines:  # the next night: a new date into the lake the first tiny run made
-            folder, day = delivery_for(TINY_POINTS, 100)
-            startup["spark next night"] = one("spark", TINY_POINTS, folder, day, "night")
+        folder, day = delivery_for(TINY_POINTS, 100)
+        for e in (e for e in engines if e.startswith("spark")):  # the next night: a new date into that lake
+            startup[f"{e} next night"] = one(e, TINY_POINTS, folder, day, "night")
         write(final=False)
     for name in args.real:
         found = real_delivery(name, settings, work)
@@ -501,6 +514,38 @@ def main(argv: list[str] | None = None) -> int:
     append_history(args.results / "ingest.csv", stamp, load_start, load_end, table, args.note)
     print(f"\nresults: {base.with_suffix('.csv')} and {base.with_suffix('.md')}")
     return 1 if any(r.get("error") for r in results) else 0
+
+
+def before_tree(commit: str, work: Path) -> Path:
+    """The code of `commit` laid out as the installed package imports it (transfertraj/{jobs, model,
+    feature_store, cities}), with its bench/: work/spark@<short>/. Its child puts that folder first on
+    sys.path, so it runs the commit's ingestion, not this checkout's."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", commit], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    tree = work / f"spark@{sha}"
+    if not (tree / "transfertraj" / "jobs").is_dir():
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        parts = ["transfertraj", "jobs", "model", "feature_store", "config", "bench"]
+        archive = subprocess.run(["git", "archive", sha, *parts], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        for src, dst in (("jobs", "jobs"), ("model", "model"), ("feature_store", "feature_store")):
+            (tree / src).rename(tree / "transfertraj" / dst)
+        (tree / "config" / "cities").rename(tree / "transfertraj" / "cities")
+    print(f"before: the Spark ingestion of {sha} from {tree}", flush=True)
+    return tree
+
+
+def _linked_home(work: Path, name: str, delivery: Path) -> Path:
+    """work/home-<name>: a home of its own whose landing holds hard links to `delivery`'s files."""
+    home = work / f"home-{name}"
+    target = home / delivery.relative_to(work / "home")
+    target.mkdir(parents=True, exist_ok=True)
+    for f in delivery.iterdir():
+        if f.is_file() and not (target / f.name).exists():
+            os.link(f, target / f.name)
+    return home
 
 
 def _loads(loads: tuple[float, float, float]) -> str:
@@ -676,13 +721,13 @@ def render_markdown(table: list[dict], startup: dict[str, dict], conditions: str
 def ratio_lines(table: list[dict]) -> list[str]:
     """Spark's throughput against each peer, per input (wall seconds of the child processes)."""
     return [
-        f"{r['input']} {human(r['size'])}: Spark is {r['vs_pandas']}x pandas"
+        f"{r['input']} {human(r['size'])}: {r['engine'].replace('spark', 'Spark')} is {r['vs_pandas']}x pandas"
         + (f", {r['vs_duckdb']}x DuckDB" if r["vs_duckdb"] is not None else "")
         + f" on wall time; {r['cpu_vs_pandas']}x pandas"
         + (f", {r['cpu_vs_duckdb']}x DuckDB" if r["cpu_vs_duckdb"] is not None else "")
         + " on CPU time"
         for r in table
-        if r["engine"] == "spark" and r["vs_pandas"] is not None
+        if r["engine"].startswith("spark") and r["vs_pandas"] is not None
     ]
 
 

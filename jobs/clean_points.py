@@ -2,7 +2,7 @@
 
     verdicts = clean_sorted(sorted_points, CleaningRules.for_city(city))       # pure numpy, one process
     cleaned = clean_points_spark(points_df, city)                              # the same, spread by Spark
-    cleaned = clean_porto_rows_spark(accepted_rows, city)                      # Porto: a row is a stream
+    fused = check_rows(bronze, city, headers, *porto_cleaning(city))          # Porto: a row is a stream
 
 The rules run in this order; rules that look at neighbours only see the points still kept:
   1. invalid_coordinate   NaN/null, out of range, or (0, 0)
@@ -27,14 +27,16 @@ of whole streams reach one Python worker together (`mapInArrow`; Porto rows are 
 point logs take one shuffle by stream), are sorted once, and each rule is a shifted-array comparison.
 On 10 M generated Porto points this took the ingestion from window-bound (~15 k points/s) to the
 figures in bench/README.md. A Porto row is a whole stream already, its fixes in time order: its points
-reach the worker as two arrays on the row (parsed from the POLYLINE in jobs/parse_points.py) and are
-cleaned there, so no Spark row per point is ever made (porto_trips_and_drops).
+are parsed from the POLYLINE and cleaned in the same worker that checks the rows (jobs/parse_points.py,
+checked_and_cleaned_porto), so no Spark row per point is ever made and the points cross from Python to
+the JVM once, as the trajectories' arrays.
 
 Shapes: every array is (n,), n = points of the batch, sorted by (stream, ts, row_id, point_idx).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -488,13 +490,7 @@ def _cleaned_rows(trip_part: dict, n_t: int, drop_part: dict, n_d: int) -> pa.Ta
     parts = []
     for kind, part, n in ((TRIP, trip_part, n_t), (DROP, drop_part, n_d)):
         if n:
-            part = {**part, "kind": pa.array([kind] * n, pa.string())}
-            parts.append(
-                pa.table(
-                    {f.name: (part[f.name] if f.name in part else pa.nulls(n, f.type)).cast(f.type) for f in schema},
-                    schema=schema,
-                )
-            )
+            parts.append(_conformed({**part, "kind": pa.array([kind] * n, pa.string())}, n, schema))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
@@ -531,9 +527,9 @@ def porto_trips_and_drops(rows: pa.Table, rules: CleaningRules, datum: str = "wg
     s = np.flatnonzero(first)
     offsets = pa.array(np.append(s, len(k)).astype(np.int32))
     trip_row = pa.array(row[k[s]])
-    text = {n: rows.column(n) for n in ("source_file", "stream_id", "vehicle_id")}
+    text = {n: rows.column(n) for n in ("source_file", "stream_id", "vehicle_id", "row_id")}
     trip_part = {
-        **{n: col.take(trip_row) for n, col in text.items()},
+        **{n: col.take(trip_row) for n, col in text.items()},  # row_id: the trip's row
         "seg": pa.array(seg[s]),
         "chunk": pa.array(chunk[s]),
         "n_points": pa.array(np.diff(np.append(s, len(k))).astype(np.int32)),
@@ -546,7 +542,6 @@ def porto_trips_and_drops(rows: pa.Table, rules: CleaningRules, datum: str = "wg
     drop_row = pa.array(row[d])
     drop_part = {
         **{n: col.take(drop_row) for n, col in text.items()},
-        "row_id": rows.column("row_id").take(drop_row),
         "point_idx": pa.array(point_idx[d].astype(np.int32)),
         "reason": pa.array(np.asarray(REASONS, dtype=object)[v["reason"][d]], pa.string()),
         "ts": pa.array(ts[d]),
@@ -557,32 +552,77 @@ def porto_trips_and_drops(rows: pa.Table, rules: CleaningRules, datum: str = "wg
 
 
 PORTO_ROW_COLUMNS = ("source_file", "row_id", "stream_id", "vehicle_id", "ts0", "lons", "lats")
+ROW = "row"  # checked_and_cleaned_porto: a row's own verdict, beside the trips and drops cleaned from it
 
 
-def clean_porto_rows_spark(rows, city: CityConfig):
-    """Spark: accepted Porto rows (jobs/parse_points.py, PORTO_ROW_COLUMNS) -> CLEANED_DDL rows, per Arrow
-    batch of rows (a row is a whole stream: no shuffle, no carry between batches)."""
-    rules, datum = CleaningRules.for_city(city), city.datum
+def checked_and_cleaned_ddl() -> str:
+    """The rows of checked_and_cleaned_porto: check_rows' columns (jobs/parse_points.ROW_CHECK_DDL), then
+    CLEANED_DDL's that they lack (`kind` first of those)."""
+    from transfertraj.jobs.parse_points import ROW_CHECK_DDL
 
-    def batches(it):
-        for batch in it:
-            if batch.num_rows:
-                yield from porto_trips_and_drops(pa.Table.from_batches([batch]), rules, datum).to_batches()
+    have = {f.strip().split(" ")[0] for f in ROW_CHECK_DDL.split(",")}
+    extra = [f.strip() for f in CLEANED_DDL.split(",") if f.strip().split(" ")[0] not in have]
+    return ", ".join([ROW_CHECK_DDL, *extra])
 
-    return rows.select(*PORTO_ROW_COLUMNS).mapInArrow(batches, CLEANED_DDL)
+
+def checked_and_cleaned_porto(batches, rules: CleaningRules, datum: str = "wgs84"):
+    """Arrow worker, after the row checks (parse_points.check_porto_rows' `then`): each checked row as
+    itself (kind `row`, its lons and lats dropped: its points are counted in n_points) and the trips and
+    dropped points (porto_trips_and_drops) of the rows that passed the checks of the row alone.
+
+    Why here: before, the parsed points went back to the JVM as arrays on the checked rows, out again to a
+    second worker to be cleaned, and back as trajectories. A row that a rule over other rows rejects
+    later (a duplicate, a conflicting version of its trip) has its trips and drops removed by row_id."""
+    schema = _arrow_schema(checked_and_cleaned_ddl())
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        t = pa.Table.from_batches([batch])
+        ok = pc.and_(pc.is_null(t.column("_structure")), pc.is_null(t.column("_content")))
+        cleaned = porto_trips_and_drops(t.filter(ok).select(list(PORTO_ROW_COLUMNS)), rules, datum)
+        own = {n: t.column(n) for n in t.column_names if n not in ("lons", "lats")}
+        own["kind"] = pa.array([ROW] * t.num_rows, pa.string())
+        yield from _conformed(own, t.num_rows, schema).to_batches()
+        if cleaned.num_rows:
+            columns = {n: cleaned.column(n) for n in cleaned.column_names}
+            yield from _conformed(columns, cleaned.num_rows, schema).to_batches()
+
+
+def _conformed(columns: dict, n: int, schema: pa.Schema) -> pa.Table:
+    """The columns in `schema`'s order and types; absent columns null."""
+    return pa.table(
+        {f.name: (columns[f.name] if f.name in columns else pa.nulls(n, f.type)).cast(f.type) for f in schema},
+        schema=schema,
+    )
+
+
+def porto_cleaning(city: CityConfig) -> tuple:
+    """check_rows' (then, then_ddl) for a Porto delivery: rows checked and cleaned in one worker."""
+    return (
+        functools.partial(checked_and_cleaned_porto, rules=CleaningRules.for_city(city), datum=city.datum),
+        checked_and_cleaned_ddl(),
+    )
 
 
 def _cleaned_schema() -> pa.Schema:
     """CLEANED_DDL as Arrow types (the DDL's own parser needs a JVM; a test checks the two agree)."""
-    types = {
-        "string": pa.string(),
-        "long": pa.int64(),
-        "int": pa.int32(),
-        "double": pa.float64(),
-        "array<long>": pa.list_(pa.int64()),
-        "array<double>": pa.list_(pa.float64()),
-    }
-    return pa.schema([(name, types[kind]) for name, kind in (f.strip().split(" ", 1) for f in CLEANED_DDL.split(","))])
+    return _arrow_schema(CLEANED_DDL)
+
+
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "long": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "array<long>": pa.list_(pa.int64()),
+    "array<double>": pa.list_(pa.float64()),
+}
+
+
+def _arrow_schema(ddl: str) -> pa.Schema:
+    """A flat DDL of _ARROW_TYPES as an Arrow schema."""
+    return pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in (f.strip().split(" ", 1) for f in ddl.split(","))])
 
 
 def clean_trips_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):

@@ -52,10 +52,11 @@ from transfertraj.feature_store.delta_io import append_arrow, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
 from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, record_spans, spark_readable
-from transfertraj.jobs.clean_points import DROP, TRIP, clean_porto_rows_spark, clean_trips_spark
+from transfertraj.jobs.clean_points import DROP, ROW, TRIP, clean_trips_spark, porto_cleaning
 from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
 from transfertraj.jobs.parse_points import (
     NON_DATA_REASONS,
+    ROW_CHECK_COLUMNS,
     check_rows,
     count_verdicts,
     explode_points,
@@ -360,7 +361,13 @@ def _checked_and_cleaned(
 
     headers = sorted({f.header for f in files if f.header is not None})
     # Parsed once (a Porto POLYLINE in the Arrow worker): the verdicts, their counts and the points read it.
-    checked = _persist(check_rows(rows, city, headers))
+    # A Porto row is cleaned in that same worker (jobs/clean_points.checked_and_cleaned_porto): the frame
+    # kept holds each row's verdict (kind `row`) and the trips and dropped points cleaned from it.
+    porto = city.raw.format == "porto_csv"
+    kept = _persist(
+        check_rows(rows, city, headers, *porto_cleaning(city)) if porto else check_rows(rows, city, headers)
+    )
+    checked = kept.where(F.col("kind") == ROW).select(*ROW_CHECK_COLUMNS) if porto else kept
     report.datum = city.datum
     # One pass over the rows' own verdicts (it fills the cache), the flagged rows moved in the driver:
     # rows by file and reason, and the points of the accepted rows.
@@ -384,14 +391,12 @@ def _checked_and_cleaned(
     # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
     # A Porto row is a stream: its points stay two arrays on the row. A point log's rows are its points,
     # converted to WGS-84 before cleaning (bbox, speeds, stays), then shuffled by vehicle.
-    accepted = verdicts.where(F.col(REASON).isNull())
-    if city.raw.format == "porto_csv":
-        cleaned = clean_porto_rows_spark(accepted, city)
+    if porto:  # cleaned already; the trips and drops of rows that rules over other rows rejected go
+        cleaned = _without_rows(kept.where(F.col("kind") != ROW), flags)
     else:
         points = wgs84_points(explode_points(verdicts), city.datum)
         buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
-        cleaned = clean_trips_spark(points, city, buckets=buckets)
-    cleaned = _persist(cleaned)
+        cleaned = _persist(clean_trips_spark(points, city, buckets=buckets))
     key = load_vehicle_key(settings)
     trips = ct.build_trajectories(
         cleaned.where(F.col("kind") == TRIP),
@@ -439,7 +444,7 @@ def _checked_and_cleaned(
     with _phase(spark, "runs"):
         _append_run(spark, report, started, settings)
         _close_repaired(spark, report, settings)  # every table of the date was replaced by this run
-    for df in [checked, cleaned]:
+    for df in [kept, cleaned]:
         df.unpersist()
     log.info(report.summary())
     if report.status == "failed_unreadable":
@@ -447,6 +452,14 @@ def _checked_and_cleaned(
     if failure:
         raise QualityGateError(f"{city.name} {date}: {failure}; silver not published (bronze and rejects kept)")
     return report
+
+
+def _without_rows(df: DataFrame, row_ids) -> DataFrame:
+    """`df` without the rows whose row_id is among `row_ids` (a few: a broadcast anti-join)."""
+    if not row_ids:
+        return df
+    drop = df.sparkSession.createDataFrame([(int(r),) for r in sorted(row_ids)], f"{ROW_ID} long")
+    return df.join(F.broadcast(drop), ROW_ID, "left_anti")
 
 
 def _check_accounting(r: IngestReport, lines_in_rows: int | None = None) -> None:

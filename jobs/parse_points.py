@@ -62,13 +62,14 @@ CHECKED_COLUMNS = [
     "lon",
     "lat",
     "trip_state",
+    "n_points",  # the points of the row: its POLYLINE's (0 where not parsed), or 1 (a point log's fix)
 ]
 # check_rows' rows, before the rules that look at other rows (row_verdicts): the reason of the row's
 # structure and of its content apart, whether it has no delimiter (a footer candidate), its trip id.
 ROW_CHECK_DDL = (
     "source_file string, row_id long, _structure string, _content string, _single boolean, _trip string, "
     "detail string, stream_id string, vehicle_id string, ts0 double, ts0_alt double, lons array<double>, "
-    "lats array<double>, lon double, lat double, trip_state string"
+    "lats array<double>, lon double, lat double, trip_state string, n_points int"
 )
 ROW_CHECK_COLUMNS = [f.strip().split(" ")[0] for f in ROW_CHECK_DDL.split(",")]
 
@@ -292,6 +293,7 @@ def _polyline_verdicts(batches):
         cols["_content"] = content
         cols["lons"] = pa.ListArray.from_arrays(offsets, pa.array(lon, pa.float64()))
         cols["lats"] = pa.ListArray.from_arrays(offsets, pa.array(lat, pa.float64()))
+        cols["n_points"] = pa.array(counts, pa.int32())
         yield pa.RecordBatch.from_arrays([cols[c] for c in ROW_CHECK_COLUMNS], names=ROW_CHECK_COLUMNS)
 
 
@@ -299,10 +301,16 @@ def _null(kind: str) -> Column:
     return F.lit(None).cast(kind)
 
 
-def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...], sep: str = ",") -> DataFrame:
+def check_porto_rows(
+    rows: DataFrame, header_columns: tuple[str, ...], sep: str = ",", then=None, then_ddl: str | None = None
+) -> DataFrame:
     """Porto rows -> ROW_CHECK_DDL: the verdicts of each row alone, and the POLYLINE of each row as
     arrays of lon and lat (parsed in an Arrow worker, per batch of rows). `detail` holds the line's start
-    for every row: whether a row is a duplicate is only known later (row_verdicts)."""
+    for every row: whether a row is a duplicate is only known later (row_verdicts).
+
+    `then`: a function over those Arrow batches that runs in the same worker and yields rows of `then_ddl`
+    instead (the ingestion cleans the rows there, jobs/clean_points.checked_and_cleaned_porto: the points
+    never go back to the JVM and out again)."""
     parsed, rules = _generic_row_rules(rows, header_columns, sep)
     f = lambda name: _field(header_columns, name)  # noqa: E731
     ts0 = epoch_seconds(f("TIMESTAMP"), "unix_s", "UTC")
@@ -337,8 +345,11 @@ def check_porto_rows(rows: DataFrame, header_columns: tuple[str, ...], sep: str 
         _null("double").alias("lon"),
         _null("double").alias("lat"),
         _null("string").alias("trip_state"),
+        _null("int").alias("n_points"),
     )
-    return rows.mapInArrow(_polyline_verdicts, ROW_CHECK_DDL)
+    if then is None:
+        return rows.mapInArrow(_polyline_verdicts, ROW_CHECK_DDL)
+    return rows.mapInArrow(lambda batches: then(_polyline_verdicts(batches)), then_ddl)
 
 
 def check_point_log_rows(
@@ -392,6 +403,7 @@ def check_point_log_rows(
         "lon",
         "lat",
         "trip_state",
+        F.lit(1).alias("n_points"),
     )
 
 
@@ -402,10 +414,12 @@ def file_delimiter(source_file: Column, city: CityConfig) -> Column:
     return F.when(F.lower(source_file).rlike(r"\.tsv(\.gz)?$"), F.lit("\t")).otherwise(F.lit(","))
 
 
-def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataFrame:
+def check_rows(
+    bronze: DataFrame, city: CityConfig, headers: list[str], then=None, then_ddl: str | None = None
+) -> DataFrame:
     """Every (header, delimiter) group of a delivery checked, as one frame of ROW_CHECK_DDL (persist it,
     then row_verdicts). A header only passed the landing check split by its file's delimiter, so it
-    contains that delimiter."""
+    contains that delimiter. `then`, `then_ddl`: Porto only, see check_porto_rows."""
     import csv
 
     checked = None
@@ -416,12 +430,12 @@ def check_rows(bronze: DataFrame, city: CityConfig, headers: list[str]) -> DataF
             columns = tuple(c.strip() for c in next(csv.reader([header], delimiter=sep)))
             group = with_sep.where((F.col(HEADER) == header) & (F.col("_sep") == sep)).drop("_sep")
             if city.raw.format == "porto_csv":
-                c = check_porto_rows(group, columns, sep)
+                c = check_porto_rows(group, columns, sep, then, then_ddl)
             else:
                 c = check_point_log_rows(group, columns, city, sep)
             checked = c if checked is None else checked.unionByName(c)
     if checked is None:
-        return bronze.sparkSession.createDataFrame([], ROW_CHECK_DDL)
+        return bronze.sparkSession.createDataFrame([], then_ddl if then is not None else ROW_CHECK_DDL)
     return checked
 
 
@@ -596,7 +610,7 @@ def detected_timestamp_formats(bronze: DataFrame, city: CityConfig, headers: lis
 def points_of_rows() -> Column:
     """The points of a row: its POLYLINE's (Porto), else 1 (a point log's fix). Sum it over accepted
     rows for the points read, apart from the cleaning."""
-    return F.when(F.col("lons").isNotNull(), F.size("lons")).otherwise(F.lit(1))
+    return F.col("n_points")
 
 
 def explode_points(checked: DataFrame) -> DataFrame:
