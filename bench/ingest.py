@@ -5,6 +5,7 @@
     .venv/bin/python bench/ingest.py                          # 1 M, 10 M and 30 M points
     .venv/bin/python bench/ingest.py --sizes 1M,10M --engines spark,duckdb --profile
     .venv/bin/python bench/ingest.py --real sf               # REAL: San Francisco's 21 cabspotting days
+    .venv/bin/python bench/ingest.py --sizes 10M --before 7cd80e2 --jvm-profile   # before/after, where the JVM went
 
 Input: GENERATED Porto points (jobs/generate_scale_data.py, real trips shifted in time and space, all
 inside the bbox), one delivery date per size, under a work folder (default <home>/bench/ingest).
@@ -33,6 +34,9 @@ Results: a table on stdout with the ratios and the machine's load average (1, 5,
 end, bench/results/ingest-<timestamp>.{csv,md}, and one dated row per engine and input appended to
 bench/results/ingest.csv (so that a regression shows). --profile also writes Spark's
 event log and prints the Spark jobs that took longest, by the line of code that started them.
+--before COMMIT adds the Spark ingestion of that commit (its code laid out under the work folder, run on
+a lake of its own over hard links of the same files) after each Spark run: a before/after in one run.
+--jvm-profile records the driver JVM with Java Flight Recorder and prints its samples by component.
 """
 
 from __future__ import annotations
@@ -318,6 +322,74 @@ def summarise_event_log(folder: Path, top: int = 12) -> list[str]:
     return lines
 
 
+# Where the driver JVM's samples go, by the first frame of each stack that names one of these (in this
+# order: a Parquet write under a Delta commit counts as Parquet). Everything else is "other".
+JVM_COMPONENTS = (
+    ("Parquet writer (Delta tables)", ("org.apache.parquet.", "shaded.parquet.")),
+    ("SHA-256 (line and trip hashes)", ("sun.security.provider.",)),
+    ("CSV parser (from_csv)", ("com.univocity.",)),
+    (
+        "Arrow to/from the Python workers",
+        ("org.apache.arrow.", "org.apache.spark.sql.execution.arrow.", "org.apache.spark.sql.execution.python."),
+    ),  # fmt: skip
+    ("in-memory cache (persist)", ("org.apache.spark.sql.execution.columnar.",)),
+    ("Delta log and statistics", ("org.apache.spark.sql.delta.", "io.delta.")),
+    ("shuffle", ("org.apache.spark.shuffle.", "org.apache.spark.util.collection.")),
+    ("text reading (Hadoop)", ("org.apache.hadoop.",)),
+    ("Spark SQL generated code and strings", ("org.apache.spark.sql.catalyst.", "org.apache.spark.unsafe.")),
+    ("class loading, JIT and start-up", ("java.util.zip.", "java.lang.ClassLoader", "jdk.internal.loader.")),
+)
+
+
+def jfr_samples(text: str):
+    """`jfr print --events jdk.ExecutionSample` output -> (samples by JVM_COMPONENTS, samples by top frame),
+    two Counters. A sample counts for the component of the first frame, from the top of its stack, that
+    names one."""
+    import collections
+    import re
+
+    by_component: collections.Counter = collections.Counter()
+    by_frame: collections.Counter = collections.Counter()
+    for event in text.split("jdk.ExecutionSample {")[1:]:
+        frames = [
+            re.sub(r"\s+line:.*", "", f.strip())
+            for f in event.split("stackTrace = [", 1)[-1].split("]\n", 1)[0].splitlines()
+            if f.strip() and not f.strip().startswith("...")
+        ]
+        if not frames:
+            continue
+        by_frame[frames[0]] += 1
+        by_component[
+            next(
+                (name for f in frames for name, prefixes in JVM_COMPONENTS if f.startswith(prefixes)),
+                "other (JDK, Scala, Spark core)",
+            )
+        ] += 1
+    return by_component, by_frame
+
+
+def summarise_jfr(path: Path, top: int = 12) -> list[str]:
+    """A Java Flight Recorder file (--jvm-profile) -> its CPU samples by JVM_COMPONENTS and by hottest frame,
+    read with the JDK's own `jfr print`."""
+    try:
+        text = subprocess.run(
+            ["jfr", "print", "--stack-depth", "64", "--events", "jdk.ExecutionSample", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        return [f"{path.name}: no profile ({err})"]
+    by_component, by_frame = jfr_samples(text)
+    n = sum(by_frame.values())
+    if not n:
+        return [f"{path.name}: no samples"]
+    lines = [f"{path.stem}: {n} samples of running Java threads (JFR's default sampler; native code not seen)"]
+    lines += [f"  {100 * c / n:5.1f} %  {name}" for name, c in by_component.most_common()]
+    lines += ["  hottest frames:"] + [f"  {100 * c / n:5.1f} %  {f[:130]}" for f, c in by_frame.most_common(top)]
+    return lines
+
+
 def _covered_s(jobs: list[dict]) -> float:
     """Seconds covered by the jobs' [start, end] spans (ms), overlaps counted once."""
     total, reach = 0, None
@@ -340,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up and tiny-input runs")
     parser.add_argument("--profile", action="store_true", help="Spark event log + longest jobs by call site")
+    parser.add_argument(
+        "--jvm-profile",
+        action="store_true",
+        help="record each Spark run's driver JVM with Java Flight Recorder (the JDK's own sampler) and "
+        "print where its CPU went: by component (Parquet writer, SHA-256, CSV parser, in-memory cache...) and "
+        "by hottest frame",
+    )
     parser.add_argument("--note", default="", help="conditions to record with the figures (shared cores...)")
     parser.add_argument(
         "--before",
@@ -433,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
             log_dir.mkdir(parents=True)
             extra = f"spark.eventLog.enabled=true,spark.eventLog.compress=false,spark.eventLog.dir={log_dir.as_uri()}"
             run_env["TRANSFERTRAJ_SPARK_CONF"] = ",".join(filter(None, [env.get("TRANSFERTRAJ_SPARK_CONF"), extra]))
+        if args.jvm_profile and engine.startswith("spark"):
+            from transfertraj.jobs.spark_session import DRIVER_JIT
+
+            jfr = work / "jfr" / f"{tag}-{engine}.jfr"
+            jfr.parent.mkdir(parents=True, exist_ok=True)
+            jfr.unlink(missing_ok=True)
+            extra = f"spark.driver.extraJavaOptions={DRIVER_JIT} -XX:StartFlightRecording=filename={jfr}"
+            run_env["TRANSFERTRAJ_SPARK_CONF"] = ",".join(filter(None, [run_env.get("TRANSFERTRAJ_SPARK_CONF"), extra]))
         r = measure(cmd, env=run_env, timeout=args.timeout, log_path=work / "logs" / f"{engine}-{tag}.log")
         r.update(engine=engine, size=points, tag=tag)
         state = r.get("error") or f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
@@ -461,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
             w.writeheader()
             w.writerows(table)
         extra = [""] + check
+        if args.jvm_profile:
+            prof = [line for f in sorted((work / "jfr").glob("*.jfr")) for line in summarise_jfr(f)]
+            if final:
+                print("\n".join(prof))
+            extra += ["", "Driver JVM CPU samples (--jvm-profile, Java Flight Recorder):", "```", *prof, "```"]
         if args.profile:
             prof = summarise_event_log(work / "eventlog")
             if final:

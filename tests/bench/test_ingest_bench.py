@@ -3,7 +3,7 @@
 import csv
 import json
 
-from bench.ingest import _covered_s, append_history, summarise_event_log
+from bench.ingest import _covered_s, _linked_home, append_history, before_tree, jfr_samples, summarise_event_log
 
 
 def test_overlapping_jobs_are_counted_once():
@@ -52,3 +52,60 @@ def test_each_run_appends_dated_rows_and_keeps_earlier_columns(tmp_path):
     assert [r["date"] for r in rows] == ["20260101T000000Z", "20260102T000000Z"]
     assert rows[0]["seconds"] == "9" and rows[0]["spark_jobs"] == ""
     assert rows[1]["spark_jobs"] == "26" and rows[0]["load_start"] == "1.0 / 2.0 / 3.0"
+
+
+JFR_TEXT = """jdk.ExecutionSample {
+  startTime = 15:30:58.498
+  sampledThread = "Executor task launch worker for task 3.0 in stage 25.0 (TID 230)" (javaThreadId = 88)
+  state = "STATE_RUNNABLE"
+  stackTrace = [
+    shaded.parquet.it.unimi.dsi.fastutil.doubles.Double2IntLinkedOpenHashMap.get(double) line: 402
+    org.apache.parquet.column.values.dictionary.DictionaryValuesWriter$PlainDoubleDictionaryValuesWriter.writeDouble(double) line: 320
+    org.apache.spark.sql.delta.files.DeltaFileFormatWriter$.executeTask(...) line: 1
+  ]
+}
+
+jdk.ExecutionSample {
+  startTime = 15:30:58.518
+  sampledThread = "main" (javaThreadId = 1)
+  state = "STATE_RUNNABLE"
+  stackTrace = [
+    sun.security.provider.SHA2.implCompress0(byte[], int) line: 225
+    org.apache.spark.unsafe.types.UTF8String.getBytes() line: 1
+    ...
+  ]
+}
+
+jdk.ExecutionSample {
+  startTime = 15:30:58.538
+  sampledThread = "main" (javaThreadId = 1)
+  state = "STATE_RUNNABLE"
+  stackTrace = [
+    java.lang.Object.hashCode() line: 1
+  ]
+}
+"""
+
+
+def test_jvm_samples_count_for_the_first_component_from_the_top_of_the_stack():
+    by_component, by_frame = jfr_samples(JFR_TEXT)
+    assert by_component == {
+        "Parquet writer (Delta tables)": 1,  # not Delta: the Parquet frame is nearer the top
+        "SHA-256 (line and trip hashes)": 1,
+        "other (JDK, Scala, Spark core)": 1,
+    }
+    assert by_frame["sun.security.provider.SHA2.implCompress0(byte[], int)"] == 1
+
+
+def test_the_before_tree_is_laid_out_as_the_installed_package_imports_it(tmp_path):
+    tree = before_tree("HEAD", tmp_path)
+    assert tree.name.startswith("spark@")
+    for part in ("jobs/ingest.py", "model/masking.py", "feature_store/delta_io.py", "cities/porto.yaml"):
+        assert (tree / "transfertraj" / part).is_file(), part
+    assert (tree / "bench" / "ingest.py").is_file()
+    landing = tmp_path / "home" / "landing" / "porto" / "2013-07-01"
+    landing.mkdir(parents=True)
+    (landing / "a.csv").write_text("x\n")
+    home = _linked_home(tmp_path, tree.name, landing)
+    linked = home / "landing" / "porto" / "2013-07-01" / "a.csv"
+    assert linked.read_text() == "x\n" and linked.stat().st_ino == (landing / "a.csv").stat().st_ino
