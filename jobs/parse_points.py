@@ -279,11 +279,28 @@ def parse_polylines(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return ok.to_numpy(zero_copy_only=False), counts, pairs.column("lon").to_numpy(), pairs.column("lat").to_numpy()
 
 
+def line_hashes(lines: pa.Array) -> pa.Array:
+    """SHA-256 of each line's UTF-8 bytes, as lowercase hex (what Spark's sha2(line, 256) gives), read
+    straight from the Arrow buffers. In the worker, not the JVM: OpenSSL's SHA-256 (hashlib) took a
+    fraction of what the driver JVM spent on it (bench/ingest.py --jvm-profile: 7 % of its samples)."""
+    import hashlib
+
+    lines = lines.cast(pa.string()) if lines.type != pa.string() else lines
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    data = memoryview(lines.buffers()[2] or b"")
+    sha = hashlib.sha256
+    return pa.array([sha(data[a:b]).hexdigest() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())])
+
+
 def _polyline_verdicts(batches):
     """Arrow worker: the `_polyline` text of each row -> `lons`, `lats` and the polyline's verdict
-    (bad_polyline, empty_polyline) in `_content`, where the row has no earlier reason."""
+    (bad_polyline, empty_polyline) in `_content`, where the row has no earlier reason; the row's `_line`
+    -> its `stream_id` (line_hashes) and `detail` (its first 300 characters, as Spark's substring)."""
     for batch in batches:
         cols = {name: batch.column(name) for name in batch.schema.names}
+        line = cols.pop("_line")
+        cols["stream_id"] = line_hashes(line)
+        cols[DETAIL] = pc.utf8_slice_codeunits(line, 0, 300)
         ok, counts, lon, lat = parse_polylines(cols.pop("_polyline"))
         offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
         content = cols["_content"]
@@ -335,8 +352,7 @@ def check_porto_rows(
         _first_reason(*content).alias("_content"),
         "_single",
         F.when(trip != "", trip).alias("_trip"),
-        F.substring(F.col(LINE), 1, 300).alias(DETAIL),
-        F.sha2(F.col(LINE), 256).alias("stream_id"),
+        F.col(LINE).alias("_line"),  # -> detail and stream_id, in the worker
         F.trim(f("TAXI_ID")).alias("vehicle_id"),
         "ts0",
         _null("double").alias("ts0_alt"),

@@ -141,6 +141,21 @@ def test_porto_row_verdicts(spark):
     assert rows[0].vehicle_id == "20000589"
 
 
+def test_porto_line_hashes_and_details_are_sparks_sha2_and_substring(spark):
+    """The worker hashes and cuts each line (parse_points.line_hashes): the same values Spark's own
+    sha2(line, 256) and substring(line, 1, 300) give, multi-byte characters and long lines included."""
+    long_trip = "\u00e9\u2603" * 200  # 400 characters, 1,000 bytes of UTF-8
+    lines = [GOOD, GOOD.replace('"1"', f'"{long_trip}"', 1), "", "caf\u00e9,\ufffd", GOOD[:40]]
+    df = bronze(spark, PORTO_HEADER, lines)
+    checked = check_rows(df, porto_like(), [PORTO_HEADER])
+    got = {r.row_id: (r.stream_id, r.detail) for r in checked.collect()}
+    want = {
+        r.row_id: (r.h, r.d)
+        for r in df.select("row_id", F.sha2("line", 256).alias("h"), F.substring("line", 1, 300).alias("d")).collect()
+    }
+    assert got == want
+
+
 def test_verdict_counts_match_the_verdicts_they_count(spark):
     """count_verdicts moves the flagged rows (footer, duplicate, conflicting versions) in the driver: its
     counts must be those of the verdicts themselves, and a flag must lose to blank lines and structure."""
