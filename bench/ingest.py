@@ -144,7 +144,7 @@ class TreeMemory(threading.Thread):
         self.join()
 
 
-def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Path) -> dict:
+def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Path, cwd: Path = REPO) -> dict:
     """Run cmd as a child, sample its tree's memory; the child's last stdout line is its JSON result."""
     import resource
 
@@ -152,7 +152,7 @@ def measure(cmd: list[str], *, env: dict[str, str], timeout: float, log_path: Pa
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "w") as err:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO, start_new_session=True
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=cwd, start_new_session=True
         )
         mon = TreeMemory(proc.pid)
         mon.start()
@@ -506,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         if engine.startswith("spark@"):  # the commit's own code and child, on a lake of its own
             cmd[1] = str(before / "bench" / "ingest.py")
             cmd[cmd.index("--home") + 1] = str(_linked_home(work, before.name, folder))
+            # ... in its Python workers too: they import the functions the driver ships by module name, with
+            # their working folder first on sys.path (this checkout's transfertraj/ would win from REPO)
+            run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(before), env.get("PYTHONPATH")]))
         if args.profile and engine.startswith("spark"):
             log_dir = work / "eventlog" / (tag if engine == "spark" else f"{tag}-{engine}")
             shutil.rmtree(log_dir, ignore_errors=True)
@@ -520,7 +523,14 @@ def main(argv: list[str] | None = None) -> int:
             jfr.unlink(missing_ok=True)
             extra = f"spark.driver.extraJavaOptions={DRIVER_JIT} -XX:StartFlightRecording=filename={jfr}"
             run_env["TRANSFERTRAJ_SPARK_CONF"] = ",".join(filter(None, [run_env.get("TRANSFERTRAJ_SPARK_CONF"), extra]))
-        r = measure(cmd, env=run_env, timeout=args.timeout, log_path=work / "logs" / f"{engine}-{tag}.log")
+        log_path = work / "logs" / f"{engine}-{tag}.log"
+        r = measure(
+            cmd,
+            env=run_env,
+            timeout=args.timeout,
+            log_path=log_path,
+            cwd=before if engine.startswith("spark@") else REPO,
+        )
         r.update(engine=engine, size=points, tag=tag)
         state = r.get("error") or f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
         print(f"  {engine:6s} {tag:8s} {state}", flush=True)
