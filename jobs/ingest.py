@@ -389,8 +389,8 @@ def _checked_and_cleaned(
         report.rows_read, lines_in_rows = record_spans(rows, files, in_bronze)
 
     # One pass over whole streams gives the trajectories and the dropped points (jobs/clean_points.py).
-    # A Porto row is a stream: its points stay two arrays on the row. A point log's rows are its points,
-    # converted to WGS-84 before cleaning (bbox, speeds, stays), then shuffled by vehicle.
+    # A Porto row is a stream, cleaned above in the worker that checked it. A point log's rows are its
+    # points, converted to WGS-84 before cleaning (bbox, speeds, stays), then shuffled by vehicle.
     if porto:  # cleaned already; the trips and drops of rows that rules over other rows rejected go
         cleaned = _without_rows(kept.where(F.col("kind") != ROW), flags)
     else:
