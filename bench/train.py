@@ -255,12 +255,13 @@ def _child(spec: dict) -> dict:
     if spec.get("profile"):  # CPU time by operator over the timed steps (--profile): adds its own overhead
         profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
         profiler.__enter__()
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, r0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(spec["steps"]):
         loss = step()
     sync()
     s_per_step = (time.perf_counter() - t0) / spec["steps"]
     cpu_s_per_step = (time.process_time() - c0) / spec["steps"]
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     if profiler is not None:
         profiler.__exit__(None, None, None)
         table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=spec["profile"])
@@ -283,6 +284,8 @@ def _child(spec: dict) -> dict:
         **spec,
         "s_per_step": s_per_step,
         "cpu_s_per_step": cpu_s_per_step,  # process CPU time, all threads
+        "sys_s_per_step": (r1.ru_stime - r0.ru_stime) / spec["steps"],  # of it in the kernel (page faults)
+        "page_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / spec["steps"],
         "load_avg_1min": os.getloadavg()[0],
         "steps_per_s": 1 / s_per_step,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
@@ -468,6 +471,10 @@ def ab_report(results: list[dict], uptime: list[tuple], stamp: str) -> str:
     cpu_a = statistics.mean(r["cpu_s_per_step"] for r in a)
     ratio = cpu_a / cpu_b
     peak_a = max(r["peak_rss_mb"] for r in a)
+
+    def kernel(side: list[dict]) -> str:
+        return ", ".join(f"{r['sys_s_per_step']:.3f} ({r['page_faults_per_step']:,.0f})" for r in side)
+
     lines += [
         f"mean  {cpu_b:17.3f} {statistics.mean(r['peak_rss_mb'] for r in b):8.0f} {'':5s}   {cpu_a:16.3f} "
         f"{statistics.mean(r['peak_rss_mb'] for r in a):8.0f} {'':5s}   {ratio:16.3f}",
@@ -476,6 +483,7 @@ def ab_report(results: list[dict], uptime: list[tuple], stamp: str) -> str:
         f"median of the pairs' ratios {statistics.median(y['cpu_s_per_step'] / x['cpu_s_per_step'] for x, y in zip(b, a)):.3f}",
         f"losses after the timed steps: before {sorted({r['loss'] for r in b})}, after {sorted({r['loss'] for r in a})} "
         f"({'equal' if {r['loss'] for r in b} == {r['loss'] for r in a} else 'DIFFERENT'})",
+        f"system CPU s/step (page faults per step): before {kernel(b)}; after {kernel(a)}",
         f"torch._dynamo imported: before {sorted({r['dynamo_imported'] for r in b})}, after "
         f"{sorted({r['dynamo_imported'] for r in a})}",
         f"heap kept between steps (model/heap.py): before {sorted({r['heap_kept'] for r in b})}, after "
@@ -505,6 +513,8 @@ def append_ab(results: list[dict], text: str, stamp: str) -> Path:
             "peak_rss_mb": round(r["peak_rss_mb"]),
             "threads": r["threads"],
             "ab_side": r["side"],
+            "sys_s_per_step": round(r["sys_s_per_step"], 3),
+            "page_faults_per_step": round(r["page_faults_per_step"]),
         }
         for r in results
     ]
