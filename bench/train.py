@@ -3,9 +3,16 @@
     .venv/bin/python bench/train.py --quick      # under a minute: 64x60 and 64x120, few steps
     .venv/bin/python bench/train.py              # more steps; CUDA rows too when a GPU is present
     .venv/bin/python bench/train.py --json out.json
+    .venv/bin/python bench/train.py --before 1545dec   # A/B: that commit's model/ against this one, alternated
 
 Every measurement runs in its own child process (this file with --child); the peak memory is that
 child's ru_maxrss (CUDA: also torch.cuda.max_memory_allocated), never the driver's.
+
+--before COMMIT: the training step of "ours" at 64 x 120 with the model package (model/) of COMMIT, taken
+with `git archive COMMIT model` into a temporary directory, and with the working tree's, one child each,
+alternated (before, after, before, ...) for --pairs pairs, at one torch thread, so both see the same
+machine; the table gives process CPU seconds per step (steadier than wall time on shared cores), peak RSS
+and the loss (the same maths gives the same loss).
 
 Variants:
 - ours: the model as trained (d=128, 2 RTTE layers, 8 experts, top-4), POI/road as per-point density
@@ -109,7 +116,84 @@ class DensePoiPool:
         return torch.cat(out)  # (B, L, d)
 
 
+def use_model_package(model_dir: str) -> None:
+    """Make `transfertraj.model` the package in model_dir (another commit's model/, --before) for this
+    process: registered before any of its modules is imported, so every `transfertraj.model.X` is read
+    from there. The rest of `transfertraj` stays the working tree's."""
+    import importlib.abc
+    import importlib.machinery
+    import importlib.util
+
+    import transfertraj
+
+    class OnlyThere(importlib.abc.MetaPathFinder):
+        """`transfertraj.model.X` from model_dir or not at all: without it the editable install's finder
+        would hand out the working tree's module where model_dir has none (a newer module)."""
+
+        def find_spec(self, name, path, target=None):
+            if not name.startswith("transfertraj.model."):
+                return None
+            found = importlib.machinery.PathFinder.find_spec(name, path)
+            if found is None:
+                raise ModuleNotFoundError(f"{name} is not in {model_dir}", name=name)
+            return found
+
+    sys.meta_path.insert(0, OnlyThere())
+    init = Path(model_dir) / "__init__.py"
+    spec = importlib.util.spec_from_file_location("transfertraj.model", init, submodule_search_locations=[model_dir])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["transfertraj.model"] = module
+    spec.loader.exec_module(module)
+    transfertraj.model = module
+
+
+def optimizer_for(params, lr: float):
+    """The optimizer as the model package's training builds it: model/optimizer.py where the package has
+    it (torch's Adam update without importing torch._dynamo), else torch.optim.Adam (older commits)."""
+    try:
+        from transfertraj.model.optimizer import adam
+    except ImportError:
+        import torch
+
+        return torch.optim.Adam(params, lr=lr)
+    return adam(params, lr=lr)
+
+
+def heap_for_training(choice: str = "package"):
+    """A context manager: the heap settings the model package's training runs under (model/heap.py) where
+    it has them, else glibc's defaults (older commits); choice "default" or "reused" forces one."""
+    import contextlib
+
+    if choice == "default":
+        return contextlib.nullcontext(False)
+    if choice == "reused":  # the working tree's model/heap.py, also for an older package that has none
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("bench_heap", REPO / "model" / "heap.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.reused_heap()
+    try:
+        from transfertraj.model.heap import reused_heap
+    except ImportError:
+        return contextlib.nullcontext(False)
+    return reused_heap()
+
+
 def child(spec: dict) -> dict:
+    if spec.get("model_dir"):
+        use_model_package(spec["model_dir"])
+    import contextlib
+
+    import torch  # noqa: F401 - imported before the heap settings, as training imports it before fit()
+
+    # the +trim variant measures glibc's own settings from the environment: mallopt would override them
+    heap = contextlib.nullcontext(False) if spec.get("malloc_trim") else heap_for_training(spec.get("heap", "package"))
+    with heap as kept:
+        return dict(_child(spec), heap_kept=kept)
+
+
+def _child(spec: dict) -> dict:
     import numpy as np
     import psutil
     import torch
@@ -118,7 +202,10 @@ def child(spec: dict) -> dict:
     from transfertraj.model.trajectory_data import Collator, to_device
     from transfertraj.model.transfertraj import ModelArgs, TransferTraj, count_parameters
 
-    limit_threads()  # as training does (model.train.start_runtime): the idle cores, see core.cores
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])  # the A/B: the same thread count for both sides
+    else:
+        limit_threads()  # as training does (model.train.start_runtime): the idle cores, see core.cores
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     L, variant = spec["points"], spec["variant"]
@@ -139,7 +226,7 @@ def child(spec: dict) -> dict:
         args = ModelArgs(poi_dim=POI_DIM, road_dim=ROAD_DIM)
     model = TransferTraj(args=args).to(device)
     params = list(model.parameters()) + (list(dense.parameters()) if dense else [])
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = optimizer_for(params, lr=1e-3)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     )
@@ -164,28 +251,41 @@ def child(spec: dict) -> dict:
     for _ in range(spec["warmup"]):
         step()
     sync()
-    t0, c0 = time.perf_counter(), time.process_time()
+    profiler = None
+    if spec.get("profile"):  # CPU time by operator over the timed steps (--profile): adds its own overhead
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        profiler.__enter__()
+    t0, c0, r0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(spec["steps"]):
         loss = step()
     sync()
     s_per_step = (time.perf_counter() - t0) / spec["steps"]
     cpu_s_per_step = (time.process_time() - c0) / spec["steps"]
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=spec["profile"])
+        Path(spec["profile_out"]).write_text(table)
 
-    model.eval()
-    tp_batch, _ = Collator(task="tp", seed=0)(samples)
-    tp_batch = to_device(tp_batch, device)
-    with torch.no_grad(), autocast:
-        model(inputs(tp_batch))
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(spec["infer_reps"]):
+    infer_ms = None
+    if spec["infer_reps"]:
+        model.eval()
+        tp_batch, _ = Collator(task="tp", seed=0)(samples)
+        tp_batch = to_device(tp_batch, device)
+        with torch.no_grad(), autocast:
             model(inputs(tp_batch))
-        sync()
-    infer_ms = (time.perf_counter() - t0) / spec["infer_reps"] / BATCH * 1000
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(spec["infer_reps"]):
+                model(inputs(tp_batch))
+            sync()
+        infer_ms = (time.perf_counter() - t0) / spec["infer_reps"] / BATCH * 1000
     return {
         **spec,
         "s_per_step": s_per_step,
         "cpu_s_per_step": cpu_s_per_step,  # process CPU time, all threads
+        "sys_s_per_step": (r1.ru_stime - r0.ru_stime) / spec["steps"],  # of it in the kernel (page faults)
+        "page_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / spec["steps"],
         "load_avg_1min": os.getloadavg()[0],
         "steps_per_s": 1 / s_per_step,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
@@ -195,6 +295,7 @@ def child(spec: dict) -> dict:
         "params": count_parameters(model) + (sum(p.numel() for p in dense.parameters()) if dense else 0),
         "threads": torch.get_num_threads(),
         "loss": loss.item(),
+        "dynamo_imported": "torch._dynamo" in sys.modules,
     }
 
 
@@ -305,15 +406,161 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ab(
+    before: str, *, pairs: int, warmup: int, steps: int, profile: int = 0, heap: str = "package"
+) -> tuple[list[dict], str, str]:
+    """--before: (results in run order, the report, the stamp). Children alternate before/after."""
+    import tempfile
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", before], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "model"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    after = f"{head}{'+changes' if dirty else ''}"
+    base = {"variant": "ours", "device": "cpu", "points": 120, "warmup": warmup, "steps": steps, "infer_reps": 0}
+    base.update(threads=1, heap=heap)
+    uptime = [os.getloadavg()]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="train-before-") as tmp:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "model"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        for i in range(pairs):
+            for side in ("before", "after"):
+                spec = dict(base, model_dir=str(Path(tmp) / "model") if side == "before" else None)
+                if profile:
+                    spec.update(profile=profile, profile_out=str(RESULTS / f"train-profile-{stamp}-{side}-{i}.txt"))
+                t0 = time.perf_counter()
+                r = run_child(spec)
+                r.update(side=side, commit=commit if side == "before" else after, pair=i)
+                results.append(r)
+                print(
+                    f"  pair {i + 1} {side}: {r['cpu_s_per_step']:.3f} CPU s/step, peak {r['peak_rss_mb']:.0f} MB "
+                    f"({time.perf_counter() - t0:.0f} s, load {r['load_avg_1min']:.2f})",
+                    file=sys.stderr,
+                )
+    uptime.append(os.getloadavg())
+    return results, ab_report(results, uptime, stamp), stamp
+
+
+def ab_report(results: list[dict], uptime: list[tuple], stamp: str) -> str:
+    import statistics
+
+    b = [r for r in results if r["side"] == "before"]
+    a = [r for r in results if r["side"] == "after"]
+    r0 = results[0]
+    lines = [
+        f"Training step A/B, ours 64 x {r0['points']} on CPU, {r0['threads']} torch thread, {r0['warmup']} warm-up + "
+        f"{r0['steps']} timed steps per child, children alternated (inputs: GENERATED)",
+        f"before = model/ of {b[0]['commit']}, after = model/ of {a[0]['commit']}",
+        f"{'pair':>4s}  {'before CPU s/step':>17s} {'peak MB':>8s} {'load':>5s}   {'after CPU s/step':>16s} "
+        f"{'peak MB':>8s} {'load':>5s}   {'after/before CPU':>16s}",
+    ]
+    for x, y in zip(b, a):
+        lines.append(
+            f"{x['pair'] + 1:4d}  {x['cpu_s_per_step']:17.3f} {x['peak_rss_mb']:8.0f} {x['load_avg_1min']:5.2f}   "
+            f"{y['cpu_s_per_step']:16.3f} {y['peak_rss_mb']:8.0f} {y['load_avg_1min']:5.2f}   "
+            f"{y['cpu_s_per_step'] / x['cpu_s_per_step']:16.3f}"
+        )
+    cpu_b = statistics.mean(r["cpu_s_per_step"] for r in b)
+    cpu_a = statistics.mean(r["cpu_s_per_step"] for r in a)
+    ratio = cpu_a / cpu_b
+    peak_a = max(r["peak_rss_mb"] for r in a)
+
+    def kernel(side: list[dict]) -> str:
+        return ", ".join(f"{r['sys_s_per_step']:.3f} ({r['page_faults_per_step']:,.0f})" for r in side)
+
+    lines += [
+        f"mean  {cpu_b:17.3f} {statistics.mean(r['peak_rss_mb'] for r in b):8.0f} {'':5s}   {cpu_a:16.3f} "
+        f"{statistics.mean(r['peak_rss_mb'] for r in a):8.0f} {'':5s}   {ratio:16.3f}",
+        f"after's CPU per step: {ratio:.3f} x before's (target <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'}); "
+        f"after's peak RSS at most {peak_a:,.0f} MB (target <= 1,500: {'met' if peak_a <= 1500 else 'NOT met'}); "
+        f"median of the pairs' ratios {statistics.median(y['cpu_s_per_step'] / x['cpu_s_per_step'] for x, y in zip(b, a)):.3f}",
+        f"losses after the timed steps: before {sorted({r['loss'] for r in b})}, after {sorted({r['loss'] for r in a})} "
+        f"({'equal' if {r['loss'] for r in b} == {r['loss'] for r in a} else 'DIFFERENT'})",
+        f"system CPU s/step (page faults per step): before {kernel(b)}; after {kernel(a)}",
+        f"torch._dynamo imported: before {sorted({r['dynamo_imported'] for r in b})}, after "
+        f"{sorted({r['dynamo_imported'] for r in a})}",
+        f"heap kept between steps (model/heap.py): before {sorted({r['heap_kept'] for r in b})}, after "
+        f"{sorted({r['heap_kept'] for r in a})}",
+        f"machine: {platform.node()}, {os.cpu_count()} CPU(s), load average (1, 5, 15 min) "
+        f"{' '.join(f'{v:.2f}' for v in uptime[0])} at start, {' '.join(f'{v:.2f}' for v in uptime[1])} at end ({stamp})",
+    ]
+    return "\n".join(lines)
+
+
+def append_ab(results: list[dict], text: str, stamp: str) -> Path:
+    """The A/B's rows to train-history.csv (variant "ours@<commit>", "before"/"after" in ab_side) and its
+    report to train-ab-<stamp>.md."""
+    rows = [
+        {
+            "date": stamp,
+            "host": platform.node(),
+            "cores": os.cpu_count(),
+            "load_1min_child": round(r["load_avg_1min"], 2),
+            "variant": f"ours@{r['commit']}",
+            "device": r["device"],
+            "batch": BATCH,
+            "points": r["points"],
+            "steps": r["steps"],
+            "s_per_step": round(r["s_per_step"], 4),
+            "cpu_s_per_step": round(r["cpu_s_per_step"], 3),
+            "peak_rss_mb": round(r["peak_rss_mb"]),
+            "threads": r["threads"],
+            "ab_side": r["side"],
+            "sys_s_per_step": round(r["sys_s_per_step"], 3),
+            "page_faults_per_step": round(r["page_faults_per_step"]),
+        }
+        for r in results
+    ]
+    path = append_rows(RESULTS / "train-history.csv", rows)
+    (RESULTS / f"train-ab-{stamp}.md").write_text("```\n" + text + "\n```\n")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few steps, dense variant at 64 x 120 only (under a minute)")
     p.add_argument("--cpu-only", action="store_true", help="skip the CUDA rows even when a GPU is present")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
+    p.add_argument(
+        "--before", metavar="COMMIT", help="A/B of the training step: COMMIT's model/ against the working tree's"
+    )
+    p.add_argument("--pairs", type=int, default=3, help="--before: before/after pairs of children (default 3)")
+    p.add_argument("--warmup", type=int, default=2, help="--before: warm-up steps per child (default 2)")
+    p.add_argument("--steps", type=int, default=6, help="--before: timed steps per child (default 6)")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="--before: write each child's top ROWS operators by CPU time",
+    )
+    p.add_argument(
+        "--heap",
+        choices=["package", "default", "reused"],
+        default="package",
+        help="--before: glibc's heap as each side's training sets it (package: model/heap.py where it exists), "
+        "or the same for both (default: glibc's; reused: model/heap.py, from the working tree for both)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return 0
+    if args.before:
+        results, text, stamp = ab(
+            args.before, pairs=args.pairs, warmup=args.warmup, steps=args.steps, profile=args.profile, heap=args.heap
+        )
+        print(text)
+        print(f"appended to {append_ab(results, text, stamp)}")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
         return 0
     import torch
 

@@ -13,11 +13,13 @@ x[tok] (n, d), the pre-activation (n, h), its GELU (n, h), the experts' outputs 
 copy (n, d) until backward, 105 MB per layer at 64 x 120 (N = 7,680 real points, k = 4), each expert's slice a
 buffer of its own whose size follows the routing and so changes every step; glibc's heap, which reuses a
 freed hole only for a request that fits in it, grew by about 50 MB a step (issue #18, bench/README.md). Here
-the backward keeps x and the weights only (4 MB) and recomputes what it needs from them: the gather, the
-first layer and the GELU (the same operations on the same numbers: one more matrix product per expert, about
-2 % of a step's CPU time), and the gate weights' gradient through the product it computes anyway, by
-linearity: <dy, g w2 + b2> = <dy w2^T, g> + <dy, b2>. Every buffer is one (n, .) block whose size does not
-depend on the routing.
+the backward keeps x, the weights and the pre-activation (34 MB) and recomputes the rest from them: the GELU
+and the gather (the same operations on the same numbers), and the gate weights' gradient through the product
+it computes anyway, by linearity: <dy, g w2 + b2> = <dy w2^T, g> + <dy, b2>. The pre-activation is kept, not
+recomputed: recomputing it (a gather and one matrix product per expert) cost about 60 ms of a 1.2 s step at
+64 x 120, and since the training step no longer imports torch._dynamo (model/optimizer.py) its 30 MB a
+layer fit under issue #18's memory cap. Every buffer is one (n, .) block whose size does not depend on the
+routing.
 
 Under autocast the products run in the autocast dtype, as torch.addmm does there, and the weighted sum in
 the weights' dtype; gradients come back in each input's own dtype.
@@ -68,7 +70,8 @@ def _hidden(xs, w1, b1, spans) -> torch.Tensor:
 class _ExpertMixture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, tok, weight, w1, b1, w2, b2, spans, dtype):
-        g = F.gelu(_hidden(x.to(dtype)[tok], w1, b1, spans))  # (n, hidden)
+        h = _hidden(x.to(dtype)[tok], w1, b1, spans)  # (n, hidden), kept for backward
+        g = F.gelu(h)  # (n, hidden)
         out = g.new_empty(len(tok), w2.shape[-1])  # (n, d)
         for e, a, b in spans:
             torch.addmm(b2[e].to(dtype), g[a:b], w2[e].to(dtype), out=out[a:b])
@@ -76,15 +79,14 @@ class _ExpertMixture(torch.autograd.Function):
         w = weight.unsqueeze(-1)  # in place where no promotion is lost (autocast: bf16 outputs, fp32 weights)
         weighted = out.mul_(w) if out.dtype == torch.promote_types(out.dtype, w.dtype) else out * w
         y = torch.zeros_like(x).index_add_(0, tok, weighted.to(x.dtype))
-        ctx.save_for_backward(x, tok, weight, w1, b1, w2, b2)
+        ctx.save_for_backward(x, tok, weight, w1, b1, w2, b2, h)
         ctx.spans, ctx.dtype, ctx.param_dtypes = spans, dtype, (w1.dtype, b1.dtype, w2.dtype, b2.dtype)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, tok, weight, w1, b1, w2, b2 = ctx.saved_tensors
+        x, tok, weight, w1, b1, w2, b2, h = ctx.saved_tensors
         spans, dtype = ctx.spans, ctx.dtype
-        h = _hidden(x.to(dtype)[tok], w1, b1, spans)  # recomputed: the same products on the same numbers
         need_x, _, need_weight, need_w1, need_b1, need_w2, need_b2, _, _ = ctx.needs_input_grad
         dys = grad_y.to(torch.promote_types(dtype, weight.dtype))[tok]  # (n, d): each assignment's dy
         dout = (dys * weight.unsqueeze(-1)).to(dtype)  # (n, d): gradient of the experts' outputs

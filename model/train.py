@@ -36,7 +36,9 @@ from tqdm.auto import tqdm
 from transfertraj.core.constants import MAX_POINTS
 from transfertraj.model.checkpoint import check_compatible, load_model, new_state, save_checkpoint, snapshot
 from transfertraj.model.device import limit_threads, resolve_device
+from transfertraj.model.heap import reused_heap
 from transfertraj.model.masking import TASKS
+from transfertraj.model.optimizer import adam
 from transfertraj.model.road_offsets import computed_rows
 from transfertraj.model.trajectory_data import (
     Collator,
@@ -209,7 +211,8 @@ def fit(model: TransferTraj, data: TrajectoryData, cfg: TrainConfig, out_dir, *,
     out_dir = Path(out_dir)
     rt = start_runtime(cfg)
     try:
-        return _fit(model, data, cfg, out_dir, record or {}, rt)
+        with reused_heap():  # a step's freed memory kept for the next, not faulted in again (model/heap.py)
+            return _fit(model, data, cfg, out_dir, record or {}, rt)
     finally:
         rt.close()
 
@@ -239,7 +242,7 @@ def _fit(model, data, cfg, out_dir, record, rt: Runtime) -> Path:
         for p in model.encoder_parameters():
             p.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+    optimizer = adam(trainable, lr=cfg.lr)  # torch's Adam; on CPU without importing torch._dynamo (model/optimizer.py)
     net = model
     if rt.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
