@@ -1,35 +1,48 @@
-"""Context join benchmark: points/s of add_context on GENERATED Porto points, against brute force.
+"""Context join benchmark: points/s of featurize on GENERATED Porto trajectories, as the pipeline runs it.
 
-    .venv/bin/python bench/context.py --quick        # 100 k points, about a minute once the tables exist
-    .venv/bin/python bench/context.py                # 1 M and 10 M points
+    .venv/bin/python bench/context.py --quick                  # 100 k points, a few minutes
+    .venv/bin/python bench/context.py --sizes 10M              # issue #18's size
+    .venv/bin/python bench/context.py --sizes 10M --before 7cd80e2   # and the job of an earlier commit
 
 Needs Porto's context tables (built here first if absent: `python -m jobs.context_tables --city porto`,
-about a minute). Input: GENERATED points, the real points of the Porto taxi sample that lie inside the
-OSM extract, replicated and jittered (Gaussian, 25 m) and kept only where the jittered point is still
-inside the extract's road and POI coverage, written once per size to Parquet (point_id, mx, my).
+about a minute). Input: GENERATED trajectories, the real trips of the Porto taxi sample (their lengths,
+points and start times), each copy moved by one Gaussian offset (25 m) and given a random day of July
+2013, points outside the extract's road and POI coverage dropped; written once per size as silver's
+trajectory rows (trip_id, vehicle_key, start_ts, n_points, city, date, ts, lon, lat lists) and, for the
+point-row shape, as the same points one row each (point_id, mx, my).
 
-Measured, each Spark size in a child process of its own (JVM and Python workers are its descendants):
-  join s     read Parquet -> add_loaded_context -> Spark's `noop` sink, the context already loaded
-  join CPU s the CPU time of the child's process tree (driver, JVM, Python workers) over the join: on 2
+Measured, each run in a child process of its own (JVM and Python workers are its descendants):
+  shape      `trajectory rows`: read the silver rows -> jobs.featurize.silver_to_features (metric x/y,
+             temporal, POI/road context and relative fields of every point, lists rebuilt per trip) ->
+             Spark's `noop` sink: the join as the pipeline runs it since issue #18.
+             `point rows`: read the point rows -> add_loaded_context (the context vectors only) -> noop:
+             the join as the pipeline ran it before (one Spark row per point; before the job also
+             exploded and regrouped the trips, not counted here).
+             `before <commit>` (--before): the trajectory rows through silver_to_features of that commit's
+             code (git archive into the data root, first on the child's PYTHONPATH).
+  join s     the run above, the context already loaded
+  join CPU s the CPU time of the child's process tree (driver, JVM, Python workers) over the run: on 2
              shared cores the figure that other work changes least
   load s     what a job spends getting the city's context (jobs.context_tables.context_npz: the cached
              NPZ of the tables' current versions): a fixed cost per job, not per point
   peak MB    the largest sum of PSS over the child and all its descendants, sampled every 0.2 s
-Each size runs twice, one child each, differing only in the driver JVM's JIT (in local mode the driver
+Each run goes twice, one child each, differing only in the driver JVM's JIT (in local mode the driver
 is the executor: it turns every Arrow batch the Python workers return into rows): `C1`, the jobs' default
 (jobs/spark_session.DRIVER_JIT, chosen for short nightly jobs), and `C2`, the full tiered JIT
 (TRANSFERTRAJ_SPARK_CONF=spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=4).
-Also measured once: `cache miss s`, building that NPZ from the Delta tables (the first job after the
-context tables change pays it), and the same per-point functions in this one Python process over all
-the points (`numpy 1 proc`, the single-process peer: no Spark, one core).
-Ratios printed: Spark points/s over the 1 M points/s target, over the numpy single process, and over
-brute force: the geopandas/shapely computation the tests compare against (per point: distances to all
-POIs, disc buffer intersected with the roads), on a subsample, single process. Also printed: the share
-of the real Porto sample points with non-empty road and POI context, and the machine's load average
-(2 shared cores: above 2, other work inflates every time).
+Also measured once per size, in this one Python process, no Spark, one core (the single-process peers):
+`numpy ctx` the context vectors of all the points (what `point rows` computes), `numpy all` every
+feature of every trip (features.trajectory.trajectory_features over the same silver rows, in batches
+of 10,000 trips: what `trajectory rows` computes). And once: `cache miss s`, building that NPZ from
+the Delta tables (the first job after the context tables change pays it).
+Ratios printed: points/s over the 1 M points/s target, over the single-process peer of the same work,
+and over brute force: the geopandas/shapely computation the tests compare against (per point: distances
+to all POIs, disc buffer intersected with the roads), on a subsample, single process. Also printed: the
+share of the real Porto sample points with non-empty road and POI context, and the machine's load
+average (2 shared cores: above 2, other work inflates every time).
 
 Results: a table on stdout, appended as rows to bench/results/context-history.csv (one row per size,
-dated, with the load), and the table as bench/results/context-<timestamp>.md.
+shape and JIT, dated, with the load), and the table as bench/results/context-<timestamp>.md.
 """
 
 from __future__ import annotations
@@ -49,22 +62,35 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+CODE_ENV = "TRANSFERTRAJ_BENCH_CODE"  # a child measuring an earlier commit imports transfertraj from there
+if os.environ.get(CODE_ENV):
+    sys.path.insert(0, os.environ[CODE_ENV])
 
 from bench.history import append_rows  # noqa: E402
 
 JITTER_M = 25.0
 TARGET_POINTS_S = 1_000_000  # issue #18: at 10 M points on 2 cores
 RESULTS = REPO / "bench" / "results"
+TRIPS_PER_ROW_GROUP = 20_000
+JULY_2013 = 1372636800  # 2013-07-01 00:00 UTC: generated trips start on a random day of the month
 
 
-def _real_porto_xy(crs: str) -> np.ndarray:
+def _real_porto_trips(crs: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xy (n, 2) metres, offsets (trips + 1), start ts per trip) of the Porto taxi sample's trips."""
     import pandas as pd
     from pyproj import Transformer
 
-    df = pd.read_csv(REPO / "data" / "porto" / "taxi_sample.csv", usecols=["POLYLINE"])
-    lonlat = np.array([p for s in df["POLYLINE"] for p in json.loads(s)], dtype=float)
+    df = pd.read_csv(REPO / "data" / "porto" / "taxi_sample.csv", usecols=["TIMESTAMP", "POLYLINE"])
+    trips = [json.loads(s) for s in df["POLYLINE"]]
+    keep = [i for i, t in enumerate(trips) if len(t) >= 2]
+    lonlat = np.array([p for i in keep for p in trips[i]], dtype=float)
+    offsets = np.concatenate([[0], np.cumsum([len(trips[i]) for i in keep])])
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lonlat[:, 0], lonlat[:, 1])
-    return np.column_stack([x, y])
+    return np.column_stack([x, y]), offsets, df["TIMESTAMP"].to_numpy(dtype=np.int64)[keep]
+
+
+def _real_porto_xy(crs: str) -> np.ndarray:
+    return _real_porto_trips(crs)[0]
 
 
 def _covered(ctx, xy: np.ndarray) -> np.ndarray:
@@ -74,27 +100,73 @@ def _covered(ctx, xy: np.ndarray) -> np.ndarray:
     return road_ok & poi_ok
 
 
-def generate_points(ctx, crs: str, n: int, path: Path, seed: int = 0) -> Path:
-    """GENERATED: real Porto points inside the extract, replicated and jittered, kept inside coverage."""
+def generate_trips(ctx, crs: str, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path, int]:
+    """GENERATED: (silver rows, point rows, trips) of n points: copies of the real Porto trips (lengths,
+    points, 15 s apart as the sample's), each moved by one Gaussian offset, on a random day of July
+    2013, points outside the extract's coverage dropped. Written once per size and seed."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from pyproj import Transformer
 
-    if path.exists():
-        return path
-    base = _real_porto_xy(crs)
-    base = base[_covered(ctx, base)]
+    silver, points = folder / f"silver_{n}_{seed}.parquet", folder / f"points_{n}_{seed}.parquet"
+    if silver.exists() and points.exists():
+        return silver, points, pq.read_metadata(silver).num_rows
+    base, offsets, start = _real_porto_trips(crs)
+    lengths = np.diff(offsets)
     rng = np.random.default_rng(seed)
-    out, have = [], 0
-    while have < n:
-        xy = base[rng.integers(0, len(base), n)] + rng.normal(0.0, JITTER_M, (n, 2))
-        xy = xy[_covered(ctx, xy)]
-        out.append(xy)
-        have += len(xy)
-    xy = np.concatenate(out)[:n]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table({"point_id": np.arange(n, dtype=np.int64), "mx": xy[:, 0], "my": xy[:, 1]})
-    pq.write_table(table, path, row_group_size=1_000_000)
-    return path
+    chosen = rng.integers(0, len(lengths), 2 * n // int(lengths.mean()) + 10)
+    chosen = chosen[: np.searchsorted(np.cumsum(lengths[chosen]), 1.6 * n) + 1]  # enough after the drops
+    trip = np.repeat(np.arange(len(chosen)), lengths[chosen])
+    first = np.repeat(offsets[chosen], lengths[chosen])
+    idx = np.arange(len(trip)) - np.repeat(np.cumsum(lengths[chosen]) - lengths[chosen], lengths[chosen])
+    xy = base[first + idx] + rng.normal(0.0, JITTER_M, (len(chosen), 2))[trip]
+    ts = (start[chosen] % 86_400 + JULY_2013 + 86_400 * rng.integers(0, 31, len(chosen)))[trip] + 15 * idx
+    keep = _covered(ctx, xy)
+    keep &= np.cumsum(keep) <= n
+    xy, ts, trip = xy[keep], ts[keep], trip[keep]
+    if len(xy) < n:
+        raise RuntimeError(f"generated {len(xy)} points, wanted {n}")
+    trip_ids, counts = np.unique(trip, return_counts=True)  # trips are contiguous and in order
+    list_offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xy[:, 0], xy[:, 1])
+    first_ts = ts[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+    k = len(trip_ids)
+    table = pa.table(
+        {
+            "trip_id": pa.array([f"gen-{i}" for i in trip_ids]),
+            "vehicle_key": pa.array(["generated"] * k),
+            "start_ts": pa.array(first_ts * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "n_points": pa.array(counts.astype(np.int32)),
+            "city": pa.array(["porto"] * k),
+            "date": pa.array(["2013-07-01"] * k),
+            "ts": pa.ListArray.from_arrays(list_offsets, pa.array(ts.astype(np.int64))),
+            "lon": pa.ListArray.from_arrays(list_offsets, pa.array(np.asarray(lon, dtype=np.float64))),
+            "lat": pa.ListArray.from_arrays(list_offsets, pa.array(np.asarray(lat, dtype=np.float64))),
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, silver, row_group_size=TRIPS_PER_ROW_GROUP)
+    flat = pa.table({"point_id": np.arange(n, dtype=np.int64), "mx": xy[:, 0], "my": xy[:, 1]})
+    pq.write_table(flat, points, row_group_size=1_000_000)
+    return silver, points, k
+
+
+def code_tree(commit: str, folder: Path) -> Path:
+    """The package as it was at `commit`, importable as `transfertraj` from the returned folder (first on
+    PYTHONPATH: the source tree's import hook comes after it): git archive, the subpackages linked in."""
+    folder = folder / f"code-{commit}"
+    if not (folder / "transfertraj").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit, "transfertraj", "jobs", "feature_store", "model", "config"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        for name, target in (("jobs", "jobs"), ("feature_store", "feature_store"), ("model", "model")):
+            (folder / "transfertraj" / name).symlink_to(folder / target)
+        (folder / "transfertraj" / "cities").symlink_to(folder / "config" / "cities")
+    return folder
 
 
 def _pss_mb(pid: int) -> float:
@@ -120,14 +192,22 @@ def _pss_mb(pid: int) -> float:
 JITS = {"C1": None, "C2": "-XX:TieredStopAtLevel=4"}  # None: the jobs' own setting (jobs.spark_session)
 
 
-def run_child(args: list[str], jit: str | None = None) -> tuple[dict, float]:
+def run_child(args: list[str], jit: str | None = None, code: Path | None = None) -> tuple[dict, float]:
     """Run this script as a child (--child ...), sampling the PSS of its whole process tree. `jit`: the driver
-    JVM's JIT options (added to TRANSFERTRAJ_SPARK_CONF), None for the jobs' default."""
+    JVM's JIT options (added to TRANSFERTRAJ_SPARK_CONF), None for the jobs' default; `code`: a code_tree
+    the child imports transfertraj from (None: this tree)."""
     env = dict(os.environ)
+    if code is not None:  # the driver (CODE_ENV, ahead of this tree) and Spark's Python workers (PYTHONPATH)
+        env[CODE_ENV] = str(code)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
     if jit:
         extra = f"spark.driver.extraJavaOptions={jit}"
         env["TRANSFERTRAJ_SPARK_CONF"] = ",".join(c for c in (env.get("TRANSFERTRAJ_SPARK_CONF"), extra) if c)
-    proc = subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True, env=env)
+    # the Python workers put their working directory ahead of PYTHONPATH: start an earlier commit's in its tree
+    cwd = code if code is not None else None
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, text=True, env=env, cwd=cwd
+    )
     peak = [0.0]
 
     def sample():
@@ -159,29 +239,63 @@ def _tree_cpu_s() -> float:
     return total
 
 
-def child(points: str, home: str) -> None:
-    """One measured Spark run: get the context (cached NPZ), then time the join over all points into a noop sink."""
+def child(shape: str, data: str, home: str) -> None:
+    """One measured Spark run: get the context (cached NPZ), then time `shape` over all the rows into a
+    noop sink: `trajectory` = featurize on silver rows, `points` = the context join on point rows."""
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
+    import transfertraj
     from transfertraj.core.city_config import load_city
     from transfertraj.core.settings import Settings
     from transfertraj.jobs.context_density import add_loaded_context
     from transfertraj.jobs.context_tables import context_npz
+    from transfertraj.jobs.featurize import silver_to_features
     from transfertraj.jobs.spark_session import get_spark
 
     settings = Settings.load(home=home)
     spark = get_spark("bench-context", settings)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+    if shape == "points":  # as this benchmark ran the point-row join before issue #18
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(16 * 1024 * 1024))  # >= 2 tasks per core
     city = load_city("porto", settings)
     t0 = time.perf_counter()
     npz, _ = context_npz(settings, city)
     load_s = time.perf_counter() - t0
-    df = spark.read.parquet(points)
+    df = spark.read.parquet(data)
     cpu0, t0 = _tree_cpu_s(), time.perf_counter()
-    df.transform(add_loaded_context, npz, phi_m=city.phi_m).write.format("noop").mode("overwrite").save()
+    if shape == "points":
+        out = df.transform(add_loaded_context, npz, phi_m=city.phi_m)
+    else:
+        out = silver_to_features(df, city, settings, npz)
+    out.write.format("noop").mode("overwrite").save()
     join_s = time.perf_counter() - t0
-    print(json.dumps({"load_s": load_s, "join_s": join_s, "join_cpu_s": _tree_cpu_s() - cpu0}))
+    code = str(Path(transfertraj.__file__).parent)
+    print(json.dumps({"load_s": load_s, "join_s": join_s, "join_cpu_s": _tree_cpu_s() - cpu0, "code": code}))
+
+
+def features_rate(ctx, city, silver: Path, batch: int = 10_000) -> float:
+    """Points/s of every feature of every trip in this process alone (one core, no Spark): what the
+    trajectory-row job computes, the single-process peer."""
+    import pyarrow.parquet as pq
+
+    from transfertraj.features.context import poi_index
+    from transfertraj.features.trajectory import trajectory_features
+
+    table = pq.read_table(silver, columns=["ts", "lon", "lat"])
+    t0 = time.perf_counter()
+    index = poi_index(ctx)
+    for rows in table.to_batches(max_chunksize=batch):
+        trajectory_features(
+            rows,
+            crs=city.crs,
+            timezone=city.timezone,
+            context=ctx,
+            tree=index,
+            phi_m=city.phi_m,
+            categories_covered=city.osm.poi_categories_covered,
+        )
+    n = sum(len(c.flatten()) for c in table.column("ts").chunks)
+    return n / (time.perf_counter() - t0)
 
 
 def numpy_rate(ctx, path: Path, phi: float, batch: int = 100_000) -> float:
@@ -233,7 +347,10 @@ def main() -> int:
     parser.add_argument("--sizes", default="1M,10M")
     parser.add_argument("--home", default=None, help="data root (default: TRANSFERTRAJ_HOME)")
     parser.add_argument("--brute-points", type=int, default=1000)
-    parser.add_argument("--child", nargs=2, metavar=("POINTS", "HOME"), help=argparse.SUPPRESS)
+    parser.add_argument("--shapes", default="trajectory,points", help="trajectory rows, point rows, or both")
+    parser.add_argument("--jits", default=",".join(JITS), help="driver JITs to run each shape under")
+    parser.add_argument("--before", metavar="COMMIT", help="also the trajectory rows through this commit's featurize")
+    parser.add_argument("--child", nargs=3, metavar=("SHAPE", "DATA", "HOME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -298,31 +415,47 @@ def main() -> int:
     sub = sub[np.random.default_rng(1).choice(len(sub), min(args.brute_points, len(sub)), replace=False)]
     brute = brute_force_rate(osm, sub, city.phi_m)
 
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    here = head.stdout.strip() or "?"
+    runs = [(shape, here, None) for shape in args.shapes.split(",")]
+    if args.before:
+        runs.append(("trajectory", args.before, code_tree(args.before, work)))
     rows = []
     for n in sizes:
-        path = generate_points(ctx, city.crs, n, work / f"generated_porto_{n}.parquet")
-        one = numpy_rate(ctx, path, city.phi_m)
-        for jit_name, jit in JITS.items():
-            load_before = os.getloadavg()[0]
-            result, peak = run_child([str(path), str(settings.home)], jit)
-            rows.append(_row(stamp, n, jit_name, load_before, result, peak, one, brute, miss_s))
+        silver, points, trips = generate_trips(ctx, city.crs, n, work)
+        peers = {"points": numpy_rate(ctx, points, city.phi_m), "trajectory": features_rate(ctx, city, silver)}
+        for shape, code, tree in runs:
+            for jit_name in args.jits.split(","):
+                load_before = os.getloadavg()[0]
+                data = silver if shape == "trajectory" else points
+                result, peak = run_child([shape, str(data), str(settings.home)], JITS[jit_name], tree)
+                if tree is not None and not result["code"].startswith(str(tree)):
+                    raise RuntimeError(f"the child ran {result['code']}, not {tree}")
+                rows.append(
+                    _row(stamp, n, trips, shape, code, jit_name, load_before, result, peak, peers, brute, miss_s)
+                )
     lines = [
-        f"context join, GENERATED Porto points (real points replicated + {JITTER_M:g} m jitter, inside the "
+        f"featurize / context join, GENERATED Porto trips (real trips copied, moved {JITTER_M:g} m, inside the "
         f"extract), phi {city.phi_m:g} m, {os.cpu_count()} cores, load average {load_start:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end ({stamp})",
         "",
-        "| points | driver JIT | load | join s | join CPU s | load s | points/s | peak MB | numpy 1 proc points/s "
-        "| x target (1 M/s) | x numpy 1 proc | x brute |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| points | trips | shape | code | driver JIT | load | join s | join CPU s | load s | points/s | peak MB "
+        "| 1 proc points/s | x target (1 M/s) | x 1 proc | x brute |",
+        "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['points']:,} | {r['driver_jit']} | {r['load_1min_start']:.1f} | {r['join_s']:.2f} | "
-            f"{r['join_cpu_s']:.1f} | {r['load_s']:.2f} | {r['points_per_s']:,} | {r['peak_mb']:,} | "
-            f"{r['numpy_1proc_points_per_s']:,} | {r['vs_target']:.2f} | {r['vs_numpy_1proc']:.2f} | {r['vs_brute']:,} |"
+            f"| {r['points']:,} | {r['trips']:,} | {r['shape']} | {r['code']} | {r['driver_jit']} | "
+            f"{r['load_1min_start']:.1f} | {r['join_s']:.2f} | {r['join_cpu_s']:.1f} | {r['load_s']:.2f} | "
+            f"{r['points_per_s']:,} | {r['peak_mb']:,} | {r['peer_1proc_points_per_s']:,} | {r['vs_target']:.2f} | "
+            f"{r['vs_1proc']:.2f} | {r['vs_brute']:,} |"
         )
     lines += [
         "",
+        "shape: `trajectory rows` = featurize (every feature, lists per trip) on silver's rows, as the pipeline runs "
+        "it; `point rows` = the context vectors alone on one Spark row per point, as it ran before issue #18",
+        "1 proc: the same work in one Python process, no Spark (trajectory rows: every feature of every trip; "
+        "point rows: the context vectors)",
         "load: the 1-minute load average before the child started (2 cores: above 2, other work inflates wall "
         "times; join CPU s much less)",
         f"context load per job (cached NPZ): {rows[-1]['load_s']:.2f} s; building the NPZ from the Delta tables "
@@ -336,8 +469,9 @@ def main() -> int:
     return 0
 
 
-def _row(stamp, n, jit_name, load_before, result, peak, one, brute, miss_s) -> dict:
+def _row(stamp, n, trips, shape, code, jit_name, load_before, result, peak, peers, brute, miss_s) -> dict:
     rate = n / result["join_s"]
+    peer = peers[shape]
     return {
         "date": stamp,
         "host": platform.node(),
@@ -345,6 +479,9 @@ def _row(stamp, n, jit_name, load_before, result, peak, one, brute, miss_s) -> d
         "load_1min_start": round(load_before, 2),
         "load_1min_end": round(os.getloadavg()[0], 2),
         "points": n,
+        "trips": trips,
+        "shape": f"{shape} rows",
+        "code": code,
         "driver_jit": jit_name,
         "join_s": round(result["join_s"], 2),
         "join_cpu_s": round(result["join_cpu_s"], 1),
@@ -352,9 +489,11 @@ def _row(stamp, n, jit_name, load_before, result, peak, one, brute, miss_s) -> d
         "cache_miss_s": round(miss_s, 2),
         "points_per_s": round(rate),
         "peak_mb": round(peak),
-        "numpy_1proc_points_per_s": round(one),
+        "numpy_1proc_points_per_s": round(peers["points"]),
+        "features_1proc_points_per_s": round(peers["trajectory"]),
+        "peer_1proc_points_per_s": round(peer),
         "vs_target": round(rate / TARGET_POINTS_S, 2),
-        "vs_numpy_1proc": round(rate / one, 2),
+        "vs_1proc": round(rate / peer, 2),
         "vs_brute": round(rate / brute),
         "brute_points_per_s": round(brute),
     }

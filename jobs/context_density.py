@@ -49,10 +49,12 @@ import io
 import logging
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark import Broadcast
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -62,6 +64,7 @@ from transfertraj.features.context import (  # noqa: F401 (CityContext, RoadLatt
     GRID_COLUMNS,
     POI_COLUMNS,
     CityContext,
+    PoiIndex,
     RoadLattice,
     check_context,
     city_context,
@@ -243,27 +246,48 @@ def build_road_lattice(
 _WORKER_CACHE: dict[str, tuple] = {}
 
 
-def _worker_context(bc, token: str):
-    """Unpack the broadcast once per Python worker (an NPZ's bytes or a CityContext) and build the POI
-    index there."""
-    cached = _WORKER_CACHE.get(token)
+class SharedContext(NamedTuple):
+    """A city's context broadcast to the Python workers (broadcast_context), and the name it is cached by."""
+
+    bc: Broadcast
+    token: str
+
+
+def broadcast_context(spark: SparkSession, context: CityContext | Path, *, phi_m: float) -> SharedContext:
+    """Check a city's context against phi and the taxonomy, and broadcast it once for every Arrow worker.
+
+    A CityContext (load_context) is broadcast as is; the path of its NPZ (jobs.context_tables.context_npz)
+    sends the compressed bytes instead of the arrays (25 MB instead of 130 MB for Porto), which each
+    Python worker unpacks once, in about a second (worker_context)."""
+    if isinstance(context, CityContext):
+        check_context(context, phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
+        value = context
+    else:
+        check_context(load_city_context(context), phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
+        value = Path(context).read_bytes()
+    return SharedContext(spark.sparkContext.broadcast(value), uuid.uuid4().hex)
+
+
+def worker_context(shared: SharedContext) -> tuple[CityContext, PoiIndex | None]:
+    """(the CityContext, its POI index) inside a Python worker: unpacked and indexed once per worker."""
+    cached = _WORKER_CACHE.get(shared.token)
     if cached is None:
-        value = bc.value
+        value = shared.bc.value
         ctx = load_city_context(io.BytesIO(value)) if isinstance(value, bytes) else value
-        cached = (ctx.lattice, poi_index(ctx), ctx.poi_category)
+        cached = (ctx, poi_index(ctx))
         _WORKER_CACHE.clear()  # one context per worker at a time: keep memory flat across cities
-        _WORKER_CACHE[token] = cached
+        _WORKER_CACHE[shared.token] = cached
     return cached
 
 
-def _context_batches(batches, *, bc, token, phi_m, category_missing, x_col, y_col):
-    lattice, index, poi_cat = _worker_context(bc, token)
+def _context_batches(batches, *, shared, phi_m, category_missing, x_col, y_col):
+    ctx, index = worker_context(shared)
     for batch in batches:
         xy = np.column_stack(
             [batch.column(x_col).to_numpy(zero_copy_only=False), batch.column(y_col).to_numpy(zero_copy_only=False)]
         ).astype(np.float64)
         poi, poi_missing, road, road_missing = context_vectors(
-            xy, lattice, index, poi_cat, phi_m=phi_m, category_missing=category_missing
+            xy, ctx.lattice, index, phi_m=phi_m, category_missing=category_missing
         )
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *context_arrays(poi, poi_missing, road, road_missing)],
@@ -344,20 +368,11 @@ def add_loaded_context(
     y_col: str = "my",
 ) -> DataFrame:
     """add_context with the context already collected: a CityContext (load_context), or the path of its
-    NPZ (jobs.context_tables.context_npz), whose compressed bytes are broadcast instead of the arrays
-    (25 MB instead of 130 MB for Porto; each Python worker unpacks them once, in about a second)."""
-    if isinstance(context, CityContext):
-        check_context(context, phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
-        value = context
-    else:
-        check_context(load_city_context(context), phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
-        value = Path(context).read_bytes()
+    NPZ (jobs.context_tables.context_npz; see broadcast_context)."""
     schema = _output_schema(points_df)
-    bc = points_df.sparkSession.sparkContext.broadcast(value)
     fn = functools.partial(
         _context_batches,
-        bc=bc,
-        token=uuid.uuid4().hex,  # names this broadcast in the workers' cache
+        shared=broadcast_context(points_df.sparkSession, context, phi_m=phi_m),
         phi_m=float(phi_m),
         category_missing=covered_mask(categories_covered),
         x_col=x_col,

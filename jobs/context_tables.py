@@ -2,8 +2,9 @@
 
     python -m jobs.context_tables --city porto        # ~1 min for Porto (OSM parse + 5 M-node lattice)
 
-    from transfertraj.jobs.context_tables import with_context
-    points = with_context(points_df, city, settings)   # what jobs/featurize.py calls
+    from transfertraj.jobs.context_tables import context_npz, with_context
+    npz, versions = context_npz(settings, city)        # what jobs/featurize.py broadcasts
+    points = with_context(points_df, city, settings)   # the same context on a DataFrame of point rows
 
 Each table is partitioned by city and replaced whole for the city on every run (`replace_partition`),
 so a rerun never appends a second copy. Every row records the OSM snapshot date and the POI taxonomy
@@ -334,9 +335,10 @@ def context_npz(settings: Settings, city: CityConfig) -> tuple[Path, dict[str, i
 
 
 def with_context(points_df: DataFrame, city: CityConfig, settings: Settings, context: Path | None = None) -> DataFrame:
-    """Add poi, poi_missing, road, road_missing to points (point_id, mx, my) of one city.
+    """Add poi, poi_missing, road, road_missing to point rows (point_id, mx, my) of one city.
 
-    `context`: the city's context_npz (looked up here when None)."""
+    For a DataFrame of points; jobs/featurize.py computes the same vectors on trajectory rows, without a
+    row per point. `context`: the city's context_npz (looked up here when None)."""
     if not city.has_osm:
         return points_df.transform(add_missing_context)
     if context is None:

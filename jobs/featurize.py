@@ -10,9 +10,13 @@ row per trajectory with equal-length arrays (docs/features_contract.md): the tra
 trajectory per row with no group-by. The silver version read and the context table versions are
 recorded in the commit's userMetadata and in the features rows' `source_versions`.
 
-The per-point values are computed by transfertraj.features (numpy, inside mapInArrow workers): the same
-functions the served model runs on its request points, so training and serving features cannot drift
-(tests/features/test_parity.py).
+The per-point values are computed by transfertraj.features (numpy, inside one mapInArrow over silver's
+trajectory rows: trajectory_features flattens each Arrow batch's lists, computes every field and rebuilds
+the lists with the same offsets): the same functions the served model runs on its request points, so
+training and serving features cannot drift (tests/features/test_parity.py). No point becomes a Spark row:
+the job it replaced exploded silver into point rows and grouped them back, and handing those rows to
+Python and back cost more than the work (issue #18, bench/context.py; its features are the same, bit for
+bit: tests/jobs/test_featurize_trajectory_rows.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import json
 import logging
 import time
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -33,71 +39,92 @@ from transfertraj.core.settings import Settings
 from transfertraj.feature_store.delta_io import read_table, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
-from transfertraj.features.temporal import TEMPORAL_FIELDS, temporal_fields
-from transfertraj.features.trajectory import POINT_FIELDS, RELATIVE_FIELDS, TRAJECTORY_FIELDS, add_relative
-from transfertraj.jobs.metric_coordinates import add_metric_xy
+from transfertraj.features.temporal import TEMPORAL_FIELDS
+from transfertraj.features.trajectory import RELATIVE_FIELDS, TRAJECTORY_FIELDS, trajectory_features
 
 log = logging.getLogger(__name__)
 
 
-def trajectory_points(silver: DataFrame) -> DataFrame:
-    """One row per point: trip_id, idx, ts, lon, lat, point_id (unique within this job)."""
-    return (
-        silver.select("trip_id", F.posexplode(F.arrays_zip("ts", "lon", "lat")).alias("idx", "p"))
-        .select("trip_id", "idx", "p.ts", "p.lon", "p.lat")
-        .withColumn("point_id", F.monotonically_increasing_id())
-    )
+SILVER_COLUMNS = ("trip_id", "vehicle_key", "start_ts", "n_points", "city", "date")  # carried through
+POINTS_PER_CHUNK = 250_000  # per-point temporaries stay ~100 MB whatever the trips' lengths
 
 
-def _temporal_batches(batches, *, timezone: str):
+def _point_lists() -> list[T.StructField]:
+    """The features rows' per-point list columns, in TRAJECTORY_FIELDS order (the types, nullability
+    included, of the per-point-row job this one replaced, so the features table's schema is unchanged)."""
+    from transfertraj.jobs.context_density import CONTEXT_FIELDS
+
+    element = {"ts": T.LongType(), "lon": T.DoubleType(), "lat": T.DoubleType(), "mx": T.DoubleType()}
+    element |= {"my": T.DoubleType(), **dict.fromkeys(TEMPORAL_FIELDS, T.IntegerType())}
+    lists = {name: T.ArrayType(t) for name, t in element.items()}
+    lists |= {name: T.ArrayType(T.FloatType()) for name in RELATIVE_FIELDS}
+    lists |= {f.name: T.ArrayType(f.dataType, containsNull=False) for f in CONTEXT_FIELDS}
+    return [T.StructField(name, lists[name], nullable=False) for name in TRAJECTORY_FIELDS]
+
+
+def _chunks(batch: pa.RecordBatch, points: int):
+    """The batch cut into runs of whole rows holding about `points` list values each."""
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(batch.column("ts")), 0), dtype=np.int64)
+    ends = np.cumsum(lengths)
+    lo = 0
+    while lo < batch.num_rows:
+        hi = max(lo + 1, int(np.searchsorted(ends, ends[lo] - lengths[lo] + points, side="right")))
+        yield batch.slice(lo, hi - lo)
+        lo = hi
+
+
+def _feature_batches(batches, *, shared, crs, timezone, phi_m, categories_covered):
+    from transfertraj.jobs.context_density import worker_context
+
+    ctx, index = worker_context(shared) if shared is not None else (None, None)
     for batch in batches:
-        fields = temporal_fields(batch.column("ts").to_numpy(zero_copy_only=False), timezone)
-        yield pa.RecordBatch.from_arrays(
-            [*batch.columns, *(pa.array(f, pa.int32()) for f in fields)],
-            names=[*batch.schema.names, *TEMPORAL_FIELDS],
-        )
-
-
-def add_temporal(points: DataFrame, *, timezone: str) -> DataFrame:
-    """weekday (0 = Monday), hour and minute in the city's local time (features.temporal, per Arrow batch)."""
-    schema = T.StructType([*points.schema.fields, *(T.StructField(f, T.IntegerType()) for f in TEMPORAL_FIELDS)])
-    return points.mapInArrow(functools.partial(_temporal_batches, timezone=timezone), schema)
-
-
-def _relative_batches(batches):
-    for batch in batches:
-        yield add_relative(batch)
-
-
-def assemble(points: DataFrame, silver: DataFrame, *, context_missing: bool) -> DataFrame:
-    """Points with modalities -> one row per trajectory, arrays ordered by idx."""
-    fields = ["idx", *POINT_FIELDS]
-    grouped = points.groupBy("trip_id").agg(F.array_sort(F.collect_list(F.struct(*fields))).alias("p"))
-    lists = grouped.select("trip_id", *(F.col(f"p.{f}").alias(f) for f in POINT_FIELDS))
-    # x, y and minutes since start need the first point: features.trajectory.add_relative, per Arrow batch
-    schema = T.StructType(
-        [*lists.schema.fields, *(T.StructField(f, T.ArrayType(T.FloatType()), nullable=False) for f in RELATIVE_FIELDS)]
-    )
-    per_trip = lists.mapInArrow(_relative_batches, schema).select("trip_id", *TRAJECTORY_FIELDS)
-    return (
-        silver.select("trip_id", "vehicle_key", "start_ts", "n_points", "city", "date")
-        .join(per_trip, "trip_id")
-        .withColumn("context_missing", F.lit(context_missing))
-        .withColumn("taxonomy_version", F.lit(TAXONOMY_VERSION))
-    )
+        for rows in _chunks(batch, POINTS_PER_CHUNK):
+            lists = trajectory_features(
+                rows,
+                crs=crs,
+                timezone=timezone,
+                context=ctx,
+                tree=index,
+                phi_m=phi_m,
+                categories_covered=categories_covered,
+            )
+            yield pa.RecordBatch.from_arrays(
+                [*(rows.column(c) for c in SILVER_COLUMNS), *lists.columns],
+                names=[*SILVER_COLUMNS, *TRAJECTORY_FIELDS],
+            )
 
 
 def silver_to_features(silver: DataFrame, city: CityConfig, settings: Settings, context=None) -> DataFrame:
     """Silver rows of one city -> features rows (the context tables must exist for a city with OSM).
 
+    One mapInArrow over the trajectory rows: per Arrow batch, transfertraj.features.trajectory_features
+    flattens the lists, computes every per-point field and rebuilds the lists with the same offsets. No
+    row per point, no shuffle: handing one row per point to Python and back cost more than the work
+    (bench/context.py). Trips without points are dropped (they have no features).
     `context`: the city's cached context NPZ (jobs.context_tables.context_npz; looked up when None)."""
-    from transfertraj.jobs.context_tables import with_context
+    from transfertraj.jobs.context_density import broadcast_context
+    from transfertraj.jobs.context_tables import context_npz
 
-    points = (
-        trajectory_points(silver).transform(add_metric_xy, city.crs).transform(add_temporal, timezone=city.timezone)
+    shared = None
+    if city.has_osm:
+        if context is None:
+            context, _ = context_npz(settings, city)
+        shared = broadcast_context(silver.sparkSession, context, phi_m=city.phi_m)
+    rows = silver.where(F.size("ts") > 0).select(*SILVER_COLUMNS, "ts", "lon", "lat")
+    schema = T.StructType([*(rows.schema[c] for c in SILVER_COLUMNS), *_point_lists()])
+    fn = functools.partial(
+        _feature_batches,
+        shared=shared,
+        crs=city.crs,
+        timezone=city.timezone,
+        phi_m=float(city.phi_m),
+        categories_covered=city.osm.poi_categories_covered,
     )
-    points = with_context(points, city, settings, context)
-    return assemble(points, silver, context_missing=not city.has_osm)
+    return (
+        rows.mapInArrow(fn, schema)
+        .withColumn("context_missing", F.lit(not city.has_osm))
+        .withColumn("taxonomy_version", F.lit(TAXONOMY_VERSION))
+    )
 
 
 def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pyproj import Transformer
 
@@ -47,6 +48,19 @@ def test_temporal_fields_are_local_time():
     assert [int(a[0]) for a in temporal_fields(ts, "Europe/Lisbon")] == [0, 1, 30]
     assert [int(a[0]) for a in temporal_fields(ts, "Asia/Shanghai")] == [0, 8, 30]
     assert [int(a[0]) for a in temporal_fields(ts, "America/Los_Angeles")] == [6, 17, 30]  # still Sunday
+
+
+@pytest.mark.parametrize("tz", ["Europe/Lisbon", "America/Los_Angeles", "Asia/Kathmandu", "Australia/Lord_Howe"])
+def test_temporal_fields_are_arrows_local_fields(tz):
+    """The numpy arithmetic on the local wall clock equals Arrow's own weekday/hour/minute of the zoned time,
+    over 1950-2040 (before 1970 too) and every minute around the zone's DST changes of 2013."""
+    rng = np.random.default_rng(0)
+    around = [t + np.arange(-7200, 7200, 60) for t in (1364691600, 1383440400, 1364695200, 1380931200)]
+    ts = np.concatenate([rng.integers(-631152000, 2208988800, 50_000), *around])
+    zoned = pa.array(ts, pa.timestamp("s", tz=tz))
+    want = (pc.day_of_week(zoned, count_from_zero=True, week_start=1), pc.hour(zoned), pc.minute(zoned))
+    for got, w in zip(temporal_fields(ts, tz), want, strict=True):
+        np.testing.assert_array_equal(got, w.to_numpy(zero_copy_only=False))
 
 
 def test_metric_xy_is_pyproj():

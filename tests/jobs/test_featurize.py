@@ -1,14 +1,17 @@
-"""silver -> features on a city without OSM context (fast) and the pure transforms."""
+"""silver -> features on a city without OSM context (fast) and the pure transforms.
+
+The features against the per-point-row job they replaced, with and without OSM: test_featurize_trajectory_rows.py."""
 
 import math
 
+import pyarrow as pa
 import pytest
 from pyproj import Geod, Transformer
 
 from tests.jobs.ingest_fixtures import BAD_INPUTS, land, point_log_city
 from transfertraj.feature_store.delta_io import read_table
 from transfertraj.feature_store.tables import table_path
-from transfertraj.jobs.featurize import add_temporal, featurize_date
+from transfertraj.jobs.featurize import _chunks, featurize_date
 from transfertraj.jobs.ingest import ingest_date
 from transfertraj.jobs.metric_coordinates import add_metric_xy
 
@@ -22,15 +25,14 @@ def test_metric_xy_matches_pyproj(spark):
         assert row.mx == pytest.approx(ex, abs=1e-6) and row.my == pytest.approx(ey, abs=1e-6)
 
 
-def test_temporal_fields_are_local_time(spark):
-    # 2013-07-01 00:30 UTC is Monday 01:30 in Lisbon (WEST, UTC+1) and Monday 08:30 in Shanghai.
-    df = spark.createDataFrame([(1372638600,)], "ts long")
-    lisbon = add_temporal(df, timezone="Europe/Lisbon").first()
-    shanghai = add_temporal(df, timezone="Asia/Shanghai").first()
-    la = add_temporal(df, timezone="America/Los_Angeles").first()
-    assert (lisbon.weekday, lisbon.hour, lisbon.minute) == (0, 1, 30)
-    assert (shanghai.weekday, shanghai.hour) == (0, 8)
-    assert (la.weekday, la.hour) == (6, 17)  # still Sunday in California
+def test_a_batch_is_cut_into_whole_trips_of_about_the_chunk_size():
+    lengths = [3, 0, 5, 2, 7, 1, 1]
+    ts = pa.array([list(range(n)) for n in lengths], pa.list_(pa.int64()))
+    batch = pa.RecordBatch.from_arrays([ts, pa.array(range(len(lengths)))], names=["ts", "row"])
+    chunks = list(_chunks(batch.slice(0), 6))
+    assert [c.column("row").to_pylist() for c in chunks] == [[0, 1], [2], [3], [4], [5, 6]]  # 7 > 6: alone
+    assert pa.Table.from_batches(chunks).column("ts").to_pylist() == ts.to_pylist()
+    assert [c.column("row").to_pylist() for c in _chunks(batch.slice(2, 3), 100)] == [[2, 3, 4]]
 
 
 @pytest.mark.slow

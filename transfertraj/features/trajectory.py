@@ -2,11 +2,15 @@
 
     table = point_features(points, crs=city.crs, timezone=city.timezone, context=ctx, ...)   # per point
     rows = trajectory_rows(table)                                         # per trajectory (features layout)
+    columns = trajectory_features(silver_rows, crs=city.crs, timezone=city.timezone, context=ctx, ...)
 
 The layout is the features table's (docs/features_contract.md): ts, lon, lat, mx, my, x, y, weekday,
 hour, minute, minutes_since_start, poi, poi_missing, road, road_missing, arrays ordered by point index.
 `add_relative` computes the columns that need the trajectory's first point (x, y metres from it, minutes
-since it): the Spark job (jobs/featurize.assemble) calls it on its grouped rows, serving on its own.
+since it). Serving starts from points (trajectory_rows); the Spark job starts from silver's trajectory
+rows and calls trajectory_features on each Arrow batch of them (jobs/featurize.py): the lists are
+flattened, point_features runs on the flat points and the lists are rebuilt with the same offsets, so
+no point ever becomes a row of its own.
 """
 
 from __future__ import annotations
@@ -72,6 +76,45 @@ def add_relative(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [*batch.columns, *relative_arrays(batch)], names=[*batch.schema.names, *RELATIVE_FIELDS]
     )
+
+
+def _flat(col: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """(offsets from 0, int32; the values the rows reference) of a list column, sliced or not."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.array(offsets, pa.int32()), pc.list_flatten(col)
+
+
+def trajectory_features(
+    rows: pa.RecordBatch | pa.Table,
+    *,
+    crs: str,
+    timezone: str,
+    context: CityContext | None,
+    tree=None,
+    phi_m: float,
+    categories_covered: list[str] | None = None,
+) -> pa.RecordBatch:
+    """Trajectory rows with list columns ts, lon, lat (silver's layout) -> TRAJECTORY_FIELDS as list
+    columns of the same lengths, one row per input row, in its order (point_features on the flattened
+    points, then add_relative). The lists must have equal lengths per row; arguments as point_features."""
+    (offsets, ts), (lon_offsets, lon), (lat_offsets, lat) = (_flat(rows.column(c)) for c in ("ts", "lon", "lat"))
+    if not (offsets.equals(lon_offsets) and offsets.equals(lat_offsets)):
+        raise ValueError("ts, lon and lat must have the same number of values in every row")
+    flat = pa.table({"ts": ts, "lon": lon, "lat": lat})
+    per_point = point_features(
+        flat,
+        crs=crs,
+        timezone=timezone,
+        context=context,
+        tree=tree,
+        phi_m=phi_m,
+        categories_covered=categories_covered,
+    )
+    lists = [pa.ListArray.from_arrays(offsets, per_point.column(name).combine_chunks()) for name in POINT_FIELDS]
+    per_trip = add_relative(pa.RecordBatch.from_arrays(lists, names=list(POINT_FIELDS)))
+    return per_trip.select(list(TRAJECTORY_FIELDS))
 
 
 def point_features(
