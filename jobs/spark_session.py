@@ -30,7 +30,11 @@ from transfertraj.core.settings import Settings
 log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
-DRIVER_JIT = "-XX:TieredStopAtLevel=1"  # settings.spark_conf may override it (e.g. -XX:TieredStopAtLevel=4)
+# settings.spark_conf may override it (e.g. -XX:TieredStopAtLevel=4). With C1 alone the JVM reserves only 48 MB
+# for compiled code, and a long-lived session (the demo's DAG runs, a test run) filled it: "CodeCache is full.
+# Compiler has been disabled", and every method compiled after that ran interpreted. 240 MB is the tiered
+# JVM's own default; it is reserved address space, committed only as code is compiled.
+DRIVER_JIT = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 
 
 class JavaMissingError(RuntimeError):

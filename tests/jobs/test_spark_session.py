@@ -30,13 +30,19 @@ def test_conf_is_sized_for_small_machines_and_overridable(settings):
 
     conf = spark_conf(replace(settings, spark_conf={"spark.sql.shuffle.partitions": "64"}), "x")
     assert conf["spark.sql.shuffle.partitions"] == "64"
-    assert conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"  # short jobs: C1 only
+    # short jobs: C1 only, with room for the code a long-lived session compiles (C1 alone reserves 48 MB)
+    assert conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
     jit = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=4"}
     assert spark_conf(replace(settings, spark_conf=jit), "x")["spark.driver.extraJavaOptions"].endswith("=4")
 
 
 def test_session_has_delta_and_runs_the_driver_python(spark):
     import sys
+
+    jvm_args = list(
+        spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    )
+    assert "-XX:ReservedCodeCacheSize=240m" in jvm_args  # the driver JVM was started with DRIVER_JIT
 
     assert spark.conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
     assert spark.sparkContext.pythonExec == sys.executable or spark.sparkContext.pythonExec.endswith("python")
