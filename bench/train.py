@@ -494,24 +494,31 @@ def ab_report(results: list[dict], uptime: list[tuple], stamp: str) -> str:
     return "\n".join(lines)
 
 
+def _history_row(r: dict, stamp: str, *, variant: str) -> dict:
+    """The train-history.csv fields every run of a child has (bench/history.py keeps the file's column order)."""
+    return {
+        "date": stamp,
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "load_1min_child": round(r["load_avg_1min"], 2),
+        "variant": variant,
+        "device": r["device"],
+        "batch": BATCH,
+        "points": r["points"],
+        "steps": r["steps"],
+        "s_per_step": round(r["s_per_step"], 4),
+        "cpu_s_per_step": round(r["cpu_s_per_step"], 3),
+        "peak_rss_mb": round(r["peak_rss_mb"]),
+        "threads": r["threads"],
+    }
+
+
 def append_ab(results: list[dict], text: str, stamp: str) -> Path:
     """The A/B's rows to train-history.csv (variant "ours@<commit>", "before"/"after" in ab_side) and its
     report to train-ab-<stamp>.md."""
     rows = [
         {
-            "date": stamp,
-            "host": platform.node(),
-            "cores": os.cpu_count(),
-            "load_1min_child": round(r["load_avg_1min"], 2),
-            "variant": f"ours@{r['commit']}",
-            "device": r["device"],
-            "batch": BATCH,
-            "points": r["points"],
-            "steps": r["steps"],
-            "s_per_step": round(r["s_per_step"], 4),
-            "cpu_s_per_step": round(r["cpu_s_per_step"], 3),
-            "peak_rss_mb": round(r["peak_rss_mb"]),
-            "threads": r["threads"],
+            **_history_row(r, stamp, variant=f"ours@{r['commit']}"),
             "ab_side": r["side"],
             "sys_s_per_step": round(r["sys_s_per_step"], 3),
             "page_faults_per_step": round(r["page_faults_per_step"]),
@@ -595,21 +602,9 @@ def append_results(results: list[dict], text: str, stamp: str, load_start: float
         d = dense.get((r["device"], r["points"]))
         rows.append(
             {
-                "date": stamp,
-                "host": platform.node(),
-                "cores": os.cpu_count(),
+                **_history_row(r, stamp, variant=r["variant"] + ("+trim" if r.get("malloc_trim") else "")),
                 "load_1min_start": round(load_start, 2),
-                "load_1min_child": round(r["load_avg_1min"], 2),
-                "variant": r["variant"] + ("+trim" if r.get("malloc_trim") else ""),
-                "device": r["device"],
-                "batch": BATCH,
-                "points": r["points"],
-                "steps": r["steps"],
-                "s_per_step": round(r["s_per_step"], 4),
-                "cpu_s_per_step": round(r["cpu_s_per_step"], 3),
-                "peak_rss_mb": round(r["peak_rss_mb"]),
                 "infer_ms_per_traj": round(r["infer_ms_per_traj"], 3),
-                "threads": r["threads"],
                 "allocator": r.get("allocator", ""),
                 "dense_over_this": round(d / r["s_per_step"], 2) if d and r["variant"] != "dense" else "",
             }
