@@ -66,6 +66,7 @@ CODE_ENV = "TRANSFERTRAJ_BENCH_CODE"  # a child measuring an earlier commit impo
 if os.environ.get(CODE_ENV):
     sys.path.insert(0, os.environ[CODE_ENV])
 
+from bench.code_tree import code_tree  # noqa: E402
 from bench.history import append_rows  # noqa: E402
 
 JITTER_M = 25.0
@@ -149,24 +150,6 @@ def generate_trips(ctx, crs: str, n: int, folder: Path, seed: int = 0) -> tuple[
     flat = pa.table({"point_id": np.arange(n, dtype=np.int64), "mx": xy[:, 0], "my": xy[:, 1]})
     pq.write_table(flat, points, row_group_size=1_000_000)
     return silver, points, k
-
-
-def code_tree(commit: str, folder: Path) -> Path:
-    """The package as it was at `commit`, importable as `transfertraj` from the returned folder (first on
-    PYTHONPATH: the source tree's import hook comes after it): git archive, the subpackages linked in."""
-    folder = folder / f"code-{commit}"
-    if not (folder / "transfertraj").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", commit, "transfertraj", "jobs", "feature_store", "model", "config"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-        for name, target in (("jobs", "jobs"), ("feature_store", "feature_store"), ("model", "model")):
-            (folder / "transfertraj" / name).symlink_to(folder / target)
-        (folder / "transfertraj" / "cities").symlink_to(folder / "config" / "cities")
-    return folder
 
 
 def _pss_mb(pid: int) -> float:

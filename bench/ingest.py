@@ -619,23 +619,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def before_tree(commit: str, work: Path) -> Path:
-    """The code of `commit` laid out as the installed package imports it (transfertraj/{jobs, model,
-    feature_store, cities}), with its bench/: work/spark@<short>/. Its child puts that folder first on
-    sys.path, so it runs the commit's ingestion, not this checkout's."""
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", commit], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    tree = work / f"spark@{sha}"
-    if not (tree / "transfertraj" / "jobs").is_dir():
-        shutil.rmtree(tree, ignore_errors=True)
-        tree.mkdir(parents=True)
-        parts = ["transfertraj", "jobs", "model", "feature_store", "config", "bench"]
-        archive = subprocess.run(["git", "archive", sha, *parts], cwd=REPO, check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-        for src, dst in (("jobs", "jobs"), ("model", "model"), ("feature_store", "feature_store")):
-            (tree / src).rename(tree / "transfertraj" / dst)
-        (tree / "config" / "cities").rename(tree / "transfertraj" / "cities")
-    print(f"before: the Spark ingestion of {sha} from {tree}", flush=True)
+    """The code of `commit` with its bench/ (bench/code_tree.py): work/spark@<short>/. Its child runs from
+    there, so it runs the commit's ingestion, not this checkout's."""
+    from bench.code_tree import code_tree
+
+    tree = code_tree(commit, work, prefix="spark@")
+    print(f"before: the Spark ingestion of {tree.name.removeprefix('spark@')} from {tree}", flush=True)
     return tree
 
 
