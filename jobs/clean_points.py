@@ -409,17 +409,19 @@ def whole_streams(batches, fn):
         yield from fn(carry).to_batches()
 
 
-def _map_whole_streams(points, fn, ddl: str, *, buckets: int, streams_contiguous: bool):
+def _map_whole_streams(points, fn, ddl: str, *, buckets: int, streams_contiguous: bool, then=None):
     """Spark: fn over whole streams in Arrow batches (mapInArrow), with no shuffle when it can be avoided.
 
     Porto rows explode into their points in place, so each stream (a row) is already contiguous in its
     partition (`streams_contiguous=True`). Point logs interleave vehicles: they are first hash-partitioned
     into `buckets` by stream and sorted, one shuffle. Either way a stream is never split, so every rule
-    sees all its fixes."""
+    sees all its fixes. `then`: a function of fn's output batches, run in the same worker."""
     points = points.select(*INPUT_COLUMNS, *(["ts_alt"] if "ts_alt" in points.columns else []))
     if not streams_contiguous:
         points = points.repartition(buckets, "stream_id").sortWithinPartitions("stream_id")
-    return points.mapInArrow(lambda batches: whole_streams(batches, fn), ddl)
+    if then is None:
+        return points.mapInArrow(lambda batches: whole_streams(batches, fn), ddl)
+    return points.mapInArrow(lambda batches: then(whole_streams(batches, fn)), ddl)
 
 
 def clean_points_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
@@ -456,12 +458,14 @@ def trip_pieces_table(kept: pa.Table) -> pa.Table:
     )
 
 
-# One pass, two kinds of rows: the trajectories and the dropped points of a batch of whole streams. Only
-# these (a trajectory row holds its fixes as arrays) are kept in memory by the ingestion, never a row per point.
+# One pass, two kinds of rows: the trajectories and the dropped points of a batch of whole streams. With a
+# silver sink (jobs/clean_trips.trips_to_parts) a trajectory's arrays are written to silver in the worker
+# and its row comes back slim, with its place in that file (part_*); one `part` row names each file.
 CLEANED_DDL = (
     "kind string, source_file string, row_id long, point_idx int, reason string, ts long, lon double, "
     "lat double, stream_id string, seg long, chunk int, vehicle_id string, n_points int, length_m double, "
-    "fix_ts array<long>, fix_lon array<double>, fix_lat array<double>"
+    "fix_ts array<long>, fix_lon array<double>, fix_lat array<double>, "
+    "part_path string, part_row long, part_bytes long, part_rows long"
 )
 TRIP, DROP = "trip", "drop"
 
@@ -565,15 +569,21 @@ def checked_and_cleaned_ddl() -> str:
     return ", ".join([ROW_CHECK_DDL, *extra])
 
 
-def checked_and_cleaned_porto(batches, rules: CleaningRules, datum: str = "wgs84"):
+def checked_and_cleaned_porto(batches, rules: CleaningRules, datum: str = "wgs84", sink=None):
     """Arrow worker, after the row checks (parse_points.check_porto_rows' `then`): each checked row as
     itself (kind `row`, its lons and lats dropped: its points are counted in n_points) and the trips and
     dropped points (porto_trips_and_drops) of the rows that passed the checks of the row alone.
 
     Why here: before, the parsed points went back to the JVM as arrays on the checked rows, out again to a
     second worker to be cleaned, and back as trajectories. A row that a rule over other rows rejects
-    later (a duplicate, a conflicting version of its trip) has its trips and drops removed by row_id."""
+    later (a duplicate, a conflicting version of its trip) has its trips and drops removed by row_id.
+    `sink` (a jobs.clean_trips.SilverSink): the trips are written to silver here (trips_to_parts)."""
     schema = _arrow_schema(checked_and_cleaned_ddl())
+    if sink is not None:
+        from transfertraj.jobs.clean_trips import trips_to_parts
+
+        yield from trips_to_parts(checked_and_cleaned_porto(batches, rules, datum), sink, schema)
+        return
     for batch in batches:
         if not batch.num_rows:
             continue
@@ -596,10 +606,11 @@ def _conformed(columns: dict, n: int, schema: pa.Schema) -> pa.Table:
     )
 
 
-def porto_cleaning(city: CityConfig) -> tuple:
-    """check_rows' (then, then_ddl) for a Porto delivery: rows checked and cleaned in one worker."""
+def porto_cleaning(city: CityConfig, sink=None) -> tuple:
+    """check_rows' (then, then_ddl) for a Porto delivery: rows checked and cleaned in one worker (and their
+    trips written to silver there, with `sink`: jobs.clean_trips.SilverSink)."""
     return (
-        functools.partial(checked_and_cleaned_porto, rules=CleaningRules.for_city(city), datum=city.datum),
+        functools.partial(checked_and_cleaned_porto, rules=CleaningRules.for_city(city), datum=city.datum, sink=sink),
         checked_and_cleaned_ddl(),
     )
 
@@ -625,13 +636,22 @@ def _arrow_schema(ddl: str) -> pa.Schema:
     return pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in (f.strip().split(" ", 1) for f in ddl.split(","))])
 
 
-def clean_trips_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False):
-    """Spark: points -> CLEANED_DDL rows (trajectories and dropped points) in one pass over whole streams."""
+def clean_trips_spark(points, city: CityConfig, *, buckets: int, streams_contiguous: bool = False, sink=None):
+    """Spark: points -> CLEANED_DDL rows (trajectories and dropped points) in one pass over whole streams.
+    `sink` (a jobs.clean_trips.SilverSink): the trajectories are written to silver by the worker and come
+    back slim (jobs/clean_trips.trips_to_parts)."""
     rules = CleaningRules.for_city(city)
+    fn = lambda t: trips_and_drops_table(t, rules)  # noqa: E731
+    if sink is None:
+        return _map_whole_streams(points, fn, CLEANED_DDL, buckets=buckets, streams_contiguous=streams_contiguous)
+    from transfertraj.jobs.clean_trips import trips_to_parts
+
+    schema = _cleaned_schema()
     return _map_whole_streams(
         points,
-        lambda t: trips_and_drops_table(t, rules),
+        fn,
         CLEANED_DDL,
         buckets=buckets,
         streams_contiguous=streams_contiguous,
+        then=lambda batches: trips_to_parts(batches, sink, schema),
     )

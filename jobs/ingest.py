@@ -48,11 +48,13 @@ from pyspark.sql import functions as F
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store import reader
+from transfertraj.feature_store.arrow_parts import PartSink, commit_parts, discard_parts, drop_part_rows, table_schema
 from transfertraj.feature_store.delta_io import append_arrow, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
 from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, record_spans, spark_readable
 from transfertraj.jobs.clean_points import DROP, ROW, TRIP, clean_trips_spark, porto_cleaning
+from transfertraj.jobs.clean_trips import PART, SilverSink
 from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
 from transfertraj.jobs.parse_points import (
     NON_DATA_REASONS,
@@ -71,9 +73,11 @@ from transfertraj.jobs.schemas import (
     REJECTS_SCHEMA,
     ROW_ID,
     RUNS_SCHEMA,
+    SILVER_SCHEMA,
     SOURCE_FILE,
+    delta_arrow_schema,
 )
-from transfertraj.jobs.vehicle_key import load_vehicle_key, vehicle_key_column
+from transfertraj.jobs.vehicle_key import load_vehicle_key
 from transfertraj.jobs.wgs84_points import wgs84_points
 
 log = logging.getLogger(__name__)
@@ -360,12 +364,13 @@ def _checked_and_cleaned(
     rows = join_quoted_lines(bronze, files, city.raw.delimiter)
 
     headers = sorted({f.header for f in files if f.header is not None})
+    sink = _silver_sink(settings, city, date, report)
     # Parsed once (a Porto POLYLINE in the Arrow worker): the verdicts, their counts and the points read it.
     # A Porto row is cleaned in that same worker (jobs/clean_points.checked_and_cleaned_porto): the frame
     # kept holds each row's verdict (kind `row`) and the trips and dropped points cleaned from it.
     porto = city.raw.format == "porto_csv"
     kept = _persist(
-        check_rows(rows, city, headers, *porto_cleaning(city)) if porto else check_rows(rows, city, headers)
+        check_rows(rows, city, headers, *porto_cleaning(city, sink)) if porto else check_rows(rows, city, headers)
     )
     checked = kept.where(F.col("kind") == ROW).select(*ROW_CHECK_COLUMNS) if porto else kept
     report.datum = city.datum
@@ -396,20 +401,16 @@ def _checked_and_cleaned(
     else:
         points = wgs84_points(explode_points(verdicts), city.datum)
         buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
-        cleaned = _persist(clean_trips_spark(points, city, buckets=buckets))
-    key = load_vehicle_key(settings)
-    trips = ct.build_trajectories(
-        cleaned.where(F.col("kind") == TRIP),
-        city=city.name,
-        date=date,
-        vehicle_key=vehicle_key_column(F.col("vehicle_id"), key),
-    )
+        cleaned = _persist(clean_trips_spark(points, city, buckets=buckets, sink=sink))
     dropped = ct.point_rejects(cleaned.where(F.col("kind") == DROP))
     outcome = cleaned.groupBy("kind", REASON).agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p"))
     report.points_dropped_by_reason = {}
     with _phase(spark, "cleaning"):
         outcome = outcome.collect()
+        parts = _silver_parts(kept if porto else cleaned, sink, flags if porto else {})
     for r in outcome:
+        if r["kind"] == PART:
+            continue
         if r["kind"] == TRIP:
             report.trajectories_out += int(r["n"])
             report.points_kept += int(r["p"] or 0)
@@ -436,9 +437,14 @@ def _checked_and_cleaned(
         failure = _quality_gate(report, city)
         status = "failed_quality_gate" if failure else "published"
     report.message = "; ".join(m for m in (failure, report.notes()) if m)
-    if not failure:
+    if failure:
+        discard_parts(sink.parts, parts)
+    else:
         with _phase(spark, "silver"):
-            report.silver_version = _publish(trips, "silver", part, settings, report)
+            report.silver_version = commit_parts(
+                sink.parts, parts, partition_by=table("silver").partition_by, user_metadata=f"run {report.run_id}"
+            )
+            log.info("replaced %s in %s (version %s)", part, sink.parts.table, report.silver_version)
     report.seconds = time.time() - t0
     report.status = status
     with _phase(spark, "runs"):
@@ -452,6 +458,38 @@ def _checked_and_cleaned(
     if failure:
         raise QualityGateError(f"{city.name} {date}: {failure}; silver not published (bronze and rejects kept)")
     return report
+
+
+def _silver_sink(settings: Settings, city: CityConfig, date: str, report: IngestReport) -> SilverSink:
+    """Where the cleaning workers write this run's silver files (jobs/clean_trips.trips_to_parts): the
+    date's partition, files named after the run, in the table's own schema (silver's when it is new)."""
+    path = table_path(settings, "silver")
+    partition_by = table("silver").partition_by
+    schema = table_schema(path, partition_by, delta_arrow_schema(SILVER_SCHEMA))
+    sink = PartSink(path, {CITY: city.name, DATE: date}, schema, tag=report.run_id)
+    return SilverSink(sink, city=city.name, key=load_vehicle_key(settings))
+
+
+def _silver_parts(cleaned: DataFrame, sink: SilverSink, flags) -> list[dict]:
+    """The silver files the cleaning workers wrote (their `part` rows), without the trips of rows that a
+    rule over other rows rejected after they were written (`flags`: row_id -> flag; rewritten files)."""
+    parts = [r.asDict() for r in cleaned.where(F.col("kind") == PART).select(*PART_COLUMNS).collect()]
+    if not flags:
+        return parts
+    flagged = _only_rows(cleaned.where(F.col("kind") == TRIP), flags).select("part_path", "part_row").collect()
+    positions: dict[str, list[int]] = {}
+    for r in flagged:
+        positions.setdefault(r["part_path"], []).append(int(r["part_row"]))
+    return drop_part_rows(sink.parts, parts, positions)
+
+
+PART_COLUMNS = ("part_path", "part_bytes", "part_rows")
+
+
+def _only_rows(df: DataFrame, row_ids) -> DataFrame:
+    """`df`'s rows whose row_id is among `row_ids` (a few: a broadcast join)."""
+    keep = df.sparkSession.createDataFrame([(int(r),) for r in sorted(row_ids)], f"{ROW_ID} long")
+    return df.join(F.broadcast(keep), ROW_ID, "left_semi")
 
 
 def _without_rows(df: DataFrame, row_ids) -> DataFrame:
@@ -514,9 +552,7 @@ def _append_run(
 def _runs_arrow_schema() -> pa.Schema:
     """RUNS_SCHEMA as Arrow, every field nullable as Delta stores a table Spark created (the two writers
     must agree); the non-null fields are still always filled (IngestReport's defaults)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    return pa.schema([f.with_nullable(True) for f in to_arrow_schema(RUNS_SCHEMA, timezone="UTC")])
+    return delta_arrow_schema(RUNS_SCHEMA)
 
 
 def date_range(start: str, end: str) -> list[str]:

@@ -5,6 +5,7 @@ Names are constants so a rename happens in one place; schemas are StructTypes so
 
 from __future__ import annotations
 
+import pyarrow as pa
 from pyspark.sql.types import (
     ArrayType,
     DoubleType,
@@ -140,3 +141,16 @@ POINT_REASONS = {
     "too_long": "its trajectory has more than max_points and long_trips=drop",
     "not_vehicle": "its trajectory is slower on average than min_vehicle_speed_kmh",
 }
+
+
+def delta_arrow_schema(schema: StructType, *, without: tuple[str, ...] = ()) -> pa.Schema:
+    """`schema` as Arrow the way Delta stores a table that Spark created: every field nullable, list elements
+    too (the two writers of a table, Spark and an Arrow worker or delta-rs, must agree). `without`: columns
+    left out (a partition's columns live in its folder names, not in its files)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    def loose(t: pa.DataType) -> pa.DataType:
+        return pa.list_(pa.field("element", loose(t.value_type))) if pa.types.is_list(t) else t
+
+    arrow = to_arrow_schema(schema, timezone="UTC")
+    return pa.schema([pa.field(f.name, loose(f.type)) for f in arrow if f.name not in without])

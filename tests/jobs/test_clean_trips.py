@@ -1,11 +1,17 @@
-"""Cleaned points -> silver trajectories (real Spark, no storage). The rules are tested in test_clean_points.py."""
+"""Cleaned points -> silver rows written by the cleaning worker (real Spark, real files). The rules are
+tested in test_clean_points.py; the files' commit in tests/feature_store/test_arrow_parts.py."""
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
 from tests.jobs.ingest_fixtures import porto_like
+from transfertraj.feature_store.arrow_parts import PartSink
 from transfertraj.jobs import clean_trips as ct
-from transfertraj.jobs.clean_points import clean_trips_spark
+from transfertraj.jobs.clean_points import TRIP, clean_trips_spark
+from transfertraj.jobs.schemas import SILVER_SCHEMA, delta_arrow_schema
+from transfertraj.jobs.vehicle_key import vehicle_keys
 
 COLS = "source_file string, row_id long, point_idx int, stream_id string, vehicle_id string, ts long, lon double, lat double, trip_state string"
 T0 = 1_372_636_800
@@ -16,22 +22,51 @@ def walk(n, *, stream="a", dt=15, step_deg=0.0005, t0=T0, lon0=-8.61, lat0=41.15
     return [(stream, t0 + dt * i, lon0 + step_deg * i, lat0) for i in range(n)]
 
 
-def cleaned(spark, rows):
+def cleaned(spark, rows, sink=None):
     full = [("f", i, 0, r[0], "veh-" + r[0], r[1], r[2], r[3], None) for i, r in enumerate(rows)]
-    return clean_trips_spark(spark.createDataFrame(full, COLS), porto_like("porto_test"), buckets=2)
+    return clean_trips_spark(spark.createDataFrame(full, COLS), porto_like("porto_test"), buckets=2, sink=sink)
 
 
-def test_trajectories_are_ordered_with_stable_ids_and_hashed_vehicles(spark):
-    df = cleaned(spark, list(reversed(walk(6)))).where("kind = 'trip'")
+def _sink(tmp_path, tag="run1"):
+    schema = delta_arrow_schema(SILVER_SCHEMA, without=("city", "date"))
+    parts = PartSink(str(tmp_path / "silver"), {"city": "porto", "date": "2013-07-01"}, schema, tag=tag)
+    return ct.SilverSink(parts, city="porto", key="k")
 
-    def build():
-        return ct.build_trajectories(df, city="porto", date="2013-07-01", vehicle_key=F.sha2("vehicle_id", 256)).first()
 
-    a, b = build(), build()
-    assert a.trip_id == b.trip_id and len(a.trip_id) == 24
-    assert a.ts == sorted(a.ts) and a.n_points == 6 and a.duration_s == 75
-    assert a.length_m == pytest.approx(5 * 41.9, rel=0.02)
-    assert "veh-a" not in a.vehicle_key
+def _written(tmp_path, df) -> pa.Table:
+    parts = df.where(F.col("kind") == ct.PART).collect()
+    return pa.concat_tables([pq.read_table(tmp_path / "silver" / p.part_path) for p in parts])
+
+
+def test_trips_are_written_ordered_with_stable_ids_and_hashed_vehicles(spark, tmp_path):
+    df = cleaned(spark, list(reversed(walk(6))) + walk(5, stream="b", lat0=41.16), _sink(tmp_path))
+    trips = df.where(F.col("kind") == TRIP).collect()
+    assert len(trips) == 2 and all(t.fix_ts is None and t.part_path for t in trips)  # slim: arrays are in the file
+    first = _written(tmp_path, df)
+    again = _written(tmp_path, cleaned(spark, walk(6) + walk(5, stream="b", lat0=41.16), _sink(tmp_path)))
+    assert sorted(first.column("trip_id").to_pylist()) == sorted(again.column("trip_id").to_pylist())
+    a = first.filter(pa.compute.equal(first.column("n_points"), 6)).to_pylist()[0]
+    assert len(a["trip_id"]) == 24 and a["ts"] == sorted(a["ts"]) and a["duration_s"] == 75
+    assert a["length_m"] == pytest.approx(5 * 41.9, rel=0.02)
+    assert a["start_ts"].timestamp() == T0 and a["vehicle_key"] == vehicle_keys(pa.array(["veh-a"]), "k")[0].as_py()
+    by_place = {(t.part_path, t.part_row): t.n_points for t in trips}  # each slim row says where its trip is
+    files = {p: pq.read_table(tmp_path / "silver" / p) for p, _ in by_place}
+    assert {k: files[k[0]].column("n_points")[k[1]].as_py() for k in by_place} == by_place
+
+
+def test_ids_and_vehicle_keys_are_the_formulas_the_lake_was_written_with(spark):
+    """The Spark expressions that wrote silver before the workers did: a rerun must give the same values."""
+    ids = ["20000589", "20000596", None, "20000589"]
+    df = spark.createDataFrame([(v,) for v in ids], "v string")
+    inner = F.sha2(F.concat(F.lit("key:"), "v"), 256)
+    spark_keys = [r[0] for r in df.select(F.substring(F.sha2(F.concat(F.lit("key:"), inner), 256), 1, 32)).collect()]
+    assert vehicle_keys(pa.array(ids, pa.string()), "key").to_pylist() == spark_keys
+    rows = spark.createDataFrame([("s1", 1372636800), ("s2", 5)], "s string, t long")
+    expr = F.substring(F.sha2(F.concat_ws("|", F.lit("porto"), "s", F.col("t").cast("string")), 256), 1, 24)
+    import numpy as np
+
+    got = ct.trip_ids("porto", pa.array(["s1", "s2"]), np.array([1372636800, 5])).to_pylist()
+    assert got == [r[0] for r in rows.select(expr).collect()]
 
 
 def test_point_rejects_say_why_and_keep_the_fix(spark):

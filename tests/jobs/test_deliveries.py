@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from tests.jobs.ingest_fixtures import PORTO_HEADER, porto_like, porto_rows, write_rows
-from transfertraj.feature_store.delta_io import read_table
+from transfertraj.feature_store.delta_io import read_table, table_exists
 from transfertraj.feature_store.tables import table_path
 from transfertraj.jobs import ingest as ingest_job
 from transfertraj.jobs.ingest import AccountingError, QualityGateError, ingest_date
@@ -292,17 +292,20 @@ def test_a_run_killed_between_tables_is_visible_and_the_next_run_repairs_it(spar
 
     city = porto_like("killed")
     write_rows(settings.landing / city.name / DATE / "a.csv", porto_rows(3, taxi=1))
-    real = ingest_job.replace_partition
+    real = ingest_job.commit_parts
 
-    def kill_before_silver(df, path, *args, **kw):
-        if path.rstrip("/").endswith("silver"):
-            raise Killed
-        return real(df, path, *args, **kw)
+    def kill_before_silver(sink, *args, **kw):  # silver's files are written; its commit never happens
+        assert sink.table.rstrip("/").endswith("silver")
+        raise Killed
 
-    monkeypatch.setattr(ingest_job, "replace_partition", kill_before_silver)
+    monkeypatch.setattr(ingest_job, "commit_parts", kill_before_silver)
     with pytest.raises(Killed):
         ingest_date(spark, city, DATE, settings)
-    monkeypatch.setattr(ingest_job, "replace_partition", real)
+    monkeypatch.setattr(ingest_job, "commit_parts", real)
+    assert (
+        not table_exists(spark, table_path(settings, "silver"))
+        or not read_table(spark, table_path(settings, "silver"), where={"city": city.name})[0].count()
+    )  # the files written before the kill are in no version
     killed = ingest_job.interrupted_runs(spark, settings, city.name, DATE)
     assert len(killed) == 1
     assert any(" interrupted " in line for line in runs_lines(spark, settings, city.name))

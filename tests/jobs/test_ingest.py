@@ -127,6 +127,13 @@ def test_corpus_run_accounts_for_every_row_and_point(corpus_run):
     assert r.files == len(CORPUS)
 
 
+def test_silver_lacks_the_trips_of_rows_rejected_after_they_were_written(corpus_run):
+    """The cleaning workers write silver before the duplicates are known: the driver takes them out."""
+    r, _, reasons, trips = corpus_run
+    assert reasons["porto_duplicated_rows.csv"]["row:duplicate_row"] >= 2
+    assert sum(trips.values()) == r.trajectories_out
+
+
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
 def test_every_row_of_every_bad_file_is_in_bronze(corpus_run, path: Path):
     _, per_file_rows, _, _ = corpus_run
