@@ -82,12 +82,12 @@ def silver_rows(trips: pa.Table, *, city: str, key: str) -> pa.Table:
 
 def trips_to_parts(batches, sink: SilverSink, schema: pa.Schema):
     """Arrow worker: cleaned batches (`schema`: CLEANED_DDL's columns, part_* included) with every `trip`
-    row written to this task's silver file (silver_rows) and passed on slim: its arrays null, its place
-    in the file in part_path and part_row (so that the driver can take a trip out again: a row that a rule
+    row written to this task's silver file (silver_rows) and passed on slim: its kind, row id and point
+    count, and its place in the file in part_path and part_row (so that the driver can take a trip out again: a row that a rule
     over other rows rejects later). Ends with one `part` row naming the file (PART_DDL's values)."""
     from transfertraj.jobs.clean_points import TRIP
 
-    arrays = ("fix_ts", "fix_lon", "fix_lat")
+    slim_columns = ("kind", ROW_ID, "n_points")  # what the driver counts and takes out by; the rest is in the file
     with sink.parts.writer() as w:
         for batch in batches:
             if not batch.num_rows:
@@ -101,7 +101,7 @@ def trips_to_parts(batches, sink: SilverSink, schema: pa.Schema):
                 continue
             first = w.write(silver_rows(trips, city=sink.city, key=sink.key))
             n = trips.num_rows
-            slim = {f.name: trips.column(f.name) for f in schema if f.name not in arrays}
+            slim = {name: trips.column(name) for name in slim_columns}
             slim |= {
                 "part_path": pa.array([w.path] * n, pa.string()),
                 "part_row": pa.array(np.arange(first, first + n)),

@@ -17,6 +17,7 @@ cluster (then set `spark.jars` to them instead of `spark.jars.packages`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -41,8 +42,9 @@ class JavaMissingError(RuntimeError):
     """Java is absent or older than Spark 4 needs."""
 
 
-def java_major_version(java: str | None = None) -> int:
-    """Major version of the `java` that Spark will start (JAVA_HOME first, then PATH)."""
+def java_version_text(java: str | None = None) -> str:
+    """The path and what `java -version` prints, for the `java` that Spark will start (JAVA_HOME first,
+    then PATH)."""
     java = java or (
         os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
     )
@@ -51,7 +53,17 @@ def java_major_version(java: str | None = None) -> int:
             f"Java {MIN_JAVA}+ is required by Spark 4 and none was found (JAVA_HOME or PATH). "
             "Install it, e.g. 'apt-get install openjdk-17-jre-headless', or set JAVA_HOME."
         )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    return java + "\n" + _version_output(java)
+
+
+@functools.cache
+def _version_output(java: str) -> str:
+    return subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+
+
+def java_major_version(java: str | None = None) -> int:
+    """Major version of the `java` that Spark will start (JAVA_HOME first, then PATH)."""
+    out = java_version_text(java)
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     if not match:
         raise JavaMissingError(f"could not read the Java version from '{java} -version': {out.strip()[:200]}")
@@ -158,6 +170,11 @@ def get_spark(app_name: str = "transfertraj", settings: Settings | None = None):
         builder = builder.config(key, value)
     log.info("starting Spark (%s, master %s)", app_name, conf.get("spark.master", "given by spark-submit"))
     jars = None if "spark.jars" in settings.spark_conf else _cached_jars(settings)
+    if jars and "PYSPARK_GATEWAY_PORT" not in os.environ and "spark.driver.extraJavaOptions" not in settings.spark_conf:
+        from transfertraj.jobs.class_archive import class_archive_options
+
+        archive = class_archive_options(settings, jars, java_version_text())
+        builder = builder.config("spark.driver.extraJavaOptions", f"{DRIVER_JIT} {archive}".strip())
     if jars:
         spark = builder.config("spark.jars", jars).getOrCreate()
     else:
