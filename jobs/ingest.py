@@ -430,7 +430,7 @@ def _checked_and_cleaned(
     # Counted already: as many tasks (and files) as the rows need, not one per partition of the cached rows
     # (a night's few hundred rejects were written by 40-odd tasks, 5 s of a 10 M-point run on 2 cores).
     n_rejects = report.rows_rejected + report.points_dropped + len(delivery.quarantined) + len(delivery.skipped)
-    rejects = rejects.coalesce(max(1, -(-n_rejects // REJECTS_PER_TASK)))
+    rejects = rejects.coalesce(max(spark.sparkContext.defaultParallelism, -(-n_rejects // REJECTS_PER_TASK)))
     with _phase(spark, "rejects"):
         report.rejects_version = _publish(rejects.select(*REJECTS_SCHEMA.names), "rejects", part, settings, report)
 
