@@ -121,3 +121,17 @@ def test_row_groups_are_dealt_to_tasks_of_about_equal_rows():
     assert sorted(sum(u[2] for u in t) for t in tasks) == [10, 10]
     assert sorted(u for t in tasks for u in t) == sorted(units)
     assert len(deal(units[:1], 4)) == 1 and deal([], 4) == []
+
+
+def test_only_the_columns_named_are_dictionary_encoded(tmp_path):
+    import pyarrow.parquet as pq
+
+    sink = PartSink(str(tmp_path / "t"), {"city": "porto"}, SCHEMA, dictionary=("trip_id",))
+    with sink.writer("a") as w:
+        w.write(_rows("x", "x", "y"))
+    meta = pq.ParquetFile(tmp_path / "t" / w.path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["trip_id"] and "RLE_DICTIONARY" not in encodings["ts.list.element"]
+    _, parts = _write(tmp_path / "u", "2013-07-01", "a", "x")  # the default: pyarrow's, every column
+    meta = pq.ParquetFile(tmp_path / "u" / parts[0]["part_path"]).metadata.row_group(0)
+    assert all("RLE_DICTIONARY" in meta.column(i).encodings for i in range(meta.num_columns))
