@@ -8,19 +8,22 @@ Needs Porto's context tables (built here first if absent: `python -m jobs.contex
 about a minute). Input: GENERATED trajectories, the real trips of the Porto taxi sample (their lengths,
 points and start times), each copy moved by one Gaussian offset (25 m) and given a random day of July
 2013, points outside the extract's road and POI coverage dropped; written once per size as silver's
-trajectory rows (trip_id, vehicle_key, start_ts, n_points, city, date, ts, lon, lat lists) and, for the
-point-row shape, as the same points one row each (point_id, mx, my).
+trajectory rows (every silver column; one date), committed as a silver Delta table of a data root of the
+benchmark's own (<home>/bench/context/home_<n>: SILVER_FILES files as the ingestion writes them, the
+context tables linked from <home>), and, for the point-row shape, as the same points one row each
+(point_id, mx, my).
 
 Measured, each run in a child process of its own (JVM and Python workers are its descendants):
-  shape      `trajectory rows`: read the silver rows -> jobs.featurize.silver_to_features (metric x/y,
-             temporal, POI/road context and relative fields of every point, lists rebuilt per trip) ->
-             Spark's `noop` sink: the join as the pipeline runs it since issue #18.
+  shape      `trajectory rows`: jobs.featurize.featurize_date end to end, as the pipeline runs it: silver
+             at its pinned version -> every feature of every point (metric x/y, temporal, POI/road context,
+             relative fields, lists per trip) -> the features partition committed to a features table
+             (deleted before each run, so each run writes it from nothing).
              `point rows`: read the point rows -> add_loaded_context (the context vectors only) -> noop:
-             the join as the pipeline ran it before (one Spark row per point; before the job also
+             the join as the pipeline ran it before issue #18 (one Spark row per point; before, the job also
              exploded and regrouped the trips, not counted here).
-             `before <commit>` (--before): the trajectory rows through silver_to_features of that commit's
-             code (git archive into the data root, first on the child's PYTHONPATH).
-  join s     the run above, the context already loaded
+             `before <commit>` (--before): featurize_date of that commit's code (bench/code_tree.py, first
+             on the child's PYTHONPATH) on the same lake.
+  join s     the run above (featurize_date's whole call; the Spark session already up)
   join CPU s the CPU time of the child's process tree (driver, JVM, Python workers) over the run: on 2
              shared cores the figure that other work changes least
   load s     what a job spends getting the city's context (jobs.context_tables.context_npz: the cached
@@ -51,6 +54,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -74,6 +78,8 @@ TARGET_POINTS_S = 1_000_000  # issue #18: at 10 M points on 2 cores
 RESULTS = REPO / "bench" / "results"
 TRIPS_PER_ROW_GROUP = 20_000
 JULY_2013 = 1372636800  # 2013-07-01 00:00 UTC: generated trips start on a random day of the month
+DATE = "2013-07-01"  # the generated silver's delivery date (one partition)
+SILVER_FILES = 4  # silver's files in the generated lake: one per cleaning task of an ingestion on 2 cores
 
 
 def _real_porto_trips(crs: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,18 +137,27 @@ def generate_trips(ctx, crs: str, n: int, folder: Path, seed: int = 0) -> tuple[
     list_offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
     lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xy[:, 0], xy[:, 1])
     first_ts = ts[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+    last_ts = ts[np.cumsum(counts) - 1]
     k = len(trip_ids)
-    table = pa.table(
+    same = trip[1:] == trip[:-1]
+    step = np.hypot(*np.diff(xy, axis=0).T)[same]  # metres in the city's UTM, within each trip
+    length = np.bincount(np.searchsorted(trip_ids, trip[1:][same]), weights=step, minlength=k)
+    instant = pa.timestamp("us", tz="UTC")
+    table = pa.table(  # silver's columns (jobs/schemas.SILVER_SCHEMA), in its order
         {
             "trip_id": pa.array([f"gen-{i}" for i in trip_ids]),
             "vehicle_key": pa.array(["generated"] * k),
-            "start_ts": pa.array(first_ts * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "start_ts": pa.array(first_ts * 1_000_000, instant),
+            "end_ts": pa.array(last_ts * 1_000_000, instant),
             "n_points": pa.array(counts.astype(np.int32)),
-            "city": pa.array(["porto"] * k),
-            "date": pa.array(["2013-07-01"] * k),
+            "duration_s": pa.array((last_ts - first_ts).astype(np.int64)),
+            "length_m": pa.array(length),
             "ts": pa.ListArray.from_arrays(list_offsets, pa.array(ts.astype(np.int64))),
             "lon": pa.ListArray.from_arrays(list_offsets, pa.array(np.asarray(lon, dtype=np.float64))),
             "lat": pa.ListArray.from_arrays(list_offsets, pa.array(np.asarray(lat, dtype=np.float64))),
+            "source_file": pa.array(["generated"] * k),
+            "city": pa.array(["porto"] * k),
+            "date": pa.array([DATE] * k),
         }
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,6 +165,39 @@ def generate_trips(ctx, crs: str, n: int, folder: Path, seed: int = 0) -> tuple[
     flat = pa.table({"point_id": np.arange(n, dtype=np.int64), "mx": xy[:, 0], "my": xy[:, 1]})
     pq.write_table(flat, points, row_group_size=1_000_000)
     return silver, points, k
+
+
+def silver_lake(silver: Path, home: Path, context_home: Path) -> Path:
+    """A data root whose lake holds the GENERATED silver rows as silver's Delta table (SILVER_FILES files
+    of row groups of TRIPS_PER_ROW_GROUP trips, committed as the ingestion commits them: arrow_parts), and
+    the context tables of `context_home` (links to them and to its NPZ cache). Made once per size."""
+    import pyarrow.parquet as pq
+
+    from transfertraj.feature_store.arrow_parts import PartSink, commit_parts
+    from transfertraj.jobs.schemas import SILVER_SCHEMA, delta_arrow_schema
+
+    lake = home / "lake"
+    if not (lake / "silver" / "_delta_log").is_dir():
+        by = ("city", "date")
+        rows = pq.read_table(silver)
+        sink = PartSink(
+            str(lake / "silver"), {"city": "porto", "date": DATE}, delta_arrow_schema(SILVER_SCHEMA, without=by)
+        )
+        parts, per_file = [], -(-rows.num_rows // SILVER_FILES)
+        for i in range(SILVER_FILES):
+            with sink.writer(f"{i:05d}") as w:
+                for lo in range(i * per_file, min((i + 1) * per_file, rows.num_rows), TRIPS_PER_ROW_GROUP):
+                    w.write(rows.slice(lo, min(TRIPS_PER_ROW_GROUP, (i + 1) * per_file - lo)))
+            parts += w.summary().to_pylist()
+        commit_parts(sink, parts, partition_by=by, user_metadata="GENERATED by bench/context.py")
+    for name in ("context_pois", "context_grid", "context_roads"):
+        if not (lake / name).exists() and (context_home / "lake" / name).exists():
+            (lake / name).symlink_to(context_home / "lake" / name)
+    (home / "cache").mkdir(exist_ok=True)
+    if not (home / "cache" / "context").exists():
+        (context_home / "cache" / "context").mkdir(parents=True, exist_ok=True)
+        (home / "cache" / "context").symlink_to(context_home / "cache" / "context")
+    return home
 
 
 def _pss_mb(pid: int) -> float:
@@ -223,8 +271,9 @@ def _tree_cpu_s() -> float:
 
 
 def child(shape: str, data: str, home: str) -> None:
-    """One measured Spark run: get the context (cached NPZ), then time `shape` over all the rows into a
-    noop sink: `trajectory` = featurize on silver rows, `points` = the context join on point rows."""
+    """One measured Spark run: get the context (cached NPZ), then time `shape`: `trajectory` = the job
+    featurize_date on the silver of the data root `data` (silver_lake; its features table deleted first,
+    so that every run writes it from nothing), `points` = the context join on point rows into a noop sink."""
     os.environ.setdefault("TRANSFERTRAJ_SPARK_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFERTRAJ_SPARK_UI", "false")
     import transfertraj
@@ -232,28 +281,33 @@ def child(shape: str, data: str, home: str) -> None:
     from transfertraj.core.settings import Settings
     from transfertraj.jobs.context_density import add_loaded_context
     from transfertraj.jobs.context_tables import context_npz
-    from transfertraj.jobs.featurize import silver_to_features
+    from transfertraj.jobs.featurize import featurize_date
     from transfertraj.jobs.spark_session import get_spark
 
-    settings = Settings.load(home=home)
+    settings = Settings.load(home=data if shape == "trajectory" else home)
     spark = get_spark("bench-context", settings)
-    if shape == "points":  # as this benchmark ran the point-row join before issue #18
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(16 * 1024 * 1024))  # >= 2 tasks per core
     city = load_city("porto", settings)
     t0 = time.perf_counter()
     npz, _ = context_npz(settings, city)
     load_s = time.perf_counter() - t0
-    df = spark.read.parquet(data)
-    cpu0, t0 = _tree_cpu_s(), time.perf_counter()
-    if shape == "points":
-        out = df.transform(add_loaded_context, npz, phi_m=city.phi_m)
+    trips = None
+    if shape == "points":  # as this benchmark ran the point-row join before issue #18
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(16 * 1024 * 1024))  # >= 2 tasks per core
+        df = spark.read.parquet(data)
+        cpu0, t0 = _tree_cpu_s(), time.perf_counter()
+        df.transform(add_loaded_context, npz, phi_m=city.phi_m).write.format("noop").mode("overwrite").save()
     else:
-        out = silver_to_features(df, city, settings, npz)
-    out.write.format("noop").mode("overwrite").save()
+        shutil.rmtree(Path(data) / "lake" / "features", ignore_errors=True)
+        cpu0, t0 = _tree_cpu_s(), time.perf_counter()
+        trips = featurize_date(spark, city, DATE, settings)["trajectories"]
     join_s = time.perf_counter() - t0
     code = str(Path(transfertraj.__file__).parent)
-    print(json.dumps({"load_s": load_s, "join_s": join_s, "join_cpu_s": _tree_cpu_s() - cpu0, "code": code}))
+    print(
+        json.dumps(
+            {"load_s": load_s, "join_s": join_s, "join_cpu_s": _tree_cpu_s() - cpu0, "code": code, "trips": trips}
+        )
+    )
 
 
 def features_rate(ctx, city, silver: Path, batch: int = 10_000) -> float:
@@ -406,14 +460,17 @@ def main() -> int:
     rows = []
     for n in sizes:
         silver, points, trips = generate_trips(ctx, city.crs, n, work)
+        lake_home = silver_lake(silver, work / f"home_{n}", settings.home)
         peers = {"points": numpy_rate(ctx, points, city.phi_m), "trajectory": features_rate(ctx, city, silver)}
         for shape, code, tree in runs:
             for jit_name in args.jits.split(","):
                 load_before = os.getloadavg()[0]
-                data = silver if shape == "trajectory" else points
+                data = lake_home if shape == "trajectory" else points
                 result, peak = run_child([shape, str(data), str(settings.home)], JITS[jit_name], tree)
                 if tree is not None and not result["code"].startswith(str(tree)):
                     raise RuntimeError(f"the child ran {result['code']}, not {tree}")
+                if shape == "trajectory" and result["trips"] != trips:
+                    raise RuntimeError(f"featurize wrote {result['trips']} trajectories, silver holds {trips}")
                 rows.append(
                     _row(stamp, n, trips, shape, code, jit_name, load_before, result, peak, peers, brute, miss_s)
                 )
@@ -435,8 +492,9 @@ def main() -> int:
         )
     lines += [
         "",
-        "shape: `trajectory rows` = featurize (every feature, lists per trip) on silver's rows, as the pipeline runs "
-        "it; `point rows` = the context vectors alone on one Spark row per point, as it ran before issue #18",
+        "shape: `trajectory rows` = featurize_date end to end (silver at a pinned version -> every feature, lists "
+        "per trip -> the features partition committed), as the pipeline runs it; `point rows` = the context "
+        "vectors alone on one Spark row per point into a noop sink, as it ran before issue #18",
         "1 proc: the same work in one Python process, no Spark (trajectory rows: every feature of every trip; "
         "point rows: the context vectors)",
         "load: the 1-minute load average before the child started (2 cores: above 2, other work inflates wall "

@@ -10,13 +10,14 @@ row per trajectory with equal-length arrays (docs/features_contract.md): the tra
 trajectory per row with no group-by. The silver version read and the context table versions are
 recorded in the commit's userMetadata and in the features rows' `source_versions`.
 
-The per-point values are computed by transfertraj.features (numpy, inside one mapInArrow over silver's
-trajectory rows: trajectory_features flattens each Arrow batch's lists, computes every field and rebuilds
-the lists with the same offsets): the same functions the served model runs on its request points, so
-training and serving features cannot drift (tests/features/test_parity.py). No point becomes a Spark row:
-the job it replaced exploded silver into point rows and grouped them back, and handing those rows to
-Python and back cost more than the work (issue #18, bench/context.py; its features are the same, bit for
-bit: tests/jobs/test_featurize_trajectory_rows.py).
+The per-point values are computed by transfertraj.features (numpy, in Spark tasks that read silver's
+files of the pinned version with pyarrow and write the features files themselves: silver_to_features;
+the driver commits the files in one delta-rs transaction, feature_store/arrow_parts.py). The same
+functions the served model runs on its request points, so training and serving features cannot drift
+(tests/features/test_parity.py). No point and no trip becomes a Spark row: the job exploded silver into
+point rows and grouped them back until issue #18, then ran one mapInArrow over silver's trajectory rows
+through Spark's Parquet reader and writer, and in both the JVM's conversions cost more than the work
+(bench/context.py). The features are the same, bit for bit: tests/jobs/test_featurize_trajectory_rows.py.
 """
 
 from __future__ import annotations
@@ -30,23 +31,36 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
-from transfertraj.feature_store.delta_io import read_table, replace_partition
+from transfertraj.feature_store.arrow_parts import (
+    PartSink,
+    commit_parts,
+    deal,
+    discard_parts,
+    read_parts,
+    source_parts,
+    table_schema,
+)
+from transfertraj.feature_store.delta_io import read_table
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
 from transfertraj.features.temporal import TEMPORAL_FIELDS
 from transfertraj.features.trajectory import RELATIVE_FIELDS, TRAJECTORY_FIELDS, trajectory_features
+from transfertraj.jobs.schemas import SILVER_SCHEMA, delta_arrow_schema
 
 log = logging.getLogger(__name__)
 
 
-SILVER_COLUMNS = ("trip_id", "vehicle_key", "start_ts", "n_points", "city", "date")  # carried through
+CARRIED = ("trip_id", "vehicle_key", "start_ts", "n_points")  # silver's columns carried into features
+SILVER_COLUMNS = (*CARRIED, "city", "date")  # ... with the partition's (in its folder names, not its files)
 POINTS_PER_CHUNK = 250_000  # per-point temporaries stay ~100 MB whatever the trips' lengths
+# the features files' dictionary-encoded columns (a few values each); the per-point lists are written plain:
+# trying a dictionary on them cost 40 % of the write for 4 % of the size (issue #18's profile)
+DICTIONARY = ("vehicle_key", "taxonomy_version", "source_versions")
 
 
 def _point_lists() -> list[T.StructField]:
@@ -62,6 +76,18 @@ def _point_lists() -> list[T.StructField]:
     return [T.StructField(name, lists[name], nullable=False) for name in TRAJECTORY_FIELDS]
 
 
+def features_schema() -> T.StructType:
+    """The features table's columns, as the Spark job that wrote it declared them (a new table's schema;
+    an existing table keeps its own: arrow_parts.table_schema)."""
+    silver = {f.name: f for f in SILVER_SCHEMA}
+    flags = [
+        T.StructField("context_missing", T.BooleanType(), False),
+        T.StructField("taxonomy_version", T.StringType(), False),
+        T.StructField("source_versions", T.StringType(), False),
+    ]
+    return T.StructType([*(silver[c] for c in SILVER_COLUMNS), *_point_lists(), *flags])
+
+
 def _chunks(batch: pa.RecordBatch, points: int):
     """The batch cut into runs of whole rows holding about `points` list values each."""
     lengths = np.asarray(pc.fill_null(pc.list_value_length(batch.column("ts")), 0), dtype=np.int64)
@@ -73,11 +99,15 @@ def _chunks(batch: pa.RecordBatch, points: int):
         lo = hi
 
 
-def _feature_batches(batches, *, shared, crs, timezone, phi_m, categories_covered):
+def feature_batches(batches, *, shared, crs, timezone, phi_m, categories_covered, source_versions):
+    """Arrow worker: silver batches (CARRIED, ts, lon, lat) -> features rows (the table's columns but the
+    partition's), trips without points dropped (they have no features). `shared`: the broadcast context
+    (jobs.context_density.broadcast_context), None for a city without OSM."""
     from transfertraj.jobs.context_density import worker_context
 
     ctx, index = worker_context(shared) if shared is not None else (None, None)
     for batch in batches:
+        batch = batch.filter(pc.greater(pc.fill_null(pc.list_value_length(batch.column("ts")), 0), 0))
         for rows in _chunks(batch, POINTS_PER_CHUNK):
             lists = trajectory_features(
                 rows,
@@ -88,52 +118,72 @@ def _feature_batches(batches, *, shared, crs, timezone, phi_m, categories_covere
                 phi_m=phi_m,
                 categories_covered=categories_covered,
             )
+            n = rows.num_rows
+            flags = {
+                "context_missing": pa.repeat(pa.scalar(shared is None), n),
+                "taxonomy_version": pa.repeat(pa.scalar(TAXONOMY_VERSION), n),
+                "source_versions": pa.repeat(pa.scalar(source_versions), n),
+            }
             yield pa.RecordBatch.from_arrays(
-                [*(rows.column(c) for c in SILVER_COLUMNS), *lists.columns],
-                names=[*SILVER_COLUMNS, *TRAJECTORY_FIELDS],
+                [*(rows.column(c) for c in CARRIED), *lists.columns, *flags.values()],
+                names=[*CARRIED, *TRAJECTORY_FIELDS, *flags],
             )
 
 
-def silver_to_features(silver: DataFrame, city: CityConfig, settings: Settings, context=None) -> DataFrame:
-    """Silver rows of one city -> features rows (the context tables must exist for a city with OSM).
+def _feature_task(tasks, *, sink: PartSink, **features) -> list[dict]:
+    """One Spark task: its silver row groups read (arrow_parts.read_parts), featurized and written to its
+    own features file; returns the file's PART_DDL row (none when it wrote no row)."""
+    units = [unit for task in tasks for unit in task]
+    with sink.writer() as w:
+        for batch in feature_batches(read_parts(units, (*CARRIED, "ts", "lon", "lat")), **features):
+            w.write(batch)
+    return w.summary().to_pylist()
 
-    One mapInArrow over the trajectory rows: per Arrow batch, transfertraj.features.trajectory_features
-    flattens the lists, computes every per-point field and rebuilds the lists with the same offsets. No
-    row per point, no shuffle: handing one row per point to Python and back cost more than the work
-    (bench/context.py). Trips without points are dropped (they have no features).
-    `context`: the city's cached context NPZ (jobs.context_tables.context_npz; looked up when None)."""
+
+def silver_to_features(
+    spark: SparkSession, units: list[tuple], city: CityConfig, sink: PartSink, *, source_versions: str, context=None
+) -> list[dict]:
+    """Silver row groups of one city and date (arrow_parts.source_parts) -> features files in `sink`'s
+    partition, written by the workers; returns their PART_DDL rows for arrow_parts.commit_parts.
+
+    The row groups are dealt to the session's parallelism, one Spark task each share (an RDD of one
+    element per task: exactly one task per share, no shuffle); every task reads its row groups with
+    pyarrow, computes every feature with numpy (transfertraj.features.trajectory_features: lists
+    flattened, per-point fields, lists rebuilt with the same offsets) and writes its Parquet file. No
+    point and no trip becomes a Spark row: Spark's Parquet reader turning silver's lists into rows, rows
+    -> Arrow for the worker and the ~20 list columns back into rows and through Spark's writer cost more
+    than the work (issue #18, bench/context.py).
+    `context`: the city's cached context NPZ (jobs.context_tables.context_npz), needed when it has OSM."""
     from transfertraj.jobs.context_density import broadcast_context
-    from transfertraj.jobs.context_tables import context_npz
 
-    shared = None
-    if city.has_osm:
-        if context is None:
-            context, _ = context_npz(settings, city)
-        shared = broadcast_context(silver.sparkSession, context, phi_m=city.phi_m)
-    rows = silver.where(F.size("ts") > 0).select(*SILVER_COLUMNS, "ts", "lon", "lat")
-    schema = T.StructType([*(rows.schema[c] for c in SILVER_COLUMNS), *_point_lists()])
+    tasks = deal(units, spark.sparkContext.defaultParallelism)
+    if not tasks:
+        return []
+    shared = broadcast_context(spark, context, phi_m=city.phi_m) if city.has_osm else None
     fn = functools.partial(
-        _feature_batches,
+        _feature_task,
+        sink=sink,
         shared=shared,
         crs=city.crs,
         timezone=city.timezone,
         phi_m=float(city.phi_m),
         categories_covered=city.osm.poi_categories_covered,
+        source_versions=source_versions,
     )
-    return (
-        rows.mapInArrow(fn, schema)
-        .withColumn("context_missing", F.lit(not city.has_osm))
-        .withColumn("taxonomy_version", F.lit(TAXONOMY_VERSION))
-    )
+    return spark.sparkContext.parallelize(tasks, len(tasks)).mapPartitions(fn).collect()
 
 
 def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: Settings) -> dict:
-    """Build the features partition of one city and date from silver. Returns what it read and wrote."""
+    """Build the features partition of one city and date from silver. Returns what it read and wrote.
+
+    Silver's version is pinned once (the files read are that version's), the features files are written
+    by the workers (silver_to_features) and replace the partition in one Delta commit (delta-rs:
+    feature_store/arrow_parts.commit_parts), whose userMetadata holds the lineage."""
     from transfertraj.jobs.context_tables import ContextNotBuiltError, build_context_tables, context_npz
 
     t0 = time.time()
     part = {"city": city.name, "date": date}
-    silver, silver_version = read_table(spark, table_path(settings, "silver"), where=part)
+    silver_version, units = source_parts(table_path(settings, "silver"), part)
     context_versions: dict = {}
     context = None
     if city.has_osm:
@@ -143,17 +193,20 @@ def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: S
             log.info("%s: context tables not built yet, building them now (once per city)", city.name)
             build_context_tables(spark, city, settings)
             context, context_versions = context_npz(settings, city)
-    features = silver_to_features(silver, city, settings, context)
     lineage = {"silver_version": silver_version, **{f"{k}_version": v for k, v in context_versions.items()}}
-    features = features.withColumn("source_versions", F.lit(json.dumps(lineage, sort_keys=True)))
-    version = replace_partition(
-        features,
-        table_path(settings, "features"),
-        part,
-        partition_by=table("features").partition_by,
-        user_metadata=json.dumps({"taxonomy_version": TAXONOMY_VERSION, **lineage}),
-    )
-    n = read_table(spark, table_path(settings, "features"), version=version, where=part)[0].count()
+    path, by = table_path(settings, "features"), table("features").partition_by
+    schema = table_schema(path, by, delta_arrow_schema(features_schema(), without=by))
+    sink = PartSink(path, part, schema, dictionary=DICTIONARY)
+    source = json.dumps(lineage, sort_keys=True)
+    parts = silver_to_features(spark, units, city, sink, source_versions=source, context=context)
+    try:
+        version = commit_parts(
+            sink, parts, partition_by=by, user_metadata=json.dumps({"taxonomy_version": TAXONOMY_VERSION, **lineage})
+        )
+    except Exception:
+        discard_parts(sink, parts)
+        raise
+    n = sum(int(p["part_rows"]) for p in parts)
     out = {
         "city": city.name,
         "date": date,

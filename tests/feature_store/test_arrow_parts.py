@@ -6,8 +6,11 @@ import pytest
 from transfertraj.feature_store.arrow_parts import (
     PartSink,
     commit_parts,
+    deal,
     discard_parts,
     drop_part_rows,
+    read_parts,
+    source_parts,
     table_schema,
 )
 from transfertraj.feature_store.delta_io import read_table, replace_partition
@@ -90,3 +93,45 @@ def test_a_rewritten_task_replaces_its_own_file(tmp_path):
 def test_a_partition_value_that_needs_escaping_is_refused(tmp_path):
     with pytest.raises(ValueError, match="only letters"):
         PartSink(str(tmp_path), {"city": "são paulo"}, SCHEMA)
+
+
+def test_a_partition_read_by_row_groups_at_a_pinned_version(tmp_path):
+    path = tmp_path / "t"
+    sink = PartSink(str(path), {"city": "porto", "date": "2013-07-01"}, SCHEMA, tag="t1")
+    with sink.writer("a") as w:
+        w.write(_rows("x", "y"))  # two row groups in one file
+        w.write(_rows("z"))
+    parts = w.summary().to_pylist()
+    _, more = _write(path, "2013-07-01", "b", "v")
+    commit_parts(sink, parts + more, partition_by=BY)
+    commit_parts(*_write(path, "2013-07-02", "a", "other"), partition_by=BY)  # another partition: not read
+    commit_parts(*_write(path, "2013-07-01", "c", "new", tag="t2"), partition_by=BY)  # version 2 replaces it
+    version, units = source_parts(str(path), {"city": "porto", "date": "2013-07-01"}, version=1)
+    assert version == 1 and sorted(rows for _, _, rows in units) == [1, 1, 2]
+    batches = list(read_parts(units, ["trip_id"], batch_rows=1))
+    assert max(b.num_rows for b in batches) == 1 and all(b.schema.names == ["trip_id"] for b in batches)
+    assert sorted(v for b in batches for v in b.column("trip_id").to_pylist()) == ["v", "x", "y", "z"]
+    version, units = source_parts(str(path), {"city": "porto", "date": "2013-07-01"})
+    assert version == 2 and [rows for _, _, rows in units] == [1]
+
+
+def test_row_groups_are_dealt_to_tasks_of_about_equal_rows():
+    units = [("f", g, rows) for g, rows in enumerate([9, 1, 5, 4, 1])]
+    tasks = deal(units, 2)
+    assert sorted(sum(u[2] for u in t) for t in tasks) == [10, 10]
+    assert sorted(u for t in tasks for u in t) == sorted(units)
+    assert len(deal(units[:1], 4)) == 1 and deal([], 4) == []
+
+
+def test_only_the_columns_named_are_dictionary_encoded(tmp_path):
+    import pyarrow.parquet as pq
+
+    sink = PartSink(str(tmp_path / "t"), {"city": "porto"}, SCHEMA, dictionary=("trip_id",))
+    with sink.writer("a") as w:
+        w.write(_rows("x", "x", "y"))
+    meta = pq.ParquetFile(tmp_path / "t" / w.path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["trip_id"] and "RLE_DICTIONARY" not in encodings["ts.list.element"]
+    _, parts = _write(tmp_path / "u", "2013-07-01", "a", "x")  # the default: pyarrow's, every column
+    meta = pq.ParquetFile(tmp_path / "u" / parts[0]["part_path"]).metadata.row_group(0)
+    assert all("RLE_DICTIONARY" in meta.column(i).encodings for i in range(meta.num_columns))

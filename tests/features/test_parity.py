@@ -4,8 +4,8 @@ feature path give the same features.
 Real data only: trips of the bundled Porto taxi sample and of the San Francisco cabspotting day, with
 each city's real OSM context (Porto: the bundled extract cut to a central box; San Francisco: the
 bundled GIS extract, lattice at 10 m to keep the test short, since parity does not depend on it).
-Spark side: the context tables built by jobs.context_tables, the features by jobs.featurize's
-transforms on a silver frame of those trips. Serving side: the context exported from those Delta
+Spark side: the context tables built by jobs.context_tables, the features by jobs.featurize.featurize_date
+on a silver partition of those trips. Serving side: the context exported from those Delta
 tables as the registry does (delta-rs, NPZ), and transfertraj.serving.features_from_points.
 POI counts and masks must be equal exactly, the rest within float tolerance.
 """
@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 N_TRIPS = 120
 EXACT = ("ts", "lon", "lat", "weekday", "hour", "minute", "poi_missing", "road_missing")
 CLOSE = ("mx", "my", "x", "y", "minutes_since_start", "road")
+BY = ("city", "date")
 
 
 def porto_trips() -> pd.DataFrame:
@@ -96,14 +97,20 @@ def sf_city(settings):
 
 def both_paths(spark, settings, city, build_kwargs, points, tmp_path):
     """(Spark job's features, serving path's features), pandas, one row per trip, sorted by trip_id."""
+    from transfertraj.feature_store.delta_io import replace_partition
+    from transfertraj.feature_store.reader import read_table
+    from transfertraj.feature_store.tables import table_path
     from transfertraj.features.context import load_city_context
     from transfertraj.jobs.context_tables import build_context_tables
-    from transfertraj.jobs.featurize import silver_to_features
+    from transfertraj.jobs.featurize import featurize_date
     from transfertraj.registry import export_city_context
     from transfertraj.serving import features_from_points
 
     versions = build_context_tables(spark, city, settings, **build_kwargs)
-    job = silver_to_features(silver_frame(spark, points, city.name), city, settings).toPandas()
+    silver, date = silver_frame(spark, points, city.name), "2000-01-01"
+    replace_partition(silver, table_path(settings, "silver"), {"city": city.name, "date": date}, partition_by=BY)
+    out = featurize_date(spark, city, date, settings)  # the job as the pipeline runs it
+    job = read_table(settings, "features", city=city.name, version=out["features_version"])[0].to_pandas()
     ctx = load_city_context(export_city_context(settings, city.name, versions, tmp_path))
     served = features_from_points(points, city, ctx).to_pandas()
     return (df.sort_values("trip_id").reset_index(drop=True) for df in (job, served))

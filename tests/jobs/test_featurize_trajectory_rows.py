@@ -3,8 +3,9 @@
 The reference below is the job as it was before issue #18 (commit 7cd80e2): silver exploded into one
 Spark row per point, metric x/y, temporal fields and context per point row, then grouped back per trip
 (collect_list + array_sort) and the relative fields added per trip. It stays here, and only here, so the
-new job (one mapInArrow over silver's trajectory rows) is held to it: every column, every array, every
-value bit for bit (NaNs in place), and the same schema. Real data: the bundled Porto sample ingested by
+job as it runs now (featurize_date: workers read silver's files, compute every feature on trajectory rows
+and write the features files, one delta-rs commit) is held to it: every column, every array, every value
+bit for bit (NaNs in place), and the same schema as Delta stores it. Real data: the bundled Porto sample ingested by
 the real job, with the bundled Porto OSM extract cut to the test box (as tests/features/test_parity.py),
 and the same silver as a city without OSM.
 """
@@ -12,6 +13,7 @@ and the same silver as a city without OSM.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 
 import numpy as np
@@ -25,12 +27,14 @@ from pyspark.sql import types as T
 from tests.features.test_parity import porto_city
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store.delta_io import read_table
+from transfertraj.feature_store.reader import open_table
 from transfertraj.feature_store.tables import table_path
 from transfertraj.features.taxonomy import TAXONOMY_VERSION
 from transfertraj.features.trajectory import POINT_FIELDS, RELATIVE_FIELDS, TRAJECTORY_FIELDS, add_relative
 from transfertraj.jobs.context_tables import build_context_tables, with_context
-from transfertraj.jobs.featurize import silver_to_features
+from transfertraj.jobs.featurize import featurize_date
 from transfertraj.jobs.metric_coordinates import add_metric_xy
+from transfertraj.jobs.schemas import delta_arrow_schema
 
 # ---------------------------------------------------------------- the per-point-row path (before #18)
 
@@ -111,16 +115,24 @@ def _values(col: pa.ChunkedArray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("osm", [True, False], ids=["porto", "porto-without-osm"])
-def test_trajectory_rows_give_the_per_point_rows_features(porto_silver, osm):
+def test_the_job_gives_the_per_point_rows_features(porto_silver, osm):
     settings, osm_city, silver = porto_silver
     city = osm_city if osm else osm_city.model_copy(update={"osm": osm_city.osm.model_copy(update={"kind": "none"})})
-    new = silver_to_features(silver, city, settings)
+    date = silver.select("date").first().date
+    out = featurize_date(silver.sparkSession, city, date, settings)
+    path = table_path(settings, "features")
+    new, _ = read_table(silver.sparkSession, path, version=out["features_version"], where={"city": city.name})
     old = per_point_row_features(silver, city, settings)
     # One schema for every city, the old one of a city with OSM (the old path declared the POI/road values of a
-    # city without OSM non-null, array_repeat of a literal NaN, and every other city's nullable).
-    assert new.schema == per_point_row_features(silver.limit(0), osm_city, settings).schema
-    got, want = _sorted_table(new), _sorted_table(old)
-    assert got.num_rows == want.num_rows == silver.count() > 1000
+    # city without OSM non-null, array_repeat of a literal NaN, and every other city's nullable), as Delta
+    # stores a table Spark writes; the lineage column added to it.
+    stored = pa.schema(open_table(path).schema().to_arrow())
+    want = delta_arrow_schema(per_point_row_features(silver.limit(0), osm_city, settings).schema)
+    assert {f.name: f.type for f in stored} == {f.name: f.type for f in want} | {"source_versions": pa.string()}
+    lineage = {r.source_versions for r in new.select("source_versions").distinct().collect()}
+    assert [json.loads(v)["silver_version"] for v in lineage] == [out["silver_version"]]
+    got, want = _sorted_table(new.drop("source_versions")), _sorted_table(old)
+    assert got.num_rows == want.num_rows == out["trajectories"] == silver.count() > 1000
     for name in want.column_names:
         g, w = got.column(name), want.column(name)
         if pa.types.is_list(w.type):  # the same lists: equal offsets at every level, equal values
