@@ -7,7 +7,7 @@
     yield w.summary()                  # one PART_DDL row: the file, its size and its row count
     # in the driver, after collecting the summaries:
     version = commit_parts(sink, parts, user_metadata="run 1a2b")   # replaces the partition, one commit
-    discard_parts(sink, parts)                                      # or: the run failed, delete the files
+    discard_run(sink)                                               # or: it failed, delete its uncommitted files
 
 Why: a Spark write of rows that a Python worker made crosses the JVM twice (Arrow -> Spark rows ->
 Parquet), and for the list columns of a trajectory (silver's ts/lon/lat, features' per-point fields) the
@@ -17,8 +17,8 @@ works the same way (tasks write files, the driver commits their `add` actions); 
 delta-rs (`DeltaTable.create_write_transaction`), the library the lake is already read with.
 
 The commit replaces the partition in one transaction: readers see the old files or the new ones, never
-a mix, and a run killed before it leaves files no version references (VACUUM deletes them; so does
-`discard_parts`). Stats hold `numRecords` only: without min/max a reader skips no file by a data column,
+a mix, and a run killed before it leaves files no version references (VACUUM deletes them; a run that
+fails or is interrupted deletes its own: `discard_run`). Stats hold `numRecords` only: without min/max a reader skips no file by a data column,
 which is always correct (silver and features are read by partition).
 """
 
@@ -192,11 +192,31 @@ def commit_parts(
     return DeltaTable(_uri(sink.table)).version()
 
 
-def discard_parts(sink: PartSink, parts: Sequence[Mapping]) -> None:
-    """Delete files that will not be committed (a failed gate): no version references them."""
-    fs, path = _filesystem(sink.table)
-    for p in parts:
-        fs.delete_file(f"{path}/{p['part_path']}")
+def discard_run(sink: PartSink) -> list[str]:
+    """Delete the files this sink's run wrote (their names carry its tag) that the table's latest version
+    does not reference: after a failed gate, an error or an interrupt before the commit, or a commit that
+    failed. A committed file is never touched, whatever the caller believed. Returns the deleted paths."""
+    from transfertraj.feature_store.reader import TableNotFound, open_table
+
+    fs, root = _filesystem(sink.table)
+    folder = f"{root}/{sink.folder}"
+    if fs.get_file_info(folder).type.name != "Directory":
+        return []
+    try:
+        dt = open_table(sink.table)
+        uris = dt.file_uris(file_pruning_predicate=[(k, "=", str(v)) for k, v in sink.partition.items()])
+        referenced = {uri.rsplit("/", 1)[-1] for uri in uris}  # names are unique in the partition's folder
+    except TableNotFound:
+        referenced = set()
+    from pyarrow import fs as pafs
+
+    gone = []
+    for info in fs.get_file_info(pafs.FileSelector(folder)):
+        name = info.base_name
+        if f"-{sink.tag}" in name and name.endswith(".parquet") and name not in referenced:
+            fs.delete_file(info.path)
+            gone.append(f"{sink.folder}/{name}")
+    return gone
 
 
 def drop_part_rows(sink: PartSink, parts: Sequence[Mapping], positions: Mapping[str, Sequence[int]]) -> list[dict]:

@@ -40,7 +40,7 @@ from transfertraj.feature_store.arrow_parts import (
     PartSink,
     commit_parts,
     deal,
-    discard_parts,
+    discard_run,
     read_parts,
     source_parts,
     table_schema,
@@ -198,13 +198,13 @@ def featurize_date(spark: SparkSession, city: CityConfig, date: str, settings: S
     schema = table_schema(path, by, delta_arrow_schema(features_schema(), without=by))
     sink = PartSink(path, part, schema, dictionary=DICTIONARY)
     source = json.dumps(lineage, sort_keys=True)
-    parts = silver_to_features(spark, units, city, sink, source_versions=source, context=context)
     try:
+        parts = silver_to_features(spark, units, city, sink, source_versions=source, context=context)
         version = commit_parts(
             sink, parts, partition_by=by, user_metadata=json.dumps({"taxonomy_version": TAXONOMY_VERSION, **lineage})
         )
-    except Exception:
-        discard_parts(sink, parts)
+    except BaseException:
+        discard_run(sink)  # the files its workers wrote and no version holds (none once committed)
         raise
     n = sum(int(p["part_rows"]) for p in parts)
     out = {

@@ -48,7 +48,7 @@ from pyspark.sql import functions as F
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store import reader
-from transfertraj.feature_store.arrow_parts import PartSink, commit_parts, discard_parts, drop_part_rows, table_schema
+from transfertraj.feature_store.arrow_parts import PartSink, commit_parts, discard_run, drop_part_rows, table_schema
 from transfertraj.feature_store.delta_io import append_arrow, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
@@ -339,7 +339,14 @@ def _ingest_date(
         with _phase(spark, "bronze"):
             report.bronze_version = _publish(bronze, "bronze", part, settings, report)
         try:
-            return _checked_and_cleaned(spark, city, date, settings, report, started, t0, delivery, files, bronze)
+            sink = _silver_sink(settings, city, date, report)
+            try:
+                return _checked_and_cleaned(
+                    spark, city, date, settings, report, started, t0, delivery, files, bronze, sink
+                )
+            except BaseException:
+                discard_run(sink.parts)  # the files its workers wrote and no version holds (none once committed)
+                raise
         finally:
             bronze.unpersist()
 
@@ -355,6 +362,7 @@ def _checked_and_cleaned(
     delivery,
     files,
     bronze: DataFrame,
+    sink: SilverSink,
 ) -> IngestReport:
     part = {CITY: city.name, DATE: date}
     with _phase(spark, "bronze line check"):
@@ -365,7 +373,6 @@ def _checked_and_cleaned(
     rows = join_quoted_lines(bronze, files, city.raw.delimiter)
 
     headers = sorted({f.header for f in files if f.header is not None})
-    sink = _silver_sink(settings, city, date, report)
     # Parsed once (a Porto POLYLINE in the Arrow worker): the verdicts, their counts and the points read it.
     # A Porto row is cleaned in that same worker (jobs/clean_points.checked_and_cleaned_porto): the frame
     # kept holds each row's verdict (kind `row`) and the trips and dropped points cleaned from it.
@@ -443,7 +450,7 @@ def _checked_and_cleaned(
         status = "failed_quality_gate" if failure else "published"
     report.message = "; ".join(m for m in (failure, report.notes()) if m)
     if failure:
-        discard_parts(sink.parts, parts)
+        discard_run(sink.parts)
     else:
         with _phase(spark, "silver"):
             report.silver_version = commit_parts(

@@ -7,7 +7,7 @@ from transfertraj.feature_store.arrow_parts import (
     PartSink,
     commit_parts,
     deal,
-    discard_parts,
+    discard_run,
     drop_part_rows,
     read_parts,
     source_parts,
@@ -78,9 +78,10 @@ def test_rows_taken_out_after_writing_and_files_discarded(tmp_path):
     assert not (path / parts[0]["part_path"]).exists() and not (path / more[0]["part_path"]).exists()
     commit_parts(sink, kept, partition_by=BY)
     assert read_path(path)[0].column("trip_id").to_pylist() == ["y"]
-    _, orphans = _write(path, "2013-07-01", "c", "q")
-    discard_parts(sink, orphans)
-    assert not (path / orphans[0]["part_path"]).exists()
+    failed, orphans = _write(path, "2013-07-01", "c", "q", tag="t7")  # a later run that failed
+    assert discard_run(failed) == [orphans[0]["part_path"]]
+    assert read_path(path)[0].column("trip_id").to_pylist() == ["y"]  # the committed file is untouched
+    assert discard_run(sink) == []  # the committed run: its file is referenced, nothing is deleted
 
 
 def test_a_rewritten_task_replaces_its_own_file(tmp_path):

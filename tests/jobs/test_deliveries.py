@@ -9,6 +9,7 @@ import argparse
 import gzip
 import os
 import unicodedata
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -308,6 +309,9 @@ def test_a_run_killed_between_tables_is_visible_and_the_next_run_repairs_it(spar
     )  # the files written before the kill are in no version
     killed = ingest_job.interrupted_runs(spark, settings, city.name, DATE)
     assert len(killed) == 1
+    folder = Path(table_path(settings, "silver")) / f"city={city.name}"
+    run_id = killed[0].split(" ")[0]
+    assert not [f for f in folder.rglob("*.parquet") if run_id in f.name]  # its workers' files went with it
     assert any(" interrupted " in line for line in runs_lines(spark, settings, city.name))
     r = ingest_date(spark, city, DATE, settings)
     assert r.status == "published" and f"repairs interrupted run {killed[0]}" in r.message
