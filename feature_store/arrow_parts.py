@@ -18,8 +18,8 @@ delta-rs (`DeltaTable.create_write_transaction`), the library the lake is alread
 
 The commit replaces the partition in one transaction: readers see the old files or the new ones, never
 a mix, and a run killed before it leaves files no version references (VACUUM deletes them; a run that
-fails or is interrupted deletes its own: `discard_run`). Stats hold `numRecords` only: without min/max a reader skips no file by a data column,
-which is always correct (silver and features are read by partition).
+fails or is interrupted deletes its own: `discard_run`). Stats hold `numRecords` only: without min/max a
+reader skips no file by a data column, which is always correct (silver and features are read by partition).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PART_DDL = "part_path string, part_bytes long, part_rows long"  # a file's summary row (its table-relative path)
+PART_SCHEMA = pa.schema([("part_path", pa.string()), ("part_bytes", pa.int64()), ("part_rows", pa.int64())])
+PART_COLUMNS = tuple(PART_SCHEMA.names)
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # partition values written as folder names without escaping
 
 
@@ -113,9 +115,9 @@ class PartWriter:
         written = self.rows > 0
         fs, path = _filesystem(self.sink.table)
         size = fs.get_file_info(f"{path}/{self.path}").size if written else 0
+        values = (self.path, size, self.rows)
         return pa.RecordBatch.from_pydict(
-            {"part_path": [self.path] * written, "part_bytes": [size] * written, "part_rows": [self.rows] * written},
-            schema=pa.schema([("part_path", pa.string()), ("part_bytes", pa.int64()), ("part_rows", pa.int64())]),
+            {name: [v] * written for name, v in zip(PART_COLUMNS, values, strict=True)}, schema=PART_SCHEMA
         )
 
 
@@ -196,22 +198,18 @@ def discard_run(sink: PartSink) -> list[str]:
     """Delete the files this sink's run wrote (their names carry its tag) that the table's latest version
     does not reference: after a failed gate, an error or an interrupt before the commit, or a commit that
     failed. A committed file is never touched, whatever the caller believed. Returns the deleted paths."""
-    from transfertraj.feature_store.reader import TableNotFound, open_table
+    from pyarrow.fs import FileSelector, FileType
+
+    from transfertraj.feature_store.delta_io import partition_files
 
     fs, root = _filesystem(sink.table)
     folder = f"{root}/{sink.folder}"
-    if fs.get_file_info(folder).type.name != "Directory":
+    if fs.get_file_info(folder).type != FileType.Directory:
         return []
-    try:
-        dt = open_table(sink.table)
-        uris = dt.file_uris(file_pruning_predicate=[(k, "=", str(v)) for k, v in sink.partition.items()])
-        referenced = {uri.rsplit("/", 1)[-1] for uri in uris}  # names are unique in the partition's folder
-    except TableNotFound:
-        referenced = set()
-    from pyarrow import fs as pafs
-
+    # names are unique in the partition's folder
+    referenced = {uri.rsplit("/", 1)[-1] for uri in partition_files(sink.table, sink.partition) or []}
     gone = []
-    for info in fs.get_file_info(pafs.FileSelector(folder)):
+    for info in fs.get_file_info(FileSelector(folder)):
         name = info.base_name
         if f"-{sink.tag}" in name and name.endswith(".parquet") and name not in referenced:
             fs.delete_file(info.path)

@@ -83,8 +83,9 @@ def silver_rows(trips: pa.Table, *, city: str, key: str) -> pa.Table:
 def trips_to_parts(batches, sink: SilverSink, schema: pa.Schema):
     """Arrow worker: cleaned batches (`schema`: CLEANED_DDL's columns, part_* included) with every `trip`
     row written to this task's silver file (silver_rows) and passed on slim: its kind, row id and point
-    count, and its place in the file in part_path and part_row (so that the driver can take a trip out again: a row that a rule
-    over other rows rejects later). Ends with one `part` row naming the file (PART_DDL's values)."""
+    count, and its place in the file in part_path and part_row (so that the driver can take a trip out
+    again: a row that a rule over other rows rejects later). Ends with one `part` row naming the file
+    (PART_DDL's values)."""
     from transfertraj.jobs.clean_points import TRIP
 
     slim_columns = ("kind", ROW_ID, "n_points")  # what the driver counts and takes out by; the rest is in the file

@@ -48,7 +48,14 @@ from pyspark.sql import functions as F
 from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store import reader
-from transfertraj.feature_store.arrow_parts import PartSink, commit_parts, discard_run, drop_part_rows, table_schema
+from transfertraj.feature_store.arrow_parts import (
+    PART_COLUMNS,
+    PartSink,
+    commit_parts,
+    discard_run,
+    drop_part_rows,
+    table_schema,
+)
 from transfertraj.feature_store.delta_io import append_arrow, replace_partition
 from transfertraj.feature_store.tables import table, table_path
 from transfertraj.jobs import clean_trips as ct
@@ -488,28 +495,24 @@ def _silver_parts(cleaned: DataFrame, sink: SilverSink, flags) -> list[dict]:
     parts = [r.asDict() for r in cleaned.where(F.col("kind") == PART).select(*PART_COLUMNS).collect()]
     if not flags:
         return parts
-    flagged = _only_rows(cleaned.where(F.col("kind") == TRIP), flags).select("part_path", "part_row").collect()
+    trips = cleaned.where(F.col("kind") == TRIP)
+    flagged = _rows_by_id(trips, flags, "left_semi").select("part_path", "part_row").collect()
     positions: dict[str, list[int]] = {}
     for r in flagged:
         positions.setdefault(r["part_path"], []).append(int(r["part_row"]))
     return drop_part_rows(sink.parts, parts, positions)
 
 
-PART_COLUMNS = ("part_path", "part_bytes", "part_rows")
-
-
-def _only_rows(df: DataFrame, row_ids) -> DataFrame:
-    """`df`'s rows whose row_id is among `row_ids` (a few: a broadcast join)."""
-    keep = df.sparkSession.createDataFrame([(int(r),) for r in sorted(row_ids)], f"{ROW_ID} long")
-    return df.join(F.broadcast(keep), ROW_ID, "left_semi")
+def _rows_by_id(df: DataFrame, row_ids, how: str) -> DataFrame:
+    """`df`'s rows whose row_id is among `row_ids` (how `left_semi`) or not (`left_anti`): a few ids, so a
+    broadcast join."""
+    ids = df.sparkSession.createDataFrame([(int(r),) for r in sorted(row_ids)], f"{ROW_ID} long")
+    return df.join(F.broadcast(ids), ROW_ID, how)
 
 
 def _without_rows(df: DataFrame, row_ids) -> DataFrame:
-    """`df` without the rows whose row_id is among `row_ids` (a few: a broadcast anti-join)."""
-    if not row_ids:
-        return df
-    drop = df.sparkSession.createDataFrame([(int(r),) for r in sorted(row_ids)], f"{ROW_ID} long")
-    return df.join(F.broadcast(drop), ROW_ID, "left_anti")
+    """`df` without the rows whose row_id is among `row_ids`."""
+    return _rows_by_id(df, row_ids, "left_anti") if row_ids else df
 
 
 def _check_accounting(r: IngestReport, lines_in_rows: int | None = None) -> None:
