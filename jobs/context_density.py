@@ -76,6 +76,7 @@ from transfertraj.features.context import (  # noqa: F401 (CityContext, RoadLatt
     poi_counts,
     poi_index,
 )
+from transfertraj.features.mapped_context import map_context, unpack_context
 from transfertraj.features.taxonomy import N_POI, N_ROAD, ROAD_CLASSES, TAXONOMY_VERSION, covered_mask
 
 log = logging.getLogger(__name__)
@@ -247,34 +248,43 @@ _WORKER_CACHE: dict[str, tuple] = {}
 
 
 class SharedContext(NamedTuple):
-    """A city's context broadcast to the Python workers (broadcast_context), and the name it is cached by."""
+    """A city's context for the Python workers (broadcast_context): the folder they map it from where they
+    can see it, its NPZ's bytes broadcast for those that cannot, and the name it is cached by."""
 
     bc: Broadcast
     token: str
+    folder: str | None = None
 
 
 def broadcast_context(spark: SparkSession, context: CityContext | Path, *, phi_m: float) -> SharedContext:
-    """Check a city's context against phi and the taxonomy, and broadcast it once for every Arrow worker.
+    """Check a city's context against phi and the taxonomy, and share it once with every Arrow worker.
 
-    A CityContext (load_context) is broadcast as is; the path of its NPZ (jobs.context_tables.context_npz)
-    sends the compressed bytes instead of the arrays (25 MB instead of 130 MB for Porto), which each
-    Python worker unpacks once, in about a second (worker_context)."""
+    A CityContext (load_context) is broadcast as is. The path of its NPZ (jobs.context_tables.context_npz)
+    is unpacked once beside it (features.mapped_context: uncompressed arrays and the POI index), which the
+    workers map in milliseconds (worker_context); its compressed bytes are broadcast too (25 MB for Porto,
+    read by a worker only if the folder is not on its machine: a worker that inflates them and builds the
+    index spends about 2 s)."""
     if isinstance(context, CityContext):
         check_context(context, phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
-        value = context
-    else:
-        check_context(load_city_context(context), phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
-        value = Path(context).read_bytes()
-    return SharedContext(spark.sparkContext.broadcast(value), uuid.uuid4().hex)
+        return SharedContext(spark.sparkContext.broadcast(context), uuid.uuid4().hex)
+    folder = unpack_context(context)
+    check_context(map_context(folder)[0], phi_m=phi_m, taxonomy_version=TAXONOMY_VERSION)
+    return SharedContext(spark.sparkContext.broadcast(Path(context).read_bytes()), uuid.uuid4().hex, str(folder))
 
 
 def worker_context(shared: SharedContext) -> tuple[CityContext, PoiIndex | None]:
-    """(the CityContext, its POI index) inside a Python worker: unpacked and indexed once per worker."""
+    """(the CityContext, its POI index) inside a Python worker, once per worker: mapped from the shared
+    folder where this machine has it, else unpacked from the broadcast bytes and indexed here."""
     cached = _WORKER_CACHE.get(shared.token)
     if cached is None:
-        value = shared.bc.value
-        ctx = load_city_context(io.BytesIO(value)) if isinstance(value, bytes) else value
-        cached = (ctx, poi_index(ctx))
+        try:
+            cached = map_context(shared.folder) if shared.folder else None
+        except FileNotFoundError:  # an executor that does not see the driver's cache folder
+            cached = None
+        if cached is None:
+            value = shared.bc.value
+            ctx = load_city_context(io.BytesIO(value)) if isinstance(value, bytes) else value
+            cached = (ctx, poi_index(ctx))
         _WORKER_CACHE.clear()  # one context per worker at a time: keep memory flat across cities
         _WORKER_CACHE[shared.token] = cached
     return cached

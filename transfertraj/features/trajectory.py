@@ -49,9 +49,16 @@ TRAJECTORY_FIELDS = (
 )
 
 
+def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column as one Array: its only chunk as is (combine_chunks copies even one chunk)."""
+    if isinstance(col, pa.ChunkedArray):
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col
+
+
 def _first_repeated(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, first value of each row repeated per value, offsets) of a list column."""
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    col = _array(col)
     lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0), dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     values = col.flatten().to_numpy(zero_copy_only=False)
@@ -80,7 +87,7 @@ def add_relative(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def _flat(col: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """(offsets from 0, int32; the values the rows reference) of a list column, sliced or not."""
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    col = _array(col)
     lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0), dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     return pa.array(offsets, pa.int32()), pc.list_flatten(col)
@@ -112,7 +119,7 @@ def trajectory_features(
         phi_m=phi_m,
         categories_covered=categories_covered,
     )
-    lists = [pa.ListArray.from_arrays(offsets, per_point.column(name).combine_chunks()) for name in POINT_FIELDS]
+    lists = [pa.ListArray.from_arrays(offsets, _array(per_point.column(name))) for name in POINT_FIELDS]
     per_trip = add_relative(pa.RecordBatch.from_arrays(lists, names=list(POINT_FIELDS)))
     return per_trip.select(list(TRAJECTORY_FIELDS))
 
@@ -164,10 +171,10 @@ def trajectory_rows(points: pa.Table) -> pa.Table:
     TRAJECTORY_FIELDS, trips in order of trip_id, points in order of idx."""
     order = pc.sort_indices(points, sort_keys=[("trip_id", "ascending"), ("idx", "ascending")])
     points = points.take(order)
-    trip = points.column("trip_id").combine_chunks()
+    trip = _array(points.column("trip_id"))
     starts = np.flatnonzero(np.r_[True, pc.not_equal(trip[1:], trip[:-1]).to_numpy(zero_copy_only=False)])
     offsets = pa.array(np.r_[starts, len(trip)].astype(np.int32), pa.int32())
-    lists = {name: pa.ListArray.from_arrays(offsets, points.column(name).combine_chunks()) for name in POINT_FIELDS}
+    lists = {name: pa.ListArray.from_arrays(offsets, _array(points.column(name))) for name in POINT_FIELDS}
     per_trip = pa.RecordBatch.from_arrays(list(lists.values()), names=list(lists))
     per_trip = add_relative(per_trip)
     return pa.table(
