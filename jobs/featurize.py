@@ -27,6 +27,7 @@ import functools
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,6 @@ import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from transfertraj.core.city_config import CityConfig, load_city
 from transfertraj.core.settings import Settings
 from transfertraj.feature_store.arrow_parts import (
     PartSink,
@@ -51,6 +51,9 @@ from transfertraj.features.taxonomy import TAXONOMY_VERSION
 from transfertraj.features.temporal import TEMPORAL_FIELDS
 from transfertraj.features.trajectory import RELATIVE_FIELDS, TRAJECTORY_FIELDS, trajectory_features
 from transfertraj.jobs.schemas import SILVER_SCHEMA, delta_arrow_schema
+
+if TYPE_CHECKING:  # pydantic's import (0.1 s) is left to the driver: the Python workers import this module
+    from transfertraj.core.city_config import CityConfig
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings: Settings) -> int:
+    from transfertraj.core.city_config import load_city
     from transfertraj.jobs.spark_session import get_spark
 
     city = load_city(args.city, settings)
