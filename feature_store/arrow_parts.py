@@ -121,6 +121,24 @@ class PartWriter:
         )
 
 
+def write_frame(df, sink: PartSink, prefix: str) -> list[dict]:
+    """A Spark DataFrame's rows written to the sink's partition by the tasks that hold them (mapInArrow: one
+    file per task, named `part-<prefix>-<task>-<tag>`); returns their PART_DDL rows for commit_parts. For
+    rows Spark made (the ingestion's rejected rows) that must be committed with files the workers wrote."""
+    names = list(sink.schema.names)
+
+    def write(batches):
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        with sink.writer(f"{prefix}-{ctx.partitionId() if ctx is not None else 0:05d}") as w:
+            for batch in batches:
+                w.write(batch)
+        yield w.summary()
+
+    return [r.asDict() for r in df.select(*names).mapInArrow(write, PART_DDL).collect()]
+
+
 def _filesystem(table: str):
     """(pyarrow filesystem, path inside it) of a table location: a local path or a URI (s3a:// as s3://)."""
     from pyarrow import fs

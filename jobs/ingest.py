@@ -55,13 +55,13 @@ from transfertraj.feature_store.arrow_parts import (
     discard_run,
     drop_part_rows,
     table_schema,
+    write_frame,
 )
 from transfertraj.feature_store.delta_io import append_arrow, replace_partition
 from transfertraj.feature_store.tables import table, table_path
-from transfertraj.jobs import clean_trips as ct
 from transfertraj.jobs.bronze_rows import join_quoted_lines, read_landed_rows, record_spans, spark_readable
 from transfertraj.jobs.clean_points import DROP, ROW, TRIP, clean_trips_spark, porto_cleaning
-from transfertraj.jobs.clean_trips import PART, SilverSink
+from transfertraj.jobs.clean_trips import PART, REJECTS_PART, SilverSink
 from transfertraj.jobs.landed_files import LandingError, SetAside, scan_delivery
 from transfertraj.jobs.parse_points import (
     NON_DATA_REASONS,
@@ -352,7 +352,8 @@ def _ingest_date(
                     spark, city, date, settings, report, started, t0, delivery, files, bronze, sink
                 )
             except BaseException:
-                discard_run(sink.parts)  # the files its workers wrote and no version holds (none once committed)
+                for written in (sink.parts, sink.rejects):  # the files its workers wrote and no version holds
+                    discard_run(written)
                 raise
         finally:
             bronze.unpersist()
@@ -417,36 +418,42 @@ def _checked_and_cleaned(
         points = wgs84_points(explode_points(verdicts), city.datum)
         buckets = cleaning_buckets(report.rows_accepted, int(spark.conf.get("spark.sql.shuffle.partitions")))
         cleaned = _persist(clean_trips_spark(points, city, buckets=buckets, sink=sink))
-    dropped = ct.point_rejects(cleaned.where(F.col("kind") == DROP))
+    # A `drop` row stands for a run of dropped points in its task's rejects file (n_points of them).
     outcome = cleaned.groupBy("kind", REASON).agg(F.count(F.lit(1)).alias("n"), F.sum("n_points").alias("p"))
     report.points_dropped_by_reason = {}
     with _phase(spark, "cleaning"):
         outcome = outcome.collect()
         parts = _silver_parts(kept if porto else cleaned, sink, flags if porto else {})
+        drop_parts = _drop_parts(kept if porto else cleaned, sink, flags if porto else {})
     for r in outcome:
-        if r["kind"] == PART:
+        if r["kind"] in (PART, REJECTS_PART):
             continue
         if r["kind"] == TRIP:
             report.trajectories_out += int(r["n"])
             report.points_kept += int(r["p"] or 0)
         else:
-            report.points_dropped_by_reason[r[REASON]] = int(r["n"])
+            reason = r[REASON]
+            report.points_dropped_by_reason[reason] = report.points_dropped_by_reason.get(reason, 0) + int(r["p"])
     report.points_dropped = sum(report.points_dropped_by_reason.values())
 
-    rejects = (
+    # The rows rejected whole and the files set aside, written beside the dropped points' files (which the
+    # cleaning workers wrote) and committed with them: one commit replaces the date's partition.
+    row_rejects = (
         verdicts.where(F.col(REASON).isNotNull())
         .select(SOURCE_FILE, ROW_ID, F.lit(None).cast("int").alias(POINT_IDX), REASON, DETAIL)
-        .unionByName(dropped)
         .unionByName(_file_rejects(spark, delivery.quarantined + delivery.skipped))
-        .withColumn(CITY, F.lit(city.name))
-        .withColumn(DATE, F.lit(date))
     )
-    # Counted already: as many tasks (and files) as the rows need, not one per partition of the cached rows
-    # (a night's few hundred rejects were written by 40-odd tasks, 5 s of a 10 M-point run on 2 cores).
-    n_rejects = report.rows_rejected + report.points_dropped + len(delivery.quarantined) + len(delivery.skipped)
-    rejects = rejects.coalesce(max(spark.sparkContext.defaultParallelism, -(-n_rejects // REJECTS_PER_TASK)))
+    # Counted already: as many tasks (and files) as the rows need, not one per partition of the cached rows.
+    n_rejects = report.rows_rejected + len(delivery.quarantined) + len(delivery.skipped)
+    row_rejects = row_rejects.coalesce(max(1, -(-n_rejects // REJECTS_PER_TASK)))
     with _phase(spark, "rejects"):
-        report.rejects_version = _publish(rejects.select(*REJECTS_SCHEMA.names), "rejects", part, settings, report)
+        rejects_parts = drop_parts + write_frame(row_rejects, sink.rejects, "rows")
+        report.rejects_version = commit_parts(
+            sink.rejects,
+            rejects_parts,
+            partition_by=table("rejects").partition_by,
+            user_metadata=f"run {report.run_id}",
+        )
 
     _check_accounting(report, lines_in_rows)
     if not files and delivery.quarantined:
@@ -482,11 +489,18 @@ def _checked_and_cleaned(
 def _silver_sink(settings: Settings, city: CityConfig, date: str, report: IngestReport) -> SilverSink:
     """Where the cleaning workers write this run's silver files (jobs/clean_trips.trips_to_parts): the
     date's partition, files named after the run, in the table's own schema (silver's when it is new)."""
-    path = table_path(settings, "silver")
-    partition_by = table("silver").partition_by
-    schema = table_schema(path, partition_by, delta_arrow_schema(SILVER_SCHEMA))
-    sink = PartSink(path, {CITY: city.name, DATE: date}, schema, tag=report.run_id)
-    return SilverSink(sink, city=city.name, key=load_vehicle_key(settings))
+    part = {CITY: city.name, DATE: date}
+
+    def sink_of(name: str, schema) -> PartSink:
+        path = table_path(settings, name)
+        return PartSink(path, part, table_schema(path, table(name).partition_by, schema), tag=report.run_id)
+
+    return SilverSink(
+        sink_of("silver", delta_arrow_schema(SILVER_SCHEMA)),
+        city=city.name,
+        key=load_vehicle_key(settings),
+        rejects=sink_of("rejects", delta_arrow_schema(REJECTS_SCHEMA)),
+    )
 
 
 def _silver_parts(cleaned: DataFrame, sink: SilverSink, flags) -> list[dict]:
@@ -501,6 +515,20 @@ def _silver_parts(cleaned: DataFrame, sink: SilverSink, flags) -> list[dict]:
     for r in flagged:
         positions.setdefault(r["part_path"], []).append(int(r["part_row"]))
     return drop_part_rows(sink.parts, parts, positions)
+
+
+def _drop_parts(cleaned: DataFrame, sink: SilverSink, flags) -> list[dict]:
+    """The rejects files the cleaning workers wrote for the dropped points (their `rejects_part` rows),
+    without the points of rows that a rule over other rows rejected afterwards (`flags`; rewritten files):
+    such a row is quarantined whole, once."""
+    parts = [r.asDict() for r in cleaned.where(F.col("kind") == REJECTS_PART).select(*PART_COLUMNS).collect()]
+    if not flags:
+        return parts
+    runs = _rows_by_id(cleaned.where(F.col("kind") == DROP), flags, "left_semi")
+    positions: dict[str, list[int]] = {}
+    for r in runs.select("part_path", "part_row", "n_points").collect():
+        positions.setdefault(r["part_path"], []).extend(range(int(r["part_row"]), int(r["part_row"]) + r["n_points"]))
+    return drop_part_rows(sink.rejects, parts, positions)
 
 
 def _rows_by_id(df: DataFrame, row_ids, how: str) -> DataFrame:

@@ -69,7 +69,56 @@ def test_ids_and_vehicle_keys_are_the_formulas_the_lake_was_written_with(spark):
     assert got == [r[0] for r in rows.select(expr).collect()]
 
 
-def test_point_rejects_say_why_and_keep_the_fix(spark):
-    rows = walk(6) + [("a", T0 + 90, -8.80, 41.15)]
-    got = ct.point_rejects(cleaned(spark, rows).where("kind = 'drop'")).collect()
-    assert [(r.reason, r.detail) for r in got] == [("outside_bbox", f"ts={T0 + 90} lon=-8.800000 lat=41.150000")]
+def _sink_with_rejects(tmp_path, tag="run1"):
+    from transfertraj.jobs.schemas import REJECTS_SCHEMA
+
+    part = {"city": "porto", "date": "2013-07-01"}
+    rejects = PartSink(
+        str(tmp_path / "rejects"), part, delta_arrow_schema(REJECTS_SCHEMA, without=("city", "date")), tag=tag
+    )
+    return ct.SilverSink(_sink(tmp_path, tag).parts, city="porto", key="k", rejects=rejects)
+
+
+def test_dropped_points_are_written_by_the_worker_and_come_back_counted(spark, tmp_path):
+    rows = walk(6) + [("a", T0 + 90, -8.80, 41.15), ("a", T0 + 105, -8.81, 41.15)]
+    df = cleaned(spark, rows, _sink_with_rejects(tmp_path))
+    runs = df.where("kind = 'drop'").collect()
+    assert sum(r.n_points for r in runs) == 2 and {r.reason for r in runs} == {"outside_bbox"}
+    files = {p.part_path for p in df.where(F.col("kind") == ct.REJECTS_PART).collect()}
+    assert files == {r.part_path for r in runs}
+    written = pa.concat_tables([pq.read_table(tmp_path / "rejects" / f) for f in files]).to_pylist()
+    assert sorted((r["reason"], r["detail"]) for r in written) == [
+        ("outside_bbox", f"ts={T0 + 90} lon=-8.800000 lat=41.150000"),
+        ("outside_bbox", f"ts={T0 + 105} lon=-8.810000 lat=41.150000"),
+    ]
+    for r in runs:  # each run says where its rows are
+        table = pq.read_table(tmp_path / "rejects" / r.part_path).slice(r.part_row, r.n_points)
+        assert set(table.column("row_id").to_pylist()) == {r.row_id} and set(table.column("reason").to_pylist()) == {
+            r.reason
+        }
+
+
+def test_drop_detail_is_what_spark_format_string_wrote(spark):
+    """The quarantine row of a dropped point reads as it did when Spark formatted it (format_string)."""
+    values = [(1372636800, -8.6186, 41.1414), (5, 0.0, -0.0), (-7, 200.123456789, -90.0000005)]
+    values += [(9, float("nan"), float("inf")), (10, float("-inf"), 1e-7), (11, 123456.5, -3.25e-6)]
+    df = spark.createDataFrame(values, "ts long, lon double, lat double")
+    want = [r[0] for r in df.select(F.format_string("ts=%d lon=%.6f lat=%.6f", "ts", "lon", "lat")).collect()]
+    drops = pa.table(
+        {
+            "source_file": ["f"] * len(values),
+            "row_id": list(range(len(values))),
+            "point_idx": [0] * len(values),
+            "reason": ["invalid_coordinate"] * len(values),
+            "ts": [v[0] for v in values],
+            "lon": [v[1] for v in values],
+            "lat": [v[2] for v in values],
+        }
+    )
+    assert ct.drop_rejects(drops).column("detail").to_pylist() == want
+
+
+def test_drop_runs_are_the_row_and_reason_runs():
+    runs = ct.drop_runs(pa.array([1, 1, 1, 2, 3, 3]), pa.array(["a", "a", "b", "a", "b", "b"]))
+    assert runs["row_id"].to_pylist() == [1, 1, 2, 3] and runs["reason"].to_pylist() == ["a", "b", "a", "b"]
+    assert runs["start"].tolist() == [0, 2, 3, 4] and runs["n"].tolist() == [2, 1, 1, 2]

@@ -296,7 +296,8 @@ def test_a_run_killed_between_tables_is_visible_and_the_next_run_repairs_it(spar
     real = ingest_job.commit_parts
 
     def kill_before_silver(sink, *args, **kw):  # silver's files are written; its commit never happens
-        assert sink.table.rstrip("/").endswith("silver")
+        if not sink.table.rstrip("/").endswith("silver"):
+            return real(sink, *args, **kw)  # the rejects, committed before silver
         raise Killed
 
     monkeypatch.setattr(ingest_job, "commit_parts", kill_before_silver)

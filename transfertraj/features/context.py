@@ -310,7 +310,8 @@ def interpolate(lattice: RoadLattice, x: np.ndarray, y: np.ndarray):
     """Bilinear road lengths and distance, nearest-node class and coverage; outside = not covered.
 
     Nodes are gathered by flat index (one row gather per corner), the arithmetic is the bilinear form
-    w00 * a00 + w10 * a10 + w01 * a01 + w11 * a11 in float64 from the float16 lattice."""
+    w00 * a00 + w10 * a10 + w01 * a01 + w11 * a11 in float64 from the float16 lattice (float32 where
+    mapped, features.mapped_context: the same values, so the same result)."""
     ny, nx = lattice.shape
     fx = (x - lattice.x0) / lattice.step
     fy = (y - lattice.y0) / lattice.step
