@@ -447,7 +447,7 @@ def _checked_and_cleaned(
     n_rejects = report.rows_rejected + len(delivery.quarantined) + len(delivery.skipped)
     row_rejects = row_rejects.coalesce(max(1, -(-n_rejects // REJECTS_PER_TASK)))
     with _phase(spark, "rejects"):
-        rejects_parts = drop_parts + write_frame(row_rejects, sink.rejects, "rows")
+        rejects_parts = drop_parts + (write_frame(row_rejects, sink.rejects, "rows") if n_rejects else [])
         report.rejects_version = commit_parts(
             sink.rejects,
             rejects_parts,
