@@ -45,6 +45,10 @@ class SilverSink:
     city: str
     key: str
     rejects: PartSink | None = None
+    # the dropped points come back counted per (row, reason) run, so that the driver can take a row's
+    # points out again (a Porto row); False: per reason (a point log's row is one fix: nothing to take out,
+    # and a row per dropped fix through the JVM was most of the cost)
+    runs_by_row: bool = True
 
 
 def trip_ids(city: str, stream_ids: pa.Array, starts: np.ndarray) -> pa.Array:
@@ -113,7 +117,8 @@ def trips_to_parts(batches, sink: SilverSink, schema: pa.Schema):
             if other.num_rows:
                 yield other
             if dw is not None:
-                yield from _written_drops(pa.Table.from_batches([batch.filter(is_drop)]), dw, schema)
+                drops = pa.Table.from_batches([batch.filter(is_drop)])
+                yield from _written_drops(drops, dw, schema, by_row=sink.runs_by_row)
             trips = pa.Table.from_batches([batch.filter(is_trip)])
             if not trips.num_rows:
                 continue
@@ -132,16 +137,18 @@ def trips_to_parts(batches, sink: SilverSink, schema: pa.Schema):
             yield from _conformed({**columns, "kind": pa.array([kind], pa.string())}, 1, schema).to_batches()
 
 
-def _written_drops(drops: pa.Table, w, schema: pa.Schema):
-    """`drop` rows written to the rejects file of `w`, ordered by row, reason and point, and passed on as
-    drop_runs' counted rows."""
+def _written_drops(drops: pa.Table, w, schema: pa.Schema, *, by_row: bool = True):
+    """`drop` rows written to the rejects file of `w`, ordered by row, reason and point (by reason alone
+    without `by_row`), and passed on as drop_runs' counted rows (their row id null without `by_row`)."""
     from transfertraj.jobs.clean_points import DROP
 
     if not drops.num_rows:
         return
-    drops = drops.sort_by([(ROW_ID, "ascending"), (REASON, "ascending"), (POINT_IDX, "ascending")])
+    keys = [(ROW_ID, "ascending"), (REASON, "ascending"), (POINT_IDX, "ascending")]
+    drops = drops.sort_by(keys if by_row else keys[1:2])
     first = w.write(drop_rejects(drops))
-    runs = drop_runs(drops.column(ROW_ID), drops.column(REASON))
+    rows = drops.column(ROW_ID) if by_row else pa.nulls(drops.num_rows, pa.int64())
+    runs = drop_runs(rows, drops.column(REASON))
     n = len(runs["n"])
     slim = {
         "kind": pa.array([DROP] * n, pa.string()),

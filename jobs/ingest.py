@@ -500,6 +500,7 @@ def _silver_sink(settings: Settings, city: CityConfig, date: str, report: Ingest
         city=city.name,
         key=load_vehicle_key(settings),
         rejects=sink_of("rejects", delta_arrow_schema(REJECTS_SCHEMA)),
+        runs_by_row=city.raw.format == "porto_csv",  # only a Porto row can be rejected after its cleaning
     )
 
 

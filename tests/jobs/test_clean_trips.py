@@ -122,3 +122,15 @@ def test_drop_runs_are_the_row_and_reason_runs():
     runs = ct.drop_runs(pa.array([1, 1, 1, 2, 3, 3]), pa.array(["a", "a", "b", "a", "b", "b"]))
     assert runs["row_id"].to_pylist() == [1, 1, 2, 3] and runs["reason"].to_pylist() == ["a", "b", "a", "b"]
     assert runs["start"].tolist() == [0, 2, 3, 4] and runs["n"].tolist() == [2, 1, 1, 2]
+
+
+def test_a_point_logs_drops_come_back_one_row_per_reason(spark, tmp_path):
+    """A point log's row is one fix: its drops are counted by reason, with no row to take out."""
+    from dataclasses import replace
+
+    rows = walk(6) + [("a", T0 + 90, -8.80, 41.15), ("a", T0 + 105, -8.81, 41.15)]
+    df = cleaned(spark, rows, replace(_sink_with_rejects(tmp_path), runs_by_row=False))
+    runs = df.where("kind = 'drop'").collect()
+    assert [(r.row_id, r.reason, r.n_points) for r in runs] == [(None, "outside_bbox", 2)]
+    table = pq.read_table(tmp_path / "rejects" / runs[0].part_path).slice(runs[0].part_row, 2)
+    assert sorted(table.column("row_id").to_pylist()) == [6, 7]
