@@ -198,8 +198,8 @@ def _fixed6(values: list) -> list[str]:
             out.append("NaN")
         elif v in (math.inf, -math.inf):
             out.append("Infinity" if v > 0 else "-Infinity")
-        elif maybe and len(repr(v).partition(".")[2]) == 7 and "e" not in repr(v):
-            out.append(str(decimal.Decimal(repr(v)).quantize(_MICRO, rounding=decimal.ROUND_HALF_UP)))
+        elif maybe and "e" not in (shortest := repr(v)) and len(shortest.partition(".")[2]) == 7:
+            out.append(str(decimal.Decimal(shortest).quantize(_MICRO, rounding=decimal.ROUND_HALF_UP)))
         else:
             out.append(f"{v:.6f}")
     return out

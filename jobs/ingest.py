@@ -423,8 +423,7 @@ def _checked_and_cleaned(
     report.points_dropped_by_reason = {}
     with _phase(spark, "cleaning"):
         outcome = outcome.collect()
-        parts = _silver_parts(kept if porto else cleaned, sink, flags if porto else {})
-        drop_parts = _drop_parts(kept if porto else cleaned, sink, flags if porto else {})
+        parts, drop_parts = _written_parts(kept if porto else cleaned, sink, flags if porto else {})
     for r in outcome:
         if r["kind"] in (PART, REJECTS_PART):
             continue
@@ -432,8 +431,7 @@ def _checked_and_cleaned(
             report.trajectories_out += int(r["n"])
             report.points_kept += int(r["p"] or 0)
         else:
-            reason = r[REASON]
-            report.points_dropped_by_reason[reason] = report.points_dropped_by_reason.get(reason, 0) + int(r["p"])
+            report.points_dropped_by_reason[r[REASON]] = int(r["p"])
     report.points_dropped = sum(report.points_dropped_by_reason.values())
 
     # The rows rejected whole and the files set aside, written beside the dropped points' files (which the
@@ -504,32 +502,25 @@ def _silver_sink(settings: Settings, city: CityConfig, date: str, report: Ingest
     )
 
 
-def _silver_parts(cleaned: DataFrame, sink: SilverSink, flags) -> list[dict]:
-    """The silver files the cleaning workers wrote (their `part` rows), without the trips of rows that a
-    rule over other rows rejected after they were written (`flags`: row_id -> flag; rewritten files)."""
-    parts = [r.asDict() for r in cleaned.where(F.col("kind") == PART).select(*PART_COLUMNS).collect()]
-    if not flags:
-        return parts
-    trips = cleaned.where(F.col("kind") == TRIP)
-    flagged = _rows_by_id(trips, flags, "left_semi").select("part_path", "part_row").collect()
-    positions: dict[str, list[int]] = {}
-    for r in flagged:
-        positions.setdefault(r["part_path"], []).append(int(r["part_row"]))
-    return drop_part_rows(sink.parts, parts, positions)
-
-
-def _drop_parts(cleaned: DataFrame, sink: SilverSink, flags) -> list[dict]:
-    """The rejects files the cleaning workers wrote for the dropped points (their `rejects_part` rows),
-    without the points of rows that a rule over other rows rejected afterwards (`flags`; rewritten files):
-    such a row is quarantined whole, once."""
-    parts = [r.asDict() for r in cleaned.where(F.col("kind") == REJECTS_PART).select(*PART_COLUMNS).collect()]
-    if not flags:
-        return parts
-    runs = _rows_by_id(cleaned.where(F.col("kind") == DROP), flags, "left_semi")
-    positions: dict[str, list[int]] = {}
-    for r in runs.select("part_path", "part_row", "n_points").collect():
-        positions.setdefault(r["part_path"], []).extend(range(int(r["part_row"]), int(r["part_row"]) + r["n_points"]))
-    return drop_part_rows(sink.rejects, parts, positions)
+def _written_parts(cleaned: DataFrame, sink: SilverSink, flags) -> tuple[list[dict], list[dict]]:
+    """(the silver files, the rejects files) the cleaning workers wrote (their `part` and `rejects_part`
+    rows, one job), without the trips and dropped points of rows that a rule over other rows rejected
+    after they were written (`flags`: row_id -> flag; their files rewritten): such a row is quarantined
+    whole, once. A `trip` row is one row of its file, a `drop` row a run of n_points rows."""
+    written = cleaned.where(F.col("kind").isin(PART, REJECTS_PART)).select("kind", *PART_COLUMNS).collect()
+    parts = {
+        kind: [{c: r[c] for c in PART_COLUMNS} for r in written if r["kind"] == kind] for kind in (PART, REJECTS_PART)
+    }
+    positions: dict[str, dict[str, list[int]]] = {TRIP: {}, DROP: {}}
+    if flags:
+        rows = _rows_by_id(cleaned.where(F.col("kind").isin(TRIP, DROP)), flags, "left_semi")
+        for r in rows.select("kind", "part_path", "part_row", "n_points").collect():
+            span = 1 if r["kind"] == TRIP else r["n_points"]
+            positions[r["kind"]].setdefault(r["part_path"], []).extend(range(r["part_row"], r["part_row"] + span))
+    return (
+        drop_part_rows(sink.parts, parts[PART], positions[TRIP]),
+        drop_part_rows(sink.rejects, parts[REJECTS_PART], positions[DROP]),
+    )
 
 
 def _rows_by_id(df: DataFrame, row_ids, how: str) -> DataFrame:
